@@ -1,0 +1,1 @@
+"""tcsession: Tomcat session clustering, deployed over SSH."""
