@@ -1,0 +1,118 @@
+"""tcsession's command line: thin Invoke tasks over the tcsession package.
+
+`inv --list` shows them; `inv --help TASK` shows a task's options. Every task reads the
+inventory (hosts.toml by default, or -i/--inventory) and exits 1 with a one-line message on
+an expected failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from invoke import Collection, Exit, task
+
+DEFAULT_INVENTORY = "hosts.toml"
+
+
+def _fail_cleanly(fn):
+    """Expected failures (TcsessionError) end the task with their one line, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from tcsession.errors import TcsessionError
+
+        try:
+            return fn(*args, **kwargs)
+        except TcsessionError as e:
+            raise Exit(f"tcsession: {e}", code=1) from None
+
+    return wrapper
+
+
+def _inventory(path: str):
+    from tcsession.inventory import load_inventory
+
+    return load_inventory(path)
+
+
+# ------------------------------------------------------------------------- lab
+
+
+def _lab_spec(inventory: str, tomcats: int | None, release: str | None):
+    from pathlib import Path
+
+    from tcsession import lab
+    from tcsession.inventory import lab_state_dir, parse_inventory
+
+    if tomcats is None and release is None:
+        return lab.spec_from_inventory(_inventory(inventory))
+    base = _inventory(inventory)
+    name = base.lab.name if base.lab else "tcsession"
+    text = lab.render_inventory(name=name, release=release or (base.lab.release if base.lab else "bookworm"),
+                                tomcats=tomcats or len(base.tomcats))
+    path = lab_state_dir(name).with_name(f"{name}.hosts.toml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"lab: inventory for this lab written to {path} (use -i {path})")
+    return lab.spec_from_inventory(parse_inventory(text, Path(path)))
+
+
+@task(help={"inventory": "inventory file (default hosts.toml)",
+            "tomcats": "number of Tomcat hosts (default: as in the inventory; writes a lab inventory)",
+            "release": "bookworm (Tomcat 10.1, default) or bullseye (Tomcat 9)"})
+@_fail_cleanly
+def lab_up(c, inventory=DEFAULT_INVENTORY, tomcats=None, release=None):
+    """Bring up the built-in lab: real hosts (systemd containers) on a bridge, SSH-ready."""
+    from tcsession import lab
+
+    lab.up(_lab_spec(inventory, int(tomcats) if tomcats else None, release))
+
+
+@task(help={"inventory": "inventory file (default hosts.toml)"})
+@_fail_cleanly
+def lab_down(c, inventory=DEFAULT_INVENTORY):
+    """Take the lab down: no container, mount, bridge, veth or state left behind."""
+    from tcsession import lab
+
+    lab.down(lab.spec_from_inventory(_inventory(inventory)))
+
+
+@task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON instead of a table"})
+@_fail_cleanly
+def lab_status(c, inventory=DEFAULT_INVENTORY, json=False):
+    """Show each lab host: container running, reachable over SSH, OS release, systemd state."""
+    from tcsession import status
+
+    report = status.host_report(_inventory(inventory))
+    status.print_host_report(report, as_json=json)
+    if not report.healthy:
+        raise Exit(code=1)
+
+
+# ------------------------------------------------------------------------- main tasks
+
+
+@task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON for monitoring"})
+@_fail_cleanly
+def status(c, inventory=DEFAULT_INVENTORY, json=False):
+    """Show every host: reachable, OS, systemd state, packages, services, ports. Exit 1 if unhealthy."""
+    from tcsession import status as st
+
+    report = st.host_report(_inventory(inventory))
+    st.print_host_report(report, as_json=json)
+    if not report.healthy:
+        raise Exit(code=1)
+
+
+lab = Collection("lab")
+lab.add_task(lab_up, "up")
+lab.add_task(lab_down, "down")
+lab.add_task(lab_status, "status")
+
+ns = Collection()
+ns.add_collection(lab)
+ns.add_task(status)
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    raise SystemExit("tcsession needs Python 3.11 or newer")

@@ -1,0 +1,551 @@
+"""The inventory: hosts.toml, loaded once into frozen dataclasses.
+
+Every check of the file happens here, so the rest of tcsession can trust an
+Inventory.  Any problem raises TcsessionError with one line naming the file,
+the table/key and the fix.  Pure code: it reads the file and checks that the
+SSH key file exists, nothing else.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from tcsession.errors import TcsessionError
+
+LAB_ROOT = Path("/var/lib/tcsession/lab")
+
+
+def lab_state_dir(name: str) -> Path:
+    """Where the built-in lab called `name` keeps its SSH key, known_hosts and state."""
+    return LAB_ROOT / name
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Ssh:
+    user: str
+    port: int
+    key: Path | None
+    agent: bool
+    known_hosts: Path
+    sudo: bool
+    connect_timeout: float
+    command_timeout: float
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    role: str  # "nginx" | "tomcat"
+    address: str
+    ssh: Ssh
+    http_port: int
+    jvm_route: str | None  # None for nginx
+    memcached: bool  # False for nginx
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    release: str  # "bookworm" (Tomcat 10.1) | "bullseye" (Tomcat 9)
+    subnet: ipaddress.IPv4Network
+
+    @property
+    def state_dir(self) -> Path:
+        return lab_state_dir(self.name)
+
+
+@dataclass(frozen=True)
+class Delta:
+    manager: str  # "delta" | "backup"
+    membership: str  # "multicast" | "static"
+    multicast_address: str
+    multicast_port: int
+    receiver_port: int
+    channel_send_options: int
+    state_transfer_timeout: int
+
+
+@dataclass(frozen=True)
+class Msm:
+    sticky: bool
+    serializer: str  # "java" | "kryo" | "javolution"
+    locking_mode: str  # "none" | "all" | "auto" | "uriPattern:<regex>"
+    request_uri_ignore_pattern: str
+    scope: str  # "app" | "global"
+    memcached_port: int
+    maven_repo: str  # http(s) URL, or an absolute local directory path
+    jakarta: str  # "convert" | "supplied" | "refuse"
+    version: str
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    hosts: tuple[Host, ...]  # nginx first, then the tomcats in file order
+    lab: Lab | None
+    delta: Delta
+    msm: Msm
+
+    @property
+    def nginx(self) -> Host:
+        return next(h for h in self.hosts if h.role == "nginx")
+
+    @property
+    def tomcats(self) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.role == "tomcat")
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        names = ", ".join(h.name for h in self.hosts)
+        raise TcsessionError(f'{self.path}: no host named "{name}"; use one of: {names}')
+
+
+# --------------------------------------------------------------------------- schema
+
+REQUIRED = object()
+Check = Callable[[Any], "str | None"]  # returns "<problem>; <fix>" or None when fine
+
+# kind -> (accepts the value?, description for "expected ...")
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+}
+
+
+@dataclass(frozen=True)
+class _Key:
+    kind: str
+    default: Any = REQUIRED
+    check: Check | None = None
+    example: str = ""  # shown in "expected ..." hints; defaults to the default value
+
+
+def _show(v: Any) -> str:
+    """A value the way it would be written in TOML (one line)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, dict):
+        return "a table"
+    if isinstance(v, list):
+        return "an array"
+    return str(v)
+
+
+def _kind_of(v: Any) -> str:
+    for desc, test in (("a string", lambda: isinstance(v, str)), ("a boolean", lambda: isinstance(v, bool)),
+                       ("an integer", lambda: isinstance(v, int)), ("a float", lambda: isinstance(v, float)),
+                       ("a table", lambda: isinstance(v, dict)), ("an array", lambda: isinstance(v, list))):
+        if test():
+            return desc
+    return "a date/time"
+
+
+def _port(v: int) -> str | None:
+    return None if 1 <= v <= 65535 else "is not a port number; use an integer from 1 to 65535"
+
+
+def _positive(v: float) -> str | None:
+    return None if math.isfinite(v) and v > 0 else "must be a number greater than 0; e.g. 10"
+
+
+def _non_negative(v: int) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _one_of(*choices: str) -> Check:
+    listed = ", ".join(json.dumps(c) for c in choices)
+    return lambda v: None if v in choices else f"is not one of {listed}; use one of them"
+
+
+def _pattern(regex: str, fix: str) -> Check:
+    rx = re.compile(regex)
+    return lambda v: None if rx.fullmatch(v) else f"is invalid; {fix}"
+
+
+def _non_empty(v: str) -> str | None:
+    return None if v.strip() else "is empty; give a value or remove the key"
+
+
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+
+
+def _address(v: str) -> str | None:
+    try:
+        ipaddress.ip_address(v)
+        return None
+    except ValueError:
+        pass
+    if len(v) <= 253 and _HOSTNAME.fullmatch(v) and not v.split(".")[-1].isdigit():
+        return None
+    return ('is neither an IP address nor a DNS host name; '
+            'write an IPv4/IPv6 address such as "192.0.2.10" or a host name such as "web1.example.com"')
+
+
+def _multicast(v: str) -> str | None:
+    try:
+        if ipaddress.IPv4Address(v).is_multicast:
+            return None
+    except ValueError:
+        pass
+    return 'is not an IPv4 multicast address; use one in 224.0.0.0/4, e.g. "228.0.0.4"'
+
+
+def _subnet(v: str) -> str | None:
+    try:
+        net = ipaddress.IPv4Network(v)
+    except ValueError:
+        try:
+            net = ipaddress.IPv4Network(v, strict=False)
+        except ValueError:
+            return 'is not an IPv4 network; write a /24 network such as "10.153.0.0/24"'
+        return f'has host bits set; write the network address, "{net}"'
+    return None if net.prefixlen == 24 else 'is not a /24; write a /24 network such as "10.153.0.0/24"'
+
+
+def _locking_mode(v: str) -> str | None:
+    if v in ("none", "all", "auto") or (v.startswith("uriPattern:") and v != "uriPattern:"):
+        return None
+    return 'is invalid; use "none", "all", "auto" or "uriPattern:<regex>"'
+
+
+def _maven_repo(v: str) -> str | None:
+    if "://" not in v:
+        return _non_empty(v)
+    u = urlsplit(v)
+    if u.scheme in ("http", "https") and u.netloc:
+        return None
+    return 'is not an http(s) URL; use e.g. "https://repo.maven.apache.org/maven2" or a local directory path'
+
+
+_USER = _pattern(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?", 'use a login name such as "root" or "ops"')
+
+SSH_KEYS: dict[str, _Key] = {
+    "user": _Key("str", "root", _USER),
+    "port": _Key("int", 22, _port),
+    "key": _Key("str", None, _non_empty, '"~/.ssh/id_ed25519"'),
+    "agent": _Key("bool", False),
+    "known_hosts": _Key("str", "~/.ssh/known_hosts", _non_empty),
+    "sudo": _Key("bool", None, example="true"),  # None: true when user != "root"
+    "connect_timeout": _Key("number", 10, _positive),
+    "command_timeout": _Key("number", 600, _positive),
+}
+_ADDRESS = _Key("str", REQUIRED, _address, '"192.0.2.10"')
+NGINX_KEYS: dict[str, _Key] = {
+    "address": _ADDRESS,
+    "http_port": _Key("int", 80, _port),
+}
+TOMCAT_KEYS: dict[str, _Key] = {
+    "address": _ADDRESS,
+    "jvm_route": _Key("str", None, _pattern(
+        r"[A-Za-z0-9_-]+",
+        "use only letters, digits, _ and - (no dots: Tomcat appends it to session ids after a dot)"),
+        '"tomcat1"'),
+    "memcached": _Key("bool", True),
+    "http_port": _Key("int", 8080, _port),
+}
+LAB_KEYS: dict[str, _Key] = {
+    "name": _Key("str", "tcsession", _pattern(
+        r"[a-z][a-z0-9-]{0,15}", "use a lowercase letter then up to 15 lowercase letters, digits or -")),
+    "release": _Key("str", "bookworm", _one_of("bookworm", "bullseye")),
+    "subnet": _Key("str", "10.153.0.0/24", _subnet),
+}
+DELTA_KEYS: dict[str, _Key] = {
+    "manager": _Key("str", "delta", _one_of("delta", "backup")),
+    "membership": _Key("str", "multicast", _one_of("multicast", "static")),
+    "multicast_address": _Key("str", "228.0.0.4", _multicast),
+    "multicast_port": _Key("int", 45564, _port),
+    "receiver_port": _Key("int", 4000, _port),
+    "channel_send_options": _Key("int", 6, _non_negative),
+    "state_transfer_timeout": _Key("int", 60, lambda v: None if v > 0 else "must be greater than 0; e.g. 60"),
+}
+MSM_KEYS: dict[str, _Key] = {
+    "sticky": _Key("bool", True),
+    "serializer": _Key("str", "java", _one_of("java", "kryo", "javolution")),
+    "locking_mode": _Key("str", "auto", _locking_mode),
+    "request_uri_ignore_pattern": _Key("str", r".*\.(ico|png|gif|jpg|css|js)$"),
+    "scope": _Key("str", "app", _one_of("app", "global")),
+    "memcached_port": _Key("int", 11211, _port),
+    "maven_repo": _Key("str", "https://repo.maven.apache.org/maven2", _maven_repo),
+    "jakarta": _Key("str", "convert", _one_of("convert", "supplied", "refuse")),
+    "version": _Key("str", "2.3.2", _pattern(r"\d+(\.\d+)*(-[A-Za-z0-9]+)*", 'use a version such as "2.3.2"')),
+}
+TOP_TABLES = ("lab", "ssh", "nginx", "tomcat", "delta", "msm")
+ROLE_KEYS = {"nginx": NGINX_KEYS, "tomcat": TOMCAT_KEYS}
+SECRET_KEYS = ("password", "sudo_password", "passphrase")
+LAB_PROVIDED = ("key", "agent", "known_hosts")
+_HOST_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Read and check the inventory file; TcsessionError (one line) on any problem."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TcsessionError(
+            f"{path}: no such file; create it, e.g. copy hosts.toml (the built-in lab) or "
+            f"examples/hosts.real.toml (real servers) from tcsession and edit it") from None
+    except IsADirectoryError:
+        raise TcsessionError(f"{path}: is a directory; give the path of the hosts.toml file") from None
+    except OSError as e:
+        raise TcsessionError(f"{path}: cannot read it ({e.strerror}); check the path and its permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TcsessionError(f"{path}: not UTF-8 text (bad byte at offset {e.start}); save it as UTF-8") from None
+    return parse_inventory(text, path)
+
+
+def parse_inventory(text: str, path: Path) -> Inventory:
+    """Check the TOML text of an inventory; `path` names it in errors and anchors relative paths."""
+    return _Parser(Path(path)).parse(text)
+
+
+class _Parser:
+    def __init__(self, path: Path):
+        self.path = path
+        self.base = Path(os.path.abspath(path)).parent
+        self.lab: Lab | None = None
+
+    # -- helpers
+
+    def fail(self, where: str, msg: str) -> None:
+        line = f"{self.path}: {where} {msg}" if where else f"{self.path}: {msg}"
+        raise TcsessionError(" ".join(line.split()))  # always one line
+
+    def resolve(self, where: str, key: str, value: str) -> Path:
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:
+            self.fail(where, f"{key} = {_show(value)}: cannot expand ~; write the full path")
+        return Path(os.path.normpath(self.base / p))
+
+    def table(self, where: str, raw: Any, spec: dict[str, _Key], extra: dict[str, _Key] | None = None,
+              ) -> dict[str, Any]:
+        """Check the keys present in one table against spec (+extra); return them, without defaults."""
+        if not isinstance(raw, dict):
+            self.fail("", f"{where} must be a table, not {_kind_of(raw)}; write it as a {where} section")
+        known = {**spec, **(extra or {})}
+        for key, value in raw.items():
+            if key in SECRET_KEYS:
+                fix = ("load the key into ssh-agent and set agent = true" if key == "passphrase" else
+                       "set TCSESSION_SUDO_PASSWORD in the environment or let tcsession prompt")
+                self.fail(where, f"{key}: no secrets in {self.path.name}; {fix}")
+            if key not in known:
+                names = list(known)
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f'did you mean "{close[0]}"?' if close else "remove it"
+                self.fail(where, f'unknown key "{key}"; {hint} (known: {", ".join(names)})')
+            k = known[key]
+            accepts, desc = _KINDS[k.kind]
+            if not accepts(value):
+                example = k.example or _show(k.default)
+                self.fail(where, f"{key} = {_show(value)} is {_kind_of(value)}, expected {desc}; "
+                                 f"write e.g. {key} = {example}")
+            problem = k.check(value) if k.check else None
+            if problem:
+                self.fail(where, f"{key} = {_show(value)} {problem}")
+        for key, k in spec.items():
+            if k.default is REQUIRED and key not in raw:
+                self.fail(where, f"has no {key}; add {key} = {k.example}")
+        return dict(raw)
+
+    def with_defaults(self, where: str, raw: Any, spec: dict[str, _Key]) -> dict[str, Any]:
+        return {k: s.default for k, s in spec.items()} | self.table(where, raw, spec)
+
+    def no_lab_provided(self, where: str, values: dict[str, Any]) -> None:
+        if self.lab:
+            for key in LAB_PROVIDED:
+                if key in values:
+                    self.fail(where, f"{key}: the lab provides the SSH key and known_hosts "
+                                     f"({self.lab.state_dir}); remove {key} (or remove [lab] for real hosts)")
+
+    # -- the file
+
+    def parse(self, text: str) -> Inventory:
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            msg = str(e)
+            m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
+            if m:
+                where, msg = f"line {m[1]}, column {m[2]}", msg[:m.start()]
+            else:
+                where, msg = "end of file", re.sub(r"\s*\(at end of document\)$", "", msg)
+            self.fail("", f"invalid TOML at {where}: {msg}; fix the syntax")
+
+        for key in doc:
+            if key not in TOP_TABLES:
+                close = difflib.get_close_matches(key, TOP_TABLES, n=1)
+                hint = f"did you mean [{close[0]}]?" if close else "remove it"
+                self.fail("", f'unknown table or key "{key}"; {hint} (known: {", ".join(TOP_TABLES)})')
+
+        if "lab" in doc:
+            lab = self.with_defaults("[lab]", doc["lab"], LAB_KEYS)
+            self.lab = Lab(lab["name"], lab["release"], ipaddress.IPv4Network(lab["subnet"]))
+
+        ssh_set = self.table("[ssh]", doc.get("ssh", {}), SSH_KEYS)
+        self.no_lab_provided("[ssh]", ssh_set)
+
+        hosts = [h for role in ("nginx", "tomcat") for h in self.hosts(role, doc, ssh_set)]
+        self.check_hosts(hosts)
+
+        delta = Delta(**self.with_defaults("[delta]", doc.get("delta", {}), DELTA_KEYS))
+        msm = self.with_defaults("[msm]", doc.get("msm", {}), MSM_KEYS)
+        if "://" not in msm["maven_repo"]:
+            msm["maven_repo"] = str(self.resolve("[msm]", "maven_repo", msm["maven_repo"]))
+        msm = Msm(**msm)
+        self.check_ports(hosts, delta, msm)
+        return Inventory(self.path, tuple(hosts), self.lab, delta, msm)
+
+    def hosts(self, role: str, doc: dict, ssh_set: dict) -> list[Host]:
+        section = doc.get(role, {})
+        if not isinstance(section, dict):
+            self.fail("", f"{role} must be tables like [{role}.NAME], not {_kind_of(section)}; "
+                          f"write one [{role}.NAME] table per host")
+        hosts = []
+        for name, raw in section.items():
+            where = f"[{role}.{name}]"
+            if not isinstance(raw, dict):
+                self.fail(f"[{role}]", f"{name} = {_show(raw)} is not a host table; put each host in its own "
+                                       f"[{role}.NAME] table, e.g. [{role}.{role}1] with address = ... under it")
+            if not _HOST_NAME.fullmatch(name):
+                self.fail(where, f'invalid host name "{name}"; use a lowercase letter then up to 30 lowercase '
+                                 f"letters, digits or - (it becomes a host name)")
+            spec = ROLE_KEYS[role]
+            values = self.table(where, raw, spec, SSH_KEYS)
+            host_ssh = {k: v for k, v in values.items() if k in SSH_KEYS}
+            self.no_lab_provided(where, host_ssh)
+            own = {k: s.default for k, s in spec.items()} | {k: v for k, v in values.items() if k in spec}
+            tomcat = role == "tomcat"
+            hosts.append(Host(
+                name=name, role=role, address=own["address"], ssh=self.ssh(where, ssh_set, host_ssh),
+                http_port=own["http_port"],
+                jvm_route=(own["jvm_route"] or name) if tomcat else None,
+                memcached=own["memcached"] if tomcat else False,
+            ))
+        return hosts
+
+    def ssh(self, where: str, ssh_set: dict, host_set: dict) -> Ssh:
+        """The effective SSH settings of one host: defaults < [ssh] < the host's own table."""
+        v = {k: s.default for k, s in SSH_KEYS.items()} | ssh_set | host_set
+
+        def origin(*keys: str) -> str:
+            return where if any(k in host_set for k in keys) else "[ssh]"
+
+        sudo = v["sudo"]
+        if sudo is None:
+            sudo = v["user"] != "root"
+        elif not sudo and v["user"] != "root":
+            self.fail(origin("user", "sudo"), f'user = {_show(v["user"])} with sudo = false: tcsession needs root '
+                                              f'on the hosts; set sudo = true or user = "root"')
+        if self.lab:
+            key, agent = self.lab.state_dir / "id_ed25519", False
+            known_hosts = self.lab.state_dir / "known_hosts"
+        else:
+            key, agent = None, v["agent"]
+            if v["key"] is not None:
+                key = self.resolve(origin("key"), "key", v["key"])
+                if not key.is_file():
+                    self.fail(origin("key"), f"key = {_show(v['key'])}: no such file {key}; create it "
+                                             f"(ssh-keygen -t ed25519 -f {key}), fix the path, or use agent = true")
+            elif not agent:
+                self.fail(origin("key", "agent"), 'has no SSH key: set key = "~/.ssh/id_ed25519" '
+                                                  "(an existing private key) or agent = true")
+            known_hosts = self.resolve(origin("known_hosts"), "known_hosts", v["known_hosts"])
+        return Ssh(user=v["user"], port=v["port"], key=key, agent=agent, known_hosts=known_hosts, sudo=sudo,
+                   connect_timeout=float(v["connect_timeout"]), command_timeout=float(v["command_timeout"]))
+
+    def check_hosts(self, hosts: list[Host]) -> None:
+        nginx = [h for h in hosts if h.role == "nginx"]
+        tomcats = [h for h in hosts if h.role == "tomcat"]
+        if not nginx:
+            self.fail("", 'has no nginx host; add one [nginx.NAME] table, e.g. [nginx.nginx] with address = "..."')
+        if len(nginx) > 1:
+            self.fail(f"[nginx.{nginx[1].name}]", f"is a second nginx host besides [nginx.{nginx[0].name}]; "
+                                                  f"keep exactly one [nginx.NAME] table")
+        if len(tomcats) < 2:
+            have = f"only [tomcat.{tomcats[0].name}]" if tomcats else "none"
+            self.fail("", f"needs at least two [tomcat.NAME] tables, has {have}; add another Tomcat host")
+
+        seen_name: dict[str, Host] = {}
+        seen_addr: dict[Any, Host] = {}
+        seen_route: dict[str, Host] = {}
+        for h in hosts:
+            where = f"[{h.role}.{h.name}]"
+            if h.name in seen_name:
+                other = seen_name[h.name]
+                self.fail(where, f"has the same name as [{other.role}.{other.name}]; host names must be unique, "
+                                 f"rename one of them")
+            seen_name[h.name] = h
+            addr = _address_key(h.address)
+            if addr in seen_addr:
+                other = seen_addr[addr]
+                self.fail(where, f"address {_show(h.address)} is already used by [{other.role}.{other.name}]; "
+                                 f"give each host its own address")
+            seen_addr[addr] = h
+            if h.jvm_route is not None:
+                if h.jvm_route in seen_route:
+                    other = seen_route[h.jvm_route]
+                    self.fail(where, f"jvm_route {_show(h.jvm_route)} is already used by [tomcat.{other.name}]; "
+                                     f"give each Tomcat its own jvm_route")
+                seen_route[h.jvm_route] = h
+            if self.lab:
+                self.check_lab_address(where, h.address)
+
+    def check_lab_address(self, where: str, address: str) -> None:
+        net = self.lab.subnet
+        usable = f"use an address from {net.network_address + 2} to {net.broadcast_address - 1}"
+        try:
+            ip = ipaddress.IPv4Address(address)
+        except ValueError:
+            self.fail(where, f"address {_show(address)} is not an IPv4 address; the lab needs one in {net}: {usable}")
+        if ip not in net:
+            self.fail(where, f"address {_show(address)} is outside the lab subnet {net}; {usable}")
+        special = {net.network_address: "the network address", net.network_address + 1:
+                   "the control machine's address", net.broadcast_address: "the broadcast address"}
+        if ip in special:
+            self.fail(where, f"address {_show(address)} is {special[ip]} of the lab subnet {net}; {usable}")
+
+    def check_ports(self, hosts: list[Host], delta: Delta, msm: Msm) -> None:
+        """Ports that would meet on one host must differ."""
+        for h in hosts:
+            ports = [(f"[{h.role}.{h.name}] http_port", h.http_port), ("ssh port", h.ssh.port)]
+            if h.role == "tomcat":
+                ports.append(("[delta] receiver_port", delta.receiver_port))
+                if h.memcached:
+                    ports.append(("[msm] memcached_port", msm.memcached_port))
+            for i, (a, pa) in enumerate(ports):
+                for b, pb in ports[i + 1:]:
+                    if pa == pb:
+                        self.fail("", f"{a} {pa} is the same as {b} on host {h.name}; give them different ports")
+
+
+def _address_key(address: str) -> Any:
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return address.lower()

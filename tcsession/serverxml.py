@@ -1,0 +1,554 @@
+"""Tomcat server.xml for the delta mode: one managed <Cluster> in the Engine, and its jvmRoute.
+
+Pure: bytes in, bytes out (see :mod:`tcsession.xmlpatch` for how untouched bytes stay identical).
+
+What :func:`patch_server_xml` manages, and nothing else:
+
+- the ``jvmRoute`` attribute of ``Server/Service/Engine``;
+- exactly one ``<Cluster>`` directly inside that Engine, preceded by a marker comment
+  (:data:`MARKER`). The marker is how a later run recognises the block as ours.
+
+Decisions, so that patching is predictable:
+
+- An Engine holds one Cluster. If the operator wrote one (no marker), the deploy replaces it in
+  place, adds the marker, and the diff shows it; ``spec=None`` does not touch an unmarked Cluster.
+  The saved copy of the file (rollback) is what brings an operator's own Cluster back.
+- A managed Cluster is replaced where it stands. A new one goes right after the stock file's
+  commented-out ``<Cluster .../>`` example; without that comment, before the first element child
+  of the Engine (above the comments that introduce it), or as the only child.
+- ``spec=None`` removes the managed Cluster with its marker, and puts back the Engine's jvmRoute
+  as it was before tcsession set it (the marker records an earlier value, if there was one).
+  Stock file -> spec -> None gives the stock file back byte for byte.
+- Several Clusters in the Engine, a Cluster inside a Host, or several Engines: an error, never a
+  guess.
+
+Tomcat facts used (sources: Apache's cluster-howto and config/cluster-*.html for 7.0 to 11.0,
+and the Tomcat sources):
+
+- Tomcat 7: ``MessageDispatch15Interceptor`` (the 7.0 default). Its ``JvmRouteBinderValve``
+  still sends the session-id change as a ``SessionIDMessage`` that only
+  ``JvmRouteSessionIDBinderListener`` applies on the other nodes (its 7.0 Javadoc: that listener
+  MUST be configured on all nodes), so the Tomcat 7 block has it. Both classes are gone from 8.5
+  on, where the valve uses ``Manager.changeSessionId`` and the managers replicate the change.
+- Static membership, Tomcat 9 and newer: ``StaticMembershipService`` (9.0.11+) with a
+  ``LocalMember`` (uniqueId only: host and port come from the Receiver) and one ``Member`` per
+  peer; ``channelStartOptions`` stays at its default (config/cluster-membership.html).
+- Static membership, Tomcat 7 and 8.5: ``channelStartOptions="3"`` (no multicast), then
+  ``TcpPingInterceptor`` (staticOnly) and ``TcpFailureDetector`` before a
+  ``StaticMembershipInterceptor`` holding ``LocalMember`` and ``Member`` elements (the interceptor
+  warns at start when either is missing above it; config/cluster-interceptor.html).
+- ``uniqueId`` is 16 bytes written ``{b0,b1,...}`` without spaces, parsed with
+  ``Byte.parseByte`` (so -128..127); here derived from the node's address and jvmRoute, so every
+  node computes the same id for a peer and a second run writes the same bytes.
+- With static membership the Receiver uses ``autoBind="0"`` (Tomcat raises it to one attempt):
+  the peers' ``Member`` entries name that exact port, so a busy port must fail loudly instead of
+  silently moving to the next one. Multicast announces the bound port, so ``autoBind="100"``.
+- ``McastService bind="<node address>"`` needs ``-Djava.net.preferIPv4Stack=true`` in the JVM
+  options (lab.md); the module that writes JVM options sets it, not this one.
+- The Receiver never uses ``address="auto"``: it resolves the host name, which Debian and Ubuntu
+  map to 127.0.1.1, and the peers never connect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from lxml import etree
+
+from tcsession.errors import TcsessionError
+from tcsession.xmlpatch import (
+    XmlDocument,
+    element_children,
+    indent_of,
+    indent_unit,
+    insert_after,
+    insert_before,
+    append_child,
+    remove_node,
+)
+
+__all__ = [
+    "ClusterSpec",
+    "MARKER",
+    "SUPPORTED_MAJORS",
+    "patch_server_xml",
+    "read_cluster",
+    "render_cluster",
+    "unique_id",
+]
+
+SUPPORTED_MAJORS = (7, 8, 9, 10, 11)
+MARKER = "tcsession: managed cluster (tcsession deploy, mode delta); edits here are replaced"
+_PRIOR_ROUTE = re.compile(r'; Engine jvmRoute before tcsession: "([^"]*)"')
+_ROUTE_OK = re.compile(r"^[A-Za-z0-9_-]+$")
+
+# class names
+SIMPLE_TCP_CLUSTER = "org.apache.catalina.ha.tcp.SimpleTcpCluster"
+DELTA_MANAGER = "org.apache.catalina.ha.session.DeltaManager"
+BACKUP_MANAGER = "org.apache.catalina.ha.session.BackupManager"
+GROUP_CHANNEL = "org.apache.catalina.tribes.group.GroupChannel"
+MCAST_SERVICE = "org.apache.catalina.tribes.membership.McastService"
+STATIC_MEMBERSHIP_SERVICE = "org.apache.catalina.tribes.membership.StaticMembershipService"
+STATIC_MEMBER = "org.apache.catalina.tribes.membership.StaticMember"
+NIO_RECEIVER = "org.apache.catalina.tribes.transport.nio.NioReceiver"
+REPLICATION_TRANSMITTER = "org.apache.catalina.tribes.transport.ReplicationTransmitter"
+POOLED_PARALLEL_SENDER = "org.apache.catalina.tribes.transport.nio.PooledParallelSender"
+_INTERCEPTORS = "org.apache.catalina.tribes.group.interceptors."
+TCP_PING_INTERCEPTOR = _INTERCEPTORS + "TcpPingInterceptor"
+TCP_FAILURE_DETECTOR = _INTERCEPTORS + "TcpFailureDetector"
+STATIC_MEMBERSHIP_INTERCEPTOR = _INTERCEPTORS + "StaticMembershipInterceptor"
+MESSAGE_DISPATCH_INTERCEPTOR = _INTERCEPTORS + "MessageDispatchInterceptor"
+MESSAGE_DISPATCH15_INTERCEPTOR = _INTERCEPTORS + "MessageDispatch15Interceptor"
+REPLICATION_VALVE = "org.apache.catalina.ha.tcp.ReplicationValve"
+JVM_ROUTE_BINDER_VALVE = "org.apache.catalina.ha.session.JvmRouteBinderValve"
+CLUSTER_SESSION_LISTENER = "org.apache.catalina.ha.session.ClusterSessionListener"
+JVM_ROUTE_SESSION_ID_BINDER_LISTENER = "org.apache.catalina.ha.session.JvmRouteSessionIDBinderListener"
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What one node's Cluster looks like. ``peers`` are the *other* nodes (static membership)."""
+
+    tomcat_major: int  # 7, 8 (8.5), 9, 10, 11
+    address: str  # this node's own address (Receiver address; McastService bind)
+    jvm_route: str
+    manager: str = "delta"  # "delta" | "backup"
+    membership: str = "multicast"  # "multicast" | "static"
+    peers: tuple[tuple[str, str], ...] = ()  # static membership: (address, jvm_route) of the OTHER nodes
+    multicast_address: str = "228.0.0.4"
+    multicast_port: int = 45564
+    receiver_port: int = 4000
+    channel_send_options: int = 6
+    state_transfer_timeout: int = 60
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_address(value: str, what: str, source: str) -> None:
+    if not isinstance(value, str) or not value or value != value.strip() or " " in value:
+        raise TcsessionError(f"{source}: {what} {value!r} is not an address; give the node's own IP address")
+    if value.lower() in ("auto", "localhost"):
+        raise TcsessionError(
+            f"{source}: {what} {value!r} would resolve to a loopback address on Debian and Ubuntu; "
+            f"give the node's own IP address"
+        )
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return  # a host name: Tomcat resolves it
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+        raise TcsessionError(
+            f"{source}: {what} {value} cannot be advertised to other nodes; give the node's own IP address"
+        )
+
+
+def _check_route(value: str, what: str, source: str) -> None:
+    if not isinstance(value, str) or not _ROUTE_OK.match(value):
+        raise TcsessionError(
+            f"{source}: {what} {value!r} is not a usable jvmRoute; use letters, digits, '-' and '_' only"
+        )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_port(value: int, what: str, source: str) -> None:
+    if not _is_int(value) or not 1 <= value <= 65535:
+        raise TcsessionError(f"{source}: {what} {value!r} is not a port number (1-65535)")
+
+
+def _validate(spec: ClusterSpec, source: str) -> None:
+    if spec.tomcat_major not in SUPPORTED_MAJORS:
+        raise TcsessionError(
+            f"{source}: Tomcat {spec.tomcat_major!r} is not supported; use 7, 8 (8.5), 9, 10 or 11"
+        )
+    if spec.manager not in ("delta", "backup"):
+        raise TcsessionError(f"{source}: manager {spec.manager!r} is unknown; use 'delta' or 'backup'")
+    if spec.membership not in ("multicast", "static"):
+        raise TcsessionError(
+            f"{source}: membership {spec.membership!r} is unknown; use 'multicast' or 'static'"
+        )
+    _check_address(spec.address, "node address", source)
+    _check_route(spec.jvm_route, "jvm_route", source)
+    _check_port(spec.receiver_port, "receiver_port", source)
+    _check_port(spec.multicast_port, "multicast_port", source)
+    if not _is_int(spec.channel_send_options) or spec.channel_send_options < 0:
+        raise TcsessionError(
+            f"{source}: channel_send_options {spec.channel_send_options!r} must be a whole number "
+            f"(6: synchronous with acknowledgement, 8: asynchronous)"
+        )
+    if not _is_int(spec.state_transfer_timeout) or spec.state_transfer_timeout < 1:
+        raise TcsessionError(
+            f"{source}: state_transfer_timeout {spec.state_transfer_timeout!r} must be a whole "
+            f"number of seconds above 0 (Tomcat's default is 60)"
+        )
+    try:
+        if not ipaddress.ip_address(spec.multicast_address).is_multicast:
+            raise ValueError
+    except ValueError:
+        raise TcsessionError(
+            f"{source}: multicast_address {spec.multicast_address!r} is not a multicast address "
+            f"(224.0.0.0/4); the default is 228.0.0.4"
+        ) from None
+    seen_addresses = {spec.address}
+    seen_routes = {spec.jvm_route}
+    for peer in spec.peers:
+        if not (isinstance(peer, (tuple, list)) and len(peer) == 2):
+            raise TcsessionError(f"{source}: peer {peer!r} must be (address, jvm_route)")
+        address, route = peer
+        _check_address(address, "peer address", source)
+        _check_route(route, "peer jvm_route", source)
+        if address in seen_addresses:
+            raise TcsessionError(
+                f"{source}: address {address} appears twice among this node and its peers; "
+                f"list each other node once and leave this node out of peers"
+            )
+        if route in seen_routes:
+            raise TcsessionError(
+                f"{source}: jvm_route {route!r} appears twice among this node and its peers; "
+                f"every node needs its own jvm_route"
+            )
+        seen_addresses.add(address)
+        seen_routes.add(route)
+    if spec.membership == "static":
+        if not spec.peers:
+            raise TcsessionError(
+                f"{source}: static membership needs the other nodes (peers); add them or use multicast"
+            )
+        ids = {unique_id(spec.address, spec.jvm_route)}
+        for address, route in spec.peers:
+            ids.add(unique_id(address, route))
+        if len(ids) != len(spec.peers) + 1:  # pragma: no cover - 112-bit collision
+            raise TcsessionError(f"{source}: two nodes got the same cluster uniqueId; rename a jvm_route")
+
+
+def unique_id(address: str, jvm_route: str) -> str:
+    """Tribes uniqueId of a node, ``{b0,...,b15}``: 16 bytes from its address and jvmRoute.
+
+    Every node derives the same id for a given peer, so LocalMember on one node equals the
+    Member entry the others write for it. Bytes are kept in 0..127 (Tomcat parses each with
+    ``Byte.parseByte``).
+    """
+    digest = hashlib.sha256(f"tcsession-cluster-member {address} {jvm_route}".encode()).digest()
+    return "{" + ",".join(str(b & 0x7F) for b in digest[:16]) + "}"
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _cluster_tree(spec: ClusterSpec):
+    """The Cluster as nested ``(tag, [(attr, value), ...], [children])`` tuples."""
+    legacy = spec.tomcat_major < 9  # 7 and 8.5: static membership by interceptors
+    static = spec.membership == "static"
+    send = str(spec.channel_send_options)
+
+    def el(tag, attrs=(), children=()):
+        return (tag, list(attrs), list(children))
+
+    def member(tag, address=None, route=None, own=False):
+        attrs = [("className", STATIC_MEMBER)]
+        if not own:
+            attrs += [("host", address), ("port", str(spec.receiver_port))]
+        attrs.append(("uniqueId", unique_id(address, route)))
+        return el(tag, attrs)
+
+    static_members = []
+    if static:
+        static_members.append(member("LocalMember", spec.address, spec.jvm_route, own=True))
+        static_members += [member("Member", a, r) for a, r in spec.peers]
+
+    cluster_attrs = [("className", SIMPLE_TCP_CLUSTER), ("channelSendOptions", send)]
+    if static and legacy:
+        cluster_attrs.append(("channelStartOptions", "3"))
+
+    if spec.manager == "delta":
+        manager = el("Manager", [
+            ("className", DELTA_MANAGER),
+            ("expireSessionsOnShutdown", "false"),
+            ("notifyListenersOnReplication", "true"),
+            ("stateTransferTimeout", str(spec.state_transfer_timeout)),
+        ])
+    else:
+        manager = el("Manager", [("className", BACKUP_MANAGER), ("mapSendOptions", send)])
+
+    channel = []
+    if not static:
+        channel.append(el("Membership", [
+            ("className", MCAST_SERVICE),
+            ("address", spec.multicast_address),
+            ("port", str(spec.multicast_port)),
+            ("frequency", "500"),
+            ("dropTime", "3000"),
+            ("bind", spec.address),
+        ]))
+    elif not legacy:
+        channel.append(el("Membership", [("className", STATIC_MEMBERSHIP_SERVICE)], static_members))
+    channel.append(el("Receiver", [
+        ("className", NIO_RECEIVER),
+        ("address", spec.address),
+        ("port", str(spec.receiver_port)),
+        ("autoBind", "0" if static else "100"),
+        ("selectorTimeout", "5000"),
+        ("maxThreads", "6"),
+    ]))
+    channel.append(el("Sender", [("className", REPLICATION_TRANSMITTER)],
+                      [el("Transport", [("className", POOLED_PARALLEL_SENDER)])]))
+    if static and legacy:
+        channel.append(el("Interceptor", [("className", TCP_PING_INTERCEPTOR), ("staticOnly", "true")]))
+    channel.append(el("Interceptor", [("className", TCP_FAILURE_DETECTOR)]))
+    if static and legacy:
+        channel.append(el("Interceptor", [("className", STATIC_MEMBERSHIP_INTERCEPTOR)], static_members))
+    dispatch = MESSAGE_DISPATCH15_INTERCEPTOR if spec.tomcat_major == 7 else MESSAGE_DISPATCH_INTERCEPTOR
+    channel.append(el("Interceptor", [("className", dispatch)]))
+
+    children = [
+        manager,
+        el("Channel", [("className", GROUP_CHANNEL)], channel),
+        el("Valve", [("className", REPLICATION_VALVE), ("filter", "")]),
+        el("Valve", [("className", JVM_ROUTE_BINDER_VALVE)]),
+    ]
+    if spec.tomcat_major == 7:
+        children.append(el("ClusterListener", [("className", JVM_ROUTE_SESSION_ID_BINDER_LISTENER)]))
+    children.append(el("ClusterListener", [("className", CLUSTER_SESSION_LISTENER)]))
+    return el("Cluster", cluster_attrs, children)
+
+
+def _attr_text(value: str) -> str:
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("\t", "&#9;").replace("\n", "&#10;").replace("\r", "&#13;"))
+
+
+def _render(node, indent: str, unit: str, width: int) -> str:
+    tag, attrs, children = node
+    parts = [f'{name}="{_attr_text(value)}"' for name, value in attrs]
+    close = ">" if children else "/>"
+    one_line = f"<{tag}" + "".join(" " + p for p in parts)
+    if len(parts) <= 1 or len(indent) + len(one_line) + len(close) <= width:
+        head = one_line
+    else:  # Tomcat's own layout: one attribute per line, aligned under the first
+        pad = "\n" + indent + " " * (len(tag) + 2)
+        head = f"<{tag} " + parts[0] + "".join(pad + p for p in parts[1:])
+    if not children:
+        return head + close
+    inner = "".join("\n" + indent + unit + _render(c, indent + unit, unit, width) for c in children)
+    return head + close + inner + "\n" + indent + f"</{tag}>"
+
+
+def render_cluster(spec: ClusterSpec, indent: str = "      ", unit: str = "  ", width: int = 100) -> str:
+    """The ``<Cluster>`` block as text: first line unindented, the others indented for ``indent``."""
+    return _render(_cluster_tree(spec), indent, unit, width)
+
+
+# --------------------------------------------------------------------------- locating
+
+
+def _find_engine(root, source: str):
+    if root.tag != "Server":
+        raise TcsessionError(
+            f"{source}: the root element is <{root.tag}>, expected <Server>; is this Tomcat's "
+            f"server.xml? (tcsession changed nothing)"
+        )
+    engines = [e for s in element_children(root, "Service") for e in element_children(s, "Engine")]
+    if not engines:
+        raise TcsessionError(
+            f"{source}: no <Engine> inside <Service>; restore Tomcat's server.xml, whose Service "
+            f"holds the Engine (tcsession changed nothing)"
+        )
+    if len(engines) > 1:
+        raise TcsessionError(
+            f"{source}: {len(engines)} <Service> elements have an <Engine>; tcsession manages a "
+            f"server.xml with one Engine: configure this cluster by hand (tcsession changed nothing)"
+        )
+    return engines[0]
+
+
+def _is_marker(node) -> bool:
+    return node.tag is etree.Comment and (node.text or "").strip().startswith(MARKER.split(" (")[0])
+
+
+def _marker_before(node):
+    prev = node.getprevious()
+    if prev is not None and _is_marker(prev) and not (prev.tail or "").strip():
+        return prev
+    return None
+
+
+def _marker_text(prior_route: str | None) -> str:
+    text = MARKER
+    if prior_route is not None:
+        encoded = quote(prior_route, safe="")
+        if "--" in encoded:
+            encoded = encoded.replace("-", "%2D")
+        text += f'; Engine jvmRoute before tcsession: "{encoded}"'
+    return f" {text} "
+
+
+def _prior_route(marker) -> str | None:
+    m = _PRIOR_ROUTE.search(marker.text or "")
+    return unquote(m.group(1)) if m else None
+
+
+def _canonical_place(engine):
+    """Where a new Cluster goes: ("after", node), ("before", node) or ("append", engine)."""
+    for node in engine:
+        if node.tag is etree.Comment and "<Cluster" in (node.text or ""):
+            return "after", node
+    elements = element_children(engine)
+    if not elements:
+        return "append", engine
+    ref = elements[0]
+    # keep the comments that introduce the first element attached to it
+    while True:
+        prev = ref.getprevious()
+        if prev is None or prev.tag is not etree.Comment or _is_marker(prev):
+            break
+        if (prev.tail or "").count("\n") > 1 or (prev.tail or "").strip():
+            break
+        ref = prev
+    return "before", ref
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def patch_server_xml(data: bytes, spec: ClusterSpec | None, source: str) -> bytes:
+    """server.xml with the managed Cluster and jvmRoute for ``spec`` (or removed, for None).
+
+    Raises :class:`TcsessionError` (one line naming ``source``) on malformed XML, a file without
+    exactly one Engine, or an unusable spec. Idempotent; untouched bytes are kept.
+    """
+    if spec is not None:
+        _validate(spec, source)
+    doc = XmlDocument(data, source)
+    engine = _find_engine(doc.root, source)
+    clusters = element_children(engine, "Cluster")
+    if len(clusters) > 1:
+        raise TcsessionError(
+            f"{source}: the <Engine> holds {len(clusters)} <Cluster> elements; Tomcat uses one: "
+            f"remove the extra ones (tcsession changed nothing)"
+        )
+    existing = clusters[0] if clusters else None
+    markers = [n for n in engine if _is_marker(n)]
+    own_marker = _marker_before(existing) if existing is not None else None
+    stray = [m for m in markers if m is not own_marker]
+    if own_marker is not None:
+        prior = _prior_route(own_marker)
+    elif markers:
+        prior = _prior_route(markers[0])
+    else:
+        prior = engine.get("jvmRoute")
+
+    if spec is None:
+        if not markers:
+            return data  # nothing of ours here
+        for marker in stray:
+            remove_node(marker)
+        if own_marker is not None:
+            remove_node(existing)
+            remove_node(own_marker)
+        if prior is None:
+            engine.attrib.pop("jvmRoute", None)
+        else:
+            engine.set("jvmRoute", prior)
+        return doc.to_bytes()
+
+    for host in element_children(engine, "Host"):
+        if element_children(host, "Cluster"):
+            raise TcsessionError(
+                f"{source}: <Host name=\"{host.get('name', '')}\"> has its own <Cluster>; tcsession "
+                f"manages the Engine's Cluster: remove the Host's one (tcsession changed nothing)"
+            )
+    for marker in stray:
+        remove_node(marker)
+
+    marker_text = _marker_text(prior)
+    unit = indent_unit(engine)
+    if existing is not None:
+        indent = indent_of(existing)
+        cluster = doc.fragment(render_cluster(spec, indent, unit))
+        cluster.tail = existing.tail
+        engine.replace(existing, cluster)
+        if own_marker is not None:
+            if own_marker.text != marker_text:
+                own_marker.text = marker_text
+        else:
+            insert_before(cluster, etree.Comment(marker_text))
+    else:
+        how, where = _canonical_place(engine)
+        if how == "append":
+            indent = indent_of(engine) + unit
+        else:
+            indent = indent_of(where)
+        cluster = doc.fragment(render_cluster(spec, indent, unit))
+        if how == "after":
+            insert_after(where, cluster)
+        elif how == "before":
+            insert_before(where, cluster)
+        else:
+            append_child(engine, cluster)
+        insert_before(cluster, etree.Comment(marker_text))
+    engine.set("jvmRoute", spec.jvm_route)
+    return doc.to_bytes()
+
+
+def read_cluster(data: bytes, source: str) -> dict | None:
+    """Summary of the Engine's Cluster for a status view, or None when there is none.
+
+    Keys: ``managed`` (our marker is there), ``jvm_route``, ``manager`` (class name),
+    ``membership`` ("multicast", "static", "cloud" or the class name), ``members`` (static:
+    ``host:port`` of the listed members), ``multicast`` ("address:port"), ``receiver_address``,
+    ``receiver_port``, ``channel_send_options`` (attribute values as written, or None).
+    """
+    doc = XmlDocument(data, source)
+    engine = _find_engine(doc.root, source)
+    clusters = element_children(engine, "Cluster")
+    if not clusters:
+        return None
+    cluster = clusters[0]
+    manager = cluster.find("Manager")
+    channel = cluster.find("Channel")
+    membership_el = channel.find("Membership") if channel is not None else None
+    receiver = channel.find("Receiver") if channel is not None else None
+    static_interceptor = None
+    if channel is not None:
+        for interceptor in channel.findall("Interceptor"):
+            if (interceptor.get("className") or "").endswith(".StaticMembershipInterceptor"):
+                static_interceptor = interceptor
+    membership_class = membership_el.get("className") if membership_el is not None else None
+    members_from = None
+    if static_interceptor is not None:
+        membership, members_from = "static", static_interceptor
+    elif membership_class is None or membership_class.endswith(".McastService"):
+        membership = "multicast"
+    elif membership_class.endswith(".StaticMembershipService"):
+        membership, members_from = "static", membership_el
+    elif membership_class.endswith(".CloudMembershipService"):
+        membership = "cloud"
+    else:
+        membership = membership_class
+    multicast = None
+    if membership == "multicast":
+        mc = membership_el if membership_el is not None else None
+        address = mc.get("address", "228.0.0.4") if mc is not None else "228.0.0.4"
+        port = mc.get("port", "45564") if mc is not None else "45564"
+        multicast = f"{address}:{port}"
+    members = []
+    if members_from is not None:
+        members = [f"{m.get('host')}:{m.get('port')}" for m in members_from.findall("Member")]
+    return {
+        "managed": _marker_before(cluster) is not None,
+        "jvm_route": engine.get("jvmRoute"),
+        "manager": manager.get("className") if manager is not None else None,
+        "membership": membership,
+        "members": members,
+        "multicast": multicast,
+        "receiver_address": receiver.get("address") if receiver is not None else None,
+        "receiver_port": receiver.get("port") if receiver is not None else None,
+        "channel_send_options": cluster.get("channelSendOptions"),
+    }

@@ -1,0 +1,297 @@
+"""Parsers of command output, fed with captured and hand-written ss output and os-release files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tcsession.errors import TcsessionError
+from tcsession.probes import (
+    Listener,
+    is_wildcard,
+    listening_on,
+    parse_os_release,
+    parse_ss,
+    reachable_on,
+)
+
+SS = Path(__file__).parent / "data" / "ss"
+
+
+def read(name: str) -> str:
+    return (SS / name).read_text()
+
+
+# ---------------------------------------------------------------------------- captured here
+
+def test_local_capture_tcp_without_and_with_header():
+    plain = parse_ss(read("local-ss-Hntl.txt"))
+    headed = parse_ss(read("local-ss-ntl.txt"))
+    assert read("local-ss-ntl.txt").startswith("State")
+    assert plain == headed
+    assert plain and all(listener.proto == "tcp" for listener in plain)
+    assert all(isinstance(listener.port, int) for listener in plain)
+
+
+def test_local_capture_udp_may_be_empty():
+    assert parse_ss(read("local-ss-Hnul.txt")) == tuple(
+        parse_ss(read("local-ss-Hnul.txt"), proto="udp"))
+
+
+def test_local_capture_netid_column_skips_unix_and_netlink():
+    listeners = parse_ss(read("local-ss-Hnl.txt"))
+    text = read("local-ss-Hnl.txt")
+    assert "u_dgr" in text or "u_str" in text or "nl " in text
+    expected = sum(1 for line in text.splitlines() if line.split()[:1] in (["tcp"], ["udp"]))
+    assert len(listeners) == expected
+    assert {listener.proto for listener in listeners} <= {"tcp", "udp"}
+    tcp = parse_ss(read("local-ss-Hntl.txt"))
+    assert [x for x in listeners if x.proto == "tcp"] == list(tcp)
+
+
+# ------------------------------------------------------------------- Debian 12 (iproute2 6.1)
+
+DEBIAN_TCP = (
+    Listener("tcp", "0.0.0.0", 80),
+    Listener("tcp", "10.153.0.112", 11211),
+    Listener("tcp", "127.0.0.1", 11211),
+    Listener("tcp", "0.0.0.0", 22),
+    Listener("tcp", "::ffff:127.0.0.1", 8005),
+    Listener("tcp", "::ffff:10.153.0.112", 4000),
+    Listener("tcp", "*", 8080, dual_stack=True),
+    Listener("tcp", "::", 80),
+    Listener("tcp", "::", 22),
+)
+
+
+def test_debian12_tcp():
+    assert parse_ss(read("debian12-ss-Hntl.txt")) == DEBIAN_TCP
+
+
+def test_debian12_tcp_with_process_column():
+    assert parse_ss(read("debian12-ss-Hntlp.txt")) == DEBIAN_TCP
+
+
+def test_debian12_udp_unconn_multicast_and_scoped():
+    assert parse_ss(read("debian12-ss-Hnul.txt")) == (
+        Listener("udp", "228.0.0.4", 45564),
+        Listener("udp", "127.0.0.53", 53, interface="lo"),
+        Listener("udp", "fe80::5054:ff:fe12:3456", 546, interface="eth0"),
+        Listener("udp", "*", 45564, dual_stack=True),
+    )
+
+
+def test_debian12_header_glued_process_column_and_scoped_ipv6():
+    listeners = parse_ss(read("debian12-ss-ntl.txt"))
+    assert Listener("tcp", "fe80::1", 22, interface="eth0") in listeners
+    assert len(listeners) == 6
+    assert str(Listener("tcp", "fe80::1", 22, interface="eth0")) == "[fe80::1]%eth0:22/tcp"
+
+
+def test_debian12_questions():
+    tcp = parse_ss(read("debian12-ss-Hntl.txt"))
+    assert listening_on(tcp, 11211) == ["10.153.0.112", "127.0.0.1"]
+    assert listening_on(tcp, 80) == ["0.0.0.0", "::"]
+    assert listening_on(tcp, 8080) == ["*"]
+    assert listening_on(tcp, 4000) == ["::ffff:10.153.0.112"]
+    assert listening_on(tcp, 45564) == []
+    assert listening_on(tcp, 11211, proto="udp") == []
+
+    # memcached: on the private address and loopback, not on another address
+    assert reachable_on(tcp, "10.153.0.112", 11211)
+    assert reachable_on(tcp, "127.0.0.1", 11211)
+    assert not reachable_on(tcp, "10.153.0.113", 11211)
+    # the cluster receiver bound by Java shows the mapped form; same address
+    assert reachable_on(tcp, "10.153.0.112", 4000)
+    assert reachable_on(tcp, "::ffff:10.153.0.112", 4000)
+    assert not reachable_on(tcp, "127.0.0.1", 4000)
+    # Tomcat's shutdown port is loopback only
+    assert reachable_on(tcp, "127.0.0.1", 8005)
+    assert not reachable_on(tcp, "10.153.0.112", 8005)
+    # Java's dual-stack wildcard takes both families
+    assert reachable_on(tcp, "10.153.0.112", 8080)
+    assert reachable_on(tcp, "fd00::5", 8080)
+    # nginx: 0.0.0.0 for IPv4, [::] (V6ONLY) for IPv6
+    assert reachable_on(tcp, "192.0.2.1", 80)
+    assert reachable_on(tcp, "2001:db8::1", 80)
+    assert not reachable_on(tcp, "10.153.0.112", 9999)
+    assert not reachable_on(tcp, "10.153.0.112", 80, proto="udp")
+
+
+def test_v6only_wildcard_does_not_take_ipv4():
+    only6 = parse_ss("LISTEN 0 511 [::]:80 [::]:*\n")
+    assert only6 == (Listener("tcp", "::", 80),)
+    assert reachable_on(only6, "::1", 80)
+    assert not reachable_on(only6, "10.0.0.1", 80)
+    only4 = parse_ss("LISTEN 0 511 0.0.0.0:80 0.0.0.0:*\n")
+    assert not reachable_on(only4, "::1", 80)
+
+
+def test_udp_multicast_listener():
+    udp = parse_ss(read("debian12-ss-Hnul.txt"))
+    assert listening_on(udp, 45564, proto="udp") == ["228.0.0.4", "*"]
+    assert reachable_on(udp, "228.0.0.4", 45564, proto="udp")
+    assert listening_on(udp, 53, proto="udp") == ["127.0.0.53%lo"]
+    assert reachable_on(udp, "127.0.0.53", 53, proto="udp")
+
+
+# ---------------------------------------------------------------- CentOS 7 (iproute2 3.10)
+
+def test_centos7_tcp():
+    assert parse_ss(read("centos7-ss-ntl.txt")) == (
+        Listener("tcp", "*", 22, dual_stack=True),
+        Listener("tcp", "127.0.0.1", 25),
+        Listener("tcp", "10.153.0.112", 11211),
+        Listener("tcp", "::", 22, dual_stack=True),
+        Listener("tcp", "::1", 25),
+        Listener("tcp", "::", 8080, dual_stack=True),
+        Listener("tcp", "::ffff:127.0.0.1", 8005),
+        Listener("tcp", "::ffff:10.153.0.112", 4000),
+    )
+
+
+def test_centos7_questions():
+    tcp = parse_ss(read("centos7-ss-ntl.txt"))
+    # Tomcat 7's Java socket shows as :::8080; old ss cannot show V6ONLY: taken as dual stack
+    assert reachable_on(tcp, "10.153.0.112", 8080)
+    assert reachable_on(tcp, "10.153.0.112", 4000)
+    assert not reachable_on(tcp, "10.153.0.113", 4000)
+    assert reachable_on(tcp, "127.0.0.1", 25)
+    assert not reachable_on(tcp, "10.153.0.112", 25)
+    assert listening_on(tcp, 22) == ["*", "::"]
+
+
+def test_centos7_udp():
+    assert parse_ss(read("centos7-ss-nul.txt")) == (
+        Listener("udp", "228.0.0.4", 45564),
+        Listener("udp", "127.0.0.1", 323),
+        Listener("udp", "::1", 323),
+    )
+
+
+# ------------------------------------------------------------------------------ edge cases
+
+def test_empty_and_blank():
+    assert parse_ss("") == ()
+    assert parse_ss("\n\n") == ()
+    assert parse_ss("State Recv-Q Send-Q Local Address:Port Peer Address:Port Process\n") == ()
+
+
+def test_proto_argument_overrides():
+    assert parse_ss("UNCONN 0 0 0.0.0.0:5353 0.0.0.0:*", proto="udp") == (Listener("udp", "0.0.0.0", 5353),)
+    assert parse_ss("LISTEN 0 0 0.0.0.0:80 0.0.0.0:*", proto="tcp")[0].proto == "tcp"
+    with pytest.raises(TcsessionError, match="protocol 'sctp' is not tcp or udp"):
+        parse_ss("", proto="sctp")
+
+
+def test_port_star_skipped():
+    assert parse_ss("UNCONN 0 0 0.0.0.0:* 0.0.0.0:*\n") == ()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("LISTEN 0 128 0.0.0.0:http 0.0.0.0:*", r"cannot read local address '0\.0\.0\.0:http'; run ss with -n"),
+    ("LISTEN 0 128 0.0.0.0:70000 0.0.0.0:*", r"cannot read local address"),
+    ("LISTEN 0 128 [10.0.0.1]:80 *:*", r"cannot read local address"),
+    ("LISTEN 0 128 host.example:80 *:*", r"cannot read local address"),
+    ("LISTEN 0 128", r"cannot read 'LISTEN 0 128'"),
+    ("Active Internet connections (only servers)", r"cannot read"),
+    ("ESTAB 0 0 10.0.0.1:22 10.0.0.2:5555", r"state ESTAB does not tell tcp from udp"),
+])
+def test_unreadable_lines(line, message):
+    with pytest.raises(TcsessionError, match=r"^ss output line \d+: .*" + message) as info:
+        parse_ss(line + "\n")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("0.0.0.0", True), ("::", True), ("[::]", True), ("*", True), ("0:0:0:0:0:0:0:0", True),
+    ("::%eth0", True), ("127.0.0.1", False), ("10.153.0.112", False), ("::1", False),
+    ("::ffff:0.0.0.0", False), ("", False), ("localhost", False),
+])
+def test_is_wildcard(address, expected):
+    assert is_wildcard(address) is expected
+
+
+def test_reachable_on_needs_an_ip():
+    with pytest.raises(TcsessionError, match="'tomcat1' is not an IP address"):
+        reachable_on((), "tomcat1", 8080)
+
+
+# ------------------------------------------------------------------------------ os-release
+
+DEBIAN12 = """\
+PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME="Debian GNU/Linux"
+VERSION_ID="12"
+VERSION="12 (bookworm)"
+VERSION_CODENAME=bookworm
+ID=debian
+HOME_URL="https://www.debian.org/"
+SUPPORT_URL="https://www.debian.org/support"
+BUG_REPORT_URL="https://bugs.debian.org/"
+"""
+
+CENTOS7 = """\
+NAME="CentOS Linux"
+VERSION="7 (Core)"
+ID="centos"
+ID_LIKE="rhel fedora"
+VERSION_ID="7"
+PRETTY_NAME="CentOS Linux 7 (Core)"
+ANSI_COLOR="0;31"
+CPE_NAME="cpe:/o:centos:centos:7"
+HOME_URL="https://www.centos.org/"
+BUG_REPORT_URL="https://bugs.centos.org/"
+
+CENTOS_MANTISBT_PROJECT="CentOS-7"
+CENTOS_MANTISBT_PROJECT_VERSION="7"
+REDHAT_SUPPORT_PRODUCT="centos"
+REDHAT_SUPPORT_PRODUCT_VERSION="7"
+
+"""
+
+
+def test_os_release_debian12():
+    info = parse_os_release(DEBIAN12)
+    assert info["ID"] == "debian"
+    assert info["VERSION_ID"] == "12"
+    assert info["VERSION_CODENAME"] == "bookworm"
+    assert info["PRETTY_NAME"] == "Debian GNU/Linux 12 (bookworm)"
+    assert len(info) == 9
+
+
+def test_os_release_centos7():
+    info = parse_os_release(CENTOS7)
+    assert info["ID"] == "centos"
+    assert info["ID_LIKE"] == "rhel fedora"
+    assert info["VERSION_ID"] == "7"
+    assert info["CPE_NAME"] == "cpe:/o:centos:centos:7"
+
+
+def test_os_release_quotes_escapes_comments():
+    text = """\
+# a comment
+   # an indented comment
+ID=rocky
+ID_LIKE='rhel centos fedora'
+VARIANT="Server \\"Edition\\" \\$HOME \\\\ \\`x\\`"
+EMPTY=
+EMPTY_QUOTED=""
+SPACES =  "  padded  "
+not a line
+BAD KEY=1
+UNTERMINATED="abc
+9STARTS_WITH_DIGIT=1
+ID=rocky-again
+"""
+    info = parse_os_release(text)
+    assert info["ID"] == "rocky-again"  # the last one wins
+    assert info["ID_LIKE"] == "rhel centos fedora"
+    assert info["VARIANT"] == 'Server "Edition" $HOME \\ `x`'
+    assert info["EMPTY"] == ""
+    assert info["EMPTY_QUOTED"] == ""
+    assert info["SPACES"] == "  padded  "
+    assert "UNTERMINATED" not in info
+    assert "BAD KEY" not in info and "9STARTS_WITH_DIGIT" not in info
+    assert parse_os_release("") == {}
