@@ -93,16 +93,28 @@ def lab_status(c, inventory=DEFAULT_INVENTORY, json=False):
 # ------------------------------------------------------------------------- main tasks
 
 
-@task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON for monitoring"})
+@task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON for monitoring",
+            "requests": "requests in the end-to-end session check through nginx (0: skip it)"})
 @_fail_cleanly
-def status(c, inventory=DEFAULT_INVENTORY, json=False):
-    """Show every host: reachable, OS, systemd state, packages, services, ports. Exit 1 if unhealthy."""
+def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=10):
+    """Show hosts, services, ports, cluster membership, and a session through nginx. Exit 1 if unhealthy."""
     from tcsession import status as st
 
-    report = st.host_report(_inventory(inventory))
+    report = st.cluster_report(_inventory(inventory), session_requests=int(requests))
     st.print_host_report(report, as_json=json)
     if not report.healthy:
         raise Exit(code=1)
+
+
+@task(help={"mode": "delta (Tomcat's own cluster)", "inventory": "inventory file (default hosts.toml)",
+            "dry_run": "show what would change (diffs, packages, restarts) and change nothing",
+            "quiet": "print nothing but errors"})
+@_fail_cleanly
+def deploy(c, mode, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False):
+    """Deploy the session cluster: install, patch, start one Tomcat at a time, check ports."""
+    from tcsession.deploy import deploy as run_deploy
+
+    run_deploy(_inventory(inventory), mode, dry_run=dry_run, quiet=quiet)
 
 
 lab = Collection("lab")
@@ -113,6 +125,7 @@ lab.add_task(lab_status, "status")
 ns = Collection()
 ns.add_collection(lab)
 ns.add_task(status)
+ns.add_task(deploy)
 
 if sys.version_info < (3, 11):  # pragma: no cover
     raise SystemExit("tcsession needs Python 3.11 or newer")

@@ -32,11 +32,19 @@ echo @@failed; systemctl --failed --no-legend --plain 2>/dev/null
 echo @@pkgmgr; for p in apt-get dnf yum; do command -v $p >/dev/null 2>&1 && echo $p; done
 echo @@packages
 if command -v dpkg-query >/dev/null 2>&1; then
-  dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\n' tomcat11 tomcat10 tomcat9 tomcat nginx memcached 2>/dev/null | awk '$3 ~ /^ii/ {print $1, $2}'
+  dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\n' tomcat11 tomcat10 tomcat9 tomcat nginx memcached curl 2>/dev/null | awk '$3 ~ /^ii/ {print $1, $2}'
 else
-  rpm -q --qf '%{NAME} %{VERSION}-%{RELEASE}\n' tomcat nginx memcached 2>/dev/null | grep -v 'not installed'
+  rpm -q --qf '%{NAME} %{VERSION}-%{RELEASE}\n' tomcat nginx memcached curl 2>/dev/null | grep -v 'not installed'
 fi
-echo @@active; for u in tomcat11 tomcat10 tomcat9 tomcat nginx memcached; do echo "$u $(systemctl is-active $u 2>/dev/null)"; done
+echo @@active; for u in tomcat11 tomcat10 tomcat9 tomcat nginx memcached; do
+  a=$(systemctl is-active $u 2>/dev/null); t=0
+  [ "$a" = active ] && t=$(date -d "$(systemctl show -p ActiveEnterTimestamp --value $u)" +%s 2>/dev/null || echo 0)
+  echo "$u $a $t"; done
+echo @@available
+if command -v apt-cache >/dev/null 2>&1; then
+  apt-cache policy tomcat11 tomcat10 tomcat9 nginx memcached 2>/dev/null | awk '/^[a-z]/{p=$1; sub(":$","",p)} /Candidate:/{ if ($2!="(none)") print p}'
+elif command -v rpm >/dev/null 2>&1; then echo tomcat; echo nginx; echo memcached
+fi
 echo @@ss-tcp; ss -Hntl 2>/dev/null
 echo @@ss-udp; ss -Hnul 2>/dev/null
 """
@@ -48,7 +56,8 @@ def files_script(paths: list[str]) -> str:
     for p in paths:
         q = "'" + p.replace("'", "'\\''") + "'"
         out.append(
-            f"if [ -f {q} ]; then echo \"@@file {p} $(stat -c '%a %U:%G' {q})\"; base64 -w0 {q}; echo; "
+            f"if [ -L {q} ]; then echo \"@@link {p} $(readlink {q})\"; "
+            f"elif [ -f {q} ]; then echo \"@@file {p} $(stat -c '%a %U:%G %Y' {q})\"; base64 -w0 {q}; echo; "
             f"else echo '@@nofile {p}'; fi")
     return "\n".join(out) + "\n"
 
@@ -59,6 +68,8 @@ class FileFact:
     content: bytes | None  # None: the file does not exist
     mode: str = ""  # octal, e.g. "644"
     owner: str = ""  # user:group
+    link: str | None = None  # a symlink to this target (content not read)
+    mtime: int = 0  # seconds since the epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +80,12 @@ class HostFacts:
     failed_units: tuple[str, ...]
     package_manager: str | None
     packages: dict  # name -> version, installed only
+    available: tuple[str, ...]  # installable package names the plan may ask for
     active: dict  # unit -> "active" / "inactive" / "failed" / ...
+    started: dict  # unit -> when it became active (epoch seconds), for active units
     listeners: tuple[Listener, ...]
     files: dict  # path -> FileFact
+    cluster_log: str = ""  # membership lines since the running Tomcat started (status only)
 
     @property
     def os_short(self) -> str:
@@ -100,12 +114,15 @@ def split_sections(text: str) -> dict[str, list[str]]:
 def parse_files(sections: dict[str, list[str]]) -> dict[str, FileFact]:
     files: dict[str, FileFact] = {}
     for header, body in sections.items():
-        if header.startswith("nofile "):
+        if header.startswith("link "):
+            path, target = header[len("link "):].split(" ", 1)
+            files[path] = FileFact(path, None, link=target)
+        elif header.startswith("nofile "):
             path = header[len("nofile "):]
             files[path] = FileFact(path, None)
         elif header.startswith("file "):
-            path, mode, owner = header[len("file "):].rsplit(" ", 2)
-            files[path] = FileFact(path, base64.b64decode("".join(body)), mode, owner)
+            path, mode, owner, mtime = header[len("file "):].rsplit(" ", 3)
+            files[path] = FileFact(path, base64.b64decode("".join(body)), mode, owner, mtime=int(mtime))
     return files
 
 
@@ -117,11 +134,13 @@ def parse_facts(text: str) -> HostFacts:
         parts = line.split()
         if len(parts) >= 2:
             packages[parts[0]] = parts[1]
-    active = {}
+    active, started = {}, {}
     for line in s.get("active", []):
         parts = line.split()
         if parts:
             active[parts[0]] = parts[1] if len(parts) > 1 else "unknown"
+            if len(parts) > 2 and parts[2].isdigit() and parts[2] != "0":
+                started[parts[0]] = int(parts[2])
     listeners = parse_ss("\n".join(s.get("ss-tcp", []))) + parse_ss(
         "\n".join(s.get("ss-udp", [])), proto="udp")
     return HostFacts(
@@ -131,9 +150,12 @@ def parse_facts(text: str) -> HostFacts:
         failed_units=tuple(l.split()[0] for l in s.get("failed", []) if l.strip()),
         package_manager=first("pkgmgr") or None,
         packages=packages,
+        available=tuple(l.strip() for l in s.get("available", []) if l.strip()),
         active=active,
+        started=started,
         listeners=listeners,
         files=parse_files(s),
+        cluster_log="\n".join(s.get("cluster-log", [])),
     )
 
 
@@ -141,3 +163,32 @@ def tomcat_major(version: str) -> int | None:
     """'10.1.60-1~deb12u1' -> 10, '7.0.76-16.el7_9' -> 7, '2:9.0.43-2' -> 9."""
     m = re.match(r"(?:\d+:)?(\d+)\.", version)
     return int(m.group(1)) if m else None
+
+
+# Cluster membership as Tomcat logged it since the running Tomcat started.
+MEMBERSHIP_SCRIPT = r"""
+echo @@cluster-log
+for u in tomcat11 tomcat10 tomcat9 tomcat; do
+  if [ "$(systemctl is-active $u 2>/dev/null)" = active ]; then
+    journalctl -u $u --since "$(systemctl show -p ActiveEnterTimestamp --value $u)" --no-pager -o cat 2>/dev/null \
+      | grep -E 'member added|[Mm]ember disappeared|[Mm]ember added|session state|no members active' | tail -n 200
+  fi
+done
+"""
+
+_MEMBER_RE = re.compile(
+    r"(?P<what>member added|[Mm]ember disappeared)\S*:\[.*?tcp://\{(?P<ip>[-\d, ]+)\}:(?P<port>\d+)")
+
+
+def parse_members(log: str) -> tuple[str, ...]:
+    """The cluster members a Tomcat currently sees ("a.b.c.d:port"), from its log lines in order:
+    `Replication member added` adds, `member disappeared` removes."""
+    members: dict[str, None] = {}
+    for m in _MEMBER_RE.finditer(log):
+        octets = [int(x) & 0xFF for x in m.group("ip").split(",")]
+        key = ".".join(str(o) for o in octets) + ":" + m.group("port")
+        if "added" in m.group("what"):
+            members[key] = None
+        else:
+            members.pop(key, None)
+    return tuple(members)

@@ -404,8 +404,9 @@ def _wait_booted(spec: LabSpec, deadline: float) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             raise TcsessionError(f"lab: {name} did not finish booting in time") from None
-        if out.strip() not in ("running", "degraded"):
-            raise TcsessionError(f"lab: {name} booted as {out.strip()!r}; "
+        state = (out.strip().splitlines() or [""])[-1]  # after any pam_nologin notice
+        if state not in ("running", "degraded"):
+            raise TcsessionError(f"lab: {name} booted as {state!r}; "
                                  "see `systemctl --failed` on it")
 
 

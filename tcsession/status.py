@@ -1,12 +1,24 @@
-"""`inv status` / `inv lab.status`: what each host is, read in one parallel round trip."""
+"""`inv status` and `inv lab.status`: what each host is and whether the cluster works.
+
+One parallel round trip reads everything from the hosts (facts, files, listening ports, the
+Tomcat log's membership lines); pure code judges it; then one session goes through nginx as the
+blog's client would, and its counter must rise by one at every request.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json as jsonlib
 
-from tcsession.facts import FACTS_SCRIPT, HostFacts, parse_facts
-from tcsession.inventory import Inventory
+from tcsession import plan as planning
+from tcsession import serverxml
+from tcsession.client import SessionRun, check_session
+from tcsession.deploy import expected_ports
+from tcsession.errors import TcsessionError
+from tcsession.facts import FACTS_SCRIPT, MEMBERSHIP_SCRIPT, HostFacts, files_script, parse_facts, parse_members
+from tcsession.inventory import Host, Inventory
+from tcsession.probes import reachable_on
 from tcsession.remote import Remote
 
 
@@ -18,56 +30,174 @@ class HostStatus:
     reachable: bool
     error: str | None = None
     facts: HostFacts | None = None
+    checks: tuple[tuple[str, bool, str], ...] = ()  # (what, ok, detail)
+    members: tuple[str, ...] = ()
 
     @property
     def problems(self) -> list[str]:
         if not self.reachable:
             return [self.error or "unreachable"]
         out = []
-        if self.facts.system_state not in ("running",):
-            state = self.facts.system_state
+        if self.facts.system_state != "running":
             failed = ", ".join(self.facts.failed_units) or "no failed unit listed"
-            out.append(f"systemd {state} ({failed})")
+            out.append(f"systemd {self.facts.system_state} ({failed})")
+        out += [f"{what}: {detail}" for what, ok, detail in self.checks if not ok]
         return out
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "role": self.role, "address": self.address,
-             "reachable": self.reachable, "problems": self.problems}
+             "reachable": self.reachable, "healthy": not self.problems, "problems": self.problems}
         if self.facts:
             f = self.facts
             d.update(os=f.os_pretty, system_state=f.system_state, failed_units=list(f.failed_units),
                      package_manager=f.package_manager, packages=f.packages,
-                     active={k: v for k, v in f.active.items() if k in f.packages or v == "active"},
-                     listening=sorted({f"{l.proto}/{l.address}:{l.port}" for l in f.listeners}))
+                     active={k: v for k, v in f.active.items() if k in f.packages},
+                     listening=sorted({f"{l.proto}/{l.address}:{l.port}" for l in f.listeners}),
+                     checks=[{"check": w, "ok": ok, "detail": det} for w, ok, det in self.checks])
+            if self.role == "tomcat":
+                d["cluster_members"] = list(self.members)
         return d
 
 
 @dataclasses.dataclass(frozen=True)
-class HostReport:
+class Report:
     hosts: tuple[HostStatus, ...]
+    mode: str | None = None  # "delta" when the Tomcats carry tcsession's cluster, else None
+    session: SessionRun | None = None
 
     @property
     def healthy(self) -> bool:
-        return all(not h.problems for h in self.hosts)
+        return all(not h.problems for h in self.hosts) and (self.session is None or self.session.ok)
 
     def to_dict(self) -> dict:
-        return {"healthy": self.healthy, "hosts": [h.to_dict() for h in self.hosts]}
+        d = {"healthy": self.healthy, "mode": self.mode, "hosts": [h.to_dict() for h in self.hosts]}
+        if self.session is not None:
+            d["session_check"] = self.session.to_dict() | {"ok": self.session.ok}
+        return d
 
 
-def host_report(inv: Inventory) -> HostReport:
+# --------------------------------------------------------------------------- judging (pure)
+
+
+def _loopback(member: str) -> bool:
+    try:
+        return ipaddress.ip_address(member.rsplit(":", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: str | None) -> HostStatus:
+    checks = []
+    layout = planning.installed_tomcat(f)
+    members: tuple[str, ...] = ()
+    if layout is None:
+        checks.append(("tomcat package", False, "no Tomcat installed; run inv deploy"))
+        return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks))
+    active = f.active.get(layout.unit)
+    checks.append((f"{layout.unit} active", active == "active", active or "unknown"))
+    ports = [e for e in expected_ports(inv, mode or "none") if e.host == host.name]
+    for e in ports:
+        ok = (any(l.proto == "udp" and l.port == e.port for l in f.listeners) if e.proto == "udp"
+              else reachable_on(f.listeners, e.address, e.port))
+        checks.append((f"{e.proto} {e.address}:{e.port}", ok, "listening" if ok else "not listening"))
+    if mode == "delta":
+        server = f.files.get(layout.server_xml)
+        cluster = (serverxml.read_cluster(server.content, f"{host.name}:{layout.server_xml}")
+                   if server and server.content else None)
+        ok = bool(cluster and cluster["managed"] and cluster["jvm_route"] == host.jvm_route
+                  and cluster["receiver_address"] == host.address)
+        checks.append(("delta cluster in server.xml", ok,
+                       f"{cluster['manager'].rsplit('.', 1)[-1]}, {cluster['membership']}, "
+                       f"jvmRoute {cluster['jvm_route']}" if cluster else "no Cluster"))
+        members = parse_members(f.cluster_log)
+        expected = {f"{t.address}:{inv.delta.receiver_port}" for t in inv.tomcats if t.name != host.name}
+        loop = [m for m in members if _loopback(m)]
+        if loop:
+            checks.append(("cluster members", False, f"a node advertises a loopback address: {', '.join(loop)}"))
+        elif active == "active":
+            missing = sorted(expected - set(members))
+            checks.append(("cluster members", not missing,
+                           f"sees {len(set(members) & expected)} of {len(expected)} peers"
+                           + (f"; missing {', '.join(missing)}" if missing else "")))
+    return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks),
+                      members=members)
+
+
+def judge_nginx(inv: Inventory, host: Host, f: HostFacts, mode: str | None) -> HostStatus:
+    checks = []
+    if "nginx" not in f.packages:
+        checks.append(("nginx package", False, "not installed; run inv deploy"))
+    else:
+        checks.append(("nginx active", f.active.get("nginx") == "active", f.active.get("nginx", "unknown")))
+        ok = reachable_on(f.listeners, host.address, host.http_port)
+        checks.append((f"tcp {host.address}:{host.http_port}", ok, "listening" if ok else "not listening"))
+        site = f.files.get(planning.NGINX_SITE)
+        checks.append(("tcsession site", bool(site and site.content), "present" if site and site.content
+                       else f"{planning.NGINX_SITE} missing"))
+    return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks))
+
+
+def detect_mode(inv: Inventory, facts: dict[str, HostFacts]) -> str | None:
+    for t in inv.tomcats:
+        f = facts.get(t.name)
+        layout = planning.installed_tomcat(f) if f else None
+        server = f.files.get(layout.server_xml) if layout else None
+        if server and server.content:
+            try:
+                cluster = serverxml.read_cluster(server.content, f"{t.name}:{layout.server_xml}")
+            except TcsessionError:
+                continue
+            if cluster and cluster["managed"]:
+                return "delta"
+    return None
+
+
+# --------------------------------------------------------------------------- gathering
+
+
+def _gather(inv: Inventory, extra: str = "") -> dict[str, HostStatus | HostFacts]:
     with Remote(inv) as remote:
-        results = remote.run_all(inv.hosts, FACTS_SCRIPT)
-    out = []
+        results = remote.run_all(inv.hosts, FACTS_SCRIPT + extra)
+    out: dict = {}
     for h in inv.hosts:
         r = results[h.name]
-        if r.exit is None:
-            out.append(HostStatus(h.name, h.role, h.address, False, r.why()))
+        out[h.name] = (parse_facts(r.stdout) if r.exit is not None
+                       else HostStatus(h.name, h.role, h.address, False, r.why()))
+    return out
+
+
+def host_report(inv: Inventory) -> Report:
+    """The lab view: reachable, OS, systemd state, packages."""
+    gathered = _gather(inv)
+    return Report(tuple(g if isinstance(g, HostStatus) else
+                        HostStatus(h.name, h.role, h.address, True, facts=g)
+                        for h, g in zip(inv.hosts, gathered.values())))
+
+
+def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
+    """The full view: every host judged, then one session through nginx."""
+    gathered = _gather(inv, files_script(planning.files_to_read()) + MEMBERSHIP_SCRIPT)
+    facts = {n: g for n, g in gathered.items() if isinstance(g, HostFacts)}
+    mode = detect_mode(inv, facts)
+    hosts = []
+    for h in inv.hosts:
+        g = gathered[h.name]
+        if isinstance(g, HostStatus):
+            hosts.append(g)
+        elif h.role == "nginx":
+            hosts.append(judge_nginx(inv, h, g, mode))
         else:
-            out.append(HostStatus(h.name, h.role, h.address, True, facts=parse_facts(r.stdout)))
-    return HostReport(tuple(out))
+            hosts.append(judge_tomcat(inv, h, g, mode))
+    session = None
+    if session_requests and isinstance(gathered[inv.nginx.name], HostFacts):
+        session = check_session(inv.nginx.address, inv.nginx.http_port, session_requests)
+    return Report(tuple(hosts), mode, session)
 
 
-def print_host_report(report: HostReport, as_json: bool = False) -> None:
+# --------------------------------------------------------------------------- printing
+
+
+def print_host_report(report: Report, as_json: bool = False) -> None:
     if as_json:
         print(jsonlib.dumps(report.to_dict(), indent=2))
         return
@@ -75,20 +205,40 @@ def print_host_report(report: HostReport, as_json: bool = False) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="tcsession hosts")
-    for col in ("host", "role", "address", "reachable", "OS", "systemd", "packages", "problems"):
+    console = Console(highlight=False)
+    console.width = max(console.width, 120)
+    table = Table(title=f"tcsession: {len(report.hosts)} hosts"
+                  + (f", mode {report.mode}" if report.mode else ""))
+    for col in ("host", "address", "OS", "systemd", "packages", "checks"):
         table.add_column(col)
     for h in report.hosts:
         f = h.facts
+        checks = Text()
+        for what, ok, detail in h.checks:
+            quiet = detail in ("active", "listening", "present")
+            checks.append(("ok   " if ok else "FAIL ") + what + ("" if ok and quiet else f": {detail}") + "\n",
+                          style="green" if ok else "red")
+        if h.members:
+            checks.append(f"     members: {', '.join(h.members)}\n", style="dim")
+        if not h.reachable:
+            checks.append(h.error or "unreachable", style="red")
         table.add_row(
-            h.name, h.role, h.address,
-            Text("yes", style="green") if h.reachable else Text("no", style="red"),
-            Text(f.os_short if f else "-"),
-            Text(f.system_state if f else "-",
-                 style="green" if f and f.system_state == "running" else "yellow"),
-            Text(", ".join(f"{k} {v}" for k, v in f.packages.items()) if f and f.packages else "none"),
-            Text("; ".join(h.problems) or "ok", style="red" if h.problems else "green"),
+            f"{h.name}\n({h.role})", h.address,
+            Text(f.os_short if f else "unreachable", style="" if f else "red"),
+            Text(f.system_state if f else "-", style="green" if f and f.system_state == "running" else "yellow"),
+            Text("\n".join(f"{k} {v.split('-')[0].split(':')[-1]}" for k, v in f.packages.items()
+                            if k != "curl") or "none" if f else "-"),
+            checks if checks.plain else Text("-"),
         )
-    console = Console()
-    console.width = max(console.width, 120)
     console.print(table)
+    s = report.session
+    if s is not None:
+        served = ", ".join(f"{n} x{c}" for n, c in s.nodes.items()) or "nobody"
+        style = "green" if s.ok else "red"
+        console.print(Text(f"session through nginx: {s.requests} requests, {s.failed} failed, "
+                           f"{s.lost_updates} lost updates, count reached {s.last_count}, served by {served}",
+                           style=style))
+        for e in s.errors[:5]:
+            console.print(Text(f"  {e}", style="red"))
+    console.print(Text("healthy" if report.healthy else "UNHEALTHY",
+                       style="bold green" if report.healthy else "bold red"))
