@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian/Ubuntu machine (run as root):
-#   ./dev.sh demo   install what is needed, bring up the lab, show status
+#   ./dev.sh demo   install what is needed, bring up the lab, deploy the delta cluster, show status
 #   ./dev.sh test   install what is needed, run the whole test suite (unit + lab tests)
 #   ./dev.sh setup  only install (apt packages, .venv); then `. .venv/bin/activate` and use `inv`
 set -euo pipefail
@@ -50,6 +50,7 @@ case "${1:-}" in
     demo)
         setup
         .venv/bin/inv lab.up
+        .venv/bin/inv deploy --mode=delta
         .venv/bin/inv status
         ;;
     test)

@@ -321,9 +321,17 @@ def check_ports(remote: Remote, inv: Inventory, mode: str, progress: Progress) -
     progress.step("all", f"ports listening: {len(expected_ports(inv, mode))} checked")
 
 
-def show_plan(the_plan: planning.Plan, progress: Progress, diffs: bool) -> None:
-    from rich.syntax import Syntax
+def print_diff(console, diff: str) -> None:
+    """A unified diff, coloured by line, never wrapped (it must stay a valid patch)."""
+    from rich.text import Text
 
+    styles = {"+": "green", "-": "red", "@": "cyan"}
+    for line in diff.splitlines():
+        style = "bold" if line.startswith(("+++", "---")) else styles.get(line[:1], "")
+        console.print(Text(line, style=style), soft_wrap=True)
+
+
+def show_plan(the_plan: planning.Plan, progress: Progress, diffs: bool) -> None:
     for hp in the_plan.hosts:
         if hp.empty:
             progress.step(hp.host, "up to date", style="dim")
@@ -333,7 +341,7 @@ def show_plan(the_plan: planning.Plan, progress: Progress, diffs: bool) -> None:
                 "remove" if c.after is None else "change")
             progress.step(hp.host, f"{verb} {c.path}", style="yellow")
             if diffs and not progress.quiet:
-                progress.console.print(Syntax(c.diff(), "diff", theme="ansi_dark", background_color="default"))
+                print_diff(progress.console, c.diff())
         if hp.restart:
             progress.step(hp.host, f"{'restart' if hp.role == 'tomcat' else 'reload'} {hp.service}"
                           + (" (one node at a time)" if hp.role == "tomcat" else ""), style="yellow")

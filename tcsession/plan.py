@@ -126,7 +126,7 @@ class FileChange:
         b = (self.after or b"").decode("utf-8", "replace").splitlines(keepends=True)
         if self.before_link is not None:
             a = [f"symlink -> {self.before_link}\n"]
-        lines = difflib.unified_diff(a, b, fromfile=f"{self.path} (now)" if self.before is not None
+        lines = difflib.unified_diff(a, b, fromfile=f"{self.path}\t(now)" if self.before is not None
                                      or self.before_link else "/dev/null",
                                      tofile=self.path if self.after is not None else "/dev/null")
         out = "".join(lines)
