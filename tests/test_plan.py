@@ -1,0 +1,135 @@
+"""Planning is pure: facts captured from real lab hosts in, a Plan out."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tcsession import plan as planning
+from tcsession.deploy import expected_ports, missing_ports, render_apply_script
+from tcsession.errors import TcsessionError
+from tcsession.facts import FileFact, parse_facts
+from tcsession.inventory import load_inventory, parse_inventory
+from tcsession.probes import parse_ss
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data" / "facts"
+
+
+@pytest.fixture
+def inv():
+    return load_inventory(ROOT / "hosts.toml")
+
+
+@pytest.fixture
+def deployed():
+    return {n: parse_facts((DATA / f"deployed-{n}.txt").read_text()) for n in ("nginx", "tomcat1", "tomcat2")}
+
+
+def with_settings(inv, extra: str):
+    text = (ROOT / "hosts.toml").read_text()
+    head, _, _ = text.partition("[delta]")
+    return parse_inventory(head + extra, inv.path)
+
+
+def test_a_deployed_cluster_plans_nothing(inv, deployed):
+    p = planning.plan_delta(inv, deployed)
+    assert p.empty, [(h.host, [c.path for c in h.files], h.restart) for h in p.hosts]
+
+
+def test_a_setting_change_patches_server_xml_only_and_restarts_tomcats(inv, deployed):
+    changed = with_settings(inv, "[delta]\nchannel_send_options = 2\n")
+    p = planning.plan_delta(changed, deployed)
+    assert p.host("nginx").empty
+    for t in ("tomcat1", "tomcat2"):
+        hp = p.host(t)
+        assert [c.path for c in hp.files] == ["/etc/tomcat10/server.xml"]
+        assert hp.restart and hp.service == "tomcat10"
+        diff = hp.files[0].diff()
+        assert [l for l in diff.splitlines() if l[:1] in "+-" and l[:3] not in ("+++", "---")] == [
+            '-      <Cluster className="org.apache.catalina.ha.tcp.SimpleTcpCluster" channelSendOptions="6">',
+            '+      <Cluster className="org.apache.catalina.ha.tcp.SimpleTcpCluster" channelSendOptions="2">']
+        assert hp.files[0].mode == "640" and hp.files[0].owner == "root:tomcat"  # kept
+
+
+def test_a_tomcat_that_was_not_restarted_after_its_files_changed_is_restarted(inv, deployed):
+    """A deploy that stopped after writing files: the next one converges by restarting."""
+    f = deployed["tomcat2"]
+    stamp = planning.applied_path("tomcat10")
+    stale = dataclasses.replace(f, files={**f.files, stamp: FileFact(stamp, b"0" * 64 + b"\n", "644", "root:root")})
+    p = planning.plan_delta(inv, {**deployed, "tomcat2": stale})
+    assert p.host("tomcat2").restart and not p.host("tomcat2").files
+    assert p.host("tomcat1").empty
+
+
+def test_a_stopped_tomcat_is_started(inv, deployed):
+    f = deployed["tomcat1"]
+    stopped = dataclasses.replace(f, active={**f.active, "tomcat10": "inactive"})
+    assert planning.plan_delta(inv, {**deployed, "tomcat1": stopped}).host("tomcat1").restart
+
+
+def test_fresh_hosts_need_packages():
+    fresh = parse_facts((DATA / "bookworm-fresh-tomcat1.txt").read_text())
+    inv = load_inventory(ROOT / "hosts.toml")
+    assert planning.packages_to_install(inv.host("tomcat1"), fresh) == ("tomcat10",)
+    assert planning.packages_to_install(inv.nginx, fresh) == ("nginx",)
+    nothing = dataclasses.replace(fresh, available=())
+    with pytest.raises(TcsessionError, match="tomcat1: no Tomcat package available"):
+        planning.packages_to_install(inv.host("tomcat1"), nothing)
+
+
+def test_a_malformed_server_xml_on_a_host_is_one_line_naming_host_and_file(inv, deployed):
+    f = deployed["tomcat1"]
+    path = "/etc/tomcat10/server.xml"
+    broken = dataclasses.replace(f, files={**f.files, path: FileFact(path, b"<Server><Service>", "640", "root:tomcat")})
+    with pytest.raises(TcsessionError) as err:
+        planning.plan_delta(inv, {**deployed, "tomcat1": broken})
+    assert str(err.value).startswith("tomcat1:/etc/tomcat10/server.xml") and "\n" not in str(err.value)
+
+
+def test_nginx_plan_removes_the_default_site_link():
+    inv = load_inventory(ROOT / "hosts.toml")
+    f = parse_facts((DATA / "deployed-nginx.txt").read_text())
+    link = FileFact(planning.NGINX_DEFAULT_SITE, None, link="/etc/nginx/sites-available/default")
+    p = planning.plan_nginx(inv, inv.nginx, dataclasses.replace(f, files={**f.files, planning.NGINX_DEFAULT_SITE: link}))
+    (change,) = p.files
+    assert change.after is None and change.before_link == "/etc/nginx/sites-available/default"
+    assert p.restart
+
+
+def test_apply_script_saves_prior_bytes_and_writes_atomically(tmp_path, inv, deployed):
+    """Run the generated script for real on this machine, in a scratch directory."""
+    target = tmp_path / "etc" / "server.xml"
+    target.parent.mkdir()
+    target.write_bytes(b"old\n")
+    change = planning.FileChange(str(target), b"old\n", b"new\n", "640", "root:root", "644", "root:root")
+    created = planning.FileChange(str(tmp_path / "new" / "dir" / "f"), None, b"x", "644", "root:root")
+    script = render_apply_script("testid", "delta", (change, created))
+    state = tmp_path / "state"
+    script = script.replace(planning.APPLIED_DIR.rsplit("/", 1)[0], str(state))
+    subprocess.run(["sh", "-c", script], check=True)
+    assert target.read_bytes() == b"new\n" and oct(target.stat().st_mode)[-3:] == "640"
+    assert (state / "deploys/testid/files/0").read_bytes() == b"old\n"
+    assert (tmp_path / "new/dir/f").read_bytes() == b"x"
+    assert (state / "deploys/testid/created-dirs").read_text().split() == [str(tmp_path / "new/dir")]
+    import json
+
+    manifest = json.loads((state / "deploys/testid/manifest.json").read_text())
+    assert [f["existed"] for f in manifest["files"]] == [True, False]
+    assert oct((state / "deploys").stat().st_mode)[-3:] == "700"
+
+
+def test_expected_and_missing_ports(inv):
+    listeners = {
+        "nginx": parse_ss("LISTEN 0 511 0.0.0.0:80 0.0.0.0:*"),
+        "tomcat1": parse_ss("LISTEN 0 100 *:8080 *:*\nLISTEN 0 50 [::ffff:10.153.0.112]:4000 *:*")
+        + parse_ss("UNCONN 0 0 228.0.0.4:45564 0.0.0.0:*", "udp"),
+        "tomcat2": parse_ss("LISTEN 0 100 *:8080 *:*\nLISTEN 0 50 127.0.0.1:4000 0.0.0.0:*"),
+    }
+    assert len(expected_ports(inv, "delta")) == 7
+    missing = {(m.host, m.proto, m.port) for m in missing_ports(inv, "delta", listeners)}
+    # tomcat2's receiver listens on loopback only, and it has no multicast socket.
+    assert missing == {("tomcat2", "tcp", 4000), ("tomcat2", "udp", 45564)}
