@@ -8,6 +8,7 @@ anything: the plan reads facts, the status view shows them.
 from __future__ import annotations
 
 import base64
+import datetime
 import dataclasses
 import re
 
@@ -32,19 +33,21 @@ echo @@failed; systemctl --failed --no-legend --plain 2>/dev/null
 echo @@pkgmgr; for p in apt-get dnf yum; do command -v $p >/dev/null 2>&1 && echo $p; done
 echo @@packages
 if command -v dpkg-query >/dev/null 2>&1; then
-  dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\n' tomcat11 tomcat10 tomcat9 tomcat nginx memcached curl 2>/dev/null | awk '$3 ~ /^ii/ {print $1, $2}'
+  pkgs=$(dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\n' tomcat11 tomcat10 tomcat9 tomcat nginx memcached curl 2>/dev/null | awk '$3 ~ /^ii/ {print $1, $2}')
 else
-  rpm -q --qf '%{NAME} %{VERSION}-%{RELEASE}\n' tomcat nginx memcached curl 2>/dev/null | grep -v 'not installed'
+  pkgs=$(rpm -q --qf '%{NAME} %{VERSION}-%{RELEASE}\n' tomcat nginx memcached curl 2>/dev/null | grep -v 'not installed')
 fi
-echo @@active; for u in tomcat11 tomcat10 tomcat9 tomcat nginx memcached; do
-  a=$(systemctl is-active $u 2>/dev/null); t=0
-  [ "$a" = active ] && t=$(date -d "$(systemctl show -p ActiveEnterTimestamp --value $u)" +%s 2>/dev/null || echo 0)
-  echo "$u $a $t"; done
+echo "$pkgs"
+echo @@active
+systemctl show -p Id,ActiveState,ActiveEnterTimestamp tomcat11 tomcat10 tomcat9 tomcat nginx memcached 2>/dev/null
 echo @@available
+# Only asked when something is missing (it is the slowest question here).
+case "$pkgs" in *tomcat*|*nginx*) ;; *)
 if command -v apt-cache >/dev/null 2>&1; then
   apt-cache policy tomcat11 tomcat10 tomcat9 nginx memcached 2>/dev/null | awk '/^[a-z]/{p=$1; sub(":$","",p)} /Candidate:/{ if ($2!="(none)") print p}'
 elif command -v rpm >/dev/null 2>&1; then echo tomcat; echo nginx; echo memcached
-fi
+fi;;
+esac
 echo @@ss-tcp; ss -Hntl 2>/dev/null
 echo @@ss-udp; ss -Hnul 2>/dev/null
 """
@@ -126,6 +129,27 @@ def parse_files(sections: dict[str, list[str]]) -> dict[str, FileFact]:
     return files
 
 
+def parse_units(text: str) -> tuple[dict, dict]:
+    """`systemctl show -p Id,ActiveState,ActiveEnterTimestamp UNIT...` (blocks separated by blank
+    lines) -> ({unit: state}, {unit: epoch seconds it became active})."""
+    active, started = {}, {}
+    for block in re.split(r"\n\s*\n", text.strip()):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        unit = props.get("Id", "").removesuffix(".service")
+        if not unit:
+            continue
+        active[unit] = props.get("ActiveState", "unknown")
+        stamp = props.get("ActiveEnterTimestamp", "")
+        if active[unit] == "active" and stamp:
+            try:
+                started[unit] = int(datetime.datetime.strptime(
+                    " ".join(stamp.split()[1:3]), "%Y-%m-%d %H:%M:%S").replace(
+                    tzinfo=datetime.timezone.utc).timestamp()) if stamp.endswith("UTC") else 0
+            except ValueError:
+                pass
+    return active, started
+
+
 def parse_facts(text: str) -> HostFacts:
     s = split_sections(text)
     first = lambda name: (s.get(name) or [""])[0].strip()  # noqa: E731
@@ -134,13 +158,7 @@ def parse_facts(text: str) -> HostFacts:
         parts = line.split()
         if len(parts) >= 2:
             packages[parts[0]] = parts[1]
-    active, started = {}, {}
-    for line in s.get("active", []):
-        parts = line.split()
-        if parts:
-            active[parts[0]] = parts[1] if len(parts) > 1 else "unknown"
-            if len(parts) > 2 and parts[2].isdigit() and parts[2] != "0":
-                started[parts[0]] = int(parts[2])
+    active, started = parse_units("\n".join(s.get("active", [])))
     listeners = parse_ss("\n".join(s.get("ss-tcp", []))) + parse_ss(
         "\n".join(s.get("ss-udp", [])), proto="udp")
     return HostFacts(

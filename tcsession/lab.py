@@ -32,6 +32,7 @@ from tcsession.errors import TcsessionError
 from tcsession.inventory import Inventory, lab_state_dir
 
 ROOTFS_CACHE = Path("/var/cache/tcsession/rootfs")
+LAB_FAILED_HINT = "/var/lib/tcsession/lab/<name>.failed-up/"
 
 # What every host has, like a minimal server install.
 BASE_PACKAGES = (
@@ -385,8 +386,8 @@ def _wait_ssh(address: str, deadline: float) -> None:
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise TcsessionError(f"lab: {address}:22 did not answer SSH in time; "
-                                 "see the host's console.log in the lab state directory")
+            raise TcsessionError(f"lab: {address}:22 did not answer SSH in time; its boot console "
+                                 f"is kept in {LAB_FAILED_HINT}")
         time.sleep(0.1)
 
 
@@ -456,6 +457,15 @@ def down(spec: LabSpec, log=print) -> None:
     log(f"lab {spec.name}: down")
 
 
+def _keep_consoles(spec: LabSpec) -> None:
+    """Keep the hosts' boot consoles of a failed `up` for a look (state_dir is removed)."""
+    keep = spec.state_dir.with_name(spec.name + ".failed-up")
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True)
+    for console in (spec.state_dir / "hosts").glob("*/console.log"):
+        shutil.copy(console, keep / f"{console.parent.name}.console.log")
+
+
 def up(spec: LabSpec, log=print, ssh_timeout: float = 60.0) -> None:
     """Bring the lab's hosts up, SSH-ready. A running lab is left as it is; a stale one cleared."""
     check_prerequisites()
@@ -492,6 +502,7 @@ def up(spec: LabSpec, log=print, ssh_timeout: float = 60.0) -> None:
         _wait_booted(spec, deadline)
     except BaseException:
         (spec.state_dir / "lab.json").write_text(json.dumps({"pids": pids}))
+        _keep_consoles(spec)
         down(spec, log=lambda *_: None)
         raise
     log(f"lab {spec.name}: {len(spec.hosts)} hosts SSH-ready in {time.monotonic() - started:.1f} s "

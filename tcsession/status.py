@@ -64,6 +64,7 @@ class Report:
     hosts: tuple[HostStatus, ...]
     mode: str | None = None  # "delta" when the Tomcats carry tcsession's cluster, else None
     session: SessionRun | None = None
+    commands: int = 0  # SSH commands issued
 
     @property
     def healthy(self) -> bool:
@@ -155,7 +156,8 @@ def detect_mode(inv: Inventory, facts: dict[str, HostFacts]) -> str | None:
 # --------------------------------------------------------------------------- gathering
 
 
-def _gather(inv: Inventory, extra: str = "") -> dict[str, HostStatus | HostFacts]:
+def _gather(inv: Inventory, extra: str = "") -> tuple[dict[str, HostStatus | HostFacts], int]:
+    """Facts by host (or a HostStatus for an unreachable host), and the SSH commands issued."""
     with Remote(inv) as remote:
         results = remote.run_all(inv.hosts, FACTS_SCRIPT + extra)
     out: dict = {}
@@ -163,20 +165,20 @@ def _gather(inv: Inventory, extra: str = "") -> dict[str, HostStatus | HostFacts
         r = results[h.name]
         out[h.name] = (parse_facts(r.stdout) if r.exit is not None
                        else HostStatus(h.name, h.role, h.address, False, r.why()))
-    return out
+    return out, remote.commands
 
 
 def host_report(inv: Inventory) -> Report:
     """The lab view: reachable, OS, systemd state, packages."""
-    gathered = _gather(inv)
+    gathered, commands = _gather(inv)
     return Report(tuple(g if isinstance(g, HostStatus) else
                         HostStatus(h.name, h.role, h.address, True, facts=g)
-                        for h, g in zip(inv.hosts, gathered.values())))
+                        for h, g in ((h, gathered[h.name]) for h in inv.hosts)), commands=commands)
 
 
 def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
     """The full view: every host judged, then one session through nginx."""
-    gathered = _gather(inv, files_script(planning.files_to_read()) + MEMBERSHIP_SCRIPT)
+    gathered, commands = _gather(inv, files_script(planning.files_to_read()) + MEMBERSHIP_SCRIPT)
     facts = {n: g for n, g in gathered.items() if isinstance(g, HostFacts)}
     mode = detect_mode(inv, facts)
     hosts = []
@@ -191,7 +193,7 @@ def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
     session = None
     if session_requests and isinstance(gathered[inv.nginx.name], HostFacts):
         session = check_session(inv.nginx.address, inv.nginx.http_port, session_requests)
-    return Report(tuple(hosts), mode, session)
+    return Report(tuple(hosts), mode, session, commands)
 
 
 # --------------------------------------------------------------------------- printing
