@@ -82,7 +82,7 @@ def session_survives_a_node(handle: LabHandle, inv) -> None:
         if report.healthy or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert report.healthy, report.to_dict()
+    assert report.healthy, [(h.name, h.problems) for h in report.hosts] + [report.session.to_dict()]
     for _ in range(5):
         client.request()
     assert run.ok and run.last_count == 55, run.to_dict()
@@ -91,7 +91,7 @@ def session_survives_a_node(handle: LabHandle, inv) -> None:
 def test_status_is_healthy_after_deploy_from_fresh_hosts(cluster):
     report = status.cluster_report(cluster.inv, session_requests=10)
     assert report.mode == "delta"
-    assert report.healthy, report.to_dict()
+    assert report.healthy, [(h.name, h.problems) for h in report.hosts] + [report.session.to_dict()]
     t1 = next(h for h in report.hosts if h.name == "tomcat1")
     assert t1.members == ("10.153.7.113:4000",)
     assert report.session.last_count == 10
