@@ -117,6 +117,27 @@ def deploy(c, mode, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False):
     run_deploy(_inventory(inventory), mode, dry_run=dry_run, quiet=quiet)
 
 
+@task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON"})
+@_fail_cleanly
+def history(c, inventory=DEFAULT_INVENTORY, json=False):
+    """List the deploys recorded on the hosts (id, mode, time, hosts, files, applied or rolled back)."""
+    from tcsession import rollback as rb
+
+    rb.print_history(rb.history(_inventory(inventory)), as_json=json)
+
+
+@task(help={"inventory": "inventory file (default hosts.toml)",
+            "to": "roll back every deploy after this id (default: only the latest)",
+            "force": "restore even files someone changed after the deploy (their bytes are kept)",
+            "quiet": "print nothing but errors"})
+@_fail_cleanly
+def rollback(c, inventory=DEFAULT_INVENTORY, to=None, force=False, quiet=False):
+    """Undo the latest deploy on every host: files byte for byte, services as they were."""
+    from tcsession import rollback as rb
+
+    rb.rollback(_inventory(inventory), to=to, force=force, quiet=quiet)
+
+
 lab = Collection("lab")
 lab.add_task(lab_up, "up")
 lab.add_task(lab_down, "down")
@@ -126,6 +147,8 @@ ns = Collection()
 ns.add_collection(lab)
 ns.add_task(status)
 ns.add_task(deploy)
+ns.add_task(history)
+ns.add_task(rollback)
 
 if sys.version_info < (3, 11):  # pragma: no cover
     raise SystemExit("tcsession needs Python 3.11 or newer")

@@ -95,13 +95,14 @@ def install_command(package_manager: str | None, packages: tuple[str, ...]) -> s
 # --------------------------------------------------------------------------- apply files
 
 
-def render_apply_script(deploy_id: str, mode: str, changes: tuple[planning.FileChange, ...]) -> str:
+def render_apply_script(deploy_id: str, mode: str, changes: tuple[planning.FileChange, ...],
+                        packages: tuple[str, ...] = (), services: dict | None = None) -> str:
     """One shell script that saves the prior bytes, writes the manifest, then every file
     atomically (temp file + mv) with its owner and mode."""
     ddir = f"{STATE_DIR}/deploys/{deploy_id}"
     lines = ["set -e", "umask 077", f"mkdir -p {ddir}/files", f"chmod 700 {STATE_DIR} {STATE_DIR}/deploys {ddir}"]
     manifest = {"id": deploy_id, "mode": mode, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "files": []}
+                "packages_installed": list(packages), "services_before": services or {}, "files": []}
     for i, c in enumerate(changes):
         entry = {"path": c.path, "existed": c.before is not None or c.before_link is not None,
                  "before_sha256": planning.sha256(c.before), "after_sha256": planning.sha256(c.after),
@@ -130,14 +131,16 @@ def render_apply_script(deploy_id: str, mode: str, changes: tuple[planning.FileC
 # --------------------------------------------------------------------------- services
 
 
-def wait_serving_script(unit: str, address: str, port: int, timeout: float) -> str:
-    """On the host: wait until the test page answers 200 (curl), at most `timeout` s; give up at
-    once if the service stops (a failed start)."""
+def wait_serving_script(unit: str, address: str, port: int, timeout: float, path: str = "/test.jsp",
+                        any_status: bool = False) -> str:
+    """On the host: wait until `path` answers 200 (or any HTTP status), at most `timeout` s; give
+    up at once if the service stops (a failed start)."""
+    ok = '[ "$c" != 000 ]' if any_status else '[ "$c" = 200 ]'
     tries = int(timeout / 0.25)
     return (f"(i=0; while [ $i -lt {tries} ]; do "
             f"systemctl is-active -q {unit} || {{ echo '{unit} stopped while starting' >&2; exit 1; }}; "
-            f"c=$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' http://{address}:{port}/test.jsp || true); "
-            f"[ \"$c\" = 200 ] && exit 0; i=$((i+1)); sleep 0.25; done; "
+            f"c=$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' http://{address}:{port}{path} || true); "
+            f"{ok} && exit 0; i=$((i+1)); sleep 0.25; done; "
             f"echo \"test page answered ${{c:-nothing}} after {timeout:g} s\" >&2; exit 1)")
 
 
@@ -188,20 +191,36 @@ def new_deploy_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
+class HostStates:
+    """Where each host is in a run: shown when the run stops halfway."""
+
+    def __init__(self, inv: Inventory):
+        self.state = {h.name: "not started" for h in inv.hosts}
+
+    def set(self, names, state: str) -> None:
+        for n in [names] if isinstance(names, str) else names:
+            self.state[n] = state
+
+    def summary(self) -> str:
+        return "; ".join(f"{n}: {s}" for n, s in self.state.items())
+
+
 def deploy(inv: Inventory, mode: str, dry_run: bool = False, quiet: bool = False) -> DeployReport:
     if mode not in MODES:
         raise TcsessionError(f"--mode={mode}: unknown or not available; use one of {', '.join(MODES)}")
     progress = Progress(quiet)
     started = time.monotonic()
+    states = HostStates(inv)
+    deploy_id = None if dry_run else new_deploy_id()
     with Remote(inv) as remote:
         t = time.monotonic()
         facts = gather(remote, list(inv.hosts))
         progress.step("all", f"facts from {len(inv.hosts)} hosts", time.monotonic() - t)
         for h in inv.hosts:
-            f = facts[h.name]
-            if f.package_manager is None:
+            if facts[h.name].package_manager is None:
                 raise TcsessionError(f"{h.name}: no apt-get, dnf or yum found; tcsession supports "
                                      "Debian/Ubuntu (apt) and the RHEL family (yum/dnf)")
+        services_before = {h.name: dict(facts[h.name].active) for h in inv.hosts}
 
         # 1. packages
         installs = {h.name: planning.packages_to_install(h, facts[h.name]) for h in inv.hosts}
@@ -214,54 +233,73 @@ def deploy(inv: Inventory, mode: str, dry_run: bool = False, quiet: bool = False
                              "to install, or install Tomcat first to see the file diffs)", "dim")
                 return DeployReport(None, None, installs, bool(installs), time.monotonic() - started,
                                     remote.commands)
-        elif installs:
+        try:
+            if installs and not dry_run:
+                t = time.monotonic()
+                states.set(installs, "installing packages")
+                results = remote.run_all([inv.host(n) for n in installs], lambda h: install_command(
+                    facts[h.name].package_manager, installs[h.name]))
+                for name, r in results.items():
+                    states.set(name, "packages installed" if r.ok else f"failed installing: {r.why()}")
+                _require_ok(results, "installing packages")
+                for name, pkgs in installs.items():
+                    progress.step(name, f"installed {' '.join(pkgs)}", results[name].seconds)
+                facts.update(gather(remote, [inv.host(n) for n in installs]))
+
+            # 2. plan (pure)
+            the_plan = planning.plan_delta(inv, facts)
+            show_plan(the_plan, progress, diffs=dry_run)
+            if dry_run or the_plan.empty:
+                if the_plan.empty and not installs:
+                    progress.say("no changes", "green")
+                return DeployReport(None, the_plan, installs, bool(installs) or not the_plan.empty,
+                                    time.monotonic() - started, remote.commands)
+
+            # 3. files, in parallel, with saved prior bytes and a manifest
+            recorded = [h for h in inv.hosts if the_plan.host(h.name).files or h.name in installs]
             t = time.monotonic()
-            results = remote.run_all([inv.host(n) for n in installs],
-                                     lambda h: install_command(facts[h.name].package_manager, installs[h.name]))
-            _require_ok(results, "installing packages")
-            for name, pkgs in installs.items():
-                progress.step(name, f"installed {' '.join(pkgs)}", results[name].seconds)
-            facts.update(gather(remote, [inv.host(n) for n in installs]))
+            results = remote.run_all(recorded, lambda h: render_apply_script(
+                deploy_id, mode, the_plan.host(h.name).files, installs.get(h.name, ()),
+                services_before[h.name]))
+            for name, r in results.items():
+                states.set(name, "files written" if r.ok else f"failed writing files: {r.why()}")
+            _require_ok(results, "writing files")
+            for h in recorded:
+                progress.step(h.name, f"wrote {len(the_plan.host(h.name).files)} file(s)", results[h.name].seconds)
+            apply_services(remote, inv, the_plan, facts, progress, states)
 
-        # 2. plan (pure)
-        the_plan = planning.plan_delta(inv, facts)
-        show_plan(the_plan, progress, diffs=dry_run)
-        if dry_run or the_plan.empty:
-            if the_plan.empty and not installs:
-                progress.say("no changes", "green")
-            return DeployReport(None, the_plan, installs, bool(installs) or not the_plan.empty,
-                                time.monotonic() - started, remote.commands)
-
-        # 3. files, in parallel, with saved prior bytes and a manifest
-        deploy_id = new_deploy_id()
-        with_files = [inv.host(h.host) for h in the_plan.hosts if h.files]
-        t = time.monotonic()
-        results = remote.run_all(with_files, lambda h: render_apply_script(
-            deploy_id, mode, the_plan.host(h.name).files))
-        _require_ok(results, "writing files")
-        for h in with_files:
-            progress.step(h.name, f"wrote {len(the_plan.host(h.name).files)} file(s)", results[h.name].seconds)
-
-        # 4. nginx: check the configuration, then reload (or start)
-        nplan = the_plan.host(inv.nginx.name)
-        if nplan.restart:
-            _nginx_apply(remote, inv.nginx, facts[inv.nginx.name], nplan.digest, progress)
-
-        # 5. Tomcats one at a time: each serves (and has the session state) before the next
-        up = [t for t in inv.tomcats if facts[t.name].active.get(the_plan.host(t.name).service) == "active"
-              and not the_plan.host(t.name).restart]
-        for t in inv.tomcats:
-            hp = the_plan.host(t.name)
-            if hp.restart:
-                _restart_tomcat(remote, inv, t, hp.service, hp.digest, progress, peers_up=bool(up))
-                up.append(t)
-
-        # 6. ports
-        check_ports(remote, inv, mode, progress)
+            # 6. ports
+            check_ports(remote, inv, mode, progress)
+        except TcsessionError as e:
+            if deploy_id:
+                raise TcsessionError(f"{e} -- deploy {deploy_id} stopped; hosts: {states.summary()}; "
+                                     "run the deploy again to converge, or `inv rollback` to undo it") from None
+            raise
         report = DeployReport(deploy_id, the_plan, installs, True, time.monotonic() - started,
                               remote.commands)
     progress.say(f"deployed {mode} ({deploy_id}) in {report.seconds:.1f} s", "green")
     return report
+
+
+def apply_services(remote: Remote, inv: Inventory, the_plan: planning.Plan, facts: dict[str, HostFacts],
+                   progress: Progress, states: HostStates) -> None:
+    """nginx first (checked, then reloaded), then the Tomcats one at a time: each serves, and has
+    received the session state, before the next one restarts. The first failure stops the run:
+    the Tomcats not yet restarted keep serving with what they run."""
+    nplan = the_plan.host(inv.nginx.name)
+    if nplan.restart:
+        states.set(inv.nginx.name, "reloading nginx")
+        _nginx_apply(remote, inv.nginx, facts[inv.nginx.name], nplan.digest, progress)
+    states.set(inv.nginx.name, "done")
+    up = [t for t in inv.tomcats if facts[t.name].active.get(the_plan.host(t.name).service) == "active"
+          and not the_plan.host(t.name).restart]
+    for t in inv.tomcats:
+        hp = the_plan.host(t.name)
+        if hp.restart:
+            states.set(t.name, f"restarting {hp.service}")
+            _restart_tomcat(remote, inv, t, hp.service, hp.digest, progress, peers_up=bool(up))
+            up.append(t)
+        states.set(t.name, "done")
 
 
 def stamp_command(unit: str, digest: str) -> str:
@@ -281,15 +319,19 @@ def _nginx_apply(remote: Remote, host: Host, facts: HostFacts, digest: str, prog
 
 
 def _restart_tomcat(remote: Remote, inv: Inventory, host: Host, unit: str, digest: str,
-                    progress: Progress, peers_up: bool) -> None:
+                    progress: Progress, peers_up: bool, test_page: bool = True) -> None:
+    """Restart and wait until it serves (our test page answers 200; without it, as after a
+    rollback to before the first deploy, any HTTP answer on /), then stamp the configuration
+    it runs with."""
     t = time.monotonic()
     since = int(time.time()) - 1
-    r = remote.run(host, f"systemctl enable -q {unit} && systemctl restart {unit} && "
-                   + wait_serving_script(unit, host.address, host.http_port, 120.0) + " && "
-                   + stamp_command(unit, digest))
+    wait = (wait_serving_script(unit, host.address, host.http_port, 120.0) if test_page
+            else wait_serving_script(unit, host.address, host.http_port, 120.0, "/", any_status=True))
+    r = remote.run(host, f"systemctl enable -q {unit} && systemctl restart {unit} && " + wait
+                   + " && " + stamp_command(unit, digest))
     if not r.ok:
         tail = remote.run(host, log_tail_command(unit))
-        raise TcsessionError(f"{host.name}: {unit} did not come back serving /test.jsp: {r.why()}; "
+        raise TcsessionError(f"{host.name}: {unit} did not come back serving: {r.why()}; "
                              f"last log lines: {' | '.join(tail.stdout.strip().splitlines()[-5:])}")
     what = f"restarted {unit}, serving"
     if peers_up and inv.delta.manager == "delta":

@@ -266,6 +266,12 @@ def prepare_host(spec: LabSpec, host: LabHost, pubkey: str) -> tuple[Path, str]:
     _write(upper / "etc/systemd/network/10-host0.network",
            render_network(host.address, spec.subnet.prefixlen))
     _write(upper / "etc/ssh/sshd_config.d/tcsession-lab.conf", SSHD_DROPIN)
+    # Remounting / per fstab means nothing in a container (nspawn owns the mounts) and fails
+    # now and then, leaving the host "degraded": masked, as container images do.
+    mask = upper / "etc/systemd/system/systemd-remount-fs.service"
+    if not mask.is_symlink():
+        mask.parent.mkdir(parents=True, exist_ok=True)
+        mask.symlink_to("/dev/null")
     _write(upper / "root/.ssh/authorized_keys", pubkey, 0o600)
     (upper / "root/.ssh").chmod(0o700)
     hostkey = upper / "etc/ssh/ssh_host_ed25519_key"

@@ -94,11 +94,18 @@ def applied_path(unit: str) -> str:
     return f"{APPLIED_DIR}/{unit}"
 
 
-def config_digest(files: dict[str, bytes]) -> str:
+def config_digest(files: dict[str, bytes | None]) -> str:
+    """Of the files a service reads at start (None: the file does not exist)."""
     h = hashlib.sha256()
     for path in sorted(files):
-        h.update(path.encode() + b"\0" + hashlib.sha256(files[path]).digest())
+        content = files[path]
+        h.update(path.encode() + b"\0" + (hashlib.sha256(content).digest() if content is not None else b"-"))
     return h.hexdigest()
+
+
+def tomcat_config_paths(layout: Layout) -> tuple[str, ...]:
+    """What a Tomcat restart is owed for when it changes (the test page is recompiled alone)."""
+    return (layout.server_xml, layout.jvm_options, f"{layout.webapp}/WEB-INF/web.xml")
 
 
 def applied_digest(facts: HostFacts, unit: str) -> str | None:
@@ -120,15 +127,19 @@ class FileChange:
     before_mode: str = ""
     before_owner: str = ""
     before_link: str | None = None  # the file was a symlink to this target
+    after_link: str | None = None  # make it a symlink to this target (rollback of a removal)
 
     def diff(self) -> str:
         a = (self.before or b"").decode("utf-8", "replace").splitlines(keepends=True)
         b = (self.after or b"").decode("utf-8", "replace").splitlines(keepends=True)
+        if self.after_link is not None:
+            b = [f"symlink -> {self.after_link}\n"]
         if self.before_link is not None:
             a = [f"symlink -> {self.before_link}\n"]
         lines = difflib.unified_diff(a, b, fromfile=f"{self.path}\t(now)" if self.before is not None
                                      or self.before_link else "/dev/null",
-                                     tofile=self.path if self.after is not None else "/dev/null")
+                                     tofile=self.path if self.after is not None or self.after_link
+                                     else "/dev/null")
         out = "".join(lines)
         if not out and self.mode != self.before_mode:
             out = f"mode {self.before_mode} -> {self.mode}\n"
@@ -226,8 +237,8 @@ def plan_tomcat(inv: Inventory, host: Host, facts: HostFacts, mode: str) -> Host
     changes = tuple(c for c in changes if c is not None)
     # The page itself is recompiled by Jasper on change; everything else needs a restart, and
     # so does a Tomcat started before its configuration last changed (a deploy stopped halfway).
-    config = {layout.server_xml: new_server, layout.jvm_options: render_jvm_options(layout, host, mode),
-              web_xml_path: new_web}
+    config = dict(zip(tomcat_config_paths(layout),
+                      (new_server, render_jvm_options(layout, host, mode), new_web)))
     digest = config_digest(config)
     needs_restart = (any(c.path != jsp_path for c in changes) or facts.active.get(layout.unit) != "active"
                      or applied_digest(facts, layout.unit) != digest)
