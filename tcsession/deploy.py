@@ -12,6 +12,7 @@ import shlex
 import time
 import uuid
 
+from tcsession import nginx
 from tcsession import plan as planning
 from tcsession.errors import TcsessionError
 from tcsession.facts import FACTS_SCRIPT, HostFacts, files_script, parse_facts
@@ -291,15 +292,42 @@ def apply_services(remote: Remote, inv: Inventory, the_plan: planning.Plan, fact
         states.set(inv.nginx.name, "reloading nginx")
         _nginx_apply(remote, inv.nginx, facts[inv.nginx.name], nplan.digest, progress)
     states.set(inv.nginx.name, "done")
+    site_change = next((c for c in nplan.files if c.path == planning.NGINX_SITE), None)
+    site = site_change.after if site_change else facts[inv.nginx.name].files[planning.NGINX_SITE].content
     up = [t for t in inv.tomcats if facts[t.name].active.get(the_plan.host(t.name).service) == "active"
           and not the_plan.host(t.name).restart]
     for t in inv.tomcats:
         hp = the_plan.host(t.name)
         if hp.restart:
             states.set(t.name, f"restarting {hp.service}")
-            _restart_tomcat(remote, inv, t, hp.service, hp.digest, progress, peers_up=bool(up))
+            rolling_restart(remote, inv, t, hp.service, hp.digest, progress, peers_up=bool(up), site=site)
             up.append(t)
         states.set(t.name, "done")
+
+
+def _put_site(remote: Remote, host: Host, site: bytes, what: str) -> None:
+    q = planning.NGINX_SITE
+    r = remote.run(host, f"tmp=$(mktemp {q}.tcsession.XXXXXX) && printf %s {base64.b64encode(site).decode()} "
+                   f"| base64 -d > \"$tmp\" && chmod 644 \"$tmp\" && mv -f \"$tmp\" {q} && "
+                   "nginx -t -q && systemctl reload nginx")
+    if not r.ok:
+        raise TcsessionError(f"{host.name}: could not {what}: {r.why()}")
+
+
+def rolling_restart(remote: Remote, inv: Inventory, host: Host, unit: str, digest: str, progress: Progress,
+                    peers_up: bool, site: bytes | None, test_page: bool = True) -> None:
+    """One node's turn: out of service in nginx (marked `down`: its sessions go to their backup
+    nodes, nothing new reaches it), restarted, checked, back in service. Without a site (nginx
+    not set up yet) or without peers, a plain restart."""
+    drain = site is not None and peers_up and len(inv.tomcats) > 1
+    if drain:
+        _put_site(remote, inv.nginx, nginx.drain(site.decode(), host.address, host.http_port).encode(),
+                  f"take {host.name} out of service")
+    try:
+        _restart_tomcat(remote, inv, host, unit, digest, progress, peers_up, test_page)
+    finally:
+        if drain:
+            _put_site(remote, inv.nginx, site, f"put {host.name} back in service")
 
 
 def stamp_command(unit: str, digest: str) -> str:

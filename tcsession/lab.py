@@ -420,6 +420,24 @@ def _wait_booted(spec: LabSpec, deadline: float) -> None:
 # ---------------------------------------------------------------- up / down
 
 
+def _orphan_veths(spec: LabSpec) -> list[str]:
+    """This lab's container veth links left with no bridge: the kernel frees a dead container's
+    network namespace asynchronously (seen here: up to a minute, while its TCP connections wind
+    down), and nspawn cannot make a link of the same name meanwhile ("File exists")."""
+    prefix = ("vb-" + spec.name)[:9]  # nspawn shortens long names to a prefix and a hash
+    found = []
+    for link in Path("/sys/class/net").iterdir():
+        if (link.name.startswith(prefix) and not (link / "master").exists()
+                and (link / "ifindex").exists() and "veth" in _link_kind(link.name)):
+            found.append(link.name)
+    return found
+
+
+def _link_kind(name: str) -> str:
+    proc = subprocess.run(["ip", "-d", "-o", "link", "show", "dev", name], capture_output=True, text=True)
+    return proc.stdout
+
+
 def _stale_mounts(spec: LabSpec) -> list[str]:
     prefix = str(spec.state_dir / "hosts") + "/"
     with open("/proc/self/mounts") as f:
@@ -429,6 +447,11 @@ def _stale_mounts(spec: LabSpec) -> list[str]:
 def down(spec: LabSpec, log=print) -> None:
     """Stop every host, unmount, delete the bridge and the lab's state. Safe to repeat."""
     check_prerequisites()
+    # The hosts' veth links: the kernel removes them when a container's network namespace is
+    # cleaned up, which happens asynchronously after its processes end. A new container with
+    # the same name cannot be made while its old link exists ("File exists").
+    brif = Path(f"/sys/class/net/{spec.bridge}/brif")
+    veths = [p.name for p in brif.iterdir()] if brif.exists() else []
     pids = _read_state(spec).get("pids", {})
     for name, pid in pids.items():
         _stop_pid(pid, spec.state_dir / "hosts" / name / "merged")
@@ -456,8 +479,16 @@ def down(spec: LabSpec, log=print) -> None:
         _run("umount", m, check=False)
         if _mounted(Path(m)):
             _run("umount", "-l", m)
+    deadline = time.monotonic() + 5
+    while any(Path(f"/sys/class/net/{v}").exists() for v in veths) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for v in veths:
+        if Path(f"/sys/class/net/{v}").exists():
+            _run("ip", "link", "del", v, check=False)
     if _bridge_exists(spec.bridge):
         _run("ip", "link", "del", spec.bridge)
+    for v in _orphan_veths(spec):
+        _run("ip", "link", "del", v, check=False)
     if spec.state_dir.exists():
         shutil.rmtree(spec.state_dir)
     log(f"lab {spec.name}: down")
@@ -478,7 +509,8 @@ def up(spec: LabSpec, log=print, ssh_timeout: float = 60.0) -> None:
     if is_up(spec) and _read_state(spec).get("hosts") == [dataclasses.asdict(h) for h in spec.hosts]:
         log(f"lab {spec.name}: already up ({len(spec.hosts)} hosts)")
         return
-    if spec.state_dir.exists() or _bridge_exists(spec.bridge) or _stale_mounts(spec):
+    if (spec.state_dir.exists() or _bridge_exists(spec.bridge) or _stale_mounts(spec)
+            or _orphan_veths(spec)):
         log(f"lab {spec.name}: clearing a stale or different lab first")
         down(spec, log=lambda *_: None)
     lower = build_rootfs(spec.release, log=log)
@@ -515,6 +547,28 @@ def up(spec: LabSpec, log=print, ssh_timeout: float = 60.0) -> None:
         f"on {spec.bridge} ({spec.gateway})")
 
 
+def stop_host(spec: LabSpec, name: str) -> None:
+    """Power one host off (as if it crashed or was shut down); its disk (upper layer) stays."""
+    pids = _read_state(spec).get("pids", {})
+    merged = spec.state_dir / "hosts" / name / "merged"
+    if name in pids:
+        _stop_pid(pids[name], merged)
+
+
+def start_host(spec: LabSpec, name: str, timeout: float = 60.0) -> None:
+    """Boot one stopped host again with its disk as it was."""
+    state = _read_state(spec)
+    host = next(h for h in spec.hosts if h.name == name)
+    merged = spec.state_dir / "hosts" / name / "merged"
+    if _nspawn_pid_alive(state.get("pids", {}).get(name, 0), merged):
+        return
+    state["pids"][name] = _spawn(spec, host, merged)
+    (spec.state_dir / "lab.json").write_text(json.dumps(state, indent=1))
+    deadline = time.monotonic() + timeout
+    _wait_ssh(host.address, deadline)
+    _wait_booted(dataclasses.replace(spec, hosts=(host,)), deadline)
+
+
 def leftovers(spec: LabSpec) -> list[str]:
     """Anything of this lab still on the machine (what `down` must leave empty)."""
     found = []
@@ -532,6 +586,7 @@ def leftovers(spec: LabSpec) -> list[str]:
             if b"systemd-nspawn" in cmd and str(spec.state_dir).encode() in cmd:
                 found.append(f"process {proc.name}")
     found += [f"container init {pid}" for pid in _container_inits(spec)]
+    found += [f"link {v}" for v in _orphan_veths(spec)]
     for link in Path("/sys/class/net").iterdir():
         master = link / "master"
         if master.exists() and master.resolve().name == spec.bridge:

@@ -238,3 +238,28 @@ def _is_address(value: object) -> bool:
         return True
     except ValueError:
         return bool(_HOSTNAME_RE.match(value))
+
+
+_SERVER_LINE = re.compile(r"^(?P<head>\s*server\s+(?P<hp>\S+?)(?P<params>(?:\s+[^;\s]+)*))\s*;", re.M)
+
+
+def drain(site: str, address: str, port: int) -> str:
+    """The same site with one node marked `down` in every upstream: nginx stops sending it new
+    work (its sessions go to their backup nodes) while it restarts. Pure text on a file tcsession
+    rendered itself; `undrain` is simply the original text."""
+    target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    found = False
+
+    def mark(m: re.Match) -> str:
+        nonlocal found
+        if m.group("hp") != target:
+            return m.group(0)
+        found = True
+        if "down" in m.group("params").split():
+            return m.group(0)
+        return m.group("head") + " down;"
+
+    out = _SERVER_LINE.sub(mark, site)
+    if not found:
+        raise TcsessionError(f"nginx site: no server {target} in it; cannot take that node out of service")
+    return out

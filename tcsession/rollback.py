@@ -235,9 +235,16 @@ def _apply_rollback_services(remote: Remote, inv: Inventory, plans: dict[str, Ho
                              progress: Progress, states: HostStates) -> None:
     """Each service goes back to its state before the deploy: running ones restart with the
     restored files (Tomcats one at a time, each serving before the next); others stop."""
-    from tcsession.deploy import _restart_tomcat, stamp_command  # noqa: PLC0415
+    from tcsession.deploy import rolling_restart, stamp_command  # noqa: PLC0415
 
     order = [inv.nginx] + list(inv.tomcats)
+    # The site nginx serves once restored, if nginx keeps running: the rolling restarts use it.
+    nrb = plans.get(inv.nginx.name)
+    site_change = next((c for c in nrb.changes if c.path == planning.NGINX_SITE), None) if nrb else None
+    current_site = facts[inv.nginx.name].files.get(planning.NGINX_SITE)
+    site = site_change.after if site_change else (current_site.content if current_site else None)
+    if nrb and nrb.record.services_before.get("nginx") != "active":
+        site = None
     for h in order:
         rb = plans.get(h.name)
         if rb is None:
@@ -274,5 +281,6 @@ def _apply_rollback_services(remote: Remote, inv: Inventory, plans: dict[str, Ho
             test_page = any(c.path.endswith("/test.jsp") and c.after is not None for c in rb.changes) or any(
                 p.endswith("/test.jsp") and f.content is not None for p, f in current.items()
                 if p not in after)
-            _restart_tomcat(remote, inv, h, unit, digest, progress, peers_up=True, test_page=test_page)
+            rolling_restart(remote, inv, h, unit, digest, progress, peers_up=True, site=site,
+                            test_page=test_page)
         states.set(h.name, "done")

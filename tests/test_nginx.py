@@ -215,3 +215,47 @@ http {{
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
+
+
+# -------------------------------------------------------------------- drain (rolling restarts)
+
+def test_drain_marks_one_node_down_in_every_upstream_and_nothing_else():
+    from tcsession.nginx import drain
+
+    site = (GOLDEN / "jvmroute-3.conf").read_text()
+    drained = drain(site, "10.153.0.113", 8080)
+    changed = [(a, b) for a, b in zip(site.splitlines(), drained.splitlines()) if a != b]
+    assert len(site.splitlines()) == len(drained.splitlines())
+    assert len(changed) == 4  # its own upstream, the two others' backup lists, round robin
+    for before, after in changed:
+        assert "10.153.0.113:8080" in before and after.split("#")[0].rstrip().endswith(" down;")
+    assert drain(drained, "10.153.0.113", 8080) == drained  # twice is once
+
+
+def test_drain_of_an_unknown_node_is_an_error():
+    from tcsession.nginx import drain
+
+    with pytest.raises(TcsessionError, match="no server 10.9.9.9:8080"):
+        drain((GOLDEN / "roundrobin-2.conf").read_text(), "10.9.9.9", 8080)
+
+
+@pytest.mark.parametrize("name", ["jvmroute-3.conf", "roundrobin-2.conf"])
+def test_nginx_accepts_a_drained_site(name, tmp_path):
+    from tcsession.nginx import drain
+
+    binary = nginx_binary()
+    if binary is None:
+        assert not os.environ.get("TCSESSION_NGINX"), "TCSESSION_NGINX is set but not executable"
+        pytest.skip("no nginx binary (set TCSESSION_NGINX)")
+    site_text = (GOLDEN / name).read_text()
+    address = re.search(r"server (\d+\.\d+\.\d+\.\d+):(\d+)", site_text)
+    site = tmp_path / "tcsession.conf"
+    site.write_text(drain(site_text, address.group(1), int(address.group(2)))
+                    .replace("listen 80 ", f"listen {free_port()} "))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+                    f"http {{\n access_log off;\n client_body_temp_path {tmp_path}/b;\n proxy_temp_path {tmp_path}/p;\n"
+                    f" fastcgi_temp_path {tmp_path}/f;\n uwsgi_temp_path {tmp_path}/u;\n scgi_temp_path {tmp_path}/s;\n"
+                    f" include {site};\n}}\n")
+    proc = subprocess.run([binary, "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
