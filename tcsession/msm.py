@@ -56,6 +56,8 @@ from lxml import etree
 
 from tcsession.errors import TcsessionError
 from tcsession.xmlpatch import (
+    is_marker,
+    marker_before,
     XmlDocument,
     element_children,
     indent_of,
@@ -412,14 +414,11 @@ def render_manager(spec: ManagerSpec, indent: str = TOMCAT_INDENT) -> str:
 
 
 def _is_marker(node) -> bool:
-    return node.tag is etree.Comment and (node.text or "").strip().startswith(_MARKER_HEAD)
+    return is_marker(node, _MARKER_HEAD)
 
 
 def _marker_before(node):
-    prev = node.getprevious()
-    if prev is not None and _is_marker(prev) and not (prev.tail or "").strip():
-        return prev
-    return None
+    return marker_before(node, _MARKER_HEAD)
 
 
 def _marker_text(self_closing_gap: str | None) -> str:

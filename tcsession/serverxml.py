@@ -61,6 +61,8 @@ from lxml import etree
 
 from tcsession.errors import TcsessionError
 from tcsession.xmlpatch import (
+    is_marker,
+    marker_before,
     XmlDocument,
     element_children,
     indent_of,
@@ -83,6 +85,7 @@ __all__ = [
 
 SUPPORTED_MAJORS = (7, 8, 9, 10, 11)
 MARKER = "tcsession: managed cluster (tcsession deploy, mode delta); edits here are replaced"
+_MARKER_HEAD = MARKER.split(" (")[0]
 _PRIOR_ROUTE = re.compile(r'; Engine jvmRoute before tcsession: "([^"]*)"')
 _ROUTE_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -369,14 +372,11 @@ def _find_engine(root, source: str):
 
 
 def _is_marker(node) -> bool:
-    return node.tag is etree.Comment and (node.text or "").strip().startswith(MARKER.split(" (")[0])
+    return is_marker(node, _MARKER_HEAD)
 
 
 def _marker_before(node):
-    prev = node.getprevious()
-    if prev is not None and _is_marker(prev) and not (prev.tail or "").strip():
-        return prev
-    return None
+    return marker_before(node, _MARKER_HEAD)
 
 
 def _marker_text(prior_route: str | None) -> str:

@@ -736,3 +736,16 @@ def remove_attribute(el, name: str) -> None:
     """Remove an attribute if present (serialized without the whitespace before it)."""
     if name in el.attrib:
         del el.attrib[name]
+
+
+def is_marker(node, head: str) -> bool:
+    """A comment tcsession put before an element it manages (its text starts with `head`)."""
+    return node.tag is etree.Comment and (node.text or "").strip().startswith(head)
+
+
+def marker_before(node, head: str):
+    """The marker comment directly before `node` (only blanks between), or None."""
+    prev = node.getprevious()
+    if prev is not None and is_marker(prev, head) and not (prev.tail or "").strip():
+        return prev
+    return None
