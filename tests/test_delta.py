@@ -54,7 +54,7 @@ def snapshot(handle: LabHandle) -> dict:
     return out
 
 
-def session_survives_a_node(handle: LabHandle, inv) -> None:
+def session_survives_a_node(handle: LabHandle, inv, unit: str = "tomcat10") -> None:
     """40 requests with no lost update; stop the node serving the session; the other node goes
     on with the same session and counter; restart it; status healthy again."""
     client = SessionClient(inv.nginx.address, inv.nginx.http_port)
@@ -64,7 +64,7 @@ def session_survives_a_node(handle: LabHandle, inv) -> None:
     assert run.ok and run.last_count == 40, run.to_dict()
     serving = run.last_node
     other = "tomcat2" if serving == "tomcat1" else "tomcat1"
-    assert handle.run(serving, "systemctl stop tomcat10").ok
+    assert handle.run(serving, f"systemctl stop {unit}").ok
     try:
         for _ in range(10):
             client.request()
@@ -72,7 +72,7 @@ def session_survives_a_node(handle: LabHandle, inv) -> None:
         assert run.last_node == other
         assert run.session_ids[-1].endswith("." + other)  # JvmRouteBinderValve moved the route
     finally:
-        r = handle.run(serving, "systemctl start tomcat10 && for i in $(seq 1 240); do "
+        r = handle.run(serving, f"systemctl start {unit} && for i in $(seq 1 240); do "
                        "curl -sf -o /dev/null http://$(hostname -i | cut -d' ' -f1):8080/test.jsp && exit 0; "
                        "sleep 0.25; done; exit 1")
         assert r.ok, r.why()

@@ -47,6 +47,8 @@ TESTS = Path(__file__).resolve().parent
 FIXTURES = Path(os.environ.get("TCSESSION_TOMCAT_FIXTURES", TESTS.parent.parent / "shared" / "fixtures" / "tomcat"))
 GOLDEN = TESTS / "golden" / "serverxml"
 DEBIAN_SERVER_XML = TESTS / "data" / "debian-bookworm-tomcat10" / "server.xml"
+# Debian 11's tomcat9 package file, as installed on a bullseye lab host.
+DEBIAN9_SERVER_XML = TESTS / "data" / "debian-bullseye-tomcat9" / "server.xml"
 REGEN = os.environ.get("TCSESSION_REGEN_GOLDEN") == "1"
 
 # version directory -> (tomcat_major, sha256 of the stock server.xml, from the fixtures' README)
@@ -110,12 +112,12 @@ def source_for(version: str) -> str:
 def inputs():
     """(id, bytes, major) of every server.xml the properties are checked on."""
     out = [(v, stock(v), VERSIONS[v][0]) for v in VERSIONS]
-    if DEBIAN_SERVER_XML.is_file():
-        out.append(("debian-tomcat10", DEBIAN_SERVER_XML.read_bytes(), 10))
+    out.append(("debian-tomcat10", DEBIAN_SERVER_XML.read_bytes(), 10))
+    out.append(("debian-tomcat9", DEBIAN9_SERVER_XML.read_bytes(), 9))
     return out
 
 
-INPUT_IDS = list(VERSIONS) + (["debian-tomcat10"] if DEBIAN_SERVER_XML.is_file() else [])
+INPUT_IDS = list(VERSIONS) + ["debian-tomcat10", "debian-tomcat9"]
 
 
 def input_named(name: str):
