@@ -125,3 +125,12 @@ def test_nothing_is_sent_to_lab_addresses_while_the_lab_is_down(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "inv lab.up" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_missing_program_is_one_line_saying_what_to_install(tmp_path, monkeypatch):
+    # A PATH without the lab's programs, as on a machine where they are not installed.
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(TcsessionError) as err:
+        lab.check_prerequisites()
+    assert str(err.value) == "lab: mmdebstrap not found; install it with: apt-get install -y mmdebstrap"
