@@ -266,12 +266,6 @@ def prepare_host(spec: LabSpec, host: LabHost, pubkey: str) -> tuple[Path, str]:
     _write(upper / "etc/systemd/network/10-host0.network",
            render_network(host.address, spec.subnet.prefixlen))
     _write(upper / "etc/ssh/sshd_config.d/tcsession-lab.conf", SSHD_DROPIN)
-    # Remounting / per fstab means nothing in a container (nspawn owns the mounts) and fails
-    # now and then, leaving the host "degraded": masked, as container images do.
-    mask = upper / "etc/systemd/system/systemd-remount-fs.service"
-    if not mask.is_symlink():
-        mask.parent.mkdir(parents=True, exist_ok=True)
-        mask.symlink_to("/dev/null")
     _write(upper / "root/.ssh/authorized_keys", pubkey, 0o600)
     (upper / "root/.ssh").chmod(0o700)
     hostkey = upper / "etc/ssh/ssh_host_ed25519_key"
@@ -355,13 +349,52 @@ def is_up(spec: LabSpec) -> bool:
     return _bridge_exists(spec.bridge) and all(host_pids(spec).values()) and spec.key.exists()
 
 
+def _cgroup_roots() -> list[Path]:
+    """The cgroup hierarchies a container's systemd keeps its units in: cgroup v1/hybrid's
+    name=systemd (and unified) trees, or the cgroup v2 root."""
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():
+        return [base]
+    return [base / n for n in ("systemd", "unified") if (base / n / "cgroup.procs").exists()]
+
+
+def _host_cgroups(spec: LabSpec, name: str) -> list[Path]:
+    return [root / "tcsession" / f"{spec.name}-{name}" for root in _cgroup_roots()]
+
+
+def _remove_cgroups(spec: LabSpec) -> None:
+    for root in _cgroup_roots():
+        for top in sorted((root / "tcsession").glob(f"{spec.name}-*")):
+            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+            try:
+                top.rmdir()
+            except OSError:
+                pass
+
+
 def _spawn(spec: LabSpec, host: LabHost, merged: Path) -> int:
+    """Start a host's systemd-nspawn in a cgroup of its own. Without one, every container's
+    systemd shared the cgroup nspawn was started in and they removed each other's unit cgroups:
+    units failed at random with status=219/CGROUP and hosts booted "degraded"."""
+    cgroups = _host_cgroups(spec, host.name)
+    for cg in cgroups:
+        cg.mkdir(parents=True, exist_ok=True)
+
+    def enter_own_cgroup() -> None:
+        for cg in cgroups:
+            (cg / "cgroup.procs").write_text(str(os.getpid()))
+
     log = open(spec.state_dir / "hosts" / host.name / "console.log", "ab")
     proc = subprocess.Popen(
         ["systemd-nspawn", "--register=no", "--keep-unit", "-D", str(merged), "--boot",
          f"--network-bridge={spec.bridge}", f"--machine={host.machine(spec.name)}",
          "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=enter_own_cgroup)
     log.close()
     return proc.pid
 
@@ -397,6 +430,20 @@ def _wait_ssh(address: str, deadline: float) -> None:
         time.sleep(0.1)
 
 
+def _record_degraded(spec: LabSpec, name: str) -> None:
+    """A host booted "degraded": keep which units failed and their journal, for a look."""
+    host = next(h for h in spec.hosts if h.name == name)
+    proc = subprocess.run(
+        ["ssh", "-i", str(spec.key), "-o", f"UserKnownHostsFile={spec.known_hosts}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{host.address}",
+         "systemctl --failed --no-legend; for u in $(systemctl --failed --no-legend --plain | awk '{print $1}'); "
+         "do systemctl status --no-pager -l $u 2>&1 | tail -15; done"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    path = spec.state_dir.with_name(f"{spec.name}.{name}.degraded.log")
+    path.write_text(proc.stdout + proc.stderr)
+    print(f"lab: {name} booted degraded; failed units and their logs in {path}")
+
+
 def _wait_booted(spec: LabSpec, deadline: float) -> None:
     """sshd answers before boot has finished: wait until systemd says running or degraded."""
     procs = {h.name: subprocess.Popen(
@@ -412,6 +459,8 @@ def _wait_booted(spec: LabSpec, deadline: float) -> None:
             proc.kill()
             raise TcsessionError(f"lab: {name} did not finish booting in time") from None
         state = (out.strip().splitlines() or [""])[-1]  # after any pam_nologin notice
+        if state == "degraded":
+            _record_degraded(spec, name)
         if state not in ("running", "degraded"):
             raise TcsessionError(f"lab: {name} booted as {state!r}; "
                                  "see `systemctl --failed` on it")
@@ -485,6 +534,7 @@ def down(spec: LabSpec, log=print) -> None:
     for v in veths:
         if Path(f"/sys/class/net/{v}").exists():
             _run("ip", "link", "del", v, check=False)
+    _remove_cgroups(spec)
     if _bridge_exists(spec.bridge):
         _run("ip", "link", "del", spec.bridge)
     for v in _orphan_veths(spec):
@@ -587,6 +637,7 @@ def leftovers(spec: LabSpec) -> list[str]:
                 found.append(f"process {proc.name}")
     found += [f"container init {pid}" for pid in _container_inits(spec)]
     found += [f"link {v}" for v in _orphan_veths(spec)]
+    found += [f"cgroup {p}" for root in _cgroup_roots() for p in (root / "tcsession").glob(f"{spec.name}-*")]
     for link in Path("/sys/class/net").iterdir():
         master = link / "master"
         if master.exists() and master.resolve().name == spec.bridge:

@@ -24,10 +24,9 @@ def test_fresh_hosts_look_like_freshly_installed_servers(fresh_lab):
     assert [h.name for h in report.hosts] == ["nginx", "tomcat1", "tomcat2"]
     for h in report.hosts:
         assert h.reachable, h.error
-        # `running`, or `degraded` with the reason (the failed units) in the report.
-        assert h.facts.system_state in ("running", "degraded"), h.facts.system_state
-        if h.facts.system_state == "degraded":
-            assert h.problems and h.facts.failed_units
+        # Not "degraded": each container has its own cgroup (shared, units failed with
+        # status=219/CGROUP at random and hosts booted degraded).
+        assert h.facts.system_state == "running", (h.facts.system_state, h.facts.failed_units)
         assert h.facts.hostname == h.name
         assert h.facts.package_manager == "apt-get"
         assert h.facts.os["VERSION_CODENAME"] == "bookworm"
