@@ -172,17 +172,15 @@ def expected_ports(inv: Inventory, mode: str) -> list[ExpectedPort]:
     return out
 
 
+def port_listening(e: ExpectedPort, listeners) -> bool:
+    """TCP: reachable on the expected address (or a wildcard); UDP (multicast): the port bound."""
+    if e.proto == "udp":
+        return any(l.proto == "udp" and l.port == e.port for l in listeners)
+    return reachable_on(listeners, e.address, e.port)
+
+
 def missing_ports(inv: Inventory, mode: str, listeners_by_host: dict) -> list[ExpectedPort]:
-    missing = []
-    for e in expected_ports(inv, mode):
-        listeners = listeners_by_host[e.host]
-        if e.proto == "udp":
-            ok = any(l.proto == "udp" and l.port == e.port for l in listeners)
-        else:
-            ok = reachable_on(listeners, e.address, e.port)
-        if not ok:
-            missing.append(e)
-    return missing
+    return [e for e in expected_ports(inv, mode) if not port_listening(e, listeners_by_host[e.host])]
 
 
 # --------------------------------------------------------------------------- deploy

@@ -8,7 +8,6 @@ anything: the plan reads facts, the status view shows them.
 from __future__ import annotations
 
 import base64
-import datetime
 import dataclasses
 import re
 
@@ -39,7 +38,7 @@ else
 fi
 echo "$pkgs"
 echo @@active
-systemctl show -p Id,ActiveState,ActiveEnterTimestamp tomcat11 tomcat10 tomcat9 tomcat nginx memcached 2>/dev/null
+systemctl show -p Id,ActiveState tomcat11 tomcat10 tomcat9 tomcat nginx memcached 2>/dev/null
 echo @@available
 # Only asked when something is missing (it is the slowest question here).
 case "$pkgs" in *tomcat*|*nginx*) ;; *)
@@ -60,7 +59,7 @@ def files_script(paths: list[str]) -> str:
         q = "'" + p.replace("'", "'\\''") + "'"
         out.append(
             f"if [ -L {q} ]; then echo \"@@link {p} $(readlink {q})\"; "
-            f"elif [ -f {q} ]; then echo \"@@file {p} $(stat -c '%a %U:%G %Y' {q})\"; base64 -w0 {q}; echo; "
+            f"elif [ -f {q} ]; then echo \"@@file {p} $(stat -c '%a %U:%G' {q})\"; base64 -w0 {q}; echo; "
             f"else echo '@@nofile {p}'; fi")
     return "\n".join(out) + "\n"
 
@@ -72,7 +71,6 @@ class FileFact:
     mode: str = ""  # octal, e.g. "644"
     owner: str = ""  # user:group
     link: str | None = None  # a symlink to this target (content not read)
-    mtime: int = 0  # seconds since the epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +83,6 @@ class HostFacts:
     packages: dict  # name -> version, installed only
     available: tuple[str, ...]  # installable package names the plan may ask for
     active: dict  # unit -> "active" / "inactive" / "failed" / ...
-    started: dict  # unit -> when it became active (epoch seconds), for active units
     listeners: tuple[Listener, ...]
     files: dict  # path -> FileFact
     cluster_log: str = ""  # membership lines since the running Tomcat started (status only)
@@ -124,30 +121,21 @@ def parse_files(sections: dict[str, list[str]]) -> dict[str, FileFact]:
             path = header[len("nofile "):]
             files[path] = FileFact(path, None)
         elif header.startswith("file "):
-            path, mode, owner, mtime = header[len("file "):].rsplit(" ", 3)
-            files[path] = FileFact(path, base64.b64decode("".join(body)), mode, owner, mtime=int(mtime))
+            path, mode, owner = header[len("file "):].rsplit(" ", 2)
+            files[path] = FileFact(path, base64.b64decode("".join(body)), mode, owner)
     return files
 
 
-def parse_units(text: str) -> tuple[dict, dict]:
-    """`systemctl show -p Id,ActiveState,ActiveEnterTimestamp UNIT...` (blocks separated by blank
-    lines) -> ({unit: state}, {unit: epoch seconds it became active})."""
-    active, started = {}, {}
+def parse_units(text: str) -> dict:
+    """`systemctl show -p Id,ActiveState UNIT...` (blocks separated by blank lines) ->
+    {unit: state}."""
+    active = {}
     for block in re.split(r"\n\s*\n", text.strip()):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         unit = props.get("Id", "").removesuffix(".service")
-        if not unit:
-            continue
-        active[unit] = props.get("ActiveState", "unknown")
-        stamp = props.get("ActiveEnterTimestamp", "")
-        if active[unit] == "active" and stamp:
-            try:
-                started[unit] = int(datetime.datetime.strptime(
-                    " ".join(stamp.split()[1:3]), "%Y-%m-%d %H:%M:%S").replace(
-                    tzinfo=datetime.timezone.utc).timestamp()) if stamp.endswith("UTC") else 0
-            except ValueError:
-                pass
-    return active, started
+        if unit:
+            active[unit] = props.get("ActiveState", "unknown")
+    return active
 
 
 def parse_facts(text: str) -> HostFacts:
@@ -158,7 +146,7 @@ def parse_facts(text: str) -> HostFacts:
         parts = line.split()
         if len(parts) >= 2:
             packages[parts[0]] = parts[1]
-    active, started = parse_units("\n".join(s.get("active", [])))
+    active = parse_units("\n".join(s.get("active", [])))
     listeners = parse_ss("\n".join(s.get("ss-tcp", []))) + parse_ss(
         "\n".join(s.get("ss-udp", [])), proto="udp")
     return HostFacts(
@@ -170,7 +158,6 @@ def parse_facts(text: str) -> HostFacts:
         packages=packages,
         available=tuple(l.strip() for l in s.get("available", []) if l.strip()),
         active=active,
-        started=started,
         listeners=listeners,
         files=parse_files(s),
         cluster_log="\n".join(s.get("cluster-log", [])),

@@ -14,7 +14,8 @@ import shlex
 import time
 
 from tcsession import plan as planning
-from tcsession.deploy import STATE_DIR, HostStates, Progress, _require_ok, check_ports, gather, show_plan
+from tcsession.deploy import (STATE_DIR, HostStates, Progress, _require_ok, gather, rolling_restart, show_plan,
+                              stamp_command)
 from tcsession.errors import TcsessionError
 from tcsession.facts import FileFact, files_script, parse_files, split_sections
 from tcsession.inventory import Inventory
@@ -235,8 +236,6 @@ def _apply_rollback_services(remote: Remote, inv: Inventory, plans: dict[str, Ho
                              progress: Progress, states: HostStates) -> None:
     """Each service goes back to its state before the deploy: running ones restart with the
     restored files (Tomcats one at a time, each serving before the next); others stop."""
-    from tcsession.deploy import rolling_restart, stamp_command  # noqa: PLC0415
-
     order = [inv.nginx] + list(inv.tomcats)
     # The site nginx serves once restored, if nginx keeps running: the rolling restarts use it.
     nrb = plans.get(inv.nginx.name)

@@ -14,7 +14,7 @@ import json as jsonlib
 from tcsession import plan as planning
 from tcsession import serverxml
 from tcsession.client import SessionRun, check_session
-from tcsession.deploy import expected_ports
+from tcsession.deploy import expected_ports, port_listening
 from tcsession.errors import TcsessionError
 from tcsession.facts import FACTS_SCRIPT, MEMBERSHIP_SCRIPT, HostFacts, files_script, parse_facts, parse_members
 from tcsession.inventory import Host, Inventory
@@ -98,8 +98,7 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: str | None) -> 
     checks.append((f"{layout.unit} active", active == "active", active or "unknown"))
     ports = [e for e in expected_ports(inv, mode or "none") if e.host == host.name]
     for e in ports:
-        ok = (any(l.proto == "udp" and l.port == e.port for l in f.listeners) if e.proto == "udp"
-              else reachable_on(f.listeners, e.address, e.port))
+        ok = port_listening(e, f.listeners)
         checks.append((f"{e.proto} {e.address}:{e.port}", ok, "listening" if ok else "not listening"))
     if mode == "delta":
         server = f.files.get(layout.server_xml)

@@ -16,12 +16,11 @@ def test_facts_of_a_deployed_tomcat():
     assert f.os["VERSION_CODENAME"] == "bookworm" and f.os_short == "debian 12 (bookworm)"
     assert set(f.packages) == {"tomcat10", "curl"} and tomcat_major(f.packages["tomcat10"]) == 10
     assert f.active["tomcat10"] == "active" and f.active["nginx"] == "inactive"
-    assert f.started["tomcat10"] > 1_700_000_000 and "nginx" not in f.started
     assert {(l.proto, l.port) for l in f.listeners} >= {("tcp", 22), ("tcp", 8080), ("tcp", 4000),
                                                         ("udp", 45564)}
     server = f.files["/etc/tomcat10/server.xml"]
     assert b"tcsession: managed cluster" in server.content and server.content.startswith(b"<?xml")
-    assert server.mode == "640" and server.owner == "root:tomcat" and server.mtime > 1_700_000_000
+    assert server.mode == "640" and server.owner == "root:tomcat"
     assert f.files["/etc/nope"].content is None
     assert parse_members(f.cluster_log) == ("10.153.0.113:4000",)
 
