@@ -106,7 +106,7 @@ def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=10):
         raise Exit(code=1)
 
 
-@task(help={"mode": "delta (Tomcat's own cluster)", "inventory": "inventory file (default hosts.toml)",
+@task(help={"mode": "delta (Tomcat's own cluster) or msm (memcached-session-manager)", "inventory": "inventory file (default hosts.toml)",
             "dry_run": "show what would change (diffs, packages, restarts) and change nothing",
             "quiet": "print nothing but errors"})
 @_fail_cleanly

@@ -21,7 +21,7 @@ from tcsession.probes import parse_ss, reachable_on
 from tcsession.remote import Remote, Result
 
 STATE_DIR = "/var/lib/tcsession"
-MODES = ("delta",)
+MODES = ("delta", "msm")
 
 
 class Progress:
@@ -66,7 +66,7 @@ class DeployReport:
 
 
 def gather(remote: Remote, hosts: list[Host]) -> dict[str, HostFacts]:
-    script = FACTS_SCRIPT + files_script(planning.files_to_read())
+    script = FACTS_SCRIPT + files_script(planning.files_to_read()) + planning.jars_script()
     results = remote.run_all(hosts, script)
     _require_ok(results, "reading facts")
     return {name: parse_facts(r.stdout) for name, r in results.items()}
@@ -164,6 +164,8 @@ def expected_ports(inv: Inventory, mode: str) -> list[ExpectedPort]:
     out = [ExpectedPort(inv.nginx.name, "tcp", inv.nginx.address, inv.nginx.http_port, "nginx")]
     for t in inv.tomcats:
         out.append(ExpectedPort(t.name, "tcp", t.address, t.http_port, "tomcat"))
+        if mode == "msm" and t.memcached:
+            out.append(ExpectedPort(t.name, "tcp", t.address, inv.msm.memcached_port, "memcached"))
         if mode == "delta":
             out.append(ExpectedPort(t.name, "tcp", t.address, inv.delta.receiver_port, "tomcat"))
             if inv.delta.membership == "multicast":
@@ -204,6 +206,62 @@ class HostStates:
         return "; ".join(f"{n}: {s}" for n, s in self.state.items())
 
 
+def prepare_msm_jars(inv: Inventory, facts: dict[str, HostFacts], installs: dict, progress: Progress,
+                     have: dict | None = None) -> dict[str, tuple]:
+    """Host name -> the MSM jars for its Tomcat major, for every Tomcat host whose major is known
+    (installed, or named by the package about to be installed). Control machine only."""
+    from tcsession import maven, msmjars  # noqa: PLC0415
+
+    out = dict(have or {})
+    by_major: dict[int, tuple] = {}
+    for t in inv.tomcats:
+        if t.name in out:
+            continue
+        major = planning.predicted_major(t, facts[t.name], installs.get(t.name, ()))
+        if major is None:
+            continue
+        if major not in by_major:
+            started = time.monotonic()
+            jars, warnings = msmjars.prepare_jars(inv.msm, major, maven.lock_path_for(inv.path))
+            by_major[major] = jars
+            converted = sum(j.converted for j in jars)
+            progress.step("control", f"msm jars for Tomcat {major}: {len(jars)} verified"
+                          + (f", {converted} converted to jakarta" if converted else ""), time.monotonic() - started)
+            for w in warnings:
+                progress.say(f"  warning: {w}", "yellow")
+        out[t.name] = by_major[major]
+    return out
+
+
+def memcached_probe_script(inv: Inventory) -> str:
+    """On a Tomcat host: ask every memcached node for its stats over TCP (bash's /dev/tcp), one
+    `@@memcached <address>:<port>` section each (empty when unreachable)."""
+    parts = []
+    for t in inv.tomcats:
+        if t.memcached:
+            a, p = t.address, inv.msm.memcached_port
+            parts.append(f"echo '@@memcached {a}:{p}'; timeout 3 bash -c 'exec 3<>/dev/tcp/{a}/{p} && "
+                         "printf \"stats\\r\\nquit\\r\\n\" >&3 && cat <&3' 2>/dev/null | tr -d '\\r' | "
+                         "grep -E '^STAT (version|curr_items|curr_connections) ' || true")
+    return "\n".join(parts) + "\n"
+
+
+def check_memcached_reachable(remote: Remote, inv: Inventory, progress: Progress) -> None:
+    from tcsession.probes import parse_memcached_probe  # noqa: PLC0415
+
+    results = remote.run_all(inv.tomcats, memcached_probe_script(inv))
+    _require_ok(results, "probing memcached")
+    for name, r in results.items():
+        for node, stats in parse_memcached_probe(r.stdout).items():
+            if "version" not in stats:
+                raise TcsessionError(
+                    f"{name}: cannot reach memcached at {node} (MSM needs every node from every Tomcat); "
+                    f"check that memcached runs there and that a firewall lets {name} in on "
+                    f"{node.rsplit(':', 1)[1]}/tcp")
+    n = sum(t.memcached for t in inv.tomcats)
+    progress.step("all", f"memcached: {n} node(s) reachable from {len(inv.tomcats)} Tomcat(s)")
+
+
 def deploy(inv: Inventory, mode: str, dry_run: bool = False, quiet: bool = False) -> DeployReport:
     if mode not in MODES:
         raise TcsessionError(f"--mode={mode}: unknown or not available; use one of {', '.join(MODES)}")
@@ -222,12 +280,16 @@ def deploy(inv: Inventory, mode: str, dry_run: bool = False, quiet: bool = False
         services_before = {h.name: dict(facts[h.name].active) for h in inv.hosts}
 
         # 1. packages
-        installs = {h.name: planning.packages_to_install(h, facts[h.name]) for h in inv.hosts}
+        installs = {h.name: planning.packages_to_install(h, facts[h.name], mode) for h in inv.hosts}
         installs = {k: v for k, v in installs.items() if v}
+        # msm: the jars, resolved and checked on this machine before any host is changed
+        jars: dict[str, tuple] = {}
+        if mode == "msm":
+            jars = prepare_msm_jars(inv, facts, installs, progress)
         if dry_run:
             for name, pkgs in installs.items():
                 progress.step(name, f"would install {' '.join(pkgs)}", style="yellow")
-            if any(inv.host(n).role == "tomcat" for n in installs):
+            if any(planning.installed_tomcat(facts[t.name]) is None for t in inv.tomcats):
                 progress.say("  (files are planned after Tomcat is installed: run without --dry-run "
                              "to install, or install Tomcat first to see the file diffs)", "dim")
                 return DeployReport(None, None, installs, bool(installs), time.monotonic() - started,
@@ -244,9 +306,11 @@ def deploy(inv: Inventory, mode: str, dry_run: bool = False, quiet: bool = False
                 for name, pkgs in installs.items():
                     progress.step(name, f"installed {' '.join(pkgs)}", results[name].seconds)
                 facts.update(gather(remote, [inv.host(n) for n in installs]))
+                if mode == "msm":  # a Tomcat whose major was known only once installed
+                    jars = prepare_msm_jars(inv, facts, {}, progress, have=jars)
 
             # 2. plan (pure)
-            the_plan = planning.plan_delta(inv, facts)
+            the_plan = planning.plan(inv, facts, mode, jars)
             show_plan(the_plan, progress, diffs=dry_run)
             if dry_run or the_plan.empty:
                 if the_plan.empty and not installs:
@@ -267,8 +331,10 @@ def deploy(inv: Inventory, mode: str, dry_run: bool = False, quiet: bool = False
                 progress.step(h.name, f"wrote {len(the_plan.host(h.name).files)} file(s)", results[h.name].seconds)
             apply_services(remote, inv, the_plan, facts, progress, states)
 
-            # 6. ports
+            # 6. ports, and in msm mode every memcached reachable from every Tomcat
             check_ports(remote, inv, mode, progress)
+            if mode == "msm":
+                check_memcached_reachable(remote, inv, progress)
         except TcsessionError as e:
             if deploy_id:
                 raise TcsessionError(f"{e} -- deploy {deploy_id} stopped; hosts: {states.summary()}; "
@@ -285,6 +351,18 @@ def apply_services(remote: Remote, inv: Inventory, the_plan: planning.Plan, fact
     """nginx first (checked, then reloaded), then the Tomcats one at a time: each serves, and has
     received the session state, before the next one restarts. The first failure stops the run:
     the Tomcats not yet restarted keep serving with what they run."""
+    for t in inv.tomcats:  # memcached first (MSM connects at start), one host at a time
+        hp = the_plan.host(t.name)
+        if hp.memcached:
+            states.set(t.name, "restarting memcached")
+            started = time.monotonic()
+            r = remote.run(t, "systemctl enable -q memcached && systemctl restart memcached && "
+                           + stamp_command("memcached", hp.memcached_digest))
+            if not r.ok:
+                tail = remote.run(t, log_tail_command("memcached"))
+                raise TcsessionError(f"{t.name}: memcached did not restart: {r.why()}; last log lines: "
+                                     f"{' | '.join(tail.stdout.strip().splitlines()[-5:])}")
+            progress.step(t.name, "restarted memcached", time.monotonic() - started)
     nplan = the_plan.host(inv.nginx.name)
     if nplan.restart:
         states.set(inv.nginx.name, "reloading nginx")
@@ -380,8 +458,8 @@ def check_ports(remote: Remote, inv: Inventory, mode: str, progress: Progress) -
     if missing:
         e = missing[0]
         host = inv.host(e.host)
-        unit = "nginx" if host.role == "nginx" else planning.installed_tomcat(
-            gather(remote, [host])[host.name]).unit
+        unit = "nginx" if host.role == "nginx" else "memcached" if e.unit == "memcached" else (
+            planning.installed_tomcat(gather(remote, [host])[host.name]).unit)
         tail = remote.run(host, log_tail_command(unit))
         raise TcsessionError(
             f"{e.host}: nothing listens on {e.proto} {e.address}:{e.port} ({unit}); "
@@ -410,6 +488,8 @@ def show_plan(the_plan: planning.Plan, progress: Progress, diffs: bool) -> None:
             progress.step(hp.host, f"{verb} {c.path}", style="yellow")
             if diffs and not progress.quiet:
                 print_diff(progress.console, c.diff())
+        if hp.memcached:
+            progress.step(hp.host, "restart memcached (before the Tomcats)", style="yellow")
         if hp.restart:
             progress.step(hp.host, f"{'restart' if hp.role == 'tomcat' else 'reload'} {hp.service}"
                           + (" (one node at a time)" if hp.role == "tomcat" else ""), style="yellow")

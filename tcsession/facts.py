@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import re
 
-from tcsession.probes import Listener, parse_os_release, parse_ss
+from tcsession.probes import Listener, parse_memcached_probe, parse_os_release, parse_ss
 
 # Where each distribution family keeps Tomcat (see shared notes, "Where things live").
 # Probed in this order; the first server.xml found wins.
@@ -85,7 +85,8 @@ class HostFacts:
     active: dict  # unit -> "active" / "inactive" / "failed" / ...
     listeners: tuple[Listener, ...]
     files: dict  # path -> FileFact
-    cluster_log: str = ""  # membership lines since the running Tomcat started (status only)
+    cluster_log: str = ""  # membership and MSM lines since the running Tomcat started (status only)
+    memcached: dict = dataclasses.field(default_factory=dict)  # "addr:port" -> stats seen from here (status)
 
     @property
     def os_short(self) -> str:
@@ -161,6 +162,8 @@ def parse_facts(text: str) -> HostFacts:
         listeners=listeners,
         files=parse_files(s),
         cluster_log="\n".join(s.get("cluster-log", [])),
+        memcached=parse_memcached_probe("\n".join(
+            f"@@{k}\n" + "\n".join(v) for k, v in s.items() if k.startswith("memcached "))),
     )
 
 
@@ -176,7 +179,7 @@ echo @@cluster-log
 for u in tomcat11 tomcat10 tomcat9 tomcat; do
   if [ "$(systemctl is-active $u 2>/dev/null)" = active ]; then
     journalctl -u $u --since "$(systemctl show -p ActiveEnterTimestamp --value $u)" --no-pager -o cat 2>/dev/null \
-      | grep -E 'member added|[Mm]ember disappeared|[Mm]ember added|session state|no members active' | tail -n 200
+      | grep -E 'member added|[Mm]ember disappeared|[Mm]ember added|session state|no members active|MemcachedSessionService|tcsession-standin' | tail -n 200
   fi
 done
 """

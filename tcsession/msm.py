@@ -81,6 +81,7 @@ __all__ = [
     "manager_spec",
     "needs_jakarta",
     "patch_context",
+    "read_manager",
     "render_app_context",
     "render_manager",
     "render_memcached_conf_debian",
@@ -550,6 +551,16 @@ def patch_context(data: bytes, spec: ManagerSpec | None, source: str) -> bytes:
         _append_only_child(root, manager, inner)
     insert_before(manager, etree.Comment(marker_text))
     return doc.to_bytes()
+
+
+def read_manager(data: bytes, source: str) -> dict | None:
+    """The MSM Manager of a context.xml for a status view: its attributes plus ``managed``
+    (tcsession's marker is there), or None when the Context has no MSM Manager."""
+    doc = XmlDocument(data, source)
+    for manager in element_children(doc.root, "Manager"):
+        if manager.get("className") == MANAGER_CLASS:
+            return {**manager.attrib, "managed": _marker_before(manager) is not None}
+    return None
 
 
 NEW_APP_CONTEXT = b'<?xml version="1.0" encoding="UTF-8"?>\n<Context>\n</Context>\n'

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import re
 
-from tcsession import nginx, serverxml, webapp
+from tcsession import msm, nginx, serverxml, webapp
 from tcsession.errors import TcsessionError
 from tcsession.facts import TOMCAT_LAYOUTS, FileFact, HostFacts, tomcat_major
 from tcsession.inventory import Host, Inventory
@@ -51,6 +52,10 @@ class Layout:
     def webapp(self) -> str:
         return f"{self.base}/webapps/ROOT"
 
+    @property
+    def app_context(self) -> str:
+        return f"{self.webapp}/META-INF/context.xml"
+
 
 def layout_for(package: str, version: str) -> Layout:
     for pkg, unit, conf, base, lib, jvm in TOMCAT_LAYOUTS:
@@ -79,10 +84,60 @@ def files_to_read() -> list[str]:
     for pkg, unit, conf, base, lib, jvm in TOMCAT_LAYOUTS:
         lay = layout_for(pkg, "0.0")
         paths += [lay.server_xml, lay.jvm_options, f"{lay.webapp}/WEB-INF/web.xml",
-                  f"{lay.webapp}/test.jsp"]
+                  f"{lay.webapp}/test.jsp", lay.context_xml, lay.app_context]
     paths += [NGINX_SITE, NGINX_DEFAULT_SITE, applied_path("nginx")]
     paths += [applied_path(unit) for _, unit, *_ in TOMCAT_LAYOUTS]
-    return paths
+    paths += [*MEMCACHED_CONF.values(), applied_path("memcached"), JARS_LIST]
+    return sorted(set(paths), key=paths.index)
+
+
+def jars_script() -> str:
+    """Shell printing every jar of MSM's family in each layout's lib directory (regular files
+    only, in the files_script format), whatever its version: planning removes stale ones."""
+    from tcsession.msmjars import MANAGED_JAR_GLOBS  # noqa: PLC0415
+
+    libs = " ".join(sorted({lib for *_, lib, _ in TOMCAT_LAYOUTS}))
+    globs = "|".join(MANAGED_JAR_GLOBS)
+    return (f"for d in {libs}; do for f in \"$d\"/*.jar; do case \"${{f##*/}}\" in {globs}) "
+            "if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then echo \"@@file $f $(stat -c '%a %U:%G' \"$f\")\"; "
+            "base64 -w0 \"$f\"; echo; fi;; esac; done; done\n")
+
+
+# The jars tcsession placed in Tomcat's lib ("<sha256>  <path>" lines): leaving msm mode
+# removes exactly these.
+JARS_LIST = "/var/lib/tcsession/msm-jars"
+MEMCACHED_CONF = {"apt-get": "/etc/memcached.conf", "dnf": "/etc/sysconfig/memcached",
+                  "yum": "/etc/sysconfig/memcached"}
+
+
+def memcached_conf_path(package_manager: str | None) -> str:
+    return MEMCACHED_CONF.get(package_manager or "", "/etc/memcached.conf")
+
+
+def render_memcached_conf(package_manager: str | None, existing: bytes, host: Host, port: int) -> bytes:
+    path = memcached_conf_path(package_manager)
+    source = f"{host.name}:{path}"
+    if path == "/etc/memcached.conf":
+        return msm.render_memcached_conf_debian(existing, (host.address,), port, source)
+    return msm.render_memcached_sysconfig(existing, (host.address,), port, source)
+
+
+def parse_jar_list(fact: FileFact | None) -> dict[str, str]:
+    """path -> sha256 of the jars a deploy placed."""
+    if fact is None or fact.content is None:
+        return {}
+    out = {}
+    for line in fact.content.decode("utf-8", "replace").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and not line.startswith("#"):
+            out[parts[1]] = parts[0]
+    return out
+
+
+def render_jar_list(jars: dict[str, bytes]) -> bytes:
+    lines = [f"# {MANAGED_HEADER}: the memcached-session-manager jars it placed (sha256, path)."]
+    lines += [f"{sha256(data)}  {path}" for path, data in sorted(jars.items())]
+    return ("\n".join(lines) + "\n").encode()
 
 
 APPLIED_DIR = "/var/lib/tcsession/applied"
@@ -99,13 +154,16 @@ def config_digest(files: dict[str, bytes | None]) -> str:
     h = hashlib.sha256()
     for path in sorted(files):
         content = files[path]
-        h.update(path.encode() + b"\0" + (hashlib.sha256(content).digest() if content is not None else b"-"))
+        if content is not None:  # an absent file adds nothing (so a new path to read changes no stamp)
+            h.update(path.encode() + b"\0" + hashlib.sha256(content).digest())
     return h.hexdigest()
 
 
 def tomcat_config_paths(layout: Layout) -> tuple[str, ...]:
-    """What a Tomcat restart is owed for when it changes (the test page is recompiled alone)."""
-    return (layout.server_xml, layout.jvm_options, f"{layout.webapp}/WEB-INF/web.xml")
+    """What a Tomcat restart is owed for when it changes (the test page is recompiled alone);
+    the jar list carries the placed jars' checksums."""
+    return (layout.server_xml, layout.jvm_options, f"{layout.webapp}/WEB-INF/web.xml",
+            layout.context_xml, layout.app_context, JARS_LIST)
 
 
 def applied_digest(facts: HostFacts, unit: str) -> str | None:
@@ -130,6 +188,9 @@ class FileChange:
     after_link: str | None = None  # make it a symlink to this target (rollback of a removal)
 
     def diff(self) -> str:
+        if self.path.endswith(".jar"):
+            return (f"binary {self.path}: sha256 {sha256(self.before) or '(none)'} -> "
+                    f"{sha256(self.after) or '(removed)'}\n")
         a = (self.before or b"").decode("utf-8", "replace").splitlines(keepends=True)
         b = (self.after or b"").decode("utf-8", "replace").splitlines(keepends=True)
         if self.after_link is not None:
@@ -155,10 +216,12 @@ class HostPlan:
     service: str = ""  # that service's unit
     enable: tuple[str, ...] = ()  # units to enable and start if not active
     digest: str = ""  # of the configuration the service runs with once this plan is applied
+    memcached: bool = False  # restart (or start) memcached, before the Tomcat
+    memcached_digest: str = ""
 
     @property
     def empty(self) -> bool:
-        return not self.files and not self.restart and not self.enable
+        return not self.files and not self.restart and not self.enable and not self.memcached
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +250,10 @@ def _change(fact: FileFact, after: bytes | None, mode: str, owner: str) -> FileC
     return FileChange(fact.path, fact.content, after, mode, owner, fact.mode, fact.owner)
 
 
+def _file(files: dict, path: str) -> FileFact:
+    return files.get(path) or FileFact(path, None)
+
+
 def render_jvm_options(layout: Layout, host: Host, mode: str) -> bytes:
     opts = [f"-D{webapp.NODE_PROPERTY}={host.name}"]
     if mode == "delta":
@@ -210,7 +277,47 @@ def cluster_spec(inv: Inventory, host: Host, layout: Layout) -> serverxml.Cluste
         state_transfer_timeout=d.state_transfer_timeout)
 
 
-def plan_tomcat(inv: Inventory, host: Host, facts: HostFacts, mode: str) -> HostPlan:
+def plan_server_xml(inv: Inventory, host: Host, layout: Layout, data: bytes, mode: str, source: str) -> bytes:
+    """The mode's server.xml; the other mode's managed parts taken out first."""
+    if mode == "delta":
+        return serverxml.patch_server_xml(serverxml.patch_engine_route(data, None, source),
+                                          cluster_spec(inv, host, layout), source)
+    route = host.jvm_route if inv.msm.sticky else None  # non-sticky MSM: no jvmRoute
+    return serverxml.patch_engine_route(serverxml.patch_server_xml(data, None, source), route, source)
+
+
+def _plan_contexts(inv: Inventory, host: Host, layout: Layout, files: dict, mode: str) -> dict[str, bytes | None]:
+    """The MSM Manager in the test application's Context (scope app) or in conf/context.xml
+    (scope global), and nowhere else; in delta mode, in neither."""
+    spec = msm.manager_spec(inv.tomcats.index(host), inv.tomcats, inv.msm) if mode == "msm" else None
+    out = {}
+    for path, wanted in ((layout.app_context, spec if inv.msm.scope == "app" else None),
+                         (layout.context_xml, spec if inv.msm.scope == "global" else None)):
+        fact = _file(files, path)
+        if fact.content is not None:
+            out[path] = msm.patch_context(fact.content, wanted, f"{host.name}:{path}")
+        elif wanted is not None:
+            out[path] = msm.render_app_context(wanted)
+    return out
+
+
+def _plan_jars(layout: Layout, files: dict, jars: tuple) -> dict[str, bytes | None]:
+    """Jar path -> bytes (None: remove). In msm mode (`jars` given) every other jar of MSM's
+    family goes (older versions, another serializer's, copies left by hand); leaving msm mode
+    removes the jars tcsession placed."""
+    from tcsession.msmjars import MANAGED_JAR  # noqa: PLC0415
+
+    present = {p for p, f in files.items() if p.startswith(layout.lib + "/") and f.content is not None
+               and MANAGED_JAR.match(p[len(layout.lib) + 1:])}
+    want = {f"{layout.lib}/{j.name}": j.data for j in jars}
+    gone = present - set(want) if jars else present & set(parse_jar_list(files.get(JARS_LIST)))
+    out: dict[str, bytes | None] = dict(want)
+    out.update({p: None for p in sorted(gone)})
+    out[JARS_LIST] = render_jar_list(want) if jars else None
+    return out
+
+
+def plan_tomcat(inv: Inventory, host: Host, facts: HostFacts, mode: str, jars: tuple = ()) -> HostPlan:
     layout = installed_tomcat(facts)
     if layout is None:
         raise TcsessionError(f"{host.name}: no Tomcat installed (install step did not run?)")
@@ -219,30 +326,50 @@ def plan_tomcat(inv: Inventory, host: Host, facts: HostFacts, mode: str) -> Host
     if server is None or server.content is None:
         raise TcsessionError(f"{host.name}:{layout.server_xml}: missing; reinstall {layout.package} "
                              "or restore the file (tcsession changed nothing)")
-    source = f"{host.name}:{layout.server_xml}"
-    new_server = serverxml.patch_server_xml(server.content, cluster_spec(inv, host, layout), source)
+    new_server = plan_server_xml(inv, host, layout, server.content, mode, f"{host.name}:{layout.server_xml}")
     web_xml_path = f"{layout.webapp}/WEB-INF/web.xml"
-    web_fact = files.get(web_xml_path, FileFact(web_xml_path, None))
+    web_fact = _file(files, web_xml_path)
     new_web = (webapp.patch_web_xml(web_fact.content, f"{host.name}:{web_xml_path}")
                if web_fact.content is not None else webapp.render_web_xml(layout.major))
     jsp_path = f"{layout.webapp}/test.jsp"
-    changes = [
-        _change(server, new_server, server.mode, server.owner),
-        _change(files.get(layout.jvm_options, FileFact(layout.jvm_options, None)),
-                render_jvm_options(layout, host, mode), "644", "root:root"),
-        _change(web_fact, new_web, web_fact.mode or "644", web_fact.owner or "root:root"),
-        _change(files.get(jsp_path, FileFact(jsp_path, None)), webapp.render_test_jsp(),
-                "644", "root:root"),
-    ]
+    after: dict[str, bytes | None] = {
+        layout.server_xml: new_server,
+        layout.jvm_options: render_jvm_options(layout, host, mode),
+        web_xml_path: new_web,
+    }
+    after.update(_plan_contexts(inv, host, layout, files, mode))
+    after.update(_plan_jars(layout, files, jars if mode == "msm" else ()))
+    changes = []
+    for path, content in after.items():
+        fact = _file(files, path)
+        if path == layout.server_xml:
+            mode_, owner = server.mode, server.owner
+        elif path.endswith("web.xml") or path in (layout.context_xml, layout.app_context):
+            mode_, owner = fact.mode or "644", fact.owner or "root:root"
+        else:
+            mode_, owner = "644", "root:root"
+        changes.append(_change(fact, content, mode_, owner))
+    tomcat_changed = any(c is not None for c in changes)
+    changes.append(_change(_file(files, jsp_path), webapp.render_test_jsp(), "644", "root:root"))
+    memcached_restart, memcached_digest = False, ""
+    if mode == "msm" and host.memcached:
+        conf_path = memcached_conf_path(facts.package_manager)
+        conf = _file(files, conf_path)
+        new_conf = render_memcached_conf(facts.package_manager, conf.content or b"", host, inv.msm.memcached_port)
+        conf_change = _change(conf, new_conf, conf.mode or "644", conf.owner or "root:root")
+        changes.append(conf_change)
+        memcached_digest = config_digest({conf_path: new_conf})
+        memcached_restart = (conf_change is not None or facts.active.get("memcached") != "active"
+                             or applied_digest(facts, "memcached") != memcached_digest)
     changes = tuple(c for c in changes if c is not None)
     # The page itself is recompiled by Jasper on change; everything else needs a restart, and
     # so does a Tomcat started before its configuration last changed (a deploy stopped halfway).
-    config = dict(zip(tomcat_config_paths(layout),
-                      (new_server, render_jvm_options(layout, host, mode), new_web)))
+    config = {p: (after[p] if p in after else _file(files, p).content) for p in tomcat_config_paths(layout)}
     digest = config_digest(config)
-    needs_restart = (any(c.path != jsp_path for c in changes) or facts.active.get(layout.unit) != "active"
+    needs_restart = (tomcat_changed or facts.active.get(layout.unit) != "active"
                      or applied_digest(facts, layout.unit) != digest)
-    return HostPlan(host.name, "tomcat", changes, needs_restart, layout.unit, digest=digest)
+    return HostPlan(host.name, "tomcat", changes, needs_restart, layout.unit, digest=digest,
+                    memcached=memcached_restart, memcached_digest=memcached_digest)
 
 
 def plan_nginx(inv: Inventory, host: Host, facts: HostFacts, routing: str = "jvmroute") -> HostPlan:
@@ -261,11 +388,13 @@ def plan_nginx(inv: Inventory, host: Host, facts: HostFacts, routing: str = "jvm
     return HostPlan(host.name, "nginx", changes, needs, "nginx", digest=digest)
 
 
-def packages_to_install(host: Host, facts: HostFacts) -> tuple[str, ...]:
+def packages_to_install(host: Host, facts: HostFacts, mode: str = "delta") -> tuple[str, ...]:
     """What a host is missing for its role (package names for its package manager)."""
     if host.role == "nginx":
         return () if "nginx" in facts.packages else ("nginx",)
     extra = () if "curl" in facts.packages else ("curl",)  # the health check on the host uses it
+    if mode == "msm" and host.memcached and "memcached" not in facts.packages:
+        extra += ("memcached",)
     if installed_tomcat(facts) is not None:
         return extra
     for pkg in TOMCAT_PREFERENCE:
@@ -277,6 +406,28 @@ def packages_to_install(host: Host, facts: HostFacts) -> tuple[str, ...]:
 
 
 def plan_delta(inv: Inventory, facts: dict[str, HostFacts]) -> Plan:
-    hosts = [plan_nginx(inv, inv.nginx, facts[inv.nginx.name])]
-    hosts += [plan_tomcat(inv, t, facts[t.name], "delta") for t in inv.tomcats]
-    return Plan("delta", tuple(hosts))
+    return plan(inv, facts, "delta")
+
+
+def nginx_routing(inv: Inventory, mode: str) -> str:
+    """By jvmRoute for the delta cluster and sticky MSM; round robin for non-sticky MSM."""
+    return "roundrobin" if mode == "msm" and not inv.msm.sticky else "jvmroute"
+
+
+def predicted_major(host: Host, facts: HostFacts, install: tuple[str, ...]) -> int | None:
+    """The Tomcat major a host has, or will have once `install` ran (None: known only then)."""
+    layout = installed_tomcat(facts)
+    if layout is not None:
+        return layout.major
+    for pkg in install:
+        m = re.fullmatch(r"tomcat(\d+)", pkg)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def plan(inv: Inventory, facts: dict[str, HostFacts], mode: str, jars: dict[str, tuple] | None = None) -> Plan:
+    """The whole deploy as data. `jars`: host name -> the msm jars for its Tomcat (msm mode)."""
+    hosts = [plan_nginx(inv, inv.nginx, facts[inv.nginx.name], nginx_routing(inv, mode))]
+    hosts += [plan_tomcat(inv, t, facts[t.name], mode, (jars or {}).get(t.name, ())) for t in inv.tomcats]
+    return Plan(mode, tuple(hosts))

@@ -287,3 +287,20 @@ def _shell_value(text: str) -> str | None:
     if in_word:
         words.append("".join(word))
     return " ".join(words)
+
+
+def parse_memcached_probe(text: str) -> dict[str, dict[str, str]]:
+    """`@@memcached <address>:<port>` sections of `STAT <name> <value>` lines (memcached's
+    `stats` answer) -> {"address:port": {"version": ..., "curr_items": ...}}; an unreachable
+    node has an empty dict."""
+    out: dict[str, dict[str, str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("@@memcached "):
+            current = line.split(None, 1)[1].strip()
+            out[current] = {}
+        elif current is not None and line.startswith("STAT "):
+            parts = line.split(None, 2)
+            if len(parts) == 3:
+                out[current][parts[1]] = parts[2].strip()
+    return out

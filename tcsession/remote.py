@@ -24,6 +24,10 @@ from tcsession.inventory import Host, Inventory
 T = TypeVar("T")
 
 SUDO_PASSWORD_ENV = "TCSESSION_SUDO_PASSWORD"
+# Linux takes at most 128 KiB in one argument (MAX_ARG_STRLEN), and sshd runs `sh -c <command>`.
+MAX_INLINE_COMMAND = 64 * 1024
+SCRIPT_FROM_STDIN = ('t=$(umask 077 && mktemp /tmp/tcsession.XXXXXX) || exit 1; cat > "$t" && '
+                     'sh "$t" </dev/null; rc=$?; rm -f "$t"; exit $rc')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,13 +165,22 @@ class Remote:
 
     def run(self, host: Host, command: str, stdin: str | None = None,
             timeout: float | None = None) -> Result:
-        """Run a shell command on a host; never raises for a failing command or host."""
+        """Run a shell command on a host; never raises for a failing command or host.
+
+        A command longer than the kernel takes as one argument (a script carrying jars) is sent
+        on standard input into a root-only temporary file on the host, then run from there."""
         started = time.monotonic()
         try:
             conn = self._open(host)
+            wire = command
+            if len(command) > MAX_INLINE_COMMAND:
+                if stdin is not None:
+                    raise TcsessionError(f"{host.name}: a {len(command)}-byte command cannot also take "
+                                         "standard input; this is a tcsession bug, please report it")
+                wire, stdin = SCRIPT_FROM_STDIN, command
             feed = (self._sudo_input(host) or "") + (stdin or "")
             self.commands += 1
-            r = conn.run(self._wrap(host, command), in_stream=io.StringIO(feed) if feed else False,
+            r = conn.run(self._wrap(host, wire), in_stream=io.StringIO(feed) if feed else False,
                          timeout=timeout or host.ssh.command_timeout)
             return Result(host.name, command, r.exited, r.stdout, r.stderr,
                           seconds=time.monotonic() - started)

@@ -255,6 +255,8 @@ def _apply_rollback_services(remote: Remote, inv: Inventory, plans: dict[str, Ho
             if layout is None:
                 continue
             unit = layout.unit
+        if h.role == "tomcat":
+            _rollback_memcached(remote, h, rb, facts[h.name], progress)
         was = rb.record.services_before.get(unit, "inactive")
         stamp = planning.applied_path(unit)
         # The configuration the service runs with after the rollback, for the next deploy's
@@ -283,3 +285,22 @@ def _apply_rollback_services(remote: Remote, inv: Inventory, plans: dict[str, Ho
             rolling_restart(remote, inv, h, unit, digest, progress, peers_up=True, site=site,
                             test_page=test_page)
         states.set(h.name, "done")
+
+
+def _rollback_memcached(remote: Remote, host, rb: HostRollback, facts, progress: Progress) -> None:
+    """When the deploy changed memcached's configuration: memcached back to its state before it
+    (restarted with the restored file, or stopped), before the Tomcat that uses it."""
+    path = planning.memcached_conf_path(facts.package_manager)
+    change = next((c for c in rb.changes if c.path == path), None)
+    if change is None:
+        return
+    t = time.monotonic()
+    if rb.record.services_before.get("memcached") == "active":
+        digest = planning.config_digest({path: change.after})
+        r = remote.run(host, "systemctl restart memcached && " + stamp_command("memcached", digest))
+        if not r.ok:
+            raise TcsessionError(f"{host.name}: memcached did not restart with the restored {path}: {r.why()}")
+        progress.step(host.name, "restarted memcached", time.monotonic() - t)
+    else:
+        remote.run(host, f"systemctl disable -q --now memcached; rm -f {planning.applied_path('memcached')}")
+        progress.step(host.name, f"stopped memcached (it was not running before {rb.record.id})", time.monotonic() - t)

@@ -77,6 +77,7 @@ __all__ = [
     "ClusterSpec",
     "MARKER",
     "SUPPORTED_MAJORS",
+    "patch_engine_route",
     "patch_server_xml",
     "read_cluster",
     "render_cluster",
@@ -86,6 +87,8 @@ __all__ = [
 SUPPORTED_MAJORS = (7, 8, 9, 10, 11)
 MARKER = "tcsession: managed cluster (tcsession deploy, mode delta); edits here are replaced"
 _MARKER_HEAD = MARKER.split(" (")[0]
+ROUTE_MARKER = "tcsession: managed jvmRoute (tcsession deploy, mode msm); edits here are replaced"
+_ROUTE_MARKER_HEAD = ROUTE_MARKER.split(" (")[0]
 _PRIOR_ROUTE = re.compile(r'; Engine jvmRoute before tcsession: "([^"]*)"')
 _ROUTE_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -379,8 +382,7 @@ def _marker_before(node):
     return marker_before(node, _MARKER_HEAD)
 
 
-def _marker_text(prior_route: str | None) -> str:
-    text = MARKER
+def _marker_text(prior_route: str | None, text: str = MARKER) -> str:
     if prior_route is not None:
         encoded = quote(prior_route, safe="")
         if "--" in encoded:
@@ -494,6 +496,47 @@ def patch_server_xml(data: bytes, spec: ClusterSpec | None, source: str) -> byte
             append_child(engine, cluster)
         insert_before(cluster, etree.Comment(marker_text))
     engine.set("jvmRoute", spec.jvm_route)
+    return doc.to_bytes()
+
+
+def patch_engine_route(data: bytes, route: str | None, source: str) -> bytes:
+    """server.xml with the Engine's jvmRoute set to ``route`` without a Cluster (msm sticky
+    mode), or put back as it was before tcsession set it (None).
+
+    A marker comment (:data:`ROUTE_MARKER`, first inside the Engine) records the earlier value,
+    as the delta mode's Cluster marker does. Apply :func:`patch_server_xml` with ``None``
+    first to leave the delta mode, and this with ``None`` before entering it. Idempotent;
+    stock file -> route -> None gives the stock file back byte for byte.
+    """
+    if route is not None:
+        _check_route(route, "jvm_route", source)
+    doc = XmlDocument(data, source)
+    engine = _find_engine(doc.root, source)
+    markers = [n for n in engine if is_marker(n, _ROUTE_MARKER_HEAD)]
+    prior = _prior_route(markers[0]) if markers else engine.get("jvmRoute")
+    if route is None:
+        if not markers:
+            return data
+        for marker in markers:
+            remove_node(marker)
+        if prior is None:
+            engine.attrib.pop("jvmRoute", None)
+        else:
+            engine.set("jvmRoute", prior)
+        return doc.to_bytes()
+    text = _marker_text(prior, ROUTE_MARKER)
+    for marker in markers[1:]:
+        remove_node(marker)
+    if markers:
+        if markers[0].text != text:
+            markers[0].text = text
+    else:
+        if len(engine):  # right below the Engine's start tag
+            insert_before(engine[0], etree.Comment(text))
+        else:
+            append_child(engine, etree.Comment(text))
+    if engine.get("jvmRoute") != route:
+        engine.set("jvmRoute", route)
     return doc.to_bytes()
 
 

@@ -11,14 +11,17 @@ import dataclasses
 import ipaddress
 import json as jsonlib
 
+import re
+
+from tcsession import msm, msmjars
 from tcsession import plan as planning
 from tcsession import serverxml
 from tcsession.client import SessionRun, check_session
-from tcsession.deploy import expected_ports, port_listening
+from tcsession.deploy import expected_ports, memcached_probe_script, port_listening
 from tcsession.errors import TcsessionError
 from tcsession.facts import FACTS_SCRIPT, MEMBERSHIP_SCRIPT, HostFacts, files_script, parse_facts, parse_members
 from tcsession.inventory import Host, Inventory
-from tcsession.probes import reachable_on
+from tcsession.probes import is_wildcard, reachable_on
 from tcsession.remote import Remote
 
 
@@ -62,7 +65,7 @@ class HostStatus:
 @dataclasses.dataclass(frozen=True)
 class Report:
     hosts: tuple[HostStatus, ...]
-    mode: str | None = None  # "delta" when the Tomcats carry tcsession's cluster, else None
+    mode: str | None = None  # "delta" / "msm" when the Tomcats carry that mode's configuration, else None
     session: SessionRun | None = None
     commands: int = 0  # SSH commands issued
 
@@ -119,8 +122,65 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: str | None) -> 
             checks.append(("cluster members", not missing,
                            f"sees {len(set(members) & expected)} of {len(expected)} peers"
                            + (f"; missing {', '.join(missing)}" if missing else "")))
+    if mode == "msm":
+        checks += judge_msm(inv, host, f, layout, active == "active")
     return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks),
                       members=members)
+
+
+MSM_INIT = re.compile(r"MemcachedSessionService\S*.*(starts|finished) initialization")
+
+
+def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: planning.Layout, running: bool) -> list:
+    """memcached beside the Tomcat (its own address only), the Manager, the jars against the lock
+    file, every memcached reachable from this Tomcat, and MSM's initialization line."""
+    checks = []
+    port = inv.msm.memcached_port
+    if host.memcached:
+        checks.append(("memcached active", f.active.get("memcached") == "active", f.active.get("memcached", "absent")))
+        others = sorted({l.address for l in f.listeners if l.proto == "tcp" and l.port == port
+                         and (is_wildcard(l.address) or l.address not in (host.address, "127.0.0.1", "::1"))})
+        checks.append((f"memcached only on {host.address}", not others,
+                       "yes" if not others else f"also on {', '.join(others)}: an open cache; set its listen address"))
+    path = layout.app_context if inv.msm.scope == "app" else layout.context_xml
+    fact = f.files.get(path)
+    manager = msm.read_manager(fact.content, f"{host.name}:{path}") if fact and fact.content else None
+    want = msm.manager_spec(inv.tomcats.index(host), inv.tomcats, inv.msm)
+    ok = bool(manager and manager["managed"] and manager.get("memcachedNodes") == want.memcached_nodes_value
+              and manager.get("failoverNodes", "") == " ".join(want.failover_nodes))
+    checks.append(("msm Manager", ok, f"in {path}: memcachedNodes {manager.get('memcachedNodes')}, failoverNodes "
+                   f"{manager.get('failoverNodes') or 'none'}, sticky {manager.get('sticky')}" if manager
+                   else f"no MemcachedBackupSessionManager in {path}"))
+    expected, why = msmjars.expected_digests(inv.msm, layout.major, _lock_path(inv))
+    if expected is None:
+        checks.append(("msm jars", False, f"cannot check them: {why}"))
+    else:
+        have = {p.rsplit("/", 1)[1]: planning.sha256(x.content) for p, x in f.files.items()
+                if p.startswith(layout.lib + "/") and x.content is not None}
+        bad = [n for n, sha in expected.items() if have.get(n) != sha]
+        extra = sorted(set(have) - set(expected))
+        checks.append(("msm jars", not bad and not extra,
+                       f"{len(expected)} in {layout.lib} match msm.lock" if not bad and not extra else
+                       "; ".join(([f"missing or different: {', '.join(bad)}"] if bad else [])
+                                 + ([f"not expected: {', '.join(extra)}"] if extra else []))))
+    nodes = [f"{t.address}:{port}" for t in inv.tomcats if t.memcached]
+    unreachable = [n for n in nodes if "version" not in f.memcached.get(n, {})]
+    checks.append(("memcached reachable", not unreachable,
+                   ", ".join(f"{n} {f.memcached[n].get('curr_items', '?')} items" for n in nodes if n not in unreachable)
+                   + (f"; unreachable: {', '.join(unreachable)}" if unreachable else "")))
+    if running:
+        ok = bool(MSM_INIT.search(f.cluster_log))
+        detail = "logged" if ok else "no MemcachedSessionService initialization line since Tomcat started"
+        if not ok and "tcsession-standin" in f.cluster_log:
+            detail += " (a test stand-in Manager is loaded, not memcached-session-manager)"
+        checks.append(("msm initialized", ok, detail))
+    return checks
+
+
+def _lock_path(inv: Inventory):
+    from tcsession.maven import lock_path_for  # noqa: PLC0415
+
+    return lock_path_for(inv.path)
 
 
 def judge_nginx(inv: Inventory, host: Host, f: HostFacts, mode: str | None) -> HostStatus:
@@ -141,6 +201,14 @@ def detect_mode(inv: Inventory, facts: dict[str, HostFacts]) -> str | None:
     for t in inv.tomcats:
         f = facts.get(t.name)
         layout = planning.installed_tomcat(f) if f else None
+        for path in (layout.app_context, layout.context_xml) if layout else ():
+            ctx = f.files.get(path)
+            try:
+                manager = msm.read_manager(ctx.content, f"{t.name}:{path}") if ctx and ctx.content else None
+            except TcsessionError:
+                manager = None
+            if manager and manager["managed"]:
+                return "msm"
         server = f.files.get(layout.server_xml) if layout else None
         if server and server.content:
             try:
@@ -155,10 +223,11 @@ def detect_mode(inv: Inventory, facts: dict[str, HostFacts]) -> str | None:
 # --------------------------------------------------------------------------- gathering
 
 
-def _gather(inv: Inventory, extra: str = "") -> tuple[dict[str, HostStatus | HostFacts], int]:
+def _gather(inv: Inventory, extra: str = "", tomcat_extra: str = "") -> tuple[dict[str, HostStatus | HostFacts], int]:
     """Facts by host (or a HostStatus for an unreachable host), and the SSH commands issued."""
     with Remote(inv) as remote:
-        results = remote.run_all(inv.hosts, FACTS_SCRIPT + extra)
+        results = remote.run_all(inv.hosts, lambda h: FACTS_SCRIPT + extra
+                                 + (tomcat_extra if h.role == "tomcat" else ""))
     out: dict = {}
     for h in inv.hosts:
         r = results[h.name]
@@ -177,7 +246,8 @@ def host_report(inv: Inventory) -> Report:
 
 def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
     """The full view: every host judged, then one session through nginx."""
-    gathered, commands = _gather(inv, files_script(planning.files_to_read()) + MEMBERSHIP_SCRIPT)
+    gathered, commands = _gather(inv, files_script(planning.files_to_read()) + planning.jars_script()
+                                 + MEMBERSHIP_SCRIPT, memcached_probe_script(inv))
     facts = {n: g for n, g in gathered.items() if isinstance(g, HostFacts)}
     mode = detect_mode(inv, facts)
     hosts = []
