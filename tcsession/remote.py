@@ -25,9 +25,9 @@ T = TypeVar("T")
 
 SUDO_PASSWORD_ENV = "TCSESSION_SUDO_PASSWORD"
 # Linux takes at most 128 KiB in one argument (MAX_ARG_STRLEN), and sshd runs `sh -c <command>`.
+# Longer scripts are written to a root-only temporary file on the host in pieces of that size,
+# then run from it (standard input is no way: Invoke feeds it a byte per 10 ms).
 MAX_INLINE_COMMAND = 64 * 1024
-SCRIPT_FROM_STDIN = ('t=$(umask 077 && mktemp /tmp/tcsession.XXXXXX) || exit 1; cat > "$t" && '
-                     'sh "$t" </dev/null; rc=$?; rm -f "$t"; exit $rc')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,17 +167,39 @@ class Remote:
             timeout: float | None = None) -> Result:
         """Run a shell command on a host; never raises for a failing command or host.
 
-        A command longer than the kernel takes as one argument (a script carrying jars) is sent
-        on standard input into a root-only temporary file on the host, then run from there."""
+        A command longer than Linux takes as one argument (a script carrying jars; sshd runs
+        `sh -c <command>`) is written to a root-only temporary file on the host, then run there."""
         started = time.monotonic()
+        if len(command) > MAX_INLINE_COMMAND:
+            return self._run_long(host, command, stdin, timeout, started)
+        return self._exec(host, command, command, stdin, timeout, started)
+
+    def _run_long(self, host: Host, command: str, stdin: str | None, timeout: float | None,
+                  started: float) -> Result:
+        made = self._exec(host, "umask 077 && mktemp /tmp/tcsession.XXXXXXXX", command, None, timeout, started)
+        if not made.ok:
+            return made
+        path = shlex.quote(made.stdout.strip())
+        i = 0
+        while i < len(command):
+            step = 96 * 1024
+            while True:  # quoting grows a piece, and sudo's `sh -c` quotes it once more
+                wire = f"printf %s {shlex.quote(command[i:i + step])} >> {path}"
+                if len(self._wrap(host, wire)) < 120 * 1024 or step < 1024:
+                    break
+                step //= 2
+            i += step
+            part = self._exec(host, wire, command, None, timeout, started)
+            if not part.ok:
+                self._exec(host, f"rm -f {path}", command, None, timeout, started)
+                return part
+        return self._exec(host, f"sh {path}{'' if stdin else ' </dev/null'}; rc=$?; rm -f {path}; exit $rc",
+                          command, stdin, timeout, started)
+
+    def _exec(self, host: Host, wire: str, command: str, stdin: str | None, timeout: float | None,
+              started: float) -> Result:
         try:
             conn = self._open(host)
-            wire = command
-            if len(command) > MAX_INLINE_COMMAND:
-                if stdin is not None:
-                    raise TcsessionError(f"{host.name}: a {len(command)}-byte command cannot also take "
-                                         "standard input; this is a tcsession bug, please report it")
-                wire, stdin = SCRIPT_FROM_STDIN, command
             feed = (self._sudo_input(host) or "") + (stdin or "")
             self.commands += 1
             r = conn.run(self._wrap(host, wire), in_stream=io.StringIO(feed) if feed else False,

@@ -303,3 +303,21 @@ def test_rollback_of_everything_returns_the_hosts_as_installed(lab):
         assert 'MemcachedBackupSessionManager' not in lab.run(host, f"cat {APP_CONTEXT}").stdout
         for unit in ("memcached", "tomcat10"):
             assert lab.run(host, f"systemctl is-active {unit}").stdout.strip() != "active", unit
+
+
+def test_a_script_longer_than_one_argument_runs_over_stdin(lab):
+    """Jars make deploy scripts larger than Linux takes in one argument (128 KiB): those go over
+    standard input into a temporary file on the host."""
+    from tcsession.remote import MAX_INLINE_COMMAND, Remote
+
+    payload = os.urandom(150_000).hex()  # 300 KB of text
+    count = "find /tmp -maxdepth 1 -name 'tcsession.????????' | wc -l"
+    script = f"printf %s {payload} | sha256sum | cut -c1-64; {count}"
+    assert len(script) > 2 * MAX_INLINE_COMMAND
+    with Remote(lab.inv) as r:
+        res = r.run(lab.inv.host("tomcat1"), script)
+    assert res.ok, res.why()
+    digest, leftovers = res.stdout.split()
+    assert digest == hashlib.sha256(payload.encode()).hexdigest()
+    assert leftovers == "1"  # only the running script's own file; it is removed afterwards
+    assert lab.run("tomcat1", count).stdout.strip() == "0"

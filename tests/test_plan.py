@@ -133,3 +133,104 @@ def test_expected_and_missing_ports(inv):
     missing = {(m.host, m.proto, m.port) for m in missing_ports(inv, "delta", listeners)}
     # tomcat2's receiver listens on loopback only, and it has no multicast socket.
     assert missing == {("tomcat2", "tcp", 4000), ("tomcat2", "udp", 45564)}
+
+
+# --------------------------------------------------------------------------- msm mode
+
+
+@pytest.fixture
+def msm_deployed():
+    """The lab after `inv deploy --mode=msm` (sticky) with the stand-in jars (see data/facts/README.md)."""
+    return {n: parse_facts((DATA / f"msm-sticky-{n}.txt").read_text()) for n in ("nginx", "tomcat1", "tomcat2")}
+
+
+def jars_on(facts, lib="/var/lib/tomcat10/lib"):
+    """The jars a host has, as the deploy would hand them to planning (the same bytes)."""
+    from tcsession.msmjars import Jar
+
+    return tuple(Jar(p.rsplit("/", 1)[1], f.content, "stand-in") for p, f in sorted(facts.files.items())
+                 if p.startswith(lib + "/") and p.endswith(".jar"))
+
+
+def test_an_msm_cluster_plans_nothing(inv, msm_deployed):
+    jars = {t: jars_on(msm_deployed[t]) for t in ("tomcat1", "tomcat2")}
+    assert [j.name for j in jars["tomcat1"]] == ["memcached-session-manager-2.3.2-jakarta.jar",
+                                                 "memcached-session-manager-tc9-2.3.2-jakarta.jar", "spymemcached-2.12.3.jar"]
+    p = planning.plan(inv, msm_deployed, "msm", jars)
+    assert p.empty, [(h.host, [c.path for c in h.files], h.restart, h.memcached) for h in p.hosts]
+
+
+def test_msm_to_delta_removes_the_manager_the_jars_and_the_route_marker(inv, msm_deployed):
+    p = planning.plan(inv, msm_deployed, "delta")
+    hp = p.host("tomcat1")
+    by_path = {c.path: c for c in hp.files}
+    for name in ("memcached-session-manager-2.3.2-jakarta.jar", "memcached-session-manager-tc9-2.3.2-jakarta.jar",
+                 "spymemcached-2.12.3.jar"):
+        c = by_path[f"/var/lib/tomcat10/lib/{name}"]
+        assert c.after is None and c.before is not None  # saved for rollback
+        assert c.diff().startswith(f"binary /var/lib/tomcat10/lib/{name}: sha256 ")
+    assert by_path[planning.JARS_LIST].after is None
+    ctx = by_path["/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"]
+    assert b"MemcachedBackupSessionManager" in ctx.before and b"MemcachedBackupSessionManager" not in ctx.after
+    server = by_path["/etc/tomcat10/server.xml"].after
+    assert b"tcsession: managed cluster" in server and b"managed jvmRoute" not in server
+    assert b'jvmRoute="tomcat1"' in server
+    assert "/etc/memcached.conf" not in by_path  # memcached stays as it is
+    assert hp.restart and not hp.memcached and p.host("nginx").empty
+
+
+def test_msm_jar_changes_and_stale_jars(inv, msm_deployed):
+    f = msm_deployed["tomcat1"]
+    lib = "/var/lib/tomcat10/lib"
+    old = f"{lib}/memcached-session-manager-2.2.0.jar"
+    hand = f"{lib}/msm-kryo-serializer-2.3.2.jar"
+    other = f"{lib}/postgresql-42.7.1.jar"
+    facts = dataclasses.replace(f, files={**f.files, old: FileFact(old, b"old", "644", "root:root"),
+                                          hand: FileFact(hand, b"kryo", "644", "root:root"),
+                                          other: FileFact(other, b"pg", "644", "root:root")})
+    jars = jars_on(f)
+    newer = (dataclasses.replace(jars[0], data=jars[0].data + b"\0"),) + jars[1:]
+    hp = planning.plan_tomcat(inv, inv.host("tomcat1"), facts, "msm", newer)
+    changes = {c.path: c for c in hp.files}
+    assert set(changes) == {old, hand, f"{lib}/{jars[0].name}", planning.JARS_LIST}
+    assert changes[old].after is None and changes[hand].after is None
+    assert changes[f"{lib}/{jars[0].name}"].after.endswith(b"\0")
+    assert hp.restart
+    # leaving msm removes only what tcsession placed (the jar list), never the operator's jars
+    delta = planning.plan_tomcat(inv, inv.host("tomcat1"), facts, "delta")
+    removed = {c.path for c in delta.files if c.after is None}
+    assert old not in removed and hand not in removed and other not in removed
+    assert f"{lib}/{jars[0].name}" in removed
+
+
+def test_non_sticky_msm_drops_jvmroute_and_routes_round_robin(inv, msm_deployed):
+    ns = with_settings(inv, "[msm]\nsticky = false\n")
+    jars = {t: jars_on(msm_deployed[t]) for t in ("tomcat1", "tomcat2")}
+    p = planning.plan(ns, msm_deployed, "msm", jars)
+    hp = p.host("tomcat2")
+    changes = {c.path: c for c in hp.files}
+    assert set(changes) == {"/etc/tomcat10/server.xml", "/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"}
+    server = changes["/etc/tomcat10/server.xml"]
+    assert b'jvmRoute' not in server.after.split(b"<Engine")[-1].split(b">")[0]
+    ctx = changes["/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"].after
+    assert b'sticky="false"' in ctx and b'lockingMode="auto"' in ctx and b"failoverNodes" not in ctx
+    site = p.host("nginx").files[0].after.decode()
+    assert "map $cookie_jsessionid" not in site and p.host("nginx").restart
+
+
+def test_msm_memcached_listen_change_restarts_memcached_only(inv, msm_deployed):
+    other = with_settings(inv, "[msm]\nmemcached_port = 11311\n")
+    jars = {t: jars_on(msm_deployed[t]) for t in ("tomcat1", "tomcat2")}
+    hp = planning.plan(other, msm_deployed, "msm", jars).host("tomcat1")
+    paths = [c.path for c in hp.files]
+    assert "/etc/memcached.conf" in paths and hp.memcached
+    assert b"-p 11311" in next(c for c in hp.files if c.path == "/etc/memcached.conf").after
+    assert hp.restart  # the Manager's memcachedNodes name the new port
+
+
+def test_msm_fresh_hosts_need_memcached_too():
+    fresh = parse_facts((DATA / "bookworm-fresh-tomcat1.txt").read_text())
+    inv = load_inventory(ROOT / "hosts.toml")
+    assert planning.packages_to_install(inv.host("tomcat1"), fresh, "msm") == ("tomcat10", "memcached")
+    assert planning.predicted_major(inv.host("tomcat1"), fresh, ("tomcat10", "memcached")) == 10
+    assert planning.predicted_major(inv.host("tomcat1"), fresh, ("tomcat",)) is None  # RHEL: known once installed

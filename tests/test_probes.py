@@ -295,3 +295,13 @@ ID=rocky-again
     assert "UNTERMINATED" not in info
     assert "BAD KEY" not in info and "9STARTS_WITH_DIGIT" not in info
     assert parse_os_release("") == {}
+
+
+def test_parse_memcached_probe():
+    from tcsession.probes import parse_memcached_probe
+
+    text = ("@@memcached 10.153.0.112:11211\nSTAT version 1.6.18\nSTAT curr_connections 2\nSTAT curr_items 5\n"
+            "@@memcached 10.153.0.113:11211\n")
+    assert parse_memcached_probe(text) == {
+        "10.153.0.112:11211": {"version": "1.6.18", "curr_connections": "2", "curr_items": "5"},
+        "10.153.0.113:11211": {}}

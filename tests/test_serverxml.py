@@ -27,6 +27,7 @@ from lxml import etree
 
 from tcsession.errors import TcsessionError
 from tcsession.serverxml import (
+    patch_engine_route,
     MARKER,
     ClusterSpec,
     patch_server_xml,
@@ -622,3 +623,38 @@ def test_unusable_specs(changes, expected):
     with pytest.raises(TcsessionError) as err:
         patch_server_xml(stock("10.1.59"), ClusterSpec(**fields), "h:/s.xml")
     assert_one_line_error(err, "h:/s.xml", expected)
+
+
+# --------------------------------------------------------------------------- msm: jvmRoute only
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_engine_route_alone_round_trips(version):
+    data = stock(version)
+    routed = patch_engine_route(data, "tomcat1", "x")
+    assert patch_engine_route(routed, "tomcat1", "x") == routed  # twice equals once
+    assert patch_engine_route(routed, None, "x") == data  # stock back, byte for byte
+    assert patch_engine_route(patch_engine_route(routed, "tomcat2", "x"), None, "x") == data
+    added = [l for l in difflib.unified_diff(data.decode().splitlines(), routed.decode().splitlines(), lineterm="")
+             if l[:1] in "+-" and l[:3] not in ("+++", "---")]
+    assert len(added) == 3 and sum(l.startswith("+") for l in added) == 2  # the Engine line, and one marker
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_switching_between_delta_and_msm_keeps_the_operators_route(version):
+    data = stock(version).replace(b'<Engine name="Catalina" defaultHost="localhost">',
+                                  b'<Engine name="Catalina" defaultHost="localhost" jvmRoute="ops-1">')
+    spec = spec_for(VERSIONS[version][0])
+    delta = patch_server_xml(patch_engine_route(data, None, "x"), spec, "x")
+    msm = patch_engine_route(patch_server_xml(delta, None, "x"), "tomcat7", "x")
+    assert b'jvmRoute="tomcat7"' in msm and b"tcsession: managed cluster" not in msm
+    back = patch_server_xml(patch_engine_route(msm, None, "x"), spec, "x")
+    assert back == delta
+    assert patch_engine_route(patch_server_xml(back, None, "x"), None, "x") == data  # "ops-1" again
+
+
+def test_engine_route_errors():
+    with pytest.raises(TcsessionError, match=r"^h:/etc/tomcat10/server.xml: .*\(tcsession changed nothing\)|^h:/etc"):
+        patch_engine_route(b"<Server><Service>", "t1", "h:/etc/tomcat10/server.xml")
+    with pytest.raises(TcsessionError, match="not a usable jvmRoute"):
+        patch_engine_route(stock("10.1.59"), "bad route", "x")

@@ -57,3 +57,48 @@ def test_mode_is_detected_from_the_managed_cluster():
     assert status.detect_mode(inv, {n: facts(n) for n in ("nginx", "tomcat1", "tomcat2")}) == "delta"
     fresh = parse_facts((DATA / "bookworm-fresh-tomcat1.txt").read_text())
     assert status.detect_mode(inv, {"nginx": fresh, "tomcat1": fresh, "tomcat2": fresh}) is None
+
+
+def msm_facts(name: str):
+    return parse_facts((DATA / f"msm-sticky-{name}.txt").read_text())
+
+
+STANDIN_LINE = ("tcsession-standin: MemcachedBackupSessionManager STAND-IN (a test double, not memcached-session-manager; "
+                "sessions are not backed up) started on Apache Tomcat/10.1.60 (Debian)")
+MSM_LINE = ("INFO [main] de.javakaffee.web.msm.MemcachedSessionService.startInternal starts initialization... "
+            "(configured nodes definition n1:10.153.0.112:11211,n2:10.153.0.113:11211, failover nodes n1)")
+
+
+def test_msm_mode_is_detected_and_judged(tmp_path):
+    path = tmp_path / "hosts.toml"  # no msm.lock beside it
+    path.write_text((ROOT / "hosts.toml").read_text())
+    inv = load_inventory(path)
+    all_facts = {n: msm_facts(n) for n in ("nginx", "tomcat1", "tomcat2")}
+    assert status.detect_mode(inv, all_facts) == "msm"
+    reachable = {"10.153.0.112:11211": {"version": "1.6.18", "curr_items": "3"},
+                 "10.153.0.113:11211": {"version": "1.6.18", "curr_items": "1"}}
+    f = dataclasses.replace(all_facts["tomcat1"], memcached=reachable, cluster_log=MSM_LINE)
+    st = status.judge_tomcat(inv, inv.host("tomcat1"), f, "msm")
+    checks = {w: (ok, d) for w, ok, d in st.checks}
+    assert checks["tcp 10.153.0.112:11211"][0] and checks["memcached active"][0]
+    assert checks["memcached only on 10.153.0.112"] == (True, "yes")
+    assert checks["msm Manager"][0] and "failoverNodes n1" in checks["msm Manager"][1]
+    assert checks["memcached reachable"] == (True, "10.153.0.112:11211 3 items, 10.153.0.113:11211 1 items")
+    assert checks["msm initialized"] == (True, "logged")
+    assert st.problems == [f"msm jars: cannot check them: de.javakaffee.msm:memcached-session-manager:2.3.2 not in "
+                           f"{tmp_path / 'msm.lock'}"]
+
+
+def test_msm_problems_are_named():
+    inv = load_inventory(ROOT / "hosts.toml")
+    f = msm_facts("tomcat2")
+    from tcsession.probes import parse_ss
+
+    wide = dataclasses.replace(f, memcached={"10.153.0.112:11211": {}, "10.153.0.113:11211": {"version": "1.6.18"}},
+                               cluster_log=STANDIN_LINE,
+                               listeners=f.listeners + parse_ss("LISTEN 0 1024 0.0.0.0:11211 0.0.0.0:*"))
+    st = status.judge_tomcat(inv, inv.host("tomcat2"), wide, "msm")
+    problems = "\n".join(st.problems)
+    assert "memcached only on 10.153.0.113: also on 0.0.0.0: an open cache" in problems
+    assert "memcached reachable: 10.153.0.113:11211 ? items; unreachable: 10.153.0.112:11211" in problems
+    assert "(a test stand-in Manager is loaded, not memcached-session-manager)" in problems
