@@ -234,3 +234,15 @@ def test_msm_fresh_hosts_need_memcached_too():
     assert planning.packages_to_install(inv.host("tomcat1"), fresh, "msm") == ("tomcat10", "memcached")
     assert planning.predicted_major(inv.host("tomcat1"), fresh, ("tomcat10", "memcached")) == 10
     assert planning.predicted_major(inv.host("tomcat1"), fresh, ("tomcat",)) is None  # RHEL: known once installed
+
+
+def test_msm_global_scope_moves_the_manager_to_conf_context_xml(inv, msm_deployed):
+    glob = with_settings(inv, '[msm]\nscope = "global"\n')
+    jars = {t: jars_on(msm_deployed[t]) for t in ("tomcat1", "tomcat2")}
+    hp = planning.plan(glob, msm_deployed, "msm", jars).host("tomcat1")
+    changes = {c.path: c for c in hp.files}
+    assert set(changes) == {"/etc/tomcat10/context.xml", "/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"}
+    assert b"MemcachedBackupSessionManager" in changes["/etc/tomcat10/context.xml"].after
+    assert b"MemcachedBackupSessionManager" not in changes["/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"].after
+    assert changes["/etc/tomcat10/context.xml"].mode == msm_deployed["tomcat1"].files["/etc/tomcat10/context.xml"].mode
+    assert hp.restart
