@@ -396,6 +396,14 @@ def _prior_route(marker) -> str | None:
     return unquote(m.group(1)) if m else None
 
 
+def _restore_route(engine, prior: str | None) -> None:
+    """The Engine's jvmRoute as it was before tcsession set it (none, or the recorded value)."""
+    if prior is None:
+        engine.attrib.pop("jvmRoute", None)
+    else:
+        engine.set("jvmRoute", prior)
+
+
 def _canonical_place(engine):
     """Where a new Cluster goes: ("after", node), ("before", node) or ("append", engine)."""
     for node in engine:
@@ -454,10 +462,7 @@ def patch_server_xml(data: bytes, spec: ClusterSpec | None, source: str) -> byte
         if own_marker is not None:
             remove_node(existing)
             remove_node(own_marker)
-        if prior is None:
-            engine.attrib.pop("jvmRoute", None)
-        else:
-            engine.set("jvmRoute", prior)
+        _restore_route(engine, prior)
         return doc.to_bytes()
 
     for host in element_children(engine, "Host"):
@@ -519,10 +524,7 @@ def patch_engine_route(data: bytes, route: str | None, source: str) -> bytes:
             return data
         for marker in markers:
             remove_node(marker)
-        if prior is None:
-            engine.attrib.pop("jvmRoute", None)
-        else:
-            engine.set("jvmRoute", prior)
+        _restore_route(engine, prior)
         return doc.to_bytes()
     text = _marker_text(prior, ROUTE_MARKER)
     for marker in markers[1:]:
