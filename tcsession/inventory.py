@@ -86,6 +86,7 @@ class Msm:
     request_uri_ignore_pattern: str
     scope: str  # "app" | "global"
     memcached_port: int
+    memcached_localhost: bool  # memcached also listens on 127.0.0.1 (never on every address)
     maven_repo: str  # http(s) URL, or an absolute local directory path
     jakarta: str  # "convert" | "supplied" | "refuse"
     version: str
@@ -285,6 +286,7 @@ MSM_KEYS: dict[str, _Key] = {
     "request_uri_ignore_pattern": _Key("str", r".*\.(ico|png|gif|jpg|css|js)$"),
     "scope": _Key("str", "app", _one_of("app", "global")),
     "memcached_port": _Key("int", 11211, _port),
+    "memcached_localhost": _Key("bool", False),
     "maven_repo": _Key("str", "https://repo.maven.apache.org/maven2", _maven_repo),
     "jakarta": _Key("str", "convert", _one_of("convert", "supplied", "refuse")),
     "version": _Key("str", "2.3.2", _pattern(r"\d+(\.\d+)*(-[A-Za-z0-9]+)*", 'use a version such as "2.3.2"')),

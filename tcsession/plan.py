@@ -114,12 +114,14 @@ def memcached_conf_path(package_manager: str | None) -> str:
     return MEMCACHED_CONF.get(package_manager or "", "/etc/memcached.conf")
 
 
-def render_memcached_conf(package_manager: str | None, existing: bytes, host: Host, port: int) -> bytes:
+def render_memcached_conf(package_manager: str | None, existing: bytes, host: Host, port: int,
+                          localhost: bool = False) -> bytes:
     path = memcached_conf_path(package_manager)
     source = f"{host.name}:{path}"
+    listen = (host.address, "127.0.0.1") if localhost else (host.address,)
     if path == "/etc/memcached.conf":
-        return msm.render_memcached_conf_debian(existing, (host.address,), port, source)
-    return msm.render_memcached_sysconfig(existing, (host.address,), port, source)
+        return msm.render_memcached_conf_debian(existing, listen, port, source)
+    return msm.render_memcached_sysconfig(existing, listen, port, source)
 
 
 def parse_jar_list(fact: FileFact | None) -> dict[str, str]:
@@ -355,7 +357,8 @@ def plan_tomcat(inv: Inventory, host: Host, facts: HostFacts, mode: str, jars: t
     if mode == "msm" and host.memcached:
         conf_path = memcached_conf_path(facts.package_manager)
         conf = _file(files, conf_path)
-        new_conf = render_memcached_conf(facts.package_manager, conf.content or b"", host, inv.msm.memcached_port)
+        new_conf = render_memcached_conf(facts.package_manager, conf.content or b"", host, inv.msm.memcached_port,
+                                         inv.msm.memcached_localhost)
         conf_change = _change(conf, new_conf, conf.mode or "644", conf.owner or "root:root")
         changes.append(conf_change)
         memcached_digest = config_digest({conf_path: new_conf})

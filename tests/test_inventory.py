@@ -100,7 +100,7 @@ def test_defaults(hosts_path, tmp_path, monkeypatch):
                               state_transfer_timeout=60)
     assert inv.msm == Msm(sticky=True, serializer="java", locking_mode="auto",
                           request_uri_ignore_pattern=r".*\.(ico|png|gif|jpg|css|js)$", scope="app",
-                          memcached_port=11211, maven_repo="https://repo.maven.apache.org/maven2",
+                          memcached_port=11211, memcached_localhost=False, maven_repo="https://repo.maven.apache.org/maven2",
                           jakarta="convert", version="2.3.2")
 
 

@@ -246,3 +246,11 @@ def test_msm_global_scope_moves_the_manager_to_conf_context_xml(inv, msm_deploye
     assert b"MemcachedBackupSessionManager" not in changes["/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"].after
     assert changes["/etc/tomcat10/context.xml"].mode == msm_deployed["tomcat1"].files["/etc/tomcat10/context.xml"].mode
     assert hp.restart
+
+
+def test_msm_memcached_on_localhost_too_when_asked(inv, msm_deployed):
+    local = with_settings(inv, "[msm]\nmemcached_localhost = true\n")
+    jars = {t: jars_on(msm_deployed[t]) for t in ("tomcat1", "tomcat2")}
+    hp = planning.plan(local, msm_deployed, "msm", jars).host("tomcat2")
+    (conf,) = [c for c in hp.files if c.path == "/etc/memcached.conf"]
+    assert b"\n-l 10.153.0.113,127.0.0.1\n" in conf.after and hp.memcached and not hp.restart
