@@ -17,7 +17,7 @@ from tcsession import plan as planning
 from tcsession.errors import TcsessionError
 from tcsession.facts import FACTS_SCRIPT, HostFacts, files_script, parse_facts
 from tcsession.inventory import Host, Inventory
-from tcsession.probes import parse_ss, reachable_on
+from tcsession.probes import parse_memcached_probe, parse_ss, reachable_on
 from tcsession.remote import Remote, Result
 
 STATE_DIR = "/var/lib/tcsession"
@@ -247,8 +247,6 @@ def memcached_probe_script(inv: Inventory) -> str:
 
 
 def check_memcached_reachable(remote: Remote, inv: Inventory, progress: Progress) -> None:
-    from tcsession.probes import parse_memcached_probe  # noqa: PLC0415
-
     results = remote.run_all(inv.tomcats, memcached_probe_script(inv))
     _require_ok(results, "probing memcached")
     for name, r in results.items():
@@ -355,14 +353,7 @@ def apply_services(remote: Remote, inv: Inventory, the_plan: planning.Plan, fact
         hp = the_plan.host(t.name)
         if hp.memcached:
             states.set(t.name, "restarting memcached")
-            started = time.monotonic()
-            r = remote.run(t, "systemctl enable -q memcached && systemctl restart memcached && "
-                           + stamp_command("memcached", hp.memcached_digest))
-            if not r.ok:
-                tail = remote.run(t, log_tail_command("memcached"))
-                raise TcsessionError(f"{t.name}: memcached did not restart: {r.why()}; last log lines: "
-                                     f"{' | '.join(tail.stdout.strip().splitlines()[-5:])}")
-            progress.step(t.name, "restarted memcached", time.monotonic() - started)
+            restart_memcached(remote, t, hp.memcached_digest, progress)
     nplan = the_plan.host(inv.nginx.name)
     if nplan.restart:
         states.set(inv.nginx.name, "reloading nginx")
@@ -379,6 +370,19 @@ def apply_services(remote: Remote, inv: Inventory, the_plan: planning.Plan, fact
             rolling_restart(remote, inv, t, hp.service, hp.digest, progress, peers_up=bool(up), site=site)
             up.append(t)
         states.set(t.name, "done")
+
+
+def restart_memcached(remote: Remote, host: Host, digest: str, progress: Progress, enable: bool = True) -> None:
+    """Restart memcached with its configuration (digest: the stamp of it) or stop the run with
+    memcached's last log lines."""
+    started = time.monotonic()
+    r = remote.run(host, ("systemctl enable -q memcached && " if enable else "")
+                   + "systemctl restart memcached && " + stamp_command("memcached", digest))
+    if not r.ok:
+        tail = remote.run(host, log_tail_command("memcached"))
+        raise TcsessionError(f"{host.name}: memcached did not restart: {r.why()}; last log lines: "
+                             f"{' | '.join(tail.stdout.strip().splitlines()[-5:])}")
+    progress.step(host.name, "restarted memcached", time.monotonic() - started)
 
 
 def _put_site(remote: Remote, host: Host, site: bytes, what: str) -> None:

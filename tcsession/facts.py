@@ -162,8 +162,7 @@ def parse_facts(text: str) -> HostFacts:
         listeners=listeners,
         files=parse_files(s),
         cluster_log="\n".join(s.get("cluster-log", [])),
-        memcached=parse_memcached_probe("\n".join(
-            f"@@{k}\n" + "\n".join(v) for k, v in s.items() if k.startswith("memcached "))),
+        memcached=parse_memcached_probe(text),
     )
 
 

@@ -13,6 +13,7 @@ import hashlib
 import re
 
 from tcsession import msm, nginx, serverxml, webapp
+from tcsession.msmjars import MANAGED_JAR, MANAGED_JAR_GLOBS
 from tcsession.errors import TcsessionError
 from tcsession.facts import TOMCAT_LAYOUTS, FileFact, HostFacts, tomcat_major
 from tcsession.inventory import Host, Inventory
@@ -94,8 +95,6 @@ def files_to_read() -> list[str]:
 def jars_script() -> str:
     """Shell printing every jar of MSM's family in each layout's lib directory (regular files
     only, in the files_script format), whatever its version: planning removes stale ones."""
-    from tcsession.msmjars import MANAGED_JAR_GLOBS  # noqa: PLC0415
-
     libs = " ".join(sorted({lib for *_, lib, _ in TOMCAT_LAYOUTS}))
     globs = "|".join(MANAGED_JAR_GLOBS)
     return (f"for d in {libs}; do for f in \"$d\"/*.jar; do case \"${{f##*/}}\" in {globs}) "
@@ -307,8 +306,6 @@ def _plan_jars(layout: Layout, files: dict, jars: tuple) -> dict[str, bytes | No
     """Jar path -> bytes (None: remove). In msm mode (`jars` given) every other jar of MSM's
     family goes (older versions, another serializer's, copies left by hand); leaving msm mode
     removes the jars tcsession placed."""
-    from tcsession.msmjars import MANAGED_JAR  # noqa: PLC0415
-
     present = {p for p, f in files.items() if p.startswith(layout.lib + "/") and f.content is not None
                and MANAGED_JAR.match(p[len(layout.lib) + 1:])}
     want = {f"{layout.lib}/{j.name}": j.data for j in jars}

@@ -292,13 +292,14 @@ def _shell_value(text: str) -> str | None:
 def parse_memcached_probe(text: str) -> dict[str, dict[str, str]]:
     """`@@memcached <address>:<port>` sections of `STAT <name> <value>` lines (memcached's
     `stats` answer) -> {"address:port": {"version": ..., "curr_items": ...}}; an unreachable
-    node has an empty dict."""
+    node has an empty dict. Other `@@` sections around them (the facts' own) are skipped."""
     out: dict[str, dict[str, str]] = {}
     current = None
     for line in text.splitlines():
-        if line.startswith("@@memcached "):
-            current = line.split(None, 1)[1].strip()
-            out[current] = {}
+        if line.startswith("@@"):  # any other section ends this one
+            current = line.split(None, 1)[1].strip() if line.startswith("@@memcached ") else None
+            if current is not None:
+                out[current] = {}
         elif current is not None and line.startswith("STAT "):
             parts = line.split(None, 2)
             if len(parts) == 3:

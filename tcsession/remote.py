@@ -25,9 +25,11 @@ T = TypeVar("T")
 
 SUDO_PASSWORD_ENV = "TCSESSION_SUDO_PASSWORD"
 # Linux takes at most 128 KiB in one argument (MAX_ARG_STRLEN), and sshd runs `sh -c <command>`.
-# Longer scripts are written to a root-only temporary file on the host in pieces of that size,
-# then run from it (standard input is no way: Invoke feeds it a byte per 10 ms).
+# Scripts longer than MAX_INLINE_COMMAND are written to a root-only temporary file on the host in
+# pieces, each sent command (sudo's quoting included) under MAX_WIRE, then run from it (standard
+# input is no way: Invoke feeds it a byte per 10 ms).
 MAX_INLINE_COMMAND = 64 * 1024
+MAX_WIRE = 120 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,10 +184,10 @@ class Remote:
         path = shlex.quote(made.stdout.strip())
         i = 0
         while i < len(command):
-            step = 96 * 1024
+            step = MAX_WIRE * 4 // 5
             while True:  # quoting grows a piece, and sudo's `sh -c` quotes it once more
                 wire = f"printf %s {shlex.quote(command[i:i + step])} >> {path}"
-                if len(self._wrap(host, wire)) < 120 * 1024 or step < 1024:
+                if len(self._wrap(host, wire)) < MAX_WIRE or step < 1024:
                     break
                 step //= 2
             i += step

@@ -14,8 +14,8 @@ import shlex
 import time
 
 from tcsession import plan as planning
-from tcsession.deploy import (STATE_DIR, HostStates, Progress, _require_ok, gather, rolling_restart, show_plan,
-                              stamp_command)
+from tcsession.deploy import (STATE_DIR, HostStates, Progress, _require_ok, gather, restart_memcached,
+                              rolling_restart, show_plan, stamp_command)
 from tcsession.errors import TcsessionError
 from tcsession.facts import FileFact, files_script, parse_files, split_sections
 from tcsession.inventory import Inventory
@@ -294,13 +294,9 @@ def _rollback_memcached(remote: Remote, host, rb: HostRollback, facts, progress:
     change = next((c for c in rb.changes if c.path == path), None)
     if change is None:
         return
-    t = time.monotonic()
     if rb.record.services_before.get("memcached") == "active":
-        digest = planning.config_digest({path: change.after})
-        r = remote.run(host, "systemctl restart memcached && " + stamp_command("memcached", digest))
-        if not r.ok:
-            raise TcsessionError(f"{host.name}: memcached did not restart with the restored {path}: {r.why()}")
-        progress.step(host.name, "restarted memcached", time.monotonic() - t)
+        restart_memcached(remote, host, planning.config_digest({path: change.after}), progress, enable=False)
     else:
+        t = time.monotonic()
         remote.run(host, f"systemctl disable -q --now memcached; rm -f {planning.applied_path('memcached')}")
         progress.step(host.name, f"stopped memcached (it was not running before {rb.record.id})", time.monotonic() - t)

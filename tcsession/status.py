@@ -21,6 +21,7 @@ from tcsession.deploy import expected_ports, memcached_probe_script, port_listen
 from tcsession.errors import TcsessionError
 from tcsession.facts import FACTS_SCRIPT, MEMBERSHIP_SCRIPT, HostFacts, files_script, parse_facts, parse_members
 from tcsession.inventory import Host, Inventory
+from tcsession.maven import lock_path_for
 from tcsession.probes import is_wildcard, reachable_on
 from tcsession.remote import Remote
 
@@ -151,7 +152,7 @@ def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: planning.Layout,
     checks.append(("msm Manager", ok, f"in {path}: memcachedNodes {manager.get('memcachedNodes')}, failoverNodes "
                    f"{manager.get('failoverNodes') or 'none'}, sticky {manager.get('sticky')}" if manager
                    else f"no MemcachedBackupSessionManager in {path}"))
-    expected, why = msmjars.expected_digests(inv.msm, layout.major, _lock_path(inv))
+    expected, why = msmjars.expected_digests(inv.msm, layout.major, lock_path_for(inv.path))
     if expected is None:
         checks.append(("msm jars", False, f"cannot check them: {why}"))
     else:
@@ -175,12 +176,6 @@ def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: planning.Layout,
             detail += " (a test stand-in Manager is loaded, not memcached-session-manager)"
         checks.append(("msm initialized", ok, detail))
     return checks
-
-
-def _lock_path(inv: Inventory):
-    from tcsession.maven import lock_path_for  # noqa: PLC0415
-
-    return lock_path_for(inv.path)
 
 
 def judge_nginx(inv: Inventory, host: Host, f: HostFacts, mode: str | None) -> HostStatus:

@@ -63,6 +63,26 @@ class LabHandle:
         with Remote(self.inv) as r:
             return r.run(self.inv.host(name), command)
 
+    def start_serving(self, name: str, unit: str) -> None:
+        """Start a Tomcat that a test stopped, and wait (at most 60 s) until it serves the test page."""
+        r = self.run(name, f"systemctl start {unit} && for i in $(seq 1 240); do "
+                     "curl -sf -o /dev/null http://$(hostname -i | cut -d' ' -f1):8080/test.jsp && exit 0; "
+                     "sleep 0.25; done; exit 1")
+        assert r.ok, r.why()
+
+
+def rollback_everything(inv) -> None:
+    """`inv rollback` until nothing is left to roll back."""
+    from tcsession.errors import TcsessionError
+    from tcsession.rollback import rollback
+
+    while True:
+        try:
+            rollback(inv, quiet=True)
+        except TcsessionError as e:
+            assert "nothing to roll back" in str(e)
+            return
+
 
 @pytest.fixture(scope="module")
 def fresh_lab(tmp_path_factory):

@@ -72,10 +72,7 @@ def session_survives_a_node(handle: LabHandle, inv, unit: str = "tomcat10") -> N
         assert run.last_node == other
         assert run.session_ids[-1].endswith("." + other)  # JvmRouteBinderValve moved the route
     finally:
-        r = handle.run(serving, f"systemctl start {unit} && for i in $(seq 1 240); do "
-                       "curl -sf -o /dev/null http://$(hostname -i | cut -d' ' -f1):8080/test.jsp && exit 0; "
-                       "sleep 0.25; done; exit 1")
-        assert r.ok, r.why()
+        handle.start_serving(serving, unit)
     deadline = time.monotonic() + 30
     while True:
         report = status.cluster_report(inv, session_requests=10)

@@ -55,12 +55,6 @@ def real(request, tmp_path_factory):
         handle.down()
 
 
-def wait_serving(handle, host: str) -> None:
-    r = handle.run(host, f"systemctl start {handle.unit} && for i in $(seq 1 240); do curl -sf -o /dev/null "
-                   "http://$(hostname -i | cut -d' ' -f1):8080/test.jsp && exit 0; sleep 0.25; done; exit 1")
-    assert r.ok, r.why()
-
-
 def test_msm_initialized_with_the_real_jars(real):
     for host in ("tomcat1", "tomcat2"):
         log = real.run(host, f"journalctl -u {real.unit} --no-pager -o cat").stdout
@@ -82,7 +76,7 @@ def test_sticky_session_survives_a_tomcat_and_a_memcached(real):
             client.request()
         assert run.ok and run.last_count == 50 and run.last_node == other, run.to_dict()
     finally:
-        wait_serving(real, serving)
+        real.start_serving(serving, real.unit)
     # one memcached down: the sessions live on (MSM uses the other node)
     assert real.run(other, "systemctl stop memcached").ok
     try:
