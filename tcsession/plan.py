@@ -302,12 +302,17 @@ def _plan_contexts(inv: Inventory, host: Host, layout: Layout, files: dict, mode
     return out
 
 
+def msm_family_jars(layout: Layout, files: dict) -> dict[str, FileFact]:
+    """The jars of MSM's family (any version) in this Tomcat's lib, by path."""
+    return {p: f for p, f in files.items() if p.startswith(layout.lib + "/") and f.content is not None
+            and MANAGED_JAR.match(p[len(layout.lib) + 1:])}
+
+
 def _plan_jars(layout: Layout, files: dict, jars: tuple) -> dict[str, bytes | None]:
     """Jar path -> bytes (None: remove). In msm mode (`jars` given) every other jar of MSM's
     family goes (older versions, another serializer's, copies left by hand); leaving msm mode
     removes the jars tcsession placed."""
-    present = {p for p, f in files.items() if p.startswith(layout.lib + "/") and f.content is not None
-               and MANAGED_JAR.match(p[len(layout.lib) + 1:])}
+    present = set(msm_family_jars(layout, files))
     want = {f"{layout.lib}/{j.name}": j.data for j in jars}
     gone = present - set(want) if jars else present & set(parse_jar_list(files.get(JARS_LIST)))
     out: dict[str, bytes | None] = dict(want)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json as jsonlib
-
 import re
 
 from tcsession import msm, msmjars
@@ -156,8 +155,8 @@ def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: planning.Layout,
     if expected is None:
         checks.append(("msm jars", False, f"cannot check them: {why}"))
     else:
-        have = {p.rsplit("/", 1)[1]: planning.sha256(x.content) for p, x in f.files.items()
-                if p.startswith(layout.lib + "/") and x.content is not None}
+        have = {p.rsplit("/", 1)[1]: planning.sha256(x.content)
+                for p, x in planning.msm_family_jars(layout, f.files).items()}
         bad = [n for n, sha in expected.items() if have.get(n) != sha]
         extra = sorted(set(have) - set(expected))
         checks.append(("msm jars", not bad and not extra,
