@@ -82,10 +82,10 @@ def lab_down(c, inventory=DEFAULT_INVENTORY):
 @_fail_cleanly
 def lab_status(c, inventory=DEFAULT_INVENTORY, json=False):
     """Show each lab host: container running, reachable over SSH, OS release, systemd state."""
-    from tcsession import status
+    from tcsession import status, ui
 
     report = status.host_report(_inventory(inventory))
-    status.print_host_report(report, as_json=json)
+    ui.print_status(report, as_json=json)
     if not report.healthy:
         raise Exit(code=1)
 
@@ -99,9 +99,10 @@ def lab_status(c, inventory=DEFAULT_INVENTORY, json=False):
 def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=10):
     """Show hosts, services, ports, cluster membership, and a session through nginx. Exit 1 if unhealthy."""
     from tcsession import status as st
+    from tcsession import ui
 
     report = st.cluster_report(_inventory(inventory), session_requests=int(requests))
-    st.print_host_report(report, as_json=json)
+    ui.print_status(report, as_json=json)
     if not report.healthy:
         raise Exit(code=1)
 
@@ -122,20 +123,23 @@ def deploy(c, mode, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False):
 def history(c, inventory=DEFAULT_INVENTORY, json=False):
     """List the deploys recorded on the hosts (id, mode, time, hosts, files, applied or rolled back)."""
     from tcsession import rollback as rb
+    from tcsession import ui
 
-    rb.print_history(rb.history(_inventory(inventory)), as_json=json)
+    hist, notes = rb.history_with_notes(_inventory(inventory))
+    ui.print_history(hist, notes, as_json=json)
 
 
 @task(help={"inventory": "inventory file (default hosts.toml)",
             "to": "roll back every deploy after this id (default: only the latest)",
             "force": "restore even files someone changed after the deploy (their bytes are kept)",
+            "dry_run": "show every step the rollback would take (with diffs) and change nothing",
             "quiet": "print nothing but errors"})
 @_fail_cleanly
-def rollback(c, inventory=DEFAULT_INVENTORY, to=None, force=False, quiet=False):
+def rollback(c, inventory=DEFAULT_INVENTORY, to=None, force=False, dry_run=False, quiet=False):
     """Undo the latest deploy on every host: files byte for byte, services as they were."""
     from tcsession import rollback as rb
 
-    rb.rollback(_inventory(inventory), to=to, force=force, quiet=quiet)
+    rb.rollback(_inventory(inventory), to=to, force=force, quiet=quiet, dry_run=dry_run)
 
 
 lab = Collection("lab")

@@ -1,8 +1,9 @@
 """Facts: what is on a host, read in one round trip and parsed by pure code.
 
-`FACTS_SCRIPT` is a POSIX shell script that prints `@@section` headers followed by raw
-command output; `parse_facts` turns that text into a `HostFacts` value. Nothing here decides
-anything: the plan reads facts, the status view shows them.
+Each fact set is a command and its parser side by side: `deploy_script()` / `status_script()`
+(built by tcsession.shell) print `@@section` headers followed by raw command output, and
+`parse_facts` turns that text into a `HostFacts` value. Nothing here decides anything: the plan
+reads facts, the status view shows them.
 """
 
 from __future__ import annotations
@@ -11,57 +12,57 @@ import base64
 import dataclasses
 import re
 
+from tcsession import msm, nginx, shell, state
+from tcsession.errors import TcsessionError
+from tcsession.msmjars import MANAGED_JAR_GLOBS
 from tcsession.probes import Listener, parse_memcached_probe, parse_os_release, parse_ss
-
-# Where each distribution family keeps Tomcat (see shared notes, "Where things live").
-# Probed in this order; the first server.xml found wins.
-TOMCAT_LAYOUTS = (
-    # (package, unit, conf dir, CATALINA_BASE, lib dir, JVM options file)
-    ("tomcat11", "tomcat11", "/etc/tomcat11", "/var/lib/tomcat11", "/var/lib/tomcat11/lib", "/etc/default/tomcat11"),
-    ("tomcat10", "tomcat10", "/etc/tomcat10", "/var/lib/tomcat10", "/var/lib/tomcat10/lib", "/etc/default/tomcat10"),
-    ("tomcat9", "tomcat9", "/etc/tomcat9", "/var/lib/tomcat9", "/var/lib/tomcat9/lib", "/etc/default/tomcat9"),
-    ("tomcat", "tomcat", "/etc/tomcat", "/var/lib/tomcat", "/usr/share/tomcat/lib", "/etc/sysconfig/tomcat"),
-)
-
-FACTS_SCRIPT = r"""
-export LC_ALL=C
-echo @@os-release; cat /etc/os-release 2>/dev/null
-echo @@hostname; hostname
-echo @@system; systemctl is-system-running 2>&1
-echo @@failed; systemctl --failed --no-legend --plain 2>/dev/null
-echo @@pkgmgr; for p in apt-get dnf yum; do command -v $p >/dev/null 2>&1 && echo $p; done
-echo @@packages
-if command -v dpkg-query >/dev/null 2>&1; then
-  pkgs=$(dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\n' tomcat11 tomcat10 tomcat9 tomcat nginx memcached curl 2>/dev/null | awk '$3 ~ /^ii/ {print $1, $2}')
-else
-  pkgs=$(rpm -q --qf '%{NAME} %{VERSION}-%{RELEASE}\n' tomcat nginx memcached curl 2>/dev/null | grep -v 'not installed')
-fi
-echo "$pkgs"
-echo @@active
-systemctl show -p Id,ActiveState tomcat11 tomcat10 tomcat9 tomcat nginx memcached 2>/dev/null
-echo @@available
-# Only asked when something is missing (it is the slowest question here).
-case "$pkgs" in *tomcat*|*nginx*) ;; *)
-if command -v apt-cache >/dev/null 2>&1; then
-  apt-cache policy tomcat11 tomcat10 tomcat9 nginx memcached 2>/dev/null | awk '/^[a-z]/{p=$1; sub(":$","",p)} /Candidate:/{ if ($2!="(none)") print p}'
-elif command -v rpm >/dev/null 2>&1; then echo tomcat; echo nginx; echo memcached
-fi;;
-esac
-echo @@ss-tcp; ss -Hntl 2>/dev/null
-echo @@ss-udp; ss -Hnul 2>/dev/null
-"""
+from tcsession.tomcat import Layout, all_layouts, installed_tomcat
 
 
-def files_script(paths: list[str]) -> str:
-    """Shell that prints each file as `@@file <path> <mode> <owner>:<group>` + base64, or `@@nofile`."""
-    out = []
-    for p in paths:
-        q = "'" + p.replace("'", "'\\''") + "'"
-        out.append(
-            f"if [ -L {q} ]; then echo \"@@link {p} $(readlink {q})\"; "
-            f"elif [ -f {q} ]; then echo \"@@file {p} $(stat -c '%a %U:%G' {q})\"; base64 -w0 {q}; echo; "
-            f"else echo '@@nofile {p}'; fi")
-    return "\n".join(out) + "\n"
+# --------------------------------------------------------------------------- what is asked
+
+
+def files_to_read() -> list[str]:
+    """Every file a Tomcat or nginx host might have that planning and status read, whatever
+    the layout."""
+    paths = []
+    for lay in all_layouts():
+        paths += [lay.server_xml, lay.jvm_options, lay.web_xml, lay.test_page, lay.context_xml, lay.app_context]
+    paths += [nginx.SITE, nginx.DEFAULT_SITE, state.applied_path("nginx")]
+    paths += [state.applied_path(lay.unit) for lay in all_layouts()]
+    paths += [*msm.MEMCACHED_CONF.values(), state.applied_path("memcached"), state.JARS_LIST]
+    return sorted(set(paths), key=paths.index)
+
+
+def deploy_script() -> str:
+    """What deploy reads of every host: the host, its packages and services, listeners, the
+    files it plans from, and the jars of MSM's family in Tomcat's lib."""
+    return (shell.facts_script() + shell.files_script(files_to_read())
+            + shell.jars_script([lay.lib for lay in all_layouts()], MANAGED_JAR_GLOBS))
+
+
+def status_script(memcached_nodes=()) -> str:
+    """Deploy's facts plus the running Tomcat's cluster and MSM log lines and, on a Tomcat host,
+    every memcached node's stats as seen from it."""
+    return deploy_script() + shell.membership_script() + shell.memcached_probe_script(memcached_nodes)
+
+
+def gather(remote, hosts) -> dict[str, "HostFacts"]:
+    """Deploy's facts of `hosts` in one round trip each (in parallel), parsed; any host that was
+    not reached or whose answer cannot be read stops here, before anything changes."""
+    results = remote.run_all(hosts, deploy_script())
+    require_ok(results, "reading facts")
+    return {name: parse_facts(r.stdout, name) for name, r in results.items()}
+
+
+def require_ok(results: dict, what: str) -> None:
+    failed = [r for r in results.values() if not r.ok]
+    if failed:
+        detail = "; ".join(f"{r.host}: {r.why()}" for r in failed)
+        raise TcsessionError(f"{what} failed on {len(failed)} host(s), nothing changed after it: {detail}")
+
+
+# --------------------------------------------------------------------------- parsing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +88,20 @@ class HostFacts:
     files: dict  # path -> FileFact
     cluster_log: str = ""  # membership and MSM lines since the running Tomcat started (status only)
     memcached: dict = dataclasses.field(default_factory=dict)  # "addr:port" -> stats seen from here (status)
+
+    @property
+    def tomcat(self) -> Layout | None:
+        """The installed Tomcat's layout (None: no Tomcat package)."""
+        return installed_tomcat(self.packages)
+
+    def content(self, path: str) -> bytes | None:
+        fact = self.files.get(path)
+        return fact.content if fact is not None else None
+
+    def applied(self, unit: str) -> str | None:
+        """The digest of the configuration `unit` last started with (state.applied_path)."""
+        data = self.content(state.applied_path(unit))
+        return data.decode("utf-8", "replace").strip() if data is not None else None
 
     @property
     def os_short(self) -> str:
@@ -123,12 +138,12 @@ def parse_files(sections: dict[str, list[str]]) -> dict[str, FileFact]:
             files[path] = FileFact(path, None)
         elif header.startswith("file "):
             path, mode, owner = header[len("file "):].rsplit(" ", 2)
-            files[path] = FileFact(path, base64.b64decode("".join(body)), mode, owner)
+            files[path] = FileFact(path, base64.b64decode("".join(body), validate=True), mode, owner)
     return files
 
 
 def parse_units(text: str) -> dict:
-    """`systemctl show -p Id,ActiveState UNIT...` (blocks separated by blank lines) ->
+    """The units' `show -p Id,ActiveState` answer (blocks separated by blank lines) ->
     {unit: state}."""
     active = {}
     for block in re.split(r"\n\s*\n", text.strip()):
@@ -139,7 +154,21 @@ def parse_units(text: str) -> dict:
     return active
 
 
-def parse_facts(text: str) -> HostFacts:
+def parse_facts(text: str, host: str = "host") -> HostFacts:
+    """Raises TcsessionError naming the host and what it sent when the answer cannot be read
+    (a truncated or garbled answer), never another exception."""
+    try:
+        return _parse_facts(text)
+    except TcsessionError as e:
+        raise TcsessionError(f"{host}: could not read its facts: {e}") from None
+    except (ValueError, IndexError, KeyError) as e:
+        tail = text.strip().splitlines()[-1][:80] if text.strip() else "nothing"
+        raise TcsessionError(f"{host}: could not read its facts ({type(e).__name__}: {e}); "
+                             f"its answer ended with {tail!r}; run the command again, or check the "
+                             "host's shell (a login banner or profile printing to stdout?)") from None
+
+
+def _parse_facts(text: str) -> HostFacts:
     s = split_sections(text)
     first = lambda name: (s.get(name) or [""])[0].strip()  # noqa: E731
     packages = {}
@@ -165,23 +194,6 @@ def parse_facts(text: str) -> HostFacts:
         memcached=parse_memcached_probe(text),
     )
 
-
-def tomcat_major(version: str) -> int | None:
-    """'10.1.60-1~deb12u1' -> 10, '7.0.76-16.el7_9' -> 7, '2:9.0.43-2' -> 9."""
-    m = re.match(r"(?:\d+:)?(\d+)\.", version)
-    return int(m.group(1)) if m else None
-
-
-# Cluster membership as Tomcat logged it since the running Tomcat started.
-MEMBERSHIP_SCRIPT = r"""
-echo @@cluster-log
-for u in tomcat11 tomcat10 tomcat9 tomcat; do
-  if [ "$(systemctl is-active $u 2>/dev/null)" = active ]; then
-    journalctl -u $u --since "$(systemctl show -p ActiveEnterTimestamp --value $u)" --no-pager -o cat 2>/dev/null \
-      | grep -E 'member added|[Mm]ember disappeared|[Mm]ember added|session state|no members active|MemcachedSessionService|tcsession-standin' | tail -n 200
-  fi
-done
-"""
 
 _MEMBER_RE = re.compile(
     r"(?P<what>member added|[Mm]ember disappeared)\S*:\[.*?tcp://\{(?P<ip>[-\d, ]+)\}:(?P<port>\d+)")

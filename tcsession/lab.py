@@ -28,6 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tcsession import shell
 from tcsession.errors import TcsessionError
 from tcsession.inventory import Inventory, lab_state_dir
 
@@ -194,13 +195,7 @@ def build_rootfs(release: str, log=print) -> Path:
     hooks = [
         # The .deb files deploy will install, kept in the root's apt cache with the lists.
         f'chroot "$1" apt-get install -y --download-only {download}',
-        # Each host gets its own SSH host key; none is shared through the base.
-        'rm -f "$1"/etc/ssh/ssh_host_*',
-        # Static addresses come from systemd-networkd (a per-host .network file).
-        'chroot "$1" systemctl enable systemd-networkd.service systemd-networkd.socket',
-        # Never wait for a network that is "online" (there is no default route).
-        'chroot "$1" systemctl mask systemd-networkd-wait-online.service',
-        'echo "" > "$1"/etc/machine-id',
+        *shell.lab_build_hooks(),
     ]
     cmd = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(BASE_PACKAGES),
            "--skip=cleanup/apt/lists,cleanup/apt/cache"]
@@ -349,6 +344,18 @@ def is_up(spec: LabSpec) -> bool:
     return _bridge_exists(spec.bridge) and all(host_pids(spec).values()) and spec.key.exists()
 
 
+def check_up(inv: Inventory) -> None:
+    """Refuse to send anything to a lab inventory's addresses while its lab is down (a no-op for
+    an inventory of real servers)."""
+    if inv.lab is None:
+        return
+    spec = spec_from_inventory(inv)
+    if not is_up(spec):
+        raise TcsessionError(
+            f"{inv.path}: the lab {spec.name!r} is down (its hosts {spec.subnet} do not exist); "
+            "run `inv lab.up` first")
+
+
 def _cgroup_roots() -> list[Path]:
     """The cgroup hierarchies a container's systemd keeps its units in: cgroup v1/hybrid's
     name=systemd (and unified) trees, or the cgroup v2 root."""
@@ -436,8 +443,7 @@ def _record_degraded(spec: LabSpec, name: str) -> None:
     proc = subprocess.run(
         ["ssh", "-i", str(spec.key), "-o", f"UserKnownHostsFile={spec.known_hosts}",
          "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{host.address}",
-         "systemctl --failed --no-legend; for u in $(systemctl --failed --no-legend --plain | awk '{print $1}'); "
-         "do systemctl status --no-pager -l $u 2>&1 | tail -15; done"],
+         shell.failed_units_report()],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     path = spec.state_dir.with_name(f"{spec.name}.{name}.degraded.log")
     path.write_text(proc.stdout + proc.stderr)
@@ -449,7 +455,7 @@ def _wait_booted(spec: LabSpec, deadline: float) -> None:
     procs = {h.name: subprocess.Popen(
         ["ssh", "-i", str(spec.key), "-o", f"UserKnownHostsFile={spec.known_hosts}",
          "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-         f"root@{h.address}", "systemctl is-system-running --wait"],
+         f"root@{h.address}", shell.wait_system_running()],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for h in spec.hosts}
     for name, proc in procs.items():
@@ -463,7 +469,7 @@ def _wait_booted(spec: LabSpec, deadline: float) -> None:
             _record_degraded(spec, name)
         if state not in ("running", "degraded"):
             raise TcsessionError(f"lab: {name} booted as {state!r}; "
-                                 "see `systemctl --failed` on it")
+                                 "see the failed units on it (it lists them)")
 
 
 # ---------------------------------------------------------------- up / down

@@ -642,6 +642,26 @@ def _is_port_token(tok: str) -> bool:
     return tok == "-p" or (tok.startswith("-p") and not tok.startswith("--")) or tok == "--port" or tok.startswith("--port=")
 
 
+# Where memcached's listen options live, by package manager.
+MEMCACHED_CONF = {"apt-get": "/etc/memcached.conf", "dnf": "/etc/sysconfig/memcached",
+                  "yum": "/etc/sysconfig/memcached"}
+
+
+def memcached_conf_path(package_manager: str | None) -> str:
+    return MEMCACHED_CONF.get(package_manager or "", "/etc/memcached.conf")
+
+
+def render_memcached_conf(package_manager: str | None, existing: bytes, host_name: str, address: str,
+                          port: int, localhost: bool = False) -> bytes:
+    """The host's memcached configuration listening on its own address (and 127.0.0.1 if asked)."""
+    path = memcached_conf_path(package_manager)
+    source = f"{host_name}:{path}"
+    listen = (address, "127.0.0.1") if localhost else (address,)
+    if path == "/etc/memcached.conf":
+        return render_memcached_conf_debian(existing, listen, port, source)
+    return render_memcached_sysconfig(existing, listen, port, source)
+
+
 def render_memcached_conf_debian(existing: bytes, listen: tuple[str, ...], port: int,
                                  source: str = "/etc/memcached.conf") -> bytes:
     """Debian's /etc/memcached.conf listening on ``listen`` (one ``-l a,b`` line) and ``port``.

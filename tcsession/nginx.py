@@ -40,6 +40,11 @@ HEADER = "# Managed by tcsession: changes here are replaced on the next deploy."
 
 ROUTINGS = ("jvmroute", "roundrobin")
 
+#: The site file tcsession owns whole on the nginx host.
+SITE = "/etc/nginx/conf.d/tcsession.conf"
+#: Debian's default site also claims `listen 80 default_server` (nginx -t would fail): removed.
+DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+
 #: Variable set by the map (nginx variables share one namespace: prefixed to avoid clashes).
 BACKEND_VARIABLE = "$tcsession_backend"
 #: Round-robin upstream over every node.

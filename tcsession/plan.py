@@ -1,153 +1,29 @@
-"""Plans: what a deploy will change, as plain data computed from facts by pure code.
+"""Planning: what a deploy will do, as a Plan of steps computed from facts by pure code.
 
-The dry run prints a Plan; the apply executes the same Plan; so the preview cannot disagree
-with the run. Change detection is "did planning produce anything?": a host whose files,
-packages and services already match produces an empty HostPlan.
+`plan(inventory, facts, mode)` returns every step of the deploy in order, for every host
+(tcsession.steps): packages first (then the files are planned once the packages have put theirs
+there: a `Replan` step), the files with their prior bytes saved, memcached, nginx, the Tomcats one
+at a time, the checks. Every host is planned before the first step runs, so whatever planning
+refuses (a malformed server.xml, a Tomcat with no package) stops the deploy with nothing changed.
+Change detection is "did planning produce any step?": a cluster that matches plans nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import hashlib
 import re
 
-from tcsession import msm, nginx, serverxml, webapp
-from tcsession.msmjars import MANAGED_JAR, MANAGED_JAR_GLOBS
+from tcsession import msm, nginx, serverxml, state, webapp
 from tcsession.errors import TcsessionError
-from tcsession.facts import TOMCAT_LAYOUTS, FileFact, HostFacts, tomcat_major
+from tcsession.facts import FileFact, HostFacts
 from tcsession.inventory import Host, Inventory
+from tcsession.modes import Mode, mode_named
+from tcsession.msmjars import MANAGED_JAR
+from tcsession.steps import (ApplyNginx, CheckMemcached, CheckPorts, Drain, FileChange, InstallPackages, Plan,
+                             Replan, RestartMemcached, RestartTomcat, WriteFiles, manifest_for, sha256)
+from tcsession.tomcat import TOMCAT_PREFERENCE, Layout
 
 MANAGED_HEADER = "Managed by tcsession"
-
-# The package to install when a Tomcat host has none, by preference. A host already running
-# one of these keeps it.
-TOMCAT_PREFERENCE = ("tomcat10", "tomcat9", "tomcat11", "tomcat")
-
-
-def sha256(data: bytes | None) -> str | None:
-    return None if data is None else hashlib.sha256(data).hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Where one Tomcat installation keeps things (see facts.TOMCAT_LAYOUTS)."""
-
-    package: str
-    unit: str
-    conf: str
-    base: str
-    lib: str
-    jvm_options: str  # the JVM options file the tool owns whole
-    major: int
-
-    @property
-    def server_xml(self) -> str:
-        return f"{self.conf}/server.xml"
-
-    @property
-    def context_xml(self) -> str:
-        return f"{self.conf}/context.xml"
-
-    @property
-    def webapp(self) -> str:
-        return f"{self.base}/webapps/ROOT"
-
-    @property
-    def app_context(self) -> str:
-        return f"{self.webapp}/META-INF/context.xml"
-
-
-def layout_for(package: str, version: str) -> Layout:
-    for pkg, unit, conf, base, lib, jvm in TOMCAT_LAYOUTS:
-        if pkg == package:
-            major = tomcat_major(version)
-            if major is None:
-                raise TcsessionError(f"cannot read a Tomcat major version from {package} {version}")
-            if pkg == "tomcat":  # RHEL family: /etc/tomcat/conf.d/*.conf is read at start
-                jvm = "/etc/tomcat/conf.d/tcsession.conf"
-            else:  # Debian family: catalina.sh sources CATALINA_BASE/bin/setenv.sh
-                jvm = f"{base}/bin/setenv.sh"
-            return Layout(pkg, unit, conf, base, lib, jvm, major)
-    raise TcsessionError(f"unknown Tomcat package {package!r}")
-
-
-def installed_tomcat(facts: HostFacts) -> Layout | None:
-    for pkg, *_ in TOMCAT_LAYOUTS:
-        if pkg in facts.packages:
-            return layout_for(pkg, facts.packages[pkg])
-    return None
-
-
-# Every file a Tomcat or nginx host might have that planning reads, whatever the layout.
-def files_to_read() -> list[str]:
-    paths = []
-    for pkg, unit, conf, base, lib, jvm in TOMCAT_LAYOUTS:
-        lay = layout_for(pkg, "0.0")
-        paths += [lay.server_xml, lay.jvm_options, f"{lay.webapp}/WEB-INF/web.xml",
-                  f"{lay.webapp}/test.jsp", lay.context_xml, lay.app_context]
-    paths += [NGINX_SITE, NGINX_DEFAULT_SITE, applied_path("nginx")]
-    paths += [applied_path(unit) for _, unit, *_ in TOMCAT_LAYOUTS]
-    paths += [*MEMCACHED_CONF.values(), applied_path("memcached"), JARS_LIST]
-    return sorted(set(paths), key=paths.index)
-
-
-def jars_script() -> str:
-    """Shell printing every jar of MSM's family in each layout's lib directory (regular files
-    only, in the files_script format), whatever its version: planning removes stale ones."""
-    libs = " ".join(sorted({lib for *_, lib, _ in TOMCAT_LAYOUTS}))
-    globs = "|".join(MANAGED_JAR_GLOBS)
-    return (f"for d in {libs}; do for f in \"$d\"/*.jar; do case \"${{f##*/}}\" in {globs}) "
-            "if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then echo \"@@file $f $(stat -c '%a %U:%G' \"$f\")\"; "
-            "base64 -w0 \"$f\"; echo; fi;; esac; done; done\n")
-
-
-# The jars tcsession placed in Tomcat's lib ("<sha256>  <path>" lines): leaving msm mode
-# removes exactly these.
-JARS_LIST = "/var/lib/tcsession/msm-jars"
-MEMCACHED_CONF = {"apt-get": "/etc/memcached.conf", "dnf": "/etc/sysconfig/memcached",
-                  "yum": "/etc/sysconfig/memcached"}
-
-
-def memcached_conf_path(package_manager: str | None) -> str:
-    return MEMCACHED_CONF.get(package_manager or "", "/etc/memcached.conf")
-
-
-def render_memcached_conf(package_manager: str | None, existing: bytes, host: Host, port: int,
-                          localhost: bool = False) -> bytes:
-    path = memcached_conf_path(package_manager)
-    source = f"{host.name}:{path}"
-    listen = (host.address, "127.0.0.1") if localhost else (host.address,)
-    if path == "/etc/memcached.conf":
-        return msm.render_memcached_conf_debian(existing, listen, port, source)
-    return msm.render_memcached_sysconfig(existing, listen, port, source)
-
-
-def parse_jar_list(fact: FileFact | None) -> dict[str, str]:
-    """path -> sha256 of the jars a deploy placed."""
-    if fact is None or fact.content is None:
-        return {}
-    out = {}
-    for line in fact.content.decode("utf-8", "replace").splitlines():
-        parts = line.split()
-        if len(parts) == 2 and not line.startswith("#"):
-            out[parts[1]] = parts[0]
-    return out
-
-
-def render_jar_list(jars: dict[str, bytes]) -> bytes:
-    lines = [f"# {MANAGED_HEADER}: the memcached-session-manager jars it placed (sha256, path)."]
-    lines += [f"{sha256(data)}  {path}" for path, data in sorted(jars.items())]
-    return ("\n".join(lines) + "\n").encode()
-
-
-APPLIED_DIR = "/var/lib/tcsession/applied"
-
-
-def applied_path(unit: str) -> str:
-    """Written after a service was (re)started or reloaded successfully with a configuration:
-    a service whose stamp differs from its files was not restarted (a deploy stopped halfway)."""
-    return f"{APPLIED_DIR}/{unit}"
 
 
 def config_digest(files: dict[str, bytes | None]) -> str:
@@ -163,79 +39,8 @@ def config_digest(files: dict[str, bytes | None]) -> str:
 def tomcat_config_paths(layout: Layout) -> tuple[str, ...]:
     """What a Tomcat restart is owed for when it changes (the test page is recompiled alone);
     the jar list carries the placed jars' checksums."""
-    return (layout.server_xml, layout.jvm_options, f"{layout.webapp}/WEB-INF/web.xml",
-            layout.context_xml, layout.app_context, JARS_LIST)
-
-
-def applied_digest(facts: HostFacts, unit: str) -> str | None:
-    fact = facts.files.get(applied_path(unit))
-    return fact.content.decode().strip() if fact and fact.content is not None else None
-
-
-NGINX_SITE = "/etc/nginx/conf.d/tcsession.conf"
-NGINX_DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
-
-
-@dataclasses.dataclass(frozen=True)
-class FileChange:
-    path: str
-    before: bytes | None  # None: did not exist
-    after: bytes | None  # None: remove
-    mode: str  # octal string for the new file
-    owner: str  # user:group for the new file
-    before_mode: str = ""
-    before_owner: str = ""
-    before_link: str | None = None  # the file was a symlink to this target
-    after_link: str | None = None  # make it a symlink to this target (rollback of a removal)
-
-    def diff(self) -> str:
-        if self.path.endswith(".jar"):
-            return (f"binary {self.path}: sha256 {sha256(self.before) or '(none)'} -> "
-                    f"{sha256(self.after) or '(removed)'}\n")
-        a = (self.before or b"").decode("utf-8", "replace").splitlines(keepends=True)
-        b = (self.after or b"").decode("utf-8", "replace").splitlines(keepends=True)
-        if self.after_link is not None:
-            b = [f"symlink -> {self.after_link}\n"]
-        if self.before_link is not None:
-            a = [f"symlink -> {self.before_link}\n"]
-        lines = difflib.unified_diff(a, b, fromfile=f"{self.path}\t(now)" if self.before is not None
-                                     or self.before_link else "/dev/null",
-                                     tofile=self.path if self.after is not None or self.after_link
-                                     else "/dev/null")
-        out = "".join(lines)
-        if not out and self.mode != self.before_mode:
-            out = f"mode {self.before_mode} -> {self.mode}\n"
-        return out
-
-
-@dataclasses.dataclass(frozen=True)
-class HostPlan:
-    host: str
-    role: str
-    files: tuple[FileChange, ...] = ()
-    restart: bool = False  # restart (or start) the host's main service after the files
-    service: str = ""  # that service's unit
-    enable: tuple[str, ...] = ()  # units to enable and start if not active
-    digest: str = ""  # of the configuration the service runs with once this plan is applied
-    memcached: bool = False  # restart (or start) memcached, before the Tomcat
-    memcached_digest: str = ""
-
-    @property
-    def empty(self) -> bool:
-        return not self.files and not self.restart and not self.enable and not self.memcached
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    mode: str
-    hosts: tuple[HostPlan, ...]
-
-    @property
-    def empty(self) -> bool:
-        return all(h.empty for h in self.hosts)
-
-    def host(self, name: str) -> HostPlan:
-        return next(h for h in self.hosts if h.host == name)
+    return (layout.server_xml, layout.jvm_options, layout.web_xml, layout.context_xml, layout.app_context,
+            state.JARS_LIST)
 
 
 def _change(fact: FileFact, after: bytes | None, mode: str, owner: str) -> FileChange | None:
@@ -255,12 +60,12 @@ def _file(files: dict, path: str) -> FileFact:
     return files.get(path) or FileFact(path, None)
 
 
-def render_jvm_options(layout: Layout, host: Host, mode: str) -> bytes:
+def render_jvm_options(layout: Layout, host: Host, mode: Mode) -> bytes:
     opts = [f"-D{webapp.NODE_PROPERTY}={host.name}"]
-    if mode == "delta":
+    if mode.cluster:
         # McastService bind=<address> fails with "Invalid argument" without it (lab.md).
         opts.insert(0, "-Djava.net.preferIPv4Stack=true")
-    header = f"# {MANAGED_HEADER} (deploy --mode={mode}): replaced on every deploy.\n"
+    header = f"# {MANAGED_HEADER} (deploy --mode={mode.name}): replaced on every deploy.\n"
     if layout.package == "tomcat":
         return (header + f'JAVA_OPTS="$JAVA_OPTS {" ".join(opts)}"\n').encode()
     return (header + f'CATALINA_OPTS="$CATALINA_OPTS {" ".join(opts)}"\n').encode()
@@ -278,19 +83,19 @@ def cluster_spec(inv: Inventory, host: Host, layout: Layout) -> serverxml.Cluste
         state_transfer_timeout=d.state_transfer_timeout)
 
 
-def plan_server_xml(inv: Inventory, host: Host, layout: Layout, data: bytes, mode: str, source: str) -> bytes:
+def plan_server_xml(inv: Inventory, host: Host, layout: Layout, data: bytes, mode: Mode, source: str) -> bytes:
     """The mode's server.xml; the other mode's managed parts taken out first."""
-    if mode == "delta":
+    if mode.cluster:
         return serverxml.patch_server_xml(serverxml.patch_engine_route(data, None, source),
                                           cluster_spec(inv, host, layout), source)
-    route = host.jvm_route if inv.msm.sticky else None  # non-sticky MSM: no jvmRoute
-    return serverxml.patch_engine_route(serverxml.patch_server_xml(data, None, source), route, source)
+    return serverxml.patch_engine_route(serverxml.patch_server_xml(data, None, source),
+                                        mode.jvm_route(inv, host), source)
 
 
-def _plan_contexts(inv: Inventory, host: Host, layout: Layout, files: dict, mode: str) -> dict[str, bytes | None]:
+def _plan_contexts(inv: Inventory, host: Host, layout: Layout, files: dict, mode: Mode) -> dict[str, bytes | None]:
     """The MSM Manager in the test application's Context (scope app) or in conf/context.xml
     (scope global), and nowhere else; in delta mode, in neither."""
-    spec = msm.manager_spec(inv.tomcats.index(host), inv.tomcats, inv.msm) if mode == "msm" else None
+    spec = msm.manager_spec(inv.tomcats.index(host), inv.tomcats, inv.msm) if mode.memcached else None
     out = {}
     for path, wanted in ((layout.app_context, spec if inv.msm.scope == "app" else None),
                          (layout.context_xml, spec if inv.msm.scope == "global" else None)):
@@ -308,21 +113,47 @@ def msm_family_jars(layout: Layout, files: dict) -> dict[str, FileFact]:
             and MANAGED_JAR.match(p[len(layout.lib) + 1:])}
 
 
+def render_jar_list(jars: dict[str, bytes]) -> bytes:
+    lines = [f"# {MANAGED_HEADER}: the memcached-session-manager jars it placed (sha256, path)."]
+    lines += [f"{sha256(data)}  {path}" for path, data in sorted(jars.items())]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def _plan_jars(layout: Layout, files: dict, jars: tuple) -> dict[str, bytes | None]:
     """Jar path -> bytes (None: remove). In msm mode (`jars` given) every other jar of MSM's
     family goes (older versions, another serializer's, copies left by hand); leaving msm mode
     removes the jars tcsession placed."""
     present = set(msm_family_jars(layout, files))
     want = {f"{layout.lib}/{j.name}": j.data for j in jars}
-    gone = present - set(want) if jars else present & set(parse_jar_list(files.get(JARS_LIST)))
+    placed = state.parse_jar_list(_file(files, state.JARS_LIST).content)
+    gone = present - set(want) if jars else present & set(placed)
     out: dict[str, bytes | None] = dict(want)
     out.update({p: None for p in sorted(gone)})
-    out[JARS_LIST] = render_jar_list(want) if jars else None
+    out[state.JARS_LIST] = render_jar_list(want) if jars else None
     return out
 
 
-def plan_tomcat(inv: Inventory, host: Host, facts: HostFacts, mode: str, jars: tuple = ()) -> HostPlan:
-    layout = installed_tomcat(facts)
+class HostChanges:
+    """What one host needs: its file changes and whether (and why) its services restart."""
+
+    def __init__(self, host: Host, files: tuple[FileChange, ...], unit: str, digest: str, restart: str = "",
+                 memcached: str = "", memcached_digest: str = "", layout: Layout | None = None):
+        self.host, self.files, self.unit, self.digest = host, files, unit, digest
+        self.restart, self.memcached, self.memcached_digest, self.layout = restart, memcached, memcached_digest, layout
+
+
+def _restart_reason(changed: bool, facts: HostFacts, unit: str, digest: str) -> str:
+    if changed:
+        return "its configuration changes"
+    if facts.active.get(unit) != "active":
+        return f"{unit} is not running"
+    if facts.applied(unit) != digest:
+        return "it last started with another configuration (a deploy stopped before restarting it)"
+    return ""
+
+
+def tomcat_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, jars: tuple = ()) -> HostChanges:
+    layout = facts.tomcat
     if layout is None:
         raise TcsessionError(f"{host.name}: no Tomcat installed (install step did not run?)")
     files = facts.files
@@ -331,18 +162,16 @@ def plan_tomcat(inv: Inventory, host: Host, facts: HostFacts, mode: str, jars: t
         raise TcsessionError(f"{host.name}:{layout.server_xml}: missing; reinstall {layout.package} "
                              "or restore the file (tcsession changed nothing)")
     new_server = plan_server_xml(inv, host, layout, server.content, mode, f"{host.name}:{layout.server_xml}")
-    web_xml_path = f"{layout.webapp}/WEB-INF/web.xml"
-    web_fact = _file(files, web_xml_path)
-    new_web = (webapp.patch_web_xml(web_fact.content, f"{host.name}:{web_xml_path}")
+    web_fact = _file(files, layout.web_xml)
+    new_web = (webapp.patch_web_xml(web_fact.content, f"{host.name}:{layout.web_xml}")
                if web_fact.content is not None else webapp.render_web_xml(layout.major))
-    jsp_path = f"{layout.webapp}/test.jsp"
     after: dict[str, bytes | None] = {
         layout.server_xml: new_server,
         layout.jvm_options: render_jvm_options(layout, host, mode),
-        web_xml_path: new_web,
+        layout.web_xml: new_web,
     }
     after.update(_plan_contexts(inv, host, layout, files, mode))
-    after.update(_plan_jars(layout, files, jars if mode == "msm" else ()))
+    after.update(_plan_jars(layout, files, jars if mode.memcached else ()))
     changes = []
     for path, content in after.items():
         fact = _file(files, path)
@@ -354,53 +183,44 @@ def plan_tomcat(inv: Inventory, host: Host, facts: HostFacts, mode: str, jars: t
             mode_, owner = "644", "root:root"
         changes.append(_change(fact, content, mode_, owner))
     tomcat_changed = any(c is not None for c in changes)
-    changes.append(_change(_file(files, jsp_path), webapp.render_test_jsp(), "644", "root:root"))
-    memcached_restart, memcached_digest = False, ""
-    if mode == "msm" and host.memcached:
-        conf_path = memcached_conf_path(facts.package_manager)
+    changes.append(_change(_file(files, layout.test_page), webapp.render_test_jsp(), "644", "root:root"))
+    memcached_reason, memcached_digest = "", ""
+    if mode.memcached and host.memcached:
+        conf_path = msm.memcached_conf_path(facts.package_manager)
         conf = _file(files, conf_path)
-        new_conf = render_memcached_conf(facts.package_manager, conf.content or b"", host, inv.msm.memcached_port,
-                                         inv.msm.memcached_localhost)
+        new_conf = msm.render_memcached_conf(facts.package_manager, conf.content or b"", host.name, host.address,
+                                             inv.msm.memcached_port, inv.msm.memcached_localhost)
         conf_change = _change(conf, new_conf, conf.mode or "644", conf.owner or "root:root")
         changes.append(conf_change)
         memcached_digest = config_digest({conf_path: new_conf})
-        memcached_restart = (conf_change is not None or facts.active.get("memcached") != "active"
-                             or applied_digest(facts, "memcached") != memcached_digest)
-    changes = tuple(c for c in changes if c is not None)
+        memcached_reason = _restart_reason(conf_change is not None, facts, "memcached", memcached_digest)
     # The page itself is recompiled by Jasper on change; everything else needs a restart, and
     # so does a Tomcat started before its configuration last changed (a deploy stopped halfway).
     config = {p: (after[p] if p in after else _file(files, p).content) for p in tomcat_config_paths(layout)}
     digest = config_digest(config)
-    needs_restart = (tomcat_changed or facts.active.get(layout.unit) != "active"
-                     or applied_digest(facts, layout.unit) != digest)
-    return HostPlan(host.name, "tomcat", changes, needs_restart, layout.unit, digest=digest,
-                    memcached=memcached_restart, memcached_digest=memcached_digest)
+    return HostChanges(host, tuple(c for c in changes if c is not None), layout.unit, digest,
+                       _restart_reason(tomcat_changed, facts, layout.unit, digest),
+                       memcached_reason, memcached_digest, layout)
 
 
-def plan_nginx(inv: Inventory, host: Host, facts: HostFacts, routing: str = "jvmroute") -> HostPlan:
+def nginx_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode) -> HostChanges:
     backends = [nginx.Backend(t.name, t.address, t.http_port, t.jvm_route) for t in inv.tomcats]
-    site = nginx.render_site(backends, listen_port=host.http_port, routing=routing).encode()
+    site = nginx.render_site(backends, listen_port=host.http_port, routing=mode.routing(inv)).encode()
     files = facts.files
-    changes = [
-        _change(files.get(NGINX_SITE, FileFact(NGINX_SITE, None)), site, "644", "root:root"),
-        # Debian's default site also claims `listen 80 default_server`: nginx -t would fail.
-        _change(files.get(NGINX_DEFAULT_SITE, FileFact(NGINX_DEFAULT_SITE, None)), None, "", ""),
-    ]
+    changes = (_change(_file(files, nginx.SITE), site, "644", "root:root"),
+               _change(_file(files, nginx.DEFAULT_SITE), None, "", ""))
     changes = tuple(c for c in changes if c is not None)
-    digest = config_digest({NGINX_SITE: site})
-    needs = (bool(changes) or facts.active.get("nginx") != "active"
-             or applied_digest(facts, "nginx") != digest)
-    return HostPlan(host.name, "nginx", changes, needs, "nginx", digest=digest)
+    digest = config_digest({nginx.SITE: site})
+    return HostChanges(host, changes, "nginx", digest, _restart_reason(bool(changes), facts, "nginx", digest))
 
 
-def packages_to_install(host: Host, facts: HostFacts, mode: str = "delta") -> tuple[str, ...]:
+def packages_to_install(host: Host, facts: HostFacts, mode: Mode | str = "delta") -> tuple[str, ...]:
     """What a host is missing for its role (package names for its package manager)."""
     if host.role == "nginx":
         return () if "nginx" in facts.packages else ("nginx",)
     extra = () if "curl" in facts.packages else ("curl",)  # the health check on the host uses it
-    if mode == "msm" and host.memcached and "memcached" not in facts.packages:
-        extra += ("memcached",)
-    if installed_tomcat(facts) is not None:
+    extra += tuple(p for p in mode_named(mode).packages(host) if p not in facts.packages)
+    if facts.tomcat is not None:
         return extra
     for pkg in TOMCAT_PREFERENCE:
         if pkg in facts.available:
@@ -410,20 +230,10 @@ def packages_to_install(host: Host, facts: HostFacts, mode: str = "delta") -> tu
         f"(looked for {', '.join(TOMCAT_PREFERENCE)}); enable a repository that has one")
 
 
-def plan_delta(inv: Inventory, facts: dict[str, HostFacts]) -> Plan:
-    return plan(inv, facts, "delta")
-
-
-def nginx_routing(inv: Inventory, mode: str) -> str:
-    """By jvmRoute for the delta cluster and sticky MSM; round robin for non-sticky MSM."""
-    return "roundrobin" if mode == "msm" and not inv.msm.sticky else "jvmroute"
-
-
 def predicted_major(host: Host, facts: HostFacts, install: tuple[str, ...]) -> int | None:
     """The Tomcat major a host has, or will have once `install` ran (None: known only then)."""
-    layout = installed_tomcat(facts)
-    if layout is not None:
-        return layout.major
+    if facts.tomcat is not None:
+        return facts.tomcat.major
     for pkg in install:
         m = re.fullmatch(r"tomcat(\d+)", pkg)
         if m:
@@ -431,8 +241,81 @@ def predicted_major(host: Host, facts: HostFacts, install: tuple[str, ...]) -> i
     return None
 
 
-def plan(inv: Inventory, facts: dict[str, HostFacts], mode: str, jars: dict[str, tuple] | None = None) -> Plan:
-    """The whole deploy as data. `jars`: host name -> the msm jars for its Tomcat (msm mode)."""
-    hosts = [plan_nginx(inv, inv.nginx, facts[inv.nginx.name], nginx_routing(inv, mode))]
-    hosts += [plan_tomcat(inv, t, facts[t.name], mode, (jars or {}).get(t.name, ())) for t in inv.tomcats]
-    return Plan(mode, tuple(hosts))
+def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: dict[str, tuple] | None = None,
+         deploy_id: str = "dry-run", time: str = "", before: dict[str, dict] | None = None,
+         installed: dict[str, tuple[str, ...]] | None = None) -> Plan:
+    """The whole deploy as data.
+
+    jars: host name -> the msm jars for its Tomcat (msm mode); before: each host's services as they
+    were before the deploy (its first facts; recorded for rollback); installed: what this deploy
+    already installed on each host (recorded with the files)."""
+    mode = mode_named(mode)
+    before = before or {h.name: dict(facts[h.name].active) for h in inv.hosts}
+    installs = {h.name: packages_to_install(h, facts[h.name], mode) for h in inv.hosts}
+    if any(installs.values()):
+        steps = [InstallPackages(h.name, "missing for its role", facts[h.name].package_manager, installs[h.name],
+                                 manifest_for(deploy_id, mode.name, time, (), installs[h.name], before[h.name]))
+                 for h in inv.hosts if installs[h.name]]
+        return Plan(f"deploy {mode.name}", (*steps, Replan("all", "files come from the packages")))
+    # Every host planned before any step: a refusal on one host changes nothing on any.
+    hosts = {inv.nginx.name: nginx_changes(inv, inv.nginx, facts[inv.nginx.name], mode)}
+    for t in inv.tomcats:
+        hosts[t.name] = tomcat_changes(inv, t, facts[t.name], mode, (jars or {}).get(t.name, ()))
+    steps: list = []
+    for h in inv.hosts:
+        c = hosts[h.name]
+        if c.files:
+            steps.append(WriteFiles(h.name, "differs from what the inventory asks", deploy_id,
+                                    manifest_for(deploy_id, mode.name, time, c.files,
+                                                 (installed or {}).get(h.name, ()), before[h.name]), c.files))
+    for t in inv.tomcats:  # memcached first (MSM connects at start), one host at a time
+        if hosts[t.name].memcached:
+            steps.append(RestartMemcached(t.name, hosts[t.name].memcached, hosts[t.name].memcached_digest))
+    n = hosts[inv.nginx.name]
+    if n.restart:
+        steps.append(ApplyNginx(inv.nginx.name, n.restart, n.digest,
+                                start=facts[inv.nginx.name].active.get("nginx") != "active"))
+    site_change = next((c for c in n.files if c.path == nginx.SITE), None)
+    site = site_change.after if site_change else facts[inv.nginx.name].content(nginx.SITE)
+    steps += tomcat_restarts(inv, mode, {t.name: hosts[t.name] for t in inv.tomcats if hosts[t.name].restart},
+                             {t.name for t in inv.tomcats if facts[t.name].active.get(hosts[t.name].unit) == "active"},
+                             site)
+    if steps:
+        steps += checks(inv, mode, {t.name: hosts[t.name].unit for t in inv.tomcats})
+    return Plan(f"deploy {mode.name}", tuple(steps))
+
+
+def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges], running: set[str],
+                    site: bytes | None, test_page: dict[str, bool] | None = None) -> list[RestartTomcat]:
+    """The Tomcats that restart, one at a time in inventory order. While another node runs (and
+    nginx has a site), each is out of service in nginx during its restart, and with DeltaManager
+    it waits for the session state that node sends."""
+    up = set(running)
+    out = []
+    for t in inv.tomcats:
+        c = restart.get(t.name)
+        if c is None:
+            continue
+        peers = up - {t.name}
+        drain = (Drain(inv.nginx.name, nginx.drain(site.decode(), t.address, t.http_port).encode(), site)
+                 if site is not None and peers else None)
+        out.append(RestartTomcat(t.name, c.restart, c.unit, t.address, t.http_port, c.digest,
+                                 (test_page or {}).get(t.name, True), drain, bool(peers) and mode.waits_for_state(inv)))
+        up.add(t.name)
+    return out
+
+
+def checks(inv: Inventory, mode: Mode, units: dict[str, str]) -> list:
+    """After the changes: every expected port listening, and in msm mode every memcached node
+    reachable from every Tomcat."""
+    out: list = []
+    ports = mode.expected_ports(inv)
+    for h in inv.hosts:
+        mine = tuple(e for e in ports if e.host == h.name)
+        names = (("nginx", "nginx"),) if h.role == "nginx" else (("tomcat", units.get(h.name, "tomcat")),
+                                                                 ("memcached", "memcached"))
+        out.append(CheckPorts(h.name, "the cluster needs them", mine, names))
+    nodes = mode.memcached_nodes(inv)
+    if nodes:
+        out += [CheckMemcached(t.name, "MSM needs every node from every Tomcat", nodes) for t in inv.tomcats]
+    return out

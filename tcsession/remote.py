@@ -11,13 +11,13 @@ import dataclasses
 import getpass
 import io
 import os
-import shlex
 import socket
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from tcsession import shell
 from tcsession.errors import TcsessionError
 from tcsession.inventory import Host, Inventory
 
@@ -62,24 +62,10 @@ class HostError(TcsessionError):
         super().__init__(f"{result.host}: {what + ': ' if what else ''}{result.why()}")
 
 
-def ensure_reachable_lab(inv: Inventory) -> None:
-    """Refuse to send anything to lab addresses while the lab is down."""
-    if inv.lab is None:
-        return
-    from tcsession import lab  # noqa: PLC0415 (lab pulls in more than a connection needs)
-
-    spec = lab.spec_from_inventory(inv)
-    if not lab.is_up(spec):
-        raise TcsessionError(
-            f"{inv.path}: the lab {spec.name!r} is down (its hosts {spec.subnet} do not exist); "
-            "run `inv lab.up` first")
-
-
 class Remote:
     """Connections to an inventory's hosts, opened on first use and reused until `close`."""
 
     def __init__(self, inv: Inventory, max_workers: int = 16):
-        ensure_reachable_lab(inv)
         self.inv = inv
         self._conns: dict[str, object] = {}
         self._pool = ThreadPoolExecutor(max_workers=max_workers)
@@ -154,7 +140,7 @@ class Remote:
     def _wrap(self, host: Host, command: str) -> str:
         if host.ssh.user == "root" or not host.ssh.sudo:
             return command
-        return "sudo -S -p '' sh -c " + shlex.quote(command)
+        return shell.sudo(command)
 
     def _sudo_input(self, host: Host) -> str | None:
         if host.ssh.user == "root" or not host.ssh.sudo:
@@ -178,24 +164,24 @@ class Remote:
 
     def _run_long(self, host: Host, command: str, stdin: str | None, timeout: float | None,
                   started: float) -> Result:
-        made = self._exec(host, "umask 077 && mktemp /tmp/tcsession.XXXXXXXX", command, None, timeout, started)
+        made = self._exec(host, shell.make_temp_file(), command, None, timeout, started)
         if not made.ok:
             return made
-        path = shlex.quote(made.stdout.strip())
+        path = made.stdout.strip()
         i = 0
         while i < len(command):
             step = MAX_WIRE * 4 // 5
             while True:  # quoting grows a piece, and sudo's `sh -c` quotes it once more
-                wire = f"printf %s {shlex.quote(command[i:i + step])} >> {path}"
+                wire = shell.append_to(path, command[i:i + step])
                 if len(self._wrap(host, wire)) < MAX_WIRE or step < 1024:
                     break
                 step //= 2
             i += step
             part = self._exec(host, wire, command, None, timeout, started)
             if not part.ok:
-                self._exec(host, f"rm -f {path}", command, None, timeout, started)
+                self._exec(host, shell.remove(path), command, None, timeout, started)
                 return part
-        return self._exec(host, f"sh {path}{'' if stdin else ' </dev/null'}; rc=$?; rm -f {path}; exit $rc",
+        return self._exec(host, shell.run_file(path, bool(stdin)),
                           command, stdin, timeout, started)
 
     def _exec(self, host: Host, wire: str, command: str, stdin: str | None, timeout: float | None,

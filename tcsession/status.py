@@ -12,17 +12,18 @@ import ipaddress
 import json as jsonlib
 import re
 
-from tcsession import msm, msmjars
-from tcsession import plan as planning
-from tcsession import serverxml
+from tcsession import lab, msm, msmjars, nginx, serverxml, shell
 from tcsession.client import SessionRun, check_session
-from tcsession.deploy import expected_ports, memcached_probe_script, port_listening
 from tcsession.errors import TcsessionError
-from tcsession.facts import FACTS_SCRIPT, MEMBERSHIP_SCRIPT, HostFacts, files_script, parse_facts, parse_members
+from tcsession.facts import HostFacts, parse_facts, parse_members, status_script
 from tcsession.inventory import Host, Inventory
 from tcsession.maven import lock_path_for
+from tcsession.modes import DELTA, MSM, NONE, Mode, port_listening
+from tcsession.plan import msm_family_jars
 from tcsession.probes import is_wildcard, reachable_on
 from tcsession.remote import Remote
+from tcsession.steps import sha256
+from tcsession.tomcat import Layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,12 @@ class Report:
 # --------------------------------------------------------------------------- judging (pure)
 
 
+def _mode(mode: Mode | str | None) -> Mode:
+    if isinstance(mode, Mode):
+        return mode
+    return {"delta": DELTA, "msm": MSM}.get(mode or "", NONE)
+
+
 def _loopback(member: str) -> bool:
     try:
         return ipaddress.ip_address(member.rsplit(":", 1)[0]).is_loopback
@@ -90,20 +97,21 @@ def _loopback(member: str) -> bool:
         return False
 
 
-def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: str | None) -> HostStatus:
+def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | None) -> HostStatus:
+    mode = _mode(mode)
     checks = []
-    layout = planning.installed_tomcat(f)
+    layout = f.tomcat
     members: tuple[str, ...] = ()
     if layout is None:
         checks.append(("tomcat package", False, "no Tomcat installed; run inv deploy"))
         return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks))
     active = f.active.get(layout.unit)
     checks.append((f"{layout.unit} active", active == "active", active or "unknown"))
-    ports = [e for e in expected_ports(inv, mode or "none") if e.host == host.name]
+    ports = [e for e in mode.expected_ports(inv) if e.host == host.name]
     for e in ports:
         ok = port_listening(e, f.listeners)
         checks.append((f"{e.proto} {e.address}:{e.port}", ok, "listening" if ok else "not listening"))
-    if mode == "delta":
+    if mode.cluster:
         server = f.files.get(layout.server_xml)
         cluster = (serverxml.read_cluster(server.content, f"{host.name}:{layout.server_xml}")
                    if server and server.content else None)
@@ -122,7 +130,7 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: str | None) -> 
             checks.append(("cluster members", not missing,
                            f"sees {len(set(members) & expected)} of {len(expected)} peers"
                            + (f"; missing {', '.join(missing)}" if missing else "")))
-    if mode == "msm":
+    if mode.memcached:
         checks += judge_msm(inv, host, f, layout, active == "active")
     return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks),
                       members=members)
@@ -131,7 +139,7 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: str | None) -> 
 MSM_INIT = re.compile(r"MemcachedSessionService\S*.*(starts|finished) initialization")
 
 
-def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: planning.Layout, running: bool) -> list:
+def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: Layout, running: bool) -> list:
     """memcached beside the Tomcat (its own address only), the Manager, the jars against the lock
     file, every memcached reachable from this Tomcat, and MSM's initialization line."""
     checks = []
@@ -155,8 +163,7 @@ def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: planning.Layout,
     if expected is None:
         checks.append(("msm jars", False, f"cannot check them: {why}"))
     else:
-        have = {p.rsplit("/", 1)[1]: planning.sha256(x.content)
-                for p, x in planning.msm_family_jars(layout, f.files).items()}
+        have = {p.rsplit("/", 1)[1]: sha256(x.content) for p, x in msm_family_jars(layout, f.files).items()}
         bad = [n for n, sha in expected.items() if have.get(n) != sha]
         extra = sorted(set(have) - set(expected))
         checks.append(("msm jars", not bad and not extra,
@@ -177,7 +184,7 @@ def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: planning.Layout,
     return checks
 
 
-def judge_nginx(inv: Inventory, host: Host, f: HostFacts, mode: str | None) -> HostStatus:
+def judge_nginx(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | None = None) -> HostStatus:
     checks = []
     if "nginx" not in f.packages:
         checks.append(("nginx package", False, "not installed; run inv deploy"))
@@ -185,16 +192,16 @@ def judge_nginx(inv: Inventory, host: Host, f: HostFacts, mode: str | None) -> H
         checks.append(("nginx active", f.active.get("nginx") == "active", f.active.get("nginx", "unknown")))
         ok = reachable_on(f.listeners, host.address, host.http_port)
         checks.append((f"tcp {host.address}:{host.http_port}", ok, "listening" if ok else "not listening"))
-        site = f.files.get(planning.NGINX_SITE)
+        site = f.files.get(nginx.SITE)
         checks.append(("tcsession site", bool(site and site.content), "present" if site and site.content
-                       else f"{planning.NGINX_SITE} missing"))
+                       else f"{nginx.SITE} missing"))
     return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks))
 
 
 def detect_mode(inv: Inventory, facts: dict[str, HostFacts]) -> str | None:
     for t in inv.tomcats:
         f = facts.get(t.name)
-        layout = planning.installed_tomcat(f) if f else None
+        layout = f.tomcat if f else None
         for path in (layout.app_context, layout.context_xml) if layout else ():
             ctx = f.files.get(path)
             try:
@@ -217,22 +224,28 @@ def detect_mode(inv: Inventory, facts: dict[str, HostFacts]) -> str | None:
 # --------------------------------------------------------------------------- gathering
 
 
-def _gather(inv: Inventory, extra: str = "", tomcat_extra: str = "") -> tuple[dict[str, HostStatus | HostFacts], int]:
-    """Facts by host (or a HostStatus for an unreachable host), and the SSH commands issued."""
+def _gather(inv: Inventory, script_for) -> tuple[dict[str, HostStatus | HostFacts], int]:
+    """Facts by host (or a HostStatus for a host that was not reached or sent what cannot be
+    read), and the SSH commands issued."""
+    lab.check_up(inv)
     with Remote(inv) as remote:
-        results = remote.run_all(inv.hosts, lambda h: FACTS_SCRIPT + extra
-                                 + (tomcat_extra if h.role == "tomcat" else ""))
+        results = remote.run_all(inv.hosts, script_for)
     out: dict = {}
     for h in inv.hosts:
         r = results[h.name]
-        out[h.name] = (parse_facts(r.stdout) if r.exit is not None
-                       else HostStatus(h.name, h.role, h.address, False, r.why()))
+        if r.exit is None:
+            out[h.name] = HostStatus(h.name, h.role, h.address, False, r.why())
+            continue
+        try:
+            out[h.name] = parse_facts(r.stdout, h.name)
+        except TcsessionError as e:
+            out[h.name] = HostStatus(h.name, h.role, h.address, False, str(e))
     return out, remote.commands
 
 
 def host_report(inv: Inventory) -> Report:
     """The lab view: reachable, OS, systemd state, packages."""
-    gathered, commands = _gather(inv)
+    gathered, commands = _gather(inv, shell.facts_script())
     return Report(tuple(g if isinstance(g, HostStatus) else
                         HostStatus(h.name, h.role, h.address, True, facts=g)
                         for h, g in ((h, gathered[h.name]) for h in inv.hosts)), commands=commands)
@@ -240,8 +253,8 @@ def host_report(inv: Inventory) -> Report:
 
 def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
     """The full view: every host judged, then one session through nginx."""
-    gathered, commands = _gather(inv, files_script(planning.files_to_read()) + planning.jars_script()
-                                 + MEMBERSHIP_SCRIPT, memcached_probe_script(inv))
+    nodes = tuple((t.address, inv.msm.memcached_port) for t in inv.tomcats if t.memcached)
+    gathered, commands = _gather(inv, lambda h: status_script(nodes if h.role == "tomcat" else ()))
     facts = {n: g for n, g in gathered.items() if isinstance(g, HostFacts)}
     mode = detect_mode(inv, facts)
     hosts = []
@@ -257,53 +270,3 @@ def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
     if session_requests and isinstance(gathered[inv.nginx.name], HostFacts):
         session = check_session(inv.nginx.address, inv.nginx.http_port, session_requests)
     return Report(tuple(hosts), mode, session, commands)
-
-
-# --------------------------------------------------------------------------- printing
-
-
-def print_host_report(report: Report, as_json: bool = False) -> None:
-    if as_json:
-        print(jsonlib.dumps(report.to_dict(), indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    console = Console(highlight=False)
-    console.width = max(console.width, 120)
-    table = Table(title=f"tcsession: {len(report.hosts)} hosts"
-                  + (f", mode {report.mode}" if report.mode else ""))
-    for col in ("host", "address", "OS", "systemd", "packages", "checks"):
-        table.add_column(col)
-    for h in report.hosts:
-        f = h.facts
-        checks = Text()
-        for what, ok, detail in h.checks:
-            quiet = detail in ("active", "listening", "present")
-            checks.append(("ok   " if ok else "FAIL ") + what + ("" if ok and quiet else f": {detail}") + "\n",
-                          style="green" if ok else "red")
-        if h.members:
-            checks.append(f"     members: {', '.join(h.members)}\n", style="dim")
-        if not h.reachable:
-            checks.append(h.error or "unreachable", style="red")
-        table.add_row(
-            f"{h.name}\n({h.role})", h.address,
-            Text(f.os_short if f else "unreachable", style="" if f else "red"),
-            Text(f.system_state if f else "-", style="green" if f and f.system_state == "running" else "yellow"),
-            Text("\n".join(f"{k} {v.split('-')[0].split(':')[-1]}" for k, v in f.packages.items()
-                            if k != "curl") or "none" if f else "-"),
-            checks if checks.plain else Text("-"),
-        )
-    console.print(table)
-    s = report.session
-    if s is not None:
-        served = ", ".join(f"{n} x{c}" for n, c in s.nodes.items()) or "nobody"
-        style = "green" if s.ok else "red"
-        console.print(Text(f"session through nginx: {s.requests} requests, {s.failed} failed, "
-                           f"{s.lost_updates} lost updates, count reached {s.last_count}, served by {served}",
-                           style=style))
-        for e in s.errors[:5]:
-            console.print(Text(f"  {e}", style="red"))
-    console.print(Text("healthy" if report.healthy else "UNHEALTHY",
-                       style="bold green" if report.healthy else "bold red"))

@@ -3,7 +3,8 @@ deployed in delta mode."""
 
 from pathlib import Path
 
-from tcsession.facts import parse_facts, parse_members, tomcat_major
+from tcsession.facts import parse_facts, parse_members
+from tcsession.tomcat import tomcat_major
 
 DATA = Path(__file__).parent / "data"
 

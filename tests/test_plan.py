@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from types import SimpleNamespace
+
+from tcsession import nginx, state
 from tcsession import plan as planning
-from tcsession.deploy import expected_ports, missing_ports, render_apply_script
 from tcsession.errors import TcsessionError
+from tcsession.modes import DELTA, MSM, missing_ports
+from tcsession.steps import FileChange, RestartMemcached, WriteFiles, manifest_for
 from tcsession.facts import FileFact, parse_facts
 from tcsession.inventory import load_inventory, parse_inventory
 from tcsession.probes import parse_ss
@@ -29,6 +33,15 @@ def deployed():
     return {n: parse_facts((DATA / f"deployed-{n}.txt").read_text()) for n in ("nginx", "tomcat1", "tomcat2")}
 
 
+def host(p, name: str) -> SimpleNamespace:
+    """One host's share of a plan: its file changes, whether its Tomcat (or nginx) restarts,
+    whether memcached does."""
+    steps = [s for s in p.for_host(name) if not type(s).__name__.startswith("Check")]
+    return SimpleNamespace(files=p.files(name), empty=not steps, restart=p.restarts(name) or any(
+        type(s).__name__ == "ApplyNginx" for s in steps), memcached=any(isinstance(s, RestartMemcached) for s in steps),
+        service=next((s.unit for s in steps if hasattr(s, "unit")), ""))
+
+
 def with_settings(inv, extra: str):
     text = (ROOT / "hosts.toml").read_text()
     head, _, _ = text.partition("[delta]")
@@ -36,16 +49,16 @@ def with_settings(inv, extra: str):
 
 
 def test_a_deployed_cluster_plans_nothing(inv, deployed):
-    p = planning.plan_delta(inv, deployed)
-    assert p.empty, [(h.host, [c.path for c in h.files], h.restart) for h in p.hosts]
+    p = planning.plan(inv, deployed, "delta")
+    assert p.empty, p.lines()
 
 
 def test_a_setting_change_patches_server_xml_only_and_restarts_tomcats(inv, deployed):
     changed = with_settings(inv, "[delta]\nchannel_send_options = 2\n")
-    p = planning.plan_delta(changed, deployed)
-    assert p.host("nginx").empty
+    p = planning.plan(changed, deployed, "delta")
+    assert host(p, "nginx").empty
     for t in ("tomcat1", "tomcat2"):
-        hp = p.host(t)
+        hp = host(p, t)
         assert [c.path for c in hp.files] == ["/etc/tomcat10/server.xml"]
         assert hp.restart and hp.service == "tomcat10"
         diff = hp.files[0].diff()
@@ -58,17 +71,17 @@ def test_a_setting_change_patches_server_xml_only_and_restarts_tomcats(inv, depl
 def test_a_tomcat_that_was_not_restarted_after_its_files_changed_is_restarted(inv, deployed):
     """A deploy that stopped after writing files: the next one converges by restarting."""
     f = deployed["tomcat2"]
-    stamp = planning.applied_path("tomcat10")
+    stamp = state.applied_path("tomcat10")
     stale = dataclasses.replace(f, files={**f.files, stamp: FileFact(stamp, b"0" * 64 + b"\n", "644", "root:root")})
-    p = planning.plan_delta(inv, {**deployed, "tomcat2": stale})
-    assert p.host("tomcat2").restart and not p.host("tomcat2").files
-    assert p.host("tomcat1").empty
+    p = planning.plan(inv, {**deployed, "tomcat2": stale}, "delta")
+    assert host(p, "tomcat2").restart and not host(p, "tomcat2").files
+    assert host(p, "tomcat1").empty
 
 
 def test_a_stopped_tomcat_is_started(inv, deployed):
     f = deployed["tomcat1"]
     stopped = dataclasses.replace(f, active={**f.active, "tomcat10": "inactive"})
-    assert planning.plan_delta(inv, {**deployed, "tomcat1": stopped}).host("tomcat1").restart
+    assert host(planning.plan(inv, {**deployed, "tomcat1": stopped}, "delta"), "tomcat1").restart
 
 
 def test_fresh_hosts_need_packages():
@@ -86,15 +99,15 @@ def test_a_malformed_server_xml_on_a_host_is_one_line_naming_host_and_file(inv, 
     path = "/etc/tomcat10/server.xml"
     broken = dataclasses.replace(f, files={**f.files, path: FileFact(path, b"<Server><Service>", "640", "root:tomcat")})
     with pytest.raises(TcsessionError) as err:
-        planning.plan_delta(inv, {**deployed, "tomcat1": broken})
+        planning.plan(inv, {**deployed, "tomcat1": broken}, "delta")
     assert str(err.value).startswith("tomcat1:/etc/tomcat10/server.xml") and "\n" not in str(err.value)
 
 
 def test_nginx_plan_removes_the_default_site_link():
     inv = load_inventory(ROOT / "hosts.toml")
     f = parse_facts((DATA / "deployed-nginx.txt").read_text())
-    link = FileFact(planning.NGINX_DEFAULT_SITE, None, link="/etc/nginx/sites-available/default")
-    p = planning.plan_nginx(inv, inv.nginx, dataclasses.replace(f, files={**f.files, planning.NGINX_DEFAULT_SITE: link}))
+    link = FileFact(nginx.DEFAULT_SITE, None, link="/etc/nginx/sites-available/default")
+    p = planning.nginx_changes(inv, inv.nginx, dataclasses.replace(f, files={**f.files, nginx.DEFAULT_SITE: link}), DELTA)
     (change,) = p.files
     assert change.after is None and change.before_link == "/etc/nginx/sites-available/default"
     assert p.restart
@@ -105,21 +118,25 @@ def test_apply_script_saves_prior_bytes_and_writes_atomically(tmp_path, inv, dep
     target = tmp_path / "etc" / "server.xml"
     target.parent.mkdir()
     target.write_bytes(b"old\n")
-    change = planning.FileChange(str(target), b"old\n", b"new\n", "640", "root:root", "644", "root:root")
-    created = planning.FileChange(str(tmp_path / "new" / "dir" / "f"), None, b"x", "644", "root:root")
-    script = render_apply_script("testid", "delta", (change, created))
-    state = tmp_path / "state"
-    script = script.replace(planning.APPLIED_DIR.rsplit("/", 1)[0], str(state))
+    change = FileChange(str(target), b"old\n", b"new\n", "640", "root:root", "644", "root:root")
+    created = FileChange(str(tmp_path / "new" / "dir" / "f"), None, b"x", "644", "root:root")
+    changes = (change, created)
+    script = WriteFiles("h", "test", "testid", manifest_for("testid", "delta", "t", changes), changes).script()
+    scratch = tmp_path / "state"
+    script = script.replace(state.STATE_DIR, str(scratch))
+    state_dir = scratch
     subprocess.run(["sh", "-c", script], check=True)
     assert target.read_bytes() == b"new\n" and oct(target.stat().st_mode)[-3:] == "640"
-    assert (state / "deploys/testid/files/0").read_bytes() == b"old\n"
+    assert (state_dir / "deploys/testid/files/0").read_bytes() == b"old\n"
     assert (tmp_path / "new/dir/f").read_bytes() == b"x"
-    assert (state / "deploys/testid/created-dirs").read_text().split() == [str(tmp_path / "new/dir")]
+    assert (state_dir / "deploys/testid/created-dirs").read_text().split() == [str(tmp_path / "new/dir")]
     import json
 
-    manifest = json.loads((state / "deploys/testid/manifest.json").read_text())
+    manifest = json.loads((state_dir / "deploys/testid/manifest.json").read_text())
     assert [f["existed"] for f in manifest["files"]] == [True, False]
-    assert oct((state / "deploys").stat().st_mode)[-3:] == "700"
+    assert oct((state_dir / "deploys").stat().st_mode)[-3:] == "700"
+    assert state.Manifest.from_json((state_dir / "deploys/testid/manifest.json").read_text()) == manifest_for(
+        "testid", "delta", "t", changes)
 
 
 def test_expected_and_missing_ports(inv):
@@ -129,8 +146,8 @@ def test_expected_and_missing_ports(inv):
         + parse_ss("UNCONN 0 0 228.0.0.4:45564 0.0.0.0:*", "udp"),
         "tomcat2": parse_ss("LISTEN 0 100 *:8080 *:*\nLISTEN 0 50 127.0.0.1:4000 0.0.0.0:*"),
     }
-    assert len(expected_ports(inv, "delta")) == 7
-    missing = {(m.host, m.proto, m.port) for m in missing_ports(inv, "delta", listeners)}
+    assert len(DELTA.expected_ports(inv)) == 7
+    missing = {(m.host, m.proto, m.port) for m in missing_ports(inv, DELTA, listeners)}
     # tomcat2's receiver listens on loopback only, and it has no multicast socket.
     assert missing == {("tomcat2", "tcp", 4000), ("tomcat2", "udp", 45564)}
 
@@ -157,26 +174,26 @@ def test_an_msm_cluster_plans_nothing(inv, msm_deployed):
     assert [j.name for j in jars["tomcat1"]] == ["memcached-session-manager-2.3.2-jakarta.jar",
                                                  "memcached-session-manager-tc9-2.3.2-jakarta.jar", "spymemcached-2.12.3.jar"]
     p = planning.plan(inv, msm_deployed, "msm", jars)
-    assert p.empty, [(h.host, [c.path for c in h.files], h.restart, h.memcached) for h in p.hosts]
+    assert p.empty, p.lines()
 
 
 def test_msm_to_delta_removes_the_manager_the_jars_and_the_route_marker(inv, msm_deployed):
     p = planning.plan(inv, msm_deployed, "delta")
-    hp = p.host("tomcat1")
+    hp = host(p, "tomcat1")
     by_path = {c.path: c for c in hp.files}
     for name in ("memcached-session-manager-2.3.2-jakarta.jar", "memcached-session-manager-tc9-2.3.2-jakarta.jar",
                  "spymemcached-2.12.3.jar"):
         c = by_path[f"/var/lib/tomcat10/lib/{name}"]
         assert c.after is None and c.before is not None  # saved for rollback
         assert c.diff().startswith(f"binary /var/lib/tomcat10/lib/{name}: sha256 ")
-    assert by_path[planning.JARS_LIST].after is None
+    assert by_path[state.JARS_LIST].after is None
     ctx = by_path["/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"]
     assert b"MemcachedBackupSessionManager" in ctx.before and b"MemcachedBackupSessionManager" not in ctx.after
     server = by_path["/etc/tomcat10/server.xml"].after
     assert b"tcsession: managed cluster" in server and b"managed jvmRoute" not in server
     assert b'jvmRoute="tomcat1"' in server
     assert "/etc/memcached.conf" not in by_path  # memcached stays as it is
-    assert hp.restart and not hp.memcached and p.host("nginx").empty
+    assert hp.restart and not hp.memcached and host(p, "nginx").empty
 
 
 def test_msm_jar_changes_and_stale_jars(inv, msm_deployed):
@@ -190,14 +207,14 @@ def test_msm_jar_changes_and_stale_jars(inv, msm_deployed):
                                           other: FileFact(other, b"pg", "644", "root:root")})
     jars = jars_on(f)
     newer = (dataclasses.replace(jars[0], data=jars[0].data + b"\0"),) + jars[1:]
-    hp = planning.plan_tomcat(inv, inv.host("tomcat1"), facts, "msm", newer)
+    hp = planning.tomcat_changes(inv, inv.host("tomcat1"), facts, MSM, newer)
     changes = {c.path: c for c in hp.files}
-    assert set(changes) == {old, hand, f"{lib}/{jars[0].name}", planning.JARS_LIST}
+    assert set(changes) == {old, hand, f"{lib}/{jars[0].name}", state.JARS_LIST}
     assert changes[old].after is None and changes[hand].after is None
     assert changes[f"{lib}/{jars[0].name}"].after.endswith(b"\0")
     assert hp.restart
     # leaving msm removes only what tcsession placed (the jar list), never the operator's jars
-    delta = planning.plan_tomcat(inv, inv.host("tomcat1"), facts, "delta")
+    delta = planning.tomcat_changes(inv, inv.host("tomcat1"), facts, DELTA)
     removed = {c.path for c in delta.files if c.after is None}
     assert old not in removed and hand not in removed and other not in removed
     assert f"{lib}/{jars[0].name}" in removed
@@ -207,21 +224,21 @@ def test_non_sticky_msm_drops_jvmroute_and_routes_round_robin(inv, msm_deployed)
     ns = with_settings(inv, "[msm]\nsticky = false\n")
     jars = {t: jars_on(msm_deployed[t]) for t in ("tomcat1", "tomcat2")}
     p = planning.plan(ns, msm_deployed, "msm", jars)
-    hp = p.host("tomcat2")
+    hp = host(p, "tomcat2")
     changes = {c.path: c for c in hp.files}
     assert set(changes) == {"/etc/tomcat10/server.xml", "/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"}
     server = changes["/etc/tomcat10/server.xml"]
     assert b'jvmRoute' not in server.after.split(b"<Engine")[-1].split(b">")[0]
     ctx = changes["/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"].after
     assert b'sticky="false"' in ctx and b'lockingMode="auto"' in ctx and b"failoverNodes" not in ctx
-    site = p.host("nginx").files[0].after.decode()
-    assert "map $cookie_jsessionid" not in site and p.host("nginx").restart
+    site = host(p, "nginx").files[0].after.decode()
+    assert "map $cookie_jsessionid" not in site and host(p, "nginx").restart
 
 
 def test_msm_memcached_listen_change_restarts_memcached_only(inv, msm_deployed):
     other = with_settings(inv, "[msm]\nmemcached_port = 11311\n")
     jars = {t: jars_on(msm_deployed[t]) for t in ("tomcat1", "tomcat2")}
-    hp = planning.plan(other, msm_deployed, "msm", jars).host("tomcat1")
+    hp = host(planning.plan(other, msm_deployed, "msm", jars), "tomcat1")
     paths = [c.path for c in hp.files]
     assert "/etc/memcached.conf" in paths and hp.memcached
     assert b"-p 11311" in next(c for c in hp.files if c.path == "/etc/memcached.conf").after
@@ -239,7 +256,7 @@ def test_msm_fresh_hosts_need_memcached_too():
 def test_msm_global_scope_moves_the_manager_to_conf_context_xml(inv, msm_deployed):
     glob = with_settings(inv, '[msm]\nscope = "global"\n')
     jars = {t: jars_on(msm_deployed[t]) for t in ("tomcat1", "tomcat2")}
-    hp = planning.plan(glob, msm_deployed, "msm", jars).host("tomcat1")
+    hp = host(planning.plan(glob, msm_deployed, "msm", jars), "tomcat1")
     changes = {c.path: c for c in hp.files}
     assert set(changes) == {"/etc/tomcat10/context.xml", "/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"}
     assert b"MemcachedBackupSessionManager" in changes["/etc/tomcat10/context.xml"].after
@@ -251,6 +268,6 @@ def test_msm_global_scope_moves_the_manager_to_conf_context_xml(inv, msm_deploye
 def test_msm_memcached_on_localhost_too_when_asked(inv, msm_deployed):
     local = with_settings(inv, "[msm]\nmemcached_localhost = true\n")
     jars = {t: jars_on(msm_deployed[t]) for t in ("tomcat1", "tomcat2")}
-    hp = planning.plan(local, msm_deployed, "msm", jars).host("tomcat2")
+    hp = host(planning.plan(local, msm_deployed, "msm", jars), "tomcat2")
     (conf,) = [c for c in hp.files if c.path == "/etc/memcached.conf"]
     assert b"\n-l 10.153.0.113,127.0.0.1\n" in conf.after and hp.memcached and not hp.restart

@@ -1,0 +1,191 @@
+"""The one interpreter: applies any Plan (a deploy's or a rollback's) through a small remote
+interface, and nothing but its steps.
+
+- Consecutive steps of one host go to it as one script (one SSH round trip); a run of
+  consecutive `parallel` steps goes to every host at once, each host's share as one script.
+- It stops at the first failure and returns per-host outcomes: done, not started, or failed with
+  the step and its error (a step's own output: the service's last log lines included).
+- Events (`started`, `done`, `failed`) go to a callback: the UI prints them, tests collect them.
+
+The remote interface is two methods, `run(host, script) -> Result` and
+`run_all(hosts, script_for_host) -> {name: Result}` (tcsession.remote.Remote; tests use a strict fake).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+from tcsession import shell
+from tcsession.facts import split_sections
+from tcsession.steps import Plan, Replan, RestartTomcat, Step, summarize
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    kind: str  # "started" | "done" | "failed"
+    step: Step
+    text: str = ""
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What applying a plan did: the steps done (in order), and per host where it stands."""
+
+    hosts: dict[str, str]  # host -> "done" | "not started" | "in progress" | "failed: ..."
+    done: list[Step] = dataclasses.field(default_factory=list)
+    failed: Step | None = None
+    error: str | None = None
+    stopped_at: Step | None = None  # a Replan reached: the caller plans the rest
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> str:
+        return "; ".join(f"{h}: {s}" for h, s in self.hosts.items())
+
+
+def _units(steps: tuple[Step, ...]) -> list[list[Step]]:
+    """Steps in execution units: a run of parallel steps, or consecutive steps of one host."""
+    units: list[list[Step]] = []
+    for s in steps:
+        last = units[-1] if units else None
+        if last and s.parallel and all(x.parallel for x in last):
+            last.append(s)
+        elif (last and not s.parallel and not any(x.parallel for x in last) and last[-1].host == s.host
+              and not isinstance(s, RestartTomcat) and not isinstance(last[-1], RestartTomcat)):
+            last.append(s)
+        else:
+            units.append([s])
+    return units
+
+
+def batch_script(steps: list[Step]) -> str:
+    return "".join(shell.step_frame(i, s.script()) for i, s in enumerate(steps))
+
+
+def split_output(stdout: str, count: int) -> list[str]:
+    """A batched script's output, by step (the `@@step N` frames)."""
+    out = [""] * count
+    sections = split_sections(stdout)
+    for i in range(count):
+        out[i] = "\n".join(sections.get(f"step {i}", []))
+    return out
+
+
+class Interpreter:
+    def __init__(self, remote, hosts: dict, on_event: Callable[[Event], None] | None = None):
+        self.remote = remote
+        self.hosts = hosts  # name -> inventory Host
+        self.on_event = on_event or (lambda e: None)
+
+    def apply(self, plan: Plan, all_hosts: list[str]) -> Outcome:
+        outcome = Outcome({h: "not started" for h in all_hosts})
+        self._pending = None  # (restart step) whose node nginx still has out of service
+        try:
+            return self._apply(plan, outcome)
+        finally:
+            if self._pending is not None:  # the end, a failure, or an interrupt: back in service
+                problem = self._undrain()
+                if problem and outcome.ok:
+                    outcome.error = problem
+                    outcome.hosts[self.hosts_nginx] = f"failed: {problem}"
+
+    def _apply(self, plan: Plan, outcome: Outcome) -> Outcome:
+        remaining = {h: sum(1 for s in plan.steps if s.host == h) for h in outcome.hosts}
+        for unit in _units(plan.steps):
+            if isinstance(unit[0], Replan):
+                outcome.stopped_at = unit[0]
+                return outcome
+            drained = len(unit) == 1 and isinstance(unit[0], RestartTomcat) and unit[0].drain is not None
+            if self._pending is not None and not drained:
+                problem = self._undrain()
+                if problem:
+                    outcome.failed, outcome.error = self._pending_step, problem
+                    return outcome
+            by_host: dict[str, list[Step]] = {}
+            for s in unit:
+                by_host.setdefault(s.host, []).append(s)
+            for h in by_host:
+                outcome.hosts[h] = "in progress"
+            for s in unit:
+                self.on_event(Event("started", s))
+            started = time.monotonic()
+            if drained:
+                results = {unit[0].host: self._drained_restart(unit[0])}
+            else:
+                rs = self.remote.run_all([self.hosts[h] for h in by_host], lambda h: batch_script(by_host[h.name]))
+                results = {h: self._judge(by_host[h], rs[h]) for h in by_host}
+            seconds = time.monotonic() - started
+            failed = None
+            for h, per_step in results.items():
+                for s, (ok, text) in zip(by_host[h], per_step):
+                    if ok is None:
+                        continue  # not reached: an earlier step of this host failed
+                    if ok:
+                        outcome.done.append(s)
+                        remaining[h] -= 1
+                        self.on_event(Event("done", s, text, seconds))
+                    else:
+                        failed = failed or (s, text)
+                        outcome.hosts[h] = f"failed: {text}"
+                        self.on_event(Event("failed", s, text, seconds))
+                if not outcome.hosts[h].startswith("failed"):
+                    outcome.hosts[h] = "done" if remaining[h] == 0 else "in progress"
+            if failed:
+                outcome.failed, outcome.error = failed
+                return outcome
+        return outcome
+
+    def _judge(self, steps: list[Step], result) -> list[tuple[bool | None, str]]:
+        """(ok, text) per step: done text, failure message, or (None, "") for steps not reached."""
+        if result.exit is None:  # the host was not reached or the connection dropped
+            return [(False, f"{steps[0].host}: {result.why()}")] + [(None, "")] * (len(steps) - 1)
+        outputs = split_output(result.stdout, len(steps))
+        failed_at = next((int(l.split()[1]) for l in result.stdout.splitlines() if l.startswith("@@failed ")), None)
+        if failed_at is None and result.exit != 0:  # died outside a frame (killed, out of memory)
+            failed_at = max((i for i in range(len(steps)) if f"@@step {i}" in result.stdout), default=0)
+        out: list[tuple[bool | None, str]] = []
+        for i, (s, text) in enumerate(zip(steps, outputs)):
+            if failed_at is not None and i > failed_at:
+                out.append((None, ""))
+            elif failed_at == i:
+                out.append((False, s.failure(text + ("\n" + result.stderr if result.stderr.strip() else ""))))
+            else:
+                problem = s.check(text)
+                if problem is not None:
+                    follow = s.followup(text)
+                    if follow:
+                        tail = self.remote.run(self.hosts[s.host], follow).stdout
+                        logs = [l[5:] for l in tail.splitlines() if l.startswith("log: ")]
+                        if logs:
+                            problem += "; last log lines: " + " | ".join(logs[-5:])
+                    out.append((False, problem))
+                    out += [(None, "")] * (len(steps) - i - 1)
+                    break
+                out.append((True, s.done(text)))
+        return out
+
+    def _drained_restart(self, s: RestartTomcat) -> list[tuple[bool | None, str]]:
+        """Out of service in nginx, restarted, checked. The node goes back in service when the next
+        step is not another drained restart, whose drain then puts it back and takes the next node
+        out in one nginx reload; after a failure or an interrupt it goes back at once (the site on
+        disk stays the one the plan wrote, so a rollback finds what it recorded)."""
+        nginx_host = self.hosts[s.drain.nginx_host]
+        self.hosts_nginx = nginx_host.name
+        r = self.remote.run(nginx_host, s.drain_script())
+        if not r.ok:
+            return [(False, f"{nginx_host.name}: could not take {s.host} out of service: "
+                            f"{r.why() if r.exit is None else summarize(r.stdout + r.stderr)}")]
+        self._pending, self._pending_step = s, s
+        return self._judge([s], self.remote.run(self.hosts[s.host], batch_script([s])))
+
+    def _undrain(self) -> str | None:
+        s, self._pending = self._pending, None
+        back = self.remote.run(self.hosts[s.drain.nginx_host], s.undrain_script())
+        if not back.ok:
+            return f"{s.drain.nginx_host}: could not put {s.host} back in service: {back.why()}"
+        return None

@@ -1,0 +1,90 @@
+"""The session mode as a value: what differs between delta (Tomcat's own cluster) and msm
+(memcached-session-manager), decided once from the command line or from what a host carries.
+
+Planning, the checks after a restart, the expected ports and status all ask the Mode instead of
+comparing strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tcsession.errors import TcsessionError
+from tcsession.inventory import Host, Inventory
+from tcsession.probes import reachable_on
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpectedPort:
+    host: str
+    proto: str
+    address: str
+    port: int
+    unit: str  # "nginx", "tomcat" (the host's Tomcat unit) or "memcached"
+
+
+def port_listening(e: ExpectedPort, listeners) -> bool:
+    """TCP: reachable on the expected address (or a wildcard); UDP (multicast): the port bound."""
+    if e.proto == "udp":
+        return any(l.proto == "udp" and l.port == e.port for l in listeners)
+    return reachable_on(listeners, e.address, e.port)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    name: str  # "delta" | "msm"
+    cluster: bool  # a SimpleTcpCluster in server.xml (receiver, membership)
+    memcached: bool  # memcached beside each Tomcat, MSM's Manager and jars
+
+    def packages(self, host: Host) -> tuple[str, ...]:
+        """What the mode adds to a Tomcat host's packages."""
+        return ("memcached",) if self.memcached and host.memcached else ()
+
+    def routing(self, inv: Inventory) -> str:
+        """By jvmRoute for the delta cluster and sticky MSM; round robin for non-sticky MSM."""
+        return "roundrobin" if self.memcached and not inv.msm.sticky else "jvmroute"
+
+    def jvm_route(self, inv: Inventory, host: Host) -> str | None:
+        return host.jvm_route if self.cluster or inv.msm.sticky else None
+
+    def waits_for_state(self, inv: Inventory) -> bool:
+        """A restarted node receives every session from a peer (DeltaManager) before it serves."""
+        return self.cluster and inv.delta.manager == "delta"
+
+    def memcached_nodes(self, inv: Inventory) -> tuple[tuple[str, int], ...]:
+        if not self.memcached:
+            return ()
+        return tuple((t.address, inv.msm.memcached_port) for t in inv.tomcats if t.memcached)
+
+    def expected_ports(self, inv: Inventory) -> list[ExpectedPort]:
+        out = [ExpectedPort(inv.nginx.name, "tcp", inv.nginx.address, inv.nginx.http_port, "nginx")]
+        for t in inv.tomcats:
+            out.append(ExpectedPort(t.name, "tcp", t.address, t.http_port, "tomcat"))
+            if self.memcached and t.memcached:
+                out.append(ExpectedPort(t.name, "tcp", t.address, inv.msm.memcached_port, "memcached"))
+            if self.cluster:
+                out.append(ExpectedPort(t.name, "tcp", t.address, inv.delta.receiver_port, "tomcat"))
+                if inv.delta.membership == "multicast":
+                    out.append(ExpectedPort(t.name, "udp", inv.delta.multicast_address,
+                                            inv.delta.multicast_port, "tomcat"))
+        return out
+
+
+DELTA = Mode("delta", cluster=True, memcached=False)
+MSM = Mode("msm", cluster=False, memcached=True)
+# What status judges when the Tomcats carry neither mode's configuration.
+NONE = Mode("none", cluster=False, memcached=False)
+MODES = {m.name: m for m in (DELTA, MSM)}
+
+
+def mode_named(name: str | Mode) -> Mode:
+    if isinstance(name, Mode):
+        return name
+    try:
+        return MODES[name]
+    except KeyError:
+        raise TcsessionError(f"--mode={name}: unknown or not available; use one of {', '.join(MODES)}") from None
+
+
+def missing_ports(inv: Inventory, mode: Mode, listeners_by_host: dict) -> list[ExpectedPort]:
+    return [e for e in mode.expected_ports(inv) if not port_listening(e, listeners_by_host[e.host])]

@@ -1,0 +1,318 @@
+"""The one module that writes remote shell: every command tcsession sends to a host (and the few
+the lab runs inside its containers) is built here, from typed values, with every argument quoted.
+
+Nothing here runs anything: functions return POSIX sh text; tcsession.remote sends it, the
+steps (tcsession.steps) and facts (tcsession.facts) say which to send and read what comes back.
+Output that code parses is framed by `@@<section>` header lines (see facts.split_sections).
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from collections.abc import Iterable, Sequence
+
+from tcsession import state
+
+q = shlex.quote
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def write_bytes(path_expr: str, data: bytes) -> str:
+    """Put bytes into a file (path_expr is already quoted or a "$var")."""
+    return f"printf %s {_b64(data)} | base64 -d > {path_expr}"
+
+
+# --------------------------------------------------------------------------- facts
+
+# The units and packages facts ask about, whatever the host's family.
+TOMCAT_UNITS = ("tomcat11", "tomcat10", "tomcat9", "tomcat")
+PACKAGES = (*TOMCAT_UNITS, "nginx", "memcached", "curl")
+
+
+def facts_script() -> str:
+    units = " ".join(TOMCAT_UNITS)
+    return rf"""
+export LC_ALL=C
+echo @@os-release; cat /etc/os-release 2>/dev/null
+echo @@hostname; hostname
+echo @@system; systemctl is-system-running 2>&1
+echo @@failed; systemctl --failed --no-legend --plain 2>/dev/null
+echo @@pkgmgr; for p in apt-get dnf yum; do command -v $p >/dev/null 2>&1 && echo $p; done
+echo @@packages
+if command -v dpkg-query >/dev/null 2>&1; then
+  pkgs=$(dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\n' {" ".join(PACKAGES)} 2>/dev/null | awk '$3 ~ /^ii/ {{print $1, $2}}')
+else
+  pkgs=$(rpm -q --qf '%{{NAME}} %{{VERSION}}-%{{RELEASE}}\n' tomcat nginx memcached curl 2>/dev/null | grep -v 'not installed')
+fi
+echo "$pkgs"
+echo @@active
+systemctl show -p Id,ActiveState {units} nginx memcached 2>/dev/null
+echo @@available
+# Only asked when something is missing (it is the slowest question here).
+case "$pkgs" in *tomcat*|*nginx*) ;; *)
+if command -v apt-cache >/dev/null 2>&1; then
+  apt-cache policy tomcat11 tomcat10 tomcat9 nginx memcached 2>/dev/null | awk '/^[a-z]/{{p=$1; sub(":$","",p)}} /Candidate:/{{ if ($2!="(none)") print p}}'
+elif command -v rpm >/dev/null 2>&1; then echo tomcat; echo nginx; echo memcached
+fi;;
+esac
+echo @@ss-tcp; ss -Hntl 2>/dev/null
+echo @@ss-udp; ss -Hnul 2>/dev/null
+"""
+
+
+def files_script(paths: Iterable[str]) -> str:
+    """Each file as `@@file <path> <mode> <owner>:<group>` + base64, `@@link <path> <target>`,
+    or `@@nofile <path>`."""
+    out = []
+    for p in paths:
+        f = q(p)
+        out.append(
+            f"if [ -L {f} ]; then echo \"@@link {p} $(readlink {f})\"; "
+            f"elif [ -f {f} ]; then echo \"@@file {p} $(stat -c '%a %U:%G' {f})\"; base64 -w0 {f}; echo; "
+            f"else echo '@@nofile {p}'; fi")
+    return "\n".join(out) + "\n"
+
+
+def jars_script(libs: Iterable[str], globs: Sequence[str]) -> str:
+    """Every jar matching `globs` in each lib directory (regular files only), in files_script's
+    format, whatever its version: planning removes stale ones."""
+    dirs = " ".join(q(d) for d in sorted(set(libs)))
+    return (f"for d in {dirs}; do for f in \"$d\"/*.jar; do case \"${{f##*/}}\" in {'|'.join(globs)}) "
+            "if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then echo \"@@file $f $(stat -c '%a %U:%G' \"$f\")\"; "
+            "base64 -w0 \"$f\"; echo; fi;; esac; done; done\n")
+
+
+# Lines of a running Tomcat's log that status reads: membership, state transfer, MSM's start.
+LOG_PATTERNS = ("member added", "[Mm]ember disappeared", "[Mm]ember added", "session state",
+                "no members active", "MemcachedSessionService", "tcsession-standin")
+
+
+def membership_script() -> str:
+    """`@@cluster-log`: the lines of LOG_PATTERNS since the running Tomcat started."""
+    pattern = "|".join(LOG_PATTERNS)
+    return (f"echo @@cluster-log\nfor u in {' '.join(TOMCAT_UNITS)}; do\n"
+            "  if [ \"$(systemctl is-active $u 2>/dev/null)\" = active ]; then\n"
+            "    journalctl -u $u --since \"$(systemctl show -p ActiveEnterTimestamp --value $u)\" --no-pager -o cat 2>/dev/null \\\n"
+            f"      | grep -E {q(pattern)} | tail -n 200\n  fi\ndone\n")
+
+
+def memcached_probe_script(nodes: Iterable[tuple[str, int]]) -> str:
+    """Ask every memcached node for its stats over TCP (bash's /dev/tcp), one
+    `@@memcached <address>:<port>` section each (empty when unreachable)."""
+    parts = []
+    for address, port in nodes:
+        talk = f'exec 3<>/dev/tcp/{address}/{int(port)} && printf "stats\\r\\nquit\\r\\n" >&3 && cat <&3'
+        parts.append(f"echo '@@memcached {address}:{int(port)}'; timeout 3 bash -c {q(talk)} 2>/dev/null "
+                     "| tr -d '\\r' | grep -E '^STAT (version|curr_items|curr_connections) ' || true")
+    return "\n".join(parts) + "\n"
+
+
+def listeners_script() -> str:
+    return "ss -Hntl; echo @@udp; ss -Hnul\n"
+
+
+def history_script() -> str:
+    """Every deploy directory: `@@deploy <name> applied|rolled-back`, its manifest in base64,
+    then `@@dirs <name>` and the directories it created."""
+    return (f"for d in {state.DEPLOYS}/*/; do [ -d \"$d\" ] || continue; d=${{d%/}}; id=${{d##*/}}; "
+            "echo \"@@deploy $id $([ -e \"$d/rolled-back\" ] && echo rolled-back || echo applied)\"; "
+            "base64 -w0 \"$d/manifest.json\" 2>/dev/null; echo; "
+            "echo \"@@dirs $id\"; cat \"$d/created-dirs\" 2>/dev/null || true; done\n")
+
+
+# --------------------------------------------------------------------------- changes
+
+
+def install_script(package_manager: str, packages: Sequence[str]) -> str:
+    """Install packages; the lists are refreshed only when the install cannot be done from what
+    is there. The log goes to a root-only temporary file in the state directory, shown on failure."""
+    pkgs = " ".join(q(p) for p in packages)
+    setup = (f"mkdir -p {state.STATE_DIR} && chmod 700 {state.STATE_DIR} && "
+             f"log=$(mktemp {state.STATE_DIR}/install-log.XXXXXX) || exit 1\n")
+    if package_manager == "apt-get":
+        base = f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {pkgs}"
+        body = f"{{ {base} >\"$log\" 2>&1 || {{ apt-get update -q >>\"$log\" 2>&1; {base} >>\"$log\" 2>&1; }}; }}"
+    elif package_manager in ("dnf", "yum"):
+        body = f"{package_manager} install -y -q {pkgs} >\"$log\" 2>&1"
+    else:
+        raise ValueError(f"no supported package manager: {package_manager!r}")
+    return setup + f"if {body}; then rm -f \"$log\"; else tail -n 5 \"$log\" >&2; rm -f \"$log\"; exit 1; fi\n"
+
+
+def record_script(deploy_id: str, manifest_json: str) -> str:
+    """The deploy's directory (root-only) and its manifest, written atomically."""
+    ddir = state.deploy_dir(deploy_id)
+    return (f"set -e\numask 077\nmkdir -p {ddir}/files\nchmod 700 {state.STATE_DIR} {state.DEPLOYS} {ddir}\n"
+            f"printf %s {q(manifest_json)} > {ddir}/manifest.json.tmp && mv -f {ddir}/manifest.json.tmp {ddir}/manifest.json\n")
+
+
+def put_file(path: str, data: bytes, owner: str, mode: str) -> str:
+    """Write a file atomically (a temporary file beside it, then mv) with its owner and mode."""
+    f, fill = q(path), write_bytes('"$tmp"', data)
+    return (f"tmp=$(mktemp {q(path + '.tcsession.')}XXXXXX) && {fill} && "
+            f"chown {q(owner)} \"$tmp\" && chmod {q(mode)} \"$tmp\" && mv -f \"$tmp\" {f} "
+            "|| { rm -f \"$tmp\"; exit 1; }")
+
+
+def write_files_script(deploy_id: str, manifest_json: str, saves: Sequence[tuple[int, bytes]],
+                       writes: Sequence[tuple[str, bytes | None, str, str]]) -> str:
+    """Save the prior bytes and the manifest first, then every file atomically.
+    saves: (index, prior bytes); writes: (path, new bytes or None to remove, owner, mode)."""
+    ddir = state.deploy_dir(deploy_id)
+    lines = [record_script(deploy_id, manifest_json).rstrip("\n")]
+    for i, data in saves:
+        lines.append(write_bytes(state.saved_path(deploy_id, i), data))
+    lines.append("umask 022")  # directories made for the files must be readable by the service
+    for path, data, owner, mode in writes:
+        if data is None:
+            lines.append(f"rm -f {q(path)}")
+            continue
+        parent = q(path.rsplit("/", 1)[0] or "/")
+        lines.append(f"[ -d {parent} ] || {{ mkdir -p {parent} && echo {parent} >> {ddir}/created-dirs; }}")
+        lines.append(put_file(path, data, owner, mode))
+    return "\n".join(lines) + "\n"
+
+
+def restore_files_script(deploy_id: str, items: Sequence[tuple[str, bytes | None, str, str, str | None, bool]],
+                         created_dirs: Sequence[str]) -> str:
+    """Put a deploy's files back; mark it rolled back. items: (path, bytes or None to remove,
+    owner, mode, symlink target or None, keep the current bytes first (someone's edit))."""
+    ddir = state.deploy_dir(deploy_id)
+    lines = ["set -e", "umask 077", f"mkdir -p {ddir}/overwritten"]
+    for i, (path, data, owner, mode, link, keep) in enumerate(items):
+        f = q(path)
+        if keep:
+            lines.append(f"[ ! -f {f} ] || cp -p {f} {ddir}/overwritten/{i}")
+        if link is not None:
+            lines.append(f"rm -f {f} && ln -s {q(link)} {f}")
+        elif data is None:
+            lines.append(f"rm -f {f}")
+        else:
+            lines.append(put_file(path, data, owner, mode))
+    for d in sorted(created_dirs, key=len, reverse=True):
+        lines.append(f"rmdir {q(d)} 2>/dev/null || true")
+    lines.append(f"date -u +%FT%TZ > {ddir}/rolled-back")
+    return "\n".join(lines) + "\n"
+
+
+def stamp(unit: str, digest: str) -> str:
+    return f"mkdir -p {state.APPLIED_DIR} && echo {q(digest)} > {q(state.applied_path(unit))}"
+
+
+def log_tail(unit: str, lines: int = 5) -> str:
+    """The unit's last log lines, each prefixed `log: ` (systemd's container noise and Java stack
+    frames left out)."""
+    return (f"journalctl -u {q(unit)} -n 400 --no-pager -o cat 2>/dev/null | grep -v -e 'Failed to kill control group' "
+            f"-e 'Failed to dump process list' -e '^\\s*at ' -e '^\\s*\\.\\.\\. [0-9]* more' | tail -n {int(lines)} "
+            "| sed 's/^/log: /'")
+
+
+def _or_fail(what: str, unit: str) -> str:
+    return f"|| {{ echo {q(what)}; {log_tail(unit)}; exit 1; }}"
+
+
+def restart_service(unit: str, digest: str, enable: bool) -> str:
+    return ((f"systemctl enable -q {q(unit)} && " if enable else "") + f"systemctl restart {q(unit)} "
+            + _or_fail(f"{unit} did not restart", unit) + "\n" + stamp(unit, digest) + "\n")
+
+
+def stop_service(unit: str) -> str:
+    """Stop and disable a unit, and forget the configuration it ran with."""
+    return f"systemctl disable -q --now {q(unit)} || true; rm -f {q(state.applied_path(unit))}\n"
+
+
+def nginx_apply(digest: str, start: bool) -> str:
+    """Check the configuration, then reload (or, when nginx is not running, enable and start)."""
+    action = "restart" if start else "reload-or-restart"
+    return ("out=$(nginx -t 2>&1) || { echo \"nginx -t rejected the configuration: $(echo \"$out\" | head -n 2 | tr '\\n' ' ')\"; exit 1; }\n"
+            + ("systemctl enable -q nginx && " if start else "") + f"systemctl {action} nginx "
+            + _or_fail("nginx did not (re)load", "nginx") + "\n" + stamp("nginx", digest) + "\n")
+
+
+def nginx_site(path: str, site: bytes) -> str:
+    """Replace the site (atomically), check it, reload nginx: a node drained or back in service."""
+    return (put_file(path, site, "root:root", "644") + "\nout=$(nginx -t 2>&1) || { echo \"nginx -t: $out\"; exit 1; }\n"
+            "systemctl reload nginx || { echo 'nginx did not reload'; exit 1; }\n")
+
+
+def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bool, timeout: float,
+                   digest: str, state_lines: bool) -> str:
+    """Restart, wait until `path` answers 200 (or any HTTP status), at most `timeout` s (giving up
+    at once if the unit stops: a failed start), stamp the configuration it runs with; with
+    `state_lines`, print `state: ...` lines about the session state transfer it logged."""
+    ok = '[ "$c" != 000 ]' if any_status else '[ "$c" = 200 ]'
+    url = q(f"http://{address}:{int(port)}{path}")
+    tries = int(timeout / 0.25)
+    u = q(unit)
+    lines = [
+        "since=$(date +%s)",
+        f"systemctl enable -q {u} && systemctl restart {u} " + _or_fail(f"{unit} did not restart", unit),
+        f"i=0; while :; do systemctl is-active -q {u} || {{ echo {q(f'{unit} stopped while starting')}; "
+        f"{log_tail(unit)}; exit 1; }}; "
+        f"c=$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' {url} || true); {ok} && break; "
+        f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"{path} answered ${{c:-nothing}} after {timeout:g} s\"; "
+        f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done",
+        stamp(unit, digest),
+    ]
+    if state_lines:
+        lines.append(f"journalctl -u {u} --since @$((since-1)) --no-pager -o cat 2>/dev/null "
+                     "| grep -i -e 'session state' -e 'no members active' | sed 's/^/state: /' | tail -n 3 || true")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- transport pieces
+
+
+def make_temp_file() -> str:
+    return "umask 077 && mktemp /tmp/tcsession.XXXXXXXX"
+
+
+def append_to(path: str, text: str) -> str:
+    return f"printf %s {q(text)} >> {q(path)}"
+
+
+def run_file(path: str, has_stdin: bool) -> str:
+    return f"sh {q(path)}{'' if has_stdin else ' </dev/null'}; rc=$?; rm -f {q(path)}; exit $rc"
+
+
+def remove(path: str) -> str:
+    return f"rm -f {q(path)}"
+
+
+def sudo(command: str) -> str:
+    return "sudo -S -p '' sh -c " + q(command)
+
+
+def step_frame(index: int, body: str) -> str:
+    """One step of a batched script: a `@@step N` header, the step in a subshell (its stderr
+    joined to stdout), and on failure `@@failed N` and the end of the script."""
+    return f"echo '@@step {index}'\n(\n{body.rstrip()}\n) 2>&1 || {{ rc=$?; echo '@@failed {index}'; exit $rc; }}\n"
+
+
+# --------------------------------------------------------------------------- lab (inside containers)
+
+
+def lab_build_hooks() -> list[str]:
+    """mmdebstrap customize hooks ("$1" is the new root)."""
+    return [
+        # Each host gets its own SSH host key; none is shared through the base.
+        'rm -f "$1"/etc/ssh/ssh_host_*',
+        # Static addresses come from systemd-networkd (a per-host .network file).
+        'chroot "$1" systemctl enable systemd-networkd.service systemd-networkd.socket',
+        # Never wait for a network that is "online" (there is no default route).
+        'chroot "$1" systemctl mask systemd-networkd-wait-online.service',
+        'echo "" > "$1"/etc/machine-id',
+    ]
+
+
+def failed_units_report() -> str:
+    return ("systemctl --failed --no-legend; for u in $(systemctl --failed --no-legend --plain | awk '{print $1}'); "
+            "do systemctl status --no-pager -l $u 2>&1 | tail -15; done")
+
+
+def wait_system_running() -> str:
+    return "systemctl is-system-running --wait"

@@ -1,0 +1,381 @@
+"""Steps: everything a deploy or a rollback does to a host, as frozen data.
+
+A Plan is an ordered tuple of steps. The dry run prints it (`describe()` and, for files, the
+diffs); tcsession.apply executes the same value and nothing else; rollback builds the same types
+from the manifests. Each step renders its own shell (through tcsession.shell) and reads its own
+output: `check()` judges what a check step saw, `done()` says what happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+from typing import ClassVar
+
+from tcsession import nginx, shell, state
+from tcsession.modes import ExpectedPort, port_listening
+from tcsession.probes import parse_memcached_probe, parse_ss
+
+
+def sha256(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class FileChange:
+    path: str
+    before: bytes | None  # None: did not exist
+    after: bytes | None  # None: remove
+    mode: str  # octal string for the new file
+    owner: str  # user:group for the new file
+    before_mode: str = ""
+    before_owner: str = ""
+    before_link: str | None = None  # the file was a symlink to this target
+    after_link: str | None = None  # make it a symlink to this target (rollback of a removal)
+
+    @property
+    def verb(self) -> str:
+        if self.before is None and self.before_link is None:
+            return "create"
+        return "remove" if self.after is None and self.after_link is None else "change"
+
+    def diff(self) -> str:
+        if self.path.endswith((".jar", ".war")):
+            return (f"binary {self.path}: sha256 {sha256(self.before) or '(none)'} -> "
+                    f"{sha256(self.after) or '(removed)'}\n")
+        a = (self.before or b"").decode("utf-8", "replace").splitlines(keepends=True)
+        b = (self.after or b"").decode("utf-8", "replace").splitlines(keepends=True)
+        if self.after_link is not None:
+            b = [f"symlink -> {self.after_link}\n"]
+        if self.before_link is not None:
+            a = [f"symlink -> {self.before_link}\n"]
+        lines = difflib.unified_diff(a, b, fromfile=f"{self.path}\t(now)" if self.before is not None
+                                     or self.before_link else "/dev/null",
+                                     tofile=self.path if self.after is not None or self.after_link
+                                     else "/dev/null")
+        out = "".join(lines)
+        if not out and self.mode != self.before_mode:
+            out = f"mode {self.before_mode} -> {self.mode}\n"
+        return out
+
+
+def summarize(output: str) -> str:
+    """A failed step's output in one line: what it said, then the service's last log lines."""
+    lines = [l for l in output.strip().splitlines() if l.strip()]
+    said = [l for l in lines if not l.startswith(("log: ", "state: "))]
+    logs = [l[5:] for l in lines if l.startswith("log: ")]
+    out = said[-1] if said else "no output"
+    if logs:
+        out += "; last log lines: " + " | ".join(logs[-5:])
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    host: str
+    why: str
+    parallel: ClassVar[bool] = False  # may run at the same time as its neighbours on other hosts
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def script(self) -> str:
+        raise NotImplementedError
+
+    def check(self, output: str) -> str | None:
+        """What is wrong, judged from the step's output (None: fine). Commands' exit codes are
+        judged before this."""
+        return None
+
+    def followup(self, output: str) -> str | None:
+        """A script whose output explains a failed check (the service's log), or None."""
+        return None
+
+    def done(self, output: str) -> str:
+        return self.describe()
+
+    def failure(self, output: str) -> str:
+        return f"{self.host}: {self.describe()} failed: {summarize(output)}"
+
+
+# --------------------------------------------------------------------------- packages
+
+
+@dataclasses.dataclass(frozen=True)
+class InstallPackages(Step):
+    package_manager: str = ""
+    packages: tuple[str, ...] = ()
+    record: state.Manifest | None = None  # written first: the deploy's record of this install
+    parallel: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return f"install {' '.join(self.packages)}"
+
+    def script(self) -> str:
+        pre = shell.record_script(self.record.id, self.record.to_json()) if self.record else ""
+        return pre + shell.install_script(self.package_manager, self.packages)
+
+    def done(self, output: str) -> str:
+        return f"installed {' '.join(self.packages)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Replan(Step):
+    """Not a command: the files are planned from what the packages just installed put there, so
+    the facts are read again and the rest of the deploy planned then."""
+
+    def describe(self) -> str:
+        return "read the hosts again and plan the files (they come from the packages installed above)"
+
+    def script(self) -> str:
+        return ""
+
+
+# --------------------------------------------------------------------------- files
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteFiles(Step):
+    """Save the prior bytes and the manifest, then write every file atomically."""
+
+    deploy_id: str = ""
+    manifest: state.Manifest | None = None
+    changes: tuple[FileChange, ...] = ()
+    parallel: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return "write " + ", ".join(f"{c.verb} {c.path}" for c in self.changes)
+
+    def script(self) -> str:
+        saves = [(int(r.saved.rsplit("/", 1)[1]), c.before) for r, c in zip(self.manifest.files, self.changes)
+                 if r.saved is not None]
+        writes = [(c.path, c.after, c.owner, c.mode) for c in self.changes]
+        return shell.write_files_script(self.deploy_id, self.manifest.to_json(), saves, writes)
+
+    def done(self, output: str) -> str:
+        return f"wrote {len(self.changes)} file(s)"
+
+
+def manifest_for(deploy_id: str, mode: str, time: str, changes: tuple[FileChange, ...],
+                 packages: tuple[str, ...] = (), services_before: dict | None = None) -> state.Manifest:
+    records = []
+    for i, c in enumerate(changes):
+        records.append(state.FileRecord(
+            path=c.path, existed=c.before is not None or c.before_link is not None,
+            before_sha256=sha256(c.before), after_sha256=sha256(c.after), before_mode=c.before_mode,
+            before_owner=c.before_owner, before_link=c.before_link,
+            saved=f"files/{i}" if c.before is not None else None))
+    return state.Manifest(deploy_id, mode, time, tuple(packages),
+                          tuple(sorted((services_before or {}).items())), tuple(records))
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreFiles(Step):
+    """Put a deploy's files back byte for byte and mark it rolled back; with conflicts (files
+    changed since, restored under --force) their current bytes are kept beside the record."""
+
+    deploy_id: str = ""
+    changes: tuple[FileChange, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    created_dirs: tuple[str, ...] = ()
+    parallel: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return f"undo {self.deploy_id}: " + ", ".join(
+            f"{'restore' if c.after is not None or c.after_link else 'remove'} {c.path}"
+            + (" (edited since; kept beside the record)" if c.path in self.conflicts else "")
+            for c in self.changes) if self.changes else f"mark {self.deploy_id} rolled back"
+
+    def script(self) -> str:
+        items = [(c.path, c.after, c.owner, c.mode, c.after_link, c.path in self.conflicts) for c in self.changes]
+        return shell.restore_files_script(self.deploy_id, items, self.created_dirs)
+
+    def done(self, output: str) -> str:
+        return f"restored {len(self.changes)} file(s) of {self.deploy_id}"
+
+
+# --------------------------------------------------------------------------- services
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartMemcached(Step):
+    digest: str = ""
+    enable: bool = True
+
+    def describe(self) -> str:
+        return "restart memcached (before the Tomcats, one host at a time)"
+
+    def script(self) -> str:
+        return shell.restart_service("memcached", self.digest, self.enable)
+
+    def done(self, output: str) -> str:
+        return "restarted memcached"
+
+
+@dataclasses.dataclass(frozen=True)
+class StopService(Step):
+    unit: str = ""
+
+    def describe(self) -> str:
+        return f"stop {self.unit} ({self.why})"
+
+    def script(self) -> str:
+        return shell.stop_service(self.unit)
+
+    def done(self, output: str) -> str:
+        return f"stopped {self.unit} ({self.why})"
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyNginx(Step):
+    digest: str = ""
+    start: bool = False  # not running: enable and start it instead of a reload
+
+    def describe(self) -> str:
+        return f"nginx -t, then {'start' if self.start else 'reload'} nginx"
+
+    def script(self) -> str:
+        return shell.nginx_apply(self.digest, self.start)
+
+    def done(self, output: str) -> str:
+        return f"nginx -t ok, {'started' if self.start else 'reloaded'} nginx"
+
+
+@dataclasses.dataclass(frozen=True)
+class Drain:
+    """A Tomcat out of service in nginx while it restarts (marked `down`: its sessions go to
+    their backup nodes, nothing new reaches it), then back."""
+
+    nginx_host: str
+    drained: bytes
+    site: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartTomcat(Step):
+    """Restart (drained first when peers serve), wait until it serves and, with DeltaManager,
+    report the session state it received; then stamp the configuration it runs with."""
+
+    unit: str = ""
+    address: str = ""
+    port: int = 8080
+    digest: str = ""
+    test_page: bool = True  # wait for the test page's 200; without it, any HTTP answer on /
+    drain: Drain | None = None
+    waits_for_state: bool = False
+    timeout: float = 120.0
+
+    def describe(self) -> str:
+        how = ["one node at a time"]
+        if self.drain:
+            how.append("out of service in nginx meanwhile")
+        how.append("waits until it serves" + (" and has the session state" if self.waits_for_state else ""))
+        return f"restart {self.unit} ({', '.join(how)})"
+
+    def script(self) -> str:
+        path, any_status = ("/test.jsp", False) if self.test_page else ("/", True)
+        return shell.restart_tomcat(self.unit, self.address, self.port, path, any_status, self.timeout,
+                                    self.digest, self.waits_for_state)
+
+    def drain_script(self) -> str:
+        return shell.nginx_site(nginx.SITE, self.drain.drained)
+
+    def undrain_script(self) -> str:
+        return shell.nginx_site(nginx.SITE, self.drain.site)
+
+    def done(self, output: str) -> str:
+        what = f"restarted {self.unit}, serving"
+        if self.waits_for_state:
+            lines = [l for l in output.splitlines() if l.startswith("state: ")]
+            if any("session state" in l and "received" in l for l in lines):
+                what += ", session state received"
+            elif any("no members active" in l.lower() for l in lines):
+                what += ", no peer answered (no state received)"
+        return what
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckPorts(Step):
+    ports: tuple[ExpectedPort, ...] = ()
+    units: tuple[tuple[str, str], ...] = ()  # ExpectedPort.unit -> the host's unit, for its log
+    parallel: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return f"check {len(self.ports)} port(s) listening"
+
+    def script(self) -> str:
+        return shell.listeners_script()
+
+    def _missing(self, output: str) -> list[ExpectedPort]:
+        tcp, _, udp = output.partition("@@udp")
+        listeners = parse_ss(tcp, "tcp") + parse_ss(udp, "udp")
+        return [e for e in self.ports if not port_listening(e, listeners)]
+
+    def check(self, output: str) -> str | None:
+        missing = self._missing(output)
+        if not missing:
+            return None
+        e = missing[0]
+        return f"{self.host}: nothing listens on {e.proto} {e.address}:{e.port} ({dict(self.units).get(e.unit, e.unit)})"
+
+    def followup(self, output: str) -> str | None:
+        missing = self._missing(output)
+        return shell.log_tail(dict(self.units).get(missing[0].unit, missing[0].unit)) if missing else None
+
+    def done(self, output: str) -> str:
+        return f"ports listening: {len(self.ports)} checked"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckMemcached(Step):
+    """MSM needs every memcached node from every Tomcat."""
+
+    nodes: tuple[tuple[str, int], ...] = ()
+    parallel: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return f"check {len(self.nodes)} memcached node(s) reachable from this Tomcat"
+
+    def script(self) -> str:
+        return shell.memcached_probe_script(self.nodes)
+
+    def check(self, output: str) -> str | None:
+        seen = parse_memcached_probe(output)
+        for address, port in self.nodes:
+            if "version" not in seen.get(f"{address}:{port}", {}):
+                return (f"{self.host}: cannot reach memcached at {address}:{port} (MSM needs every node from "
+                        f"every Tomcat); check that memcached runs there and that a firewall lets "
+                        f"{self.host} in on {port}/tcp")
+        return None
+
+    def done(self, output: str) -> str:
+        return f"memcached: {len(self.nodes)} node(s) reachable"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Every step of a deploy or a rollback, in order."""
+
+    kind: str  # "deploy delta", "deploy msm", "rollback <id>"
+    steps: tuple[Step, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps
+
+    def for_host(self, host: str) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.host == host)
+
+    def files(self, host: str) -> tuple[FileChange, ...]:
+        return tuple(c for s in self.for_host(host) if isinstance(s, (WriteFiles, RestoreFiles)) for c in s.changes)
+
+    def restarts(self, host: str) -> bool:
+        return any(isinstance(s, RestartTomcat) for s in self.for_host(host))
+
+    def lines(self) -> list[str]:
+        """The plan as the preview and the run show it: `host  what` per step."""
+        return [f"{s.host}  {s.describe()}" for s in self.steps]

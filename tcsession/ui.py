@@ -1,0 +1,170 @@
+"""Everything printed for a person: progress from events, plans and diffs, the status report,
+the history table, JSON. Executors and judges only produce data and events; this renders them.
+
+Text that comes from hosts (file contents in diffs, log lines, command output) is printed with
+its control characters escaped and without rich markup interpretation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import textwrap
+
+from tcsession.apply import Event
+from tcsession.steps import Plan, WriteFiles, RestoreFiles
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Control characters (an ESC that would drive the terminal, a carriage return that would
+    hide a line) shown as \\xNN; newlines and tabs kept."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+class Progress:
+    """Which host, which step, how long: one line per step (no markup from outside)."""
+
+    def __init__(self, quiet: bool = False):
+        self.console = _console()
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def line(self, host: str, what: str, seconds: float | None = None, style: str = "") -> None:
+        if self.quiet:
+            return
+        from rich.text import Text
+
+        line = Text(f"  {host:<10} ", style="bold")
+        line.append(printable(what), style=style)
+        if seconds is not None:
+            line.append(f"  {seconds:.1f} s", style="dim")
+        self.console.print(line)
+
+    def say(self, text: str, style: str = "") -> None:
+        if not self.quiet:
+            from rich.text import Text
+
+            self.console.print(Text(printable(text), style=style))
+
+    def event(self, e: Event) -> None:
+        """The interpreter's callback."""
+        if e.kind == "done":
+            self.line(e.step.host, e.text, e.seconds)
+        elif e.kind == "failed":
+            self.line(e.step.host, e.text, e.seconds, style="red")
+
+    def diff(self, diff: str) -> None:
+        """A unified diff, coloured by line, never wrapped (it must stay a valid patch)."""
+        if self.quiet:
+            return
+        from rich.text import Text
+
+        styles = {"+": "green", "-": "red", "@": "cyan"}
+        for line in diff.splitlines():
+            style = "bold" if line.startswith(("+++", "---")) else styles.get(line[:1], "")
+            self.console.print(Text(printable(line), style=style), soft_wrap=True)
+
+    def plan(self, plan: Plan, diffs: bool, hosts: list[str] | None = None) -> None:
+        """Every step in order, as it will run; with `diffs`, each file's diff under its step."""
+        if plan.empty:
+            for h in hosts or ():
+                self.line(h, "up to date", style="dim")
+            return
+        for s in plan.steps:
+            self.line(s.host, s.describe(), style="yellow")
+            if diffs and isinstance(s, (WriteFiles, RestoreFiles)):
+                for c in s.changes:
+                    self.diff(c.diff())
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _wrap(text: str, width: int, indent: int) -> list[str]:
+    """Wrapped at spaces only (never inside a word); continuation lines indented."""
+    return textwrap.wrap(text, width=max(20, width), subsequent_indent=" " * indent,
+                         break_long_words=False, break_on_hyphens=False) or [""]
+
+
+def render_status(report, width: int = 100) -> list[tuple[str, str]]:
+    """The status report as (text, style) lines that fit `width` columns: a header line per host,
+    then one line per check ("ok" / "FAIL", what, detail), wrapped at spaces with a hanging indent."""
+    out: list[tuple[str, str]] = []
+    title = f"tcsession: {len(report.hosts)} hosts" + (f", mode {report.mode}" if report.mode else "")
+    out.append((title, "bold"))
+    for h in report.hosts:
+        f = h.facts
+        head = f"{h.name} ({h.role}) {h.address}"
+        if f:
+            pkgs = ", ".join(f"{k} {v.split('-')[0].split(':')[-1]}" for k, v in f.packages.items() if k != "curl")
+            head += f"  {f.os_short}, systemd {f.system_state}" + (f", {pkgs}" if pkgs else "")
+        else:
+            head += "  unreachable"
+        out += [(line, "bold") for line in _wrap(printable(head), width, 4)]
+        if not h.reachable:
+            out += [(line, "red") for line in _wrap("  FAIL " + printable(h.error or "unreachable"), width, 7)]
+        if f and f.system_state != "running":
+            failed = ", ".join(f.failed_units) or "no failed unit listed"
+            out += [(line, "yellow") for line in _wrap(f"  warn systemd {f.system_state} ({failed})", width, 7)]
+        for what, ok, detail in h.checks:
+            quiet = detail in ("active", "listening", "present")
+            text = ("  ok   " if ok else "  FAIL ") + what + ("" if ok and quiet else f": {detail}")
+            out += [(line, "green" if ok else "red") for line in _wrap(printable(text), width, 7)]
+        if h.members:
+            out += [(line, "dim") for line in _wrap(f"       members: {', '.join(h.members)}", width, 7)]
+    s = report.session
+    if s is not None:
+        served = ", ".join(f"{n} x{c}" for n, c in s.nodes.items()) or "nobody"
+        text = (f"session through nginx: {s.requests} requests, {s.failed} failed, {s.lost_updates} lost "
+                f"updates, count reached {s.last_count}, served by {served}")
+        out += [(line, "green" if s.ok else "red") for line in _wrap(printable(text), width, 2)]
+        for e in s.errors[:5]:
+            out += [(line, "red") for line in _wrap("  " + printable(e), width, 4)]
+    out.append(("healthy" if report.healthy else "UNHEALTHY", "bold green" if report.healthy else "bold red"))
+    return out
+
+
+def print_status(report, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    from rich.text import Text
+
+    console = _console()
+    for text, style in render_status(report, console.width):
+        console.print(Text(text, style=style), soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- history
+
+
+def print_history(hist: dict, notes: list[str] = (), as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps({"deploys": {h: [r.to_dict() for r in recs] for h, recs in hist.items()},
+                          "notes": list(notes)}, indent=2))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _console()
+    table = Table(title="tcsession deploys (newest last)")
+    for col in ("deploy", "mode", "time", "hosts", "files", "state"):
+        table.add_column(col)
+    ids = sorted({r.id for recs in hist.values() for r in recs})
+    for i in ids:
+        recs = [r for recs in hist.values() for r in recs if r.id == i]
+        table.add_row(i, printable(recs[0].mode), printable(recs[0].manifest.time), ", ".join(r.host for r in recs),
+                      str(sum(len(r.files) for r in recs)),
+                      "rolled back" if all(r.rolled_back for r in recs) else "applied")
+    console.print(table)
+    for n in notes:
+        console.print(Text(printable(n), style="yellow"))
