@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 
 from tcsession import shell
-from tcsession.facts import split_sections
 from tcsession.steps import Plan, Replan, RestartTomcat, Step, summarize
 
 
@@ -68,12 +67,18 @@ def batch_script(steps: list[Step]) -> str:
 
 
 def split_output(stdout: str, count: int) -> list[str]:
-    """A batched script's output, by step (the `@@step N` frames)."""
-    out = [""] * count
-    sections = split_sections(stdout)
-    for i in range(count):
-        out[i] = "\n".join(sections.get(f"step {i}", []))
-    return out
+    """A batched script's output, by step: the lines between its `@@step N` frame and the next
+    frame (a step's own `@@section` lines stay in its share)."""
+    out: list[list[str]] = [[] for _ in range(count)]
+    current = None
+    for line in stdout.splitlines():
+        if line.startswith("@@step ") and line[7:].isdigit() and int(line[7:]) < count:
+            current = int(line[7:])
+        elif line.startswith("@@failed ") and line[9:].isdigit():
+            current = None
+        elif current is not None:
+            out[current].append(line)
+    return ["\n".join(lines) for lines in out]
 
 
 class Interpreter:
@@ -95,7 +100,11 @@ class Interpreter:
                     outcome.hosts[self.hosts_nginx] = f"failed: {problem}"
 
     def _apply(self, plan: Plan, outcome: Outcome) -> Outcome:
-        remaining = {h: sum(1 for s in plan.steps if s.host == h) for h in outcome.hosts}
+        # A host is done once its changes are (the checks after them judge the whole cluster).
+        remaining = {h: sum(1 for s in plan.steps if s.host == h and not s.check_only) for h in outcome.hosts}
+        for h, n in remaining.items():
+            if n == 0:
+                outcome.hosts[h] = "nothing to change"
         for unit in _units(plan.steps):
             if isinstance(unit[0], Replan):
                 outcome.stopped_at = unit[0]
@@ -110,7 +119,8 @@ class Interpreter:
             for s in unit:
                 by_host.setdefault(s.host, []).append(s)
             for h in by_host:
-                outcome.hosts[h] = "in progress"
+                if outcome.hosts[h] == "not started":
+                    outcome.hosts[h] = "in progress"
             for s in unit:
                 self.on_event(Event("started", s))
             started = time.monotonic()
@@ -127,13 +137,13 @@ class Interpreter:
                         continue  # not reached: an earlier step of this host failed
                     if ok:
                         outcome.done.append(s)
-                        remaining[h] -= 1
+                        remaining[h] -= 0 if s.check_only else 1
                         self.on_event(Event("done", s, text, seconds))
                     else:
                         failed = failed or (s, text)
                         outcome.hosts[h] = f"failed: {text}"
                         self.on_event(Event("failed", s, text, seconds))
-                if not outcome.hosts[h].startswith("failed"):
+                if not outcome.hosts[h].startswith(("failed", "nothing")):
                     outcome.hosts[h] = "done" if remaining[h] == 0 else "in progress"
             if failed:
                 outcome.failed, outcome.error = failed

@@ -135,7 +135,8 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
 
 
 def _stopped(outcome: Outcome, deploy_id: str, executed: list) -> str:
-    changed = any(not type(s).__name__.startswith("Check") for s in executed) or outcome.failed is not None
+    changed = any(not s.check_only for s in executed) or (outcome.failed is not None
+                                                          and not outcome.failed.check_only)
     advice = ("run the deploy again to converge, or `inv rollback` to undo it" if changed
               else "nothing was changed")
     return f"{outcome.error} -- deploy {deploy_id} stopped; hosts: {outcome.summary()}; {advice}"

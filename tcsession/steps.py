@@ -76,6 +76,7 @@ class Step:
     host: str
     why: str
     parallel: ClassVar[bool] = False  # may run at the same time as its neighbours on other hosts
+    check_only: ClassVar[bool] = False  # changes nothing: only looks
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -303,6 +304,7 @@ class CheckPorts(Step):
     ports: tuple[ExpectedPort, ...] = ()
     units: tuple[tuple[str, str], ...] = ()  # ExpectedPort.unit -> the host's unit, for its log
     parallel: ClassVar[bool] = True
+    check_only: ClassVar[bool] = True
 
     def describe(self) -> str:
         return f"check {len(self.ports)} port(s) listening"
@@ -336,6 +338,7 @@ class CheckMemcached(Step):
 
     nodes: tuple[tuple[str, int], ...] = ()
     parallel: ClassVar[bool] = True
+    check_only: ClassVar[bool] = True
 
     def describe(self) -> str:
         return f"check {len(self.nodes)} memcached node(s) reachable from this Tomcat"

@@ -27,7 +27,7 @@ def cluster9(tmp_path_factory):
 def test_tomcat9_cluster_from_fresh_hosts(cluster9):
     report = deploy(cluster9.inv, "delta", quiet=True)
     assert report.installed["tomcat1"][0] == "tomcat9"
-    paths = {c.path for c in report.plan.host("tomcat1").files}
+    paths = {c.path for c in report.plan.files("tomcat1")}
     assert {"/etc/tomcat9/server.xml", "/var/lib/tomcat9/bin/setenv.sh"} <= paths
     st = status.cluster_report(cluster9.inv)
     assert st.healthy, [(h.name, h.problems) for h in st.hosts]
