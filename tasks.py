@@ -15,19 +15,58 @@ from invoke import Collection, Exit, task
 DEFAULT_INVENTORY = "hosts.toml"
 
 
+DEBUG_ENV = "TCSESSION_DEBUG"  # set to 1 to see the traceback of an unexpected error
+
+
 def _fail_cleanly(fn):
-    """Expected failures (TcsessionError) end the task with their one line, not a traceback."""
+    """No traceback reaches the operator: an expected failure (TcsessionError) ends the task
+    with its one line; Ctrl-C with one line; anything else (a bug in tcsession) with one line
+    saying so, the traceback only with TCSESSION_DEBUG=1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import os
+
         from tcsession.errors import TcsessionError
 
         try:
             return fn(*args, **kwargs)
         except TcsessionError as e:
             raise Exit(f"tcsession: {e}", code=1) from None
+        except (Exit, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise Exit(f"tcsession: {fn.__name__.replace('_', '.')}: interrupted", code=130) from None
+        except Exception as e:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            detail = " ".join(str(e).split())[:300]
+            raise Exit(f"tcsession: internal error in {fn.__name__.replace('_', '.')}: {type(e).__name__}"
+                       f"{': ' + detail if detail else ''} -- this is a bug in tcsession; run again with "
+                       f"{DEBUG_ENV}=1 for the traceback and report it", code=1) from None
 
     return wrapper
+
+
+def _int_option(name: str, value, default: int, low: int, high: int) -> int:
+    """A task's integer option, checked by the task: one line naming the option and the range."""
+    from tcsession.errors import TcsessionError
+
+    if value is None:
+        return default
+    text = str(value).strip()
+    if not text.lstrip("+").isdigit() or not low <= int(text) <= high:
+        raise TcsessionError(f"--{name}={value}: not a whole number from {low} to {high}; "
+                             f"e.g. --{name}={default}")
+    return int(text)
+
+
+def _choice_option(name: str, value, choices: tuple[str, ...]):
+    from tcsession.errors import TcsessionError
+
+    if value is not None and value not in choices:
+        raise TcsessionError(f"--{name}={value}: not one of {', '.join(choices)}; e.g. --{name}={choices[0]}")
+    return value
 
 
 def _inventory(path: str):
@@ -66,7 +105,8 @@ def lab_up(c, inventory=DEFAULT_INVENTORY, tomcats=None, release=None):
     """Bring up the built-in lab: real hosts (systemd containers) on a bridge, SSH-ready."""
     from tcsession import lab
 
-    lab.up(_lab_spec(inventory, int(tomcats) if tomcats else None, release))
+    count = _int_option("tomcats", tomcats, 3, 2, 100) if tomcats is not None else None
+    lab.up(_lab_spec(inventory, count, _choice_option("release", release, ("bookworm", "bullseye"))))
 
 
 @task(help={"inventory": "inventory file (default hosts.toml)"})
@@ -94,14 +134,15 @@ def lab_status(c, inventory=DEFAULT_INVENTORY, json=False):
 
 
 @task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON for monitoring",
-            "requests": "requests in the end-to-end session check through nginx (0: skip it)"})
+            "requests": "requests in the end-to-end session check through nginx (default 10; 0: skip it)"})
 @_fail_cleanly
-def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=10):
+def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None):
     """Show hosts, services, ports, cluster membership, and a session through nginx. Exit 1 if unhealthy."""
     from tcsession import status as st
     from tcsession import ui
 
-    report = st.cluster_report(_inventory(inventory), session_requests=int(requests))
+    count = _int_option("requests", requests, 10, 0, 10000)
+    report = st.cluster_report(_inventory(inventory), session_requests=count)
     ui.print_status(report, as_json=json)
     if not report.healthy:
         raise Exit(code=1)
@@ -113,6 +154,7 @@ def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=10):
 @_fail_cleanly
 def deploy(c, mode, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False):
     """Deploy the session cluster: install, patch, start one Tomcat at a time, check ports."""
+    _choice_option("mode", mode, ("delta", "msm"))
     from tcsession.deploy import deploy as run_deploy
 
     run_deploy(_inventory(inventory), mode, dry_run=dry_run, quiet=quiet)
@@ -137,6 +179,13 @@ def history(c, inventory=DEFAULT_INVENTORY, json=False):
 @_fail_cleanly
 def rollback(c, inventory=DEFAULT_INVENTORY, to=None, force=False, dry_run=False, quiet=False):
     """Undo the latest deploy on every host: files byte for byte, services as they were."""
+    import re
+
+    from tcsession.errors import TcsessionError
+
+    if to is not None and not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}", str(to)):
+        raise TcsessionError(f"--to={to!r}: not a deploy id (like 20261201T105219Z-1a2b3c); "
+                             "`inv history` lists the ids")
     from tcsession import rollback as rb
 
     rb.rollback(_inventory(inventory), to=to, force=force, quiet=quiet, dry_run=dry_run)

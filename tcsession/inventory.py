@@ -8,6 +8,8 @@ SSH key file exists, nothing else.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import ipaddress
 import json
@@ -127,6 +129,7 @@ _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "int|str": (lambda v: isinstance(v, (int, str)) and not isinstance(v, bool), "an integer or a string"),
 }
 
 
@@ -136,6 +139,7 @@ class _Key:
     default: Any = REQUIRED
     check: Check | None = None
     example: str = ""  # shown in "expected ..." hints; defaults to the default value
+    max_len: int = 256  # strings longer than this are refused (a typo or a paste gone wrong)
 
 
 def _show(v: Any) -> str:
@@ -149,6 +153,15 @@ def _show(v: Any) -> str:
     if isinstance(v, list):
         return "an array"
     return str(v)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _short(v: Any) -> str:
+    """_show, cut to a readable length."""
+    shown = _show(v)
+    return shown if len(shown) <= 120 else shown[:100] + '..."'
 
 
 def _kind_of(v: Any) -> str:
@@ -191,15 +204,34 @@ _HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 
 
 def _address(v: str) -> str | None:
+    """A host's own unicast IPv4 address. Names are refused by design: the address is written
+    into server.xml (the Receiver), nginx's upstreams and memcachedNodes, and compared with what
+    `ss` shows listening; a name resolved differently on the hosts would break all of them."""
+    if v != v.strip():
+        return f'has spaces around it; write "{v.strip()}"'
     try:
-        ipaddress.ip_address(v)
-        return None
+        ip = ipaddress.ip_address(v)
     except ValueError:
-        pass
-    if len(v) <= 253 and _HOSTNAME.fullmatch(v) and not v.split(".")[-1].isdigit():
-        return None
-    return ('is neither an IP address nor a DNS host name; '
-            'write an IPv4/IPv6 address such as "192.0.2.10" or a host name such as "web1.example.com"')
+        if "/" in v:
+            return f'is a network, not an address; write the host\'s own address, e.g. "{v.split("/")[0]}"'
+        if len(v) <= 253 and _HOSTNAME.fullmatch(v) and not v.split(".")[-1].isdigit():
+            return (f"is a host name; tcsession needs the host's IPv4 address (it goes into server.xml, "
+                    f"nginx and memcached settings and is compared with what the host listens on), so "
+                    f"names are not accepted: resolve it once (getent ahostsv4 {v}) and write the address")
+        return 'is not an IPv4 address; write the host\'s own address such as "192.0.2.10"'
+    if ip.version == 6:
+        return ("is an IPv6 address, which tcsession does not support (Tomcat's cluster runs with "
+                "java.net.preferIPv4Stack=true and memcached nodes are written host:port); use the host's IPv4 address")
+    for test, what in ((ip.is_loopback, "a loopback address: every host would reach itself, not this one"),
+                       (ip.is_unspecified, '"every address", not the address of one host'),
+                       (ip.is_multicast, "a multicast group, not a host (the cluster's group is "
+                                         "[delta] multicast_address)"),
+                       (ip == ipaddress.IPv4Address("255.255.255.255"), "the broadcast address"),
+                       (ip in ipaddress.IPv4Network("0.0.0.0/8"), 'in 0.0.0.0/8 ("this network"), not a host'),
+                       (ip.is_reserved, "in the reserved range 240.0.0.0/4")):
+        if test:
+            return f"is {what}; use the host's own unicast IPv4 address, such as \"192.0.2.10\""
+    return None
 
 
 def _multicast(v: str) -> str | None:
@@ -223,10 +255,73 @@ def _subnet(v: str) -> str | None:
     return None if net.prefixlen == 24 else 'is not a /24; write a /24 network such as "10.153.0.0/24"'
 
 
+def java_regex_problem(v: str) -> str | None:
+    """Why a Java regular expression would not compile, or None.
+
+    Approximated with Python's re, which shares Java's common syntax: Java-only forms that
+    Python lacks (\\p{Alpha}, \\Q...\\E, (?<name>...), \\k<name>) are rewritten first, so they
+    are not refused; a few rare Java-only forms could still be, and Java-only errors pass."""
+    approx = re.sub(r"\\Q(.*?)(?:\\E|$)", lambda m: re.escape(m[1]), v, flags=re.S)
+    approx = re.sub(r"\\[pP]\{\w+\}|\\[pP][A-Za-z]", "x", approx)
+    approx = re.sub(r"\(\?<(?=[A-Za-z])", "(?P<", approx)
+    approx = re.sub(r"\\k<(\w+)>", r"(?P=\1)", approx)
+    try:
+        re.compile(approx)
+    except re.error as e:
+        return f"is not a valid regular expression ({e.msg} at position {e.pos})"
+    except (RecursionError, OverflowError):
+        return "is not a regular expression Tomcat could compile (nested too deep)"
+    return None
+
+
 def _locking_mode(v: str) -> str | None:
-    if v in ("none", "all", "auto") or (v.startswith("uriPattern:") and v != "uriPattern:"):
+    if v in ("none", "all", "auto"):
         return None
+    if v.startswith("uriPattern:") and v != "uriPattern:":
+        problem = java_regex_problem(v[len("uriPattern:"):])
+        return f"has a pattern that {problem}; fix the regex after uriPattern:" if problem else None
     return 'is invalid; use "none", "all", "auto" or "uriPattern:<regex>"'
+
+
+def _uri_pattern(v: str) -> str | None:
+    problem = java_regex_problem(v)
+    return (f'{problem}; fix it (a Java regex, e.g. ".*\\\\.(ico|png|css|js)$") '
+            f'or set "" to ignore nothing') if problem else None
+
+
+# Tomcat's Channel send options (org.apache.catalina.tribes.Channel): the bits DeltaManager and
+# BackupManager messages can be sent with. 1 (BYTE_MESSAGE) skips deserialisation, 16 (SECURE)
+# needs an encrypting interceptor, 32 (UDP) a UDP receiver, 64 (MULTICAST) multicast membership
+# and small messages: tcsession configures none of these.
+SEND_OPTION_NAMES = {"use_ack": 2, "sync": 4, "synchronized_ack": 4, "async": 8, "asynchronous": 8}
+_SEND_BITS_UNUSABLE = {1: "1 (byte_message)", 16: "16 (secure)", 32: "32 (udp)", 64: "64 (multicast)"}
+_SEND_FIX = ('use a combination of 2 (use_ack), 4 (sync) and 8 (async), e.g. 6 (sync with ack, the default) '
+             'or "async,use_ack"')
+
+
+def send_options_value(v: int | str) -> int:
+    """channel_send_options as an integer (names like "sync,use_ack" added up); call after the check."""
+    if isinstance(v, int):
+        return v
+    return sum({SEND_OPTION_NAMES[n.strip().lower()] for n in v.split(",")})
+
+
+def _send_options(v: int | str) -> str | None:
+    if isinstance(v, str):
+        names = [n.strip().lower() for n in v.split(",")]
+        unknown = [n for n in names if n not in SEND_OPTION_NAMES]
+        if unknown:
+            return f'has an unknown option "{unknown[0]}"; {_SEND_FIX}'
+        return None
+    if v < 0:
+        return f"is negative; {_SEND_FIX}"
+    if v > 0x7F:
+        return f"has bits no Tomcat Channel defines (above 64); {_SEND_FIX}"
+    bad = [label for bit, label in _SEND_BITS_UNUSABLE.items() if v & bit]
+    if bad:
+        return (f"sets {', '.join(bad)}, which the cluster tcsession configures cannot use "
+                f"(no such interceptor, receiver or membership); {_SEND_FIX}")
+    return None
 
 
 def _maven_repo(v: str) -> str | None:
@@ -239,13 +334,14 @@ def _maven_repo(v: str) -> str | None:
 
 
 _USER = _pattern(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?", 'use a login name such as "root" or "ops"')
+_PATH_LEN = 4096  # PATH_MAX
 
 SSH_KEYS: dict[str, _Key] = {
-    "user": _Key("str", "root", _USER),
+    "user": _Key("str", "root", _USER, max_len=32),
     "port": _Key("int", 22, _port),
-    "key": _Key("str", None, _non_empty, '"~/.ssh/id_ed25519"'),
+    "key": _Key("str", None, _non_empty, '"~/.ssh/id_ed25519"', max_len=_PATH_LEN),
     "agent": _Key("bool", False),
-    "known_hosts": _Key("str", "~/.ssh/known_hosts", _non_empty),
+    "known_hosts": _Key("str", "~/.ssh/known_hosts", _non_empty, max_len=_PATH_LEN),
     "sudo": _Key("bool", None, example="true"),  # None: true when user != "root"
     "connect_timeout": _Key("number", 10, _positive),
     "command_timeout": _Key("number", 600, _positive),
@@ -260,7 +356,7 @@ TOMCAT_KEYS: dict[str, _Key] = {
     "jvm_route": _Key("str", None, _pattern(
         r"[A-Za-z0-9_-]+",
         "use only letters, digits, _ and - (no dots: Tomcat appends it to session ids after a dot)"),
-        '"tomcat1"'),
+        '"tomcat1"', max_len=64),
     "memcached": _Key("bool", True),
     "http_port": _Key("int", 8080, _port),
 }
@@ -276,18 +372,18 @@ DELTA_KEYS: dict[str, _Key] = {
     "multicast_address": _Key("str", "228.0.0.4", _multicast),
     "multicast_port": _Key("int", 45564, _port),
     "receiver_port": _Key("int", 4000, _port),
-    "channel_send_options": _Key("int", 6, _non_negative),
+    "channel_send_options": _Key("int|str", 6, _send_options),
     "state_transfer_timeout": _Key("int", 60, lambda v: None if v > 0 else "must be greater than 0; e.g. 60"),
 }
 MSM_KEYS: dict[str, _Key] = {
     "sticky": _Key("bool", True),
     "serializer": _Key("str", "java", _one_of("java", "kryo", "javolution")),
-    "locking_mode": _Key("str", "auto", _locking_mode),
-    "request_uri_ignore_pattern": _Key("str", r".*\.(ico|png|gif|jpg|css|js)$"),
+    "locking_mode": _Key("str", "auto", _locking_mode, max_len=1024),
+    "request_uri_ignore_pattern": _Key("str", r".*\.(ico|png|gif|jpg|css|js)$", _uri_pattern, max_len=1024),
     "scope": _Key("str", "app", _one_of("app", "global")),
     "memcached_port": _Key("int", 11211, _port),
     "memcached_localhost": _Key("bool", False),
-    "maven_repo": _Key("str", "https://repo.maven.apache.org/maven2", _maven_repo),
+    "maven_repo": _Key("str", "https://repo.maven.apache.org/maven2", _maven_repo, max_len=_PATH_LEN),
     "jakarta": _Key("str", "convert", _one_of("convert", "supplied", "refuse")),
     "version": _Key("str", "2.3.2", _pattern(r"\d+(\.\d+)*(-[A-Za-z0-9]+)*", 'use a version such as "2.3.2"')),
 }
@@ -367,9 +463,17 @@ class _Parser:
                 example = k.example or _show(k.default)
                 self.fail(where, f"{key} = {_show(value)} is {_kind_of(value)}, expected {desc}; "
                                  f"write e.g. {key} = {example}")
+            if isinstance(value, str):
+                if len(value) > k.max_len:
+                    self.fail(where, f"{key} is {len(value)} characters long, more than {k.max_len} make sense; "
+                                     f"write a shorter {key} (a paste gone wrong?)")
+                control = next((c for c in value if _CONTROL.match(c)), None)
+                if control is not None:
+                    self.fail(where, f"{key} = {json.dumps(value)[:80]} contains the control character "
+                                     f"U+{ord(control):04X}; remove it")
             problem = k.check(value) if k.check else None
             if problem:
-                self.fail(where, f"{key} = {_show(value)} {problem}")
+                self.fail(where, f"{key} = {_short(value)} {problem}")
         for key, k in spec.items():
             if k.default is REQUIRED and key not in raw:
                 self.fail(where, f"has no {key}; add {key} = {k.example}")
@@ -415,10 +519,18 @@ class _Parser:
         hosts = [h for role in ("nginx", "tomcat") for h in self.hosts(role, doc, ssh_set)]
         self.check_hosts(hosts)
 
-        delta = Delta(**self.with_defaults("[delta]", doc.get("delta", {}), DELTA_KEYS))
+        delta = self.with_defaults("[delta]", doc.get("delta", {}), DELTA_KEYS)
+        delta["channel_send_options"] = send_options_value(delta["channel_send_options"])
+        delta = Delta(**delta)
         msm = self.with_defaults("[msm]", doc.get("msm", {}), MSM_KEYS)
         if "://" not in msm["maven_repo"]:
-            msm["maven_repo"] = str(self.resolve("[msm]", "maven_repo", msm["maven_repo"]))
+            repo = self.resolve("[msm]", "maven_repo", msm["maven_repo"])
+            if not repo.is_dir():
+                what = "is not a directory" if repo.exists() else "no such directory"
+                self.fail("[msm]", f"maven_repo = {_show(msm['maven_repo'])}: {what} {repo}; point it at a "
+                                   f"Maven-layout directory holding the jars (e.g. a copy of ~/.m2/repository) "
+                                   f'or at a repository URL such as "https://repo.maven.apache.org/maven2"')
+            msm["maven_repo"] = str(repo)
         msm = Msm(**msm)
         self.check_ports(hosts, delta, msm)
         return Inventory(self.path, tuple(hosts), self.lab, delta, msm)
@@ -472,8 +584,12 @@ class _Parser:
             if v["key"] is not None:
                 key = self.resolve(origin("key"), "key", v["key"])
                 if not key.is_file():
-                    self.fail(origin("key"), f"key = {_show(v['key'])}: no such file {key}; create it "
+                    what = "is a directory, not a key file" if key.is_dir() else "no such file"
+                    self.fail(origin("key"), f"key = {_show(v['key'])}: {what} {key}; create it "
                                              f"(ssh-keygen -t ed25519 -f {key}), fix the path, or use agent = true")
+                problem = private_key_problem(key, agent)
+                if problem:
+                    self.fail(origin("key"), f"key = {_show(v['key'])}: {problem}")
             elif not agent:
                 self.fail(origin("key", "agent"), 'has no SSH key: set key = "~/.ssh/id_ed25519" '
                                                   "(an existing private key) or agent = true")
@@ -510,11 +626,14 @@ class _Parser:
                                  f"give each host its own address")
             seen_addr[addr] = h
             if h.jvm_route is not None:
-                if h.jvm_route in seen_route:
-                    other = seen_route[h.jvm_route]
-                    self.fail(where, f"jvm_route {_show(h.jvm_route)} is already used by [tomcat.{other.name}]; "
-                                     f"give each Tomcat its own jvm_route")
-                seen_route[h.jvm_route] = h
+                route = h.jvm_route.lower()  # nginx compares upstream names without case
+                if route in seen_route:
+                    other = seen_route[route]
+                    same = ("is already used by" if other.jvm_route == h.jvm_route else
+                            f"differs only in case from {_show(other.jvm_route)} of")
+                    self.fail(where, f"jvm_route {_show(h.jvm_route)} {same} [tomcat.{other.name}] "
+                                     f"(nginx ignores case in upstream names); give each Tomcat its own jvm_route")
+                seen_route[route] = h
             if self.lab:
                 self.check_lab_address(where, h.address)
 
@@ -544,6 +663,60 @@ class _Parser:
                 for b, pb in ports[i + 1:]:
                     if pa == pb:
                         self.fail("", f"{a} {pa} is the same as {b} on host {h.name}; give them different ports")
+
+
+_KEY_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----\s*\n(.*?)-----END \1PRIVATE KEY-----", re.S)
+
+
+def private_key_problem(path: Path, agent: bool = False) -> str | None:
+    """What OpenSSH (and paramiko) would refuse about a private key file, or None.
+
+    Pure file checks, no cryptography: the permissions (OpenSSH refuses a key others can read),
+    the format (OpenSSH or PEM, not a public key or a PuTTY file) and whether it is encrypted
+    (tcsession never asks for a passphrase; the agent holds decrypted keys)."""
+    try:
+        st = path.stat()
+        if st.st_mode & 0o077:
+            return (f"{path} can be read by group or others (mode {st.st_mode & 0o777:04o}) and OpenSSH "
+                    f"refuses such a key; make it private: chmod 600 {path}")
+        if st.st_size > 64 * 1024:
+            return f"{path} is {st.st_size} bytes, too big for a private key; give the private key file"
+        data = path.read_bytes()
+    except OSError as e:
+        return f"cannot read {path} ({e.strerror}); check its owner and permissions"
+    text = data.decode("ascii", "replace").replace("\r\n", "\n")
+    first = text.lstrip().split("\n", 1)[0]
+    generate = f"generate one (ssh-keygen -t ed25519 -f {path}) or use agent = true"
+    if not text.strip():
+        return f"{path} is empty; {generate}"
+    if re.match(r"(ssh-|ecdsa-|sk-)\S+ AAAA", first):
+        return f"{path} is a public key; give the private key (the file without .pub)"
+    if first.startswith("PuTTY-User-Key-File"):
+        return f"{path} is a PuTTY key; convert it: puttygen {path} -O private-openssh -o {path.with_suffix('')}"
+    encrypted = (f"{path} is encrypted with a passphrase, which tcsession never asks for; load it into the "
+                 f"agent (ssh-add {path}) and set agent = true")
+    if "-----BEGIN ENCRYPTED PRIVATE KEY-----" in text:
+        return None if agent else encrypted
+    m = _KEY_BEGIN.search(text)
+    if not m:
+        return f"{path} is not a private key (no -----BEGIN ... PRIVATE KEY----- block); {generate}"
+    body = m[2]
+    if "Proc-Type: 4,ENCRYPTED" in body:
+        return None if agent else encrypted
+    body = "".join(l for l in body.split("\n") if ":" not in l)  # PEM headers
+    try:
+        raw = base64.b64decode("".join(body.split()), validate=True)
+    except (ValueError, binascii.Error):
+        return f"{path} is damaged (its base64 body does not decode); restore it or {generate}"
+    if m[1] == "OPENSSH ":
+        magic = b"openssh-key-v1\0"
+        if not raw.startswith(magic) or len(raw) < len(magic) + 4:
+            return f"{path} is damaged (not an openssh-key-v1 body); restore it or {generate}"
+        n = int.from_bytes(raw[len(magic):len(magic) + 4], "big")
+        cipher = raw[len(magic) + 4:len(magic) + 4 + n]
+        if cipher != b"none":
+            return None if agent else encrypted
+    return None
 
 
 def _address_key(address: str) -> Any:

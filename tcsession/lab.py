@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from tcsession import shell
@@ -318,6 +319,85 @@ def _container_inits(spec: LabSpec) -> list[int]:
     return found
 
 
+def _proc_state(pid: int) -> str | None:
+    """A process's state letter (R, S, D, Z, ...), or None when it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else None
+
+
+def _reap(pid: int) -> None:
+    """Collect our own exited child (a container started by this process): not a process left."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except (ChildProcessError, OSError):
+        pass
+
+
+def lab_processes(spec: LabSpec, pids: Iterable[int] = ()) -> list[int]:
+    """Every process of the lab still running: the recorded systemd-nspawn pids (even while
+    they are exiting, when their command line already reads empty), any systemd-nspawn with
+    this lab's directory in its arguments, each container's init, and whatever is left in the
+    hosts' cgroups. Zombies are not counted (their parent collects them; ours are reaped)."""
+    found: set[int] = set()
+    for pid in pids:
+        state = _proc_state(pid)
+        if state == "Z":
+            _reap(pid)
+            state = _proc_state(pid)
+        if state is not None and state != "Z":
+            found.add(pid)
+    marker = str(spec.state_dir).encode() + b"/"
+    me = os.getpid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == me:
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"systemd-nspawn") and any(a.startswith(marker) for a in args):
+            found.add(int(proc.name))
+    found.update(_container_inits(spec))
+    for root in _cgroup_roots():
+        for top in (root / "tcsession").glob(f"{spec.name}-*"):
+            for procs in top.rglob("cgroup.procs"):
+                try:
+                    found.update(int(x) for x in procs.read_text().split())
+                except (OSError, ValueError):
+                    pass
+    return sorted(p for p in found if _proc_state(p) not in (None, "Z"))
+
+
+def _wait_lab_processes_gone(spec: LabSpec, pids: Iterable[int], timeout: float = 10.0) -> None:
+    """Return when no process of the lab is left: nspawn ends a second or two after its
+    container's init, while the kernel tears the namespaces down. Bounded: what is still
+    there after `timeout` is killed; what survives that too is an error naming the pids."""
+    pids = list(pids)
+    deadline = time.monotonic() + timeout
+    left = lab_processes(spec, pids)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = lab_processes(spec, pids)
+    if not left:
+        return
+    for pid in lab_processes(spec):  # not a recorded pid alone: it could be reused by now
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + 5
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = lab_processes(spec, pids)
+    if left:
+        raise TcsessionError(f"lab {spec.name}: processes {', '.join(map(str, left))} did not end after "
+                             f"SIGKILL; see ps -o pid,stat,cmd -p {','.join(map(str, left))}, then run "
+                             f"`inv lab.down` again")
+
+
 def _bridge_exists(bridge: str) -> bool:
     return Path(f"/sys/class/net/{bridge}").exists()
 
@@ -508,6 +588,7 @@ def down(spec: LabSpec, log=print) -> None:
     brif = Path(f"/sys/class/net/{spec.bridge}/brif")
     veths = [p.name for p in brif.iterdir()] if brif.exists() else []
     pids = _read_state(spec).get("pids", {})
+    running = [pid for name, pid in pids.items() if _nspawn_pid_alive(pid, spec.state_dir / "hosts" / name / "merged")]
     for name, pid in pids.items():
         _stop_pid(pid, spec.state_dir / "hosts" / name / "merged")
     # A container whose pid was never recorded (a crash during up) is found by its root dir.
@@ -530,6 +611,7 @@ def down(spec: LabSpec, log=print) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.1)
+    _wait_lab_processes_gone(spec, running)
     for m in sorted(_stale_mounts(spec), reverse=True):
         _run("umount", m, check=False)
         if _mounted(Path(m)):

@@ -7,15 +7,21 @@ data back (`Result`). Host keys are always checked against the inventory's known
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import getpass
+import hashlib
 import io
+import logging
 import os
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 from tcsession import shell
 from tcsession.errors import TcsessionError
@@ -62,66 +68,287 @@ class HostError(TcsessionError):
         super().__init__(f"{result.host}: {what + ': ' if what else ''}{result.why()}")
 
 
+def quiet_paramiko() -> None:
+    """paramiko logs a failed handshake (no banner, a reset) with three tracebacks through
+    Python's last-resort handler when logging is not configured; tcsession reports the failure
+    itself, in one line, so paramiko's log goes nowhere."""
+    log = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+        log.addHandler(logging.NullHandler())
+    log.propagate = False
+
+
+def _have_terminal() -> bool:
+    """Whether getpass can ask: it reads /dev/tty, or standard input when that is a terminal."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return sys.stdin is not None and sys.stdin.isatty()
+    os.close(fd)
+    return True
+
+
+def sudo_hosts(inv: Inventory) -> list[Host]:
+    return [h for h in inv.hosts if h.ssh.sudo and h.ssh.user != "root"]
+
+
+def ask_sudo_password(inv: Inventory) -> str | None:
+    """The sudo password for the inventory's sudo hosts, asked once, before any connection:
+    from TCSESSION_SUDO_PASSWORD, else a prompt on the terminal; None when no host needs sudo.
+    TcsessionError (one line) when there is no terminal to ask on, or no answer."""
+    hosts = sudo_hosts(inv)
+    if not hosts:
+        return None
+    password = os.environ.get(SUDO_PASSWORD_ENV)
+    if password is not None:
+        return password
+    users = ", ".join(sorted({h.ssh.user for h in hosts}))
+    names = ", ".join(h.name for h in hosts)
+    if not _have_terminal():
+        raise TcsessionError(
+            f"{inv.path}: {names}: sudo = true (user {users}) needs a password and there is no terminal "
+            f"to ask for it; set {SUDO_PASSWORD_ENV} in the environment (or log in as root)")
+    try:
+        return getpass.getpass(f"sudo password for {users} on {names}: ")
+    except (EOFError, KeyboardInterrupt):
+        raise TcsessionError(f"{inv.path}: no sudo password given for {users}; type it at the prompt "
+                             f"or set {SUDO_PASSWORD_ENV}") from None
+
+
+def fingerprint(key: Any) -> str:
+    """A paramiko key's fingerprint as `ssh-keygen -lf` shows it: SHA256:<base64, no padding>."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+def _keyscan_type(key_name: str) -> str:
+    return {"ssh-ed25519": "ed25519", "ssh-dss": "dsa"}.get(
+        key_name, "ecdsa" if key_name.startswith("ecdsa") else "rsa" if "rsa" in key_name else key_name)
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownHost:
+    line: int
+    names: tuple[str, ...]
+    key: Any  # paramiko.PKey
+
+
+def read_known_hosts(path: Path, inv_path: Path | str = "") -> list[KnownHost]:
+    """Every host key line of an OpenSSH known_hosts file; a line paramiko cannot read (which
+    would refuse every host) is TcsessionError naming the file and the line."""
+    from paramiko.hostkeys import HostKeyEntry  # noqa: PLC0415
+
+    quiet_paramiko()
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise TcsessionError(f"{path}: is a directory; point known_hosts in {inv_path or 'the inventory'} "
+                             f"at the known_hosts file") from None
+    except OSError as e:
+        raise TcsessionError(f"{path}: cannot read known_hosts ({e.strerror}); check its permissions") from None
+    entries = []
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        fix = f"fix or delete line {n} (sed -i '{n}d' {path}) and add the host's key again"
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise TcsessionError(f"{path} line {n}: not UTF-8 text, not a host key; {fix}") from None
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if fields[0].startswith("@"):  # @cert-authority / @revoked: OpenSSH's, paramiko ignores them
+            continue
+        if len(fields) < 3:
+            raise TcsessionError(f"{path} line {n}: has {len(fields)} field(s), a host key line has "
+                                 f"three (hosts, key type, base64 key); {fix}")
+        try:
+            entry = HostKeyEntry.from_line(line, n)
+        except Exception as e:  # noqa: BLE001 (InvalidHostKey, SSHException, ValueError from the key classes)
+            why = " ".join(str(e).split())[:80] or type(e).__name__
+            raise TcsessionError(f"{path} line {n}: not a valid host key ({why}); {fix}") from None
+        if entry is not None and entry.key is not None:  # None: a key type paramiko does not know
+            entries.append(KnownHost(n, tuple(entry.hostnames), entry.key))
+    return entries
+
+
+def _known_name(host: Host) -> str:
+    return host.address if host.ssh.port == 22 else f"[{host.address}]:{host.ssh.port}"
+
+
+def _names_match(entry: KnownHost, name: str) -> bool:
+    import paramiko  # noqa: PLC0415
+
+    for n in entry.names:
+        if n == name or (n.startswith("|1|") and paramiko.HostKeys.hash_host(name, n) == n):
+            return True
+    return False
+
+
+def unknown_key_message(host: Host, key: Any) -> str:
+    kh, name, t = host.ssh.known_hosts, _known_name(host), _keyscan_type(key.get_name())
+    return (f"{host.name} ({host.address}:{host.ssh.port}): host key not in {kh}: the host sent "
+            f"{key.get_name()} {fingerprint(key)}; refusing to connect. Check it on the host "
+            f"(ssh-keygen -lf /etc/ssh/ssh_host_{t}_key.pub must show {fingerprint(key)}), then add it: "
+            f"ssh-keyscan -p {host.ssh.port} -t {t} {host.address} >> {kh} "
+            f"(ssh-keygen -lF '{name}' -f {kh} shows what was added)")
+
+
+def changed_key_message(host: Host, got: Any, expected: Any, line: int | None) -> str:
+    kh, name, t = host.ssh.known_hosts, _known_name(host), _keyscan_type(got.get_name())
+    where = f"{kh} line {line}" if line else str(kh)
+    return (f"{host.name} ({host.address}:{host.ssh.port}): host key CHANGED: {where} has "
+            f"{expected.get_name()} {fingerprint(expected)}, the host sent {got.get_name()} {fingerprint(got)}; "
+            f"refusing to connect (a reinstalled host, or someone in between). Check it on the host "
+            f"(ssh-keygen -lf /etc/ssh/ssh_host_{t}_key.pub must show {fingerprint(got)}), then replace it: "
+            f"ssh-keygen -R '{name}' -f {kh} && ssh-keyscan -p {host.ssh.port} -t {t} {host.address} >> {kh}")
+
+
+def load_private_key(path: Path, agent: bool, inv_path: Path | str = "") -> Any:
+    """The paramiko key in `path`, or None when it is encrypted and the agent is to be used;
+    TcsessionError (one line) when paramiko cannot load it."""
+    import paramiko  # noqa: PLC0415
+
+    try:
+        return paramiko.PKey.from_path(str(path))
+    except (paramiko.PasswordRequiredException, TypeError) as e:  # paramiko 3+: TypeError "password-protected"
+        if not isinstance(e, paramiko.PasswordRequiredException) and "password" not in str(e).lower():
+            why = " ".join(str(e).split())[:100] or type(e).__name__
+            raise TcsessionError(f"{inv_path}: key {path} cannot be loaded ({why}); give an OpenSSH private key "
+                                 f"(ssh-keygen -t ed25519 -f {path}) or use agent = true") from None
+        if agent:
+            return None
+        raise TcsessionError(f"{inv_path}: key {path} is encrypted with a passphrase, which tcsession never "
+                             f"asks for; load it into the agent (ssh-add {path}) and set agent = true") from None
+    except OSError as e:
+        raise TcsessionError(f"{inv_path}: key {path}: cannot read it ({e.strerror}); check its permissions") from None
+    except Exception as e:  # paramiko.SSHException, ValueError, UnknownKeyType, cryptography errors
+        why = " ".join(str(e).split())[:100] or type(e).__name__
+        raise TcsessionError(f"{inv_path}: key {path} cannot be loaded ({why}); give an OpenSSH private key "
+                             f"(ssh-keygen -t ed25519 -f {path}) or use agent = true") from None
+
+
 class Remote:
-    """Connections to an inventory's hosts, opened on first use and reused until `close`."""
+    """Connections to an inventory's hosts, opened on first use and reused until `close`.
+
+    Everything that can be refused before connecting is checked when it is made (`prepare`):
+    the sudo password asked once, the key files loaded, the known_hosts files read; so no
+    thread ever prompts, and a bad file stops everything with one line before any host is
+    touched."""
 
     def __init__(self, inv: Inventory, max_workers: int = 16):
         self.inv = inv
         self._conns: dict[str, object] = {}
-        self._pool = ThreadPoolExecutor(max_workers=max_workers)
         self._sudo_password: str | None = None
+        self._keys: dict[Path, Any] = {}
+        self._known: dict[Path, list[KnownHost]] = {}
+        self._prepared = False
+        self._lock = threading.Lock()
         self.commands = 0  # SSH commands issued (for the benchmarks)
+        self.prepare()
+        self._pool = ThreadPoolExecutor(max_workers=max_workers)
+
+    def prepare(self) -> None:
+        """Ask the sudo password (once), load key files, read known_hosts files: before any
+        connection and before any thread. Idempotent; `Remote(inv)` calls it."""
+        if self._prepared:
+            return
+        quiet_paramiko()
+        self._sudo_password = ask_sudo_password(self.inv)
+        for h in self.inv.hosts:
+            ssh = h.ssh
+            if ssh.key is not None and ssh.key not in self._keys and ssh.key.is_file():
+                self._keys[ssh.key] = load_private_key(ssh.key, ssh.agent, self.inv.path)
+            if ssh.agent and ssh.key is None and not os.environ.get("SSH_AUTH_SOCK"):
+                raise TcsessionError(
+                    f"{self.inv.path}: [{h.role}.{h.name}] agent = true but no ssh-agent is running here "
+                    "(SSH_AUTH_SOCK is not set); start one and add the key (eval $(ssh-agent) && ssh-add KEY), "
+                    'or set key = "~/.ssh/id_ed25519"')
+            if ssh.known_hosts not in self._known and ssh.known_hosts.exists():
+                self._known[ssh.known_hosts] = read_known_hosts(ssh.known_hosts, self.inv.path)
+        self._prepared = True
 
     # ------------------------------------------------------------ connections
 
     def _connection(self, host: Host):
-        conn = self._conns.get(host.name)
-        if conn is not None:
-            return conn
-        import fabric  # noqa: PLC0415 (keep `inv --list` and pure code free of paramiko)
-        import paramiko  # noqa: PLC0415
+        with self._lock:
+            conn = self._conns.get(host.name)
+            if conn is not None:
+                return conn
+            import fabric  # noqa: PLC0415 (keep `inv --list` and pure code free of paramiko)
+            import paramiko  # noqa: PLC0415
 
-        ssh = host.ssh
-        if not ssh.known_hosts.exists():
-            raise TcsessionError(
-                f"{self.inv.path}: [{host.role}.{host.name}] known_hosts {ssh.known_hosts} does "
-                f"not exist; add the host's key (ssh-keyscan -p {ssh.port} {host.address} after "
-                "checking its fingerprint) or point known_hosts at the right file")
-        kwargs: dict = {"allow_agent": ssh.agent, "look_for_keys": False,
-                        "banner_timeout": ssh.connect_timeout,
-                        "auth_timeout": ssh.connect_timeout}
-        if ssh.key is not None:
-            kwargs["key_filename"] = str(ssh.key)
-        config = fabric.Config(overrides={"load_ssh_configs": False,
-                                          "run": {"hide": True, "warn": True}})
-        conn = fabric.Connection(host.address, user=ssh.user, port=ssh.port, config=config,
-                                 connect_timeout=ssh.connect_timeout, connect_kwargs=kwargs)
-        conn.client = paramiko.SSHClient()
-        conn.client.load_host_keys(str(ssh.known_hosts))
-        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        self._conns[host.name] = conn
-        return conn
+            ssh = host.ssh
+            if not ssh.known_hosts.exists():
+                raise TcsessionError(
+                    f"{self.inv.path}: [{host.role}.{host.name}] known_hosts {ssh.known_hosts} does "
+                    f"not exist; add the host's key (ssh-keyscan -p {ssh.port} {host.address} after "
+                    "checking its fingerprint) or point known_hosts at the right file")
+            if ssh.known_hosts not in self._known:
+                self._known[ssh.known_hosts] = read_known_hosts(ssh.known_hosts, self.inv.path)
+            kwargs: dict = {"allow_agent": ssh.agent, "look_for_keys": False,
+                            "banner_timeout": ssh.connect_timeout,
+                            "auth_timeout": ssh.connect_timeout}
+            if ssh.key is not None:
+                pkey = self._keys.get(ssh.key)
+                if pkey is not None:
+                    kwargs["pkey"] = pkey
+                elif not ssh.agent:
+                    kwargs["key_filename"] = str(ssh.key)
+            config = fabric.Config(overrides={"load_ssh_configs": False,
+                                              "run": {"hide": True, "warn": True}})
+            conn = fabric.Connection(host.address, user=ssh.user, port=ssh.port, config=config,
+                                     connect_timeout=ssh.connect_timeout, connect_kwargs=kwargs)
+            conn.client = paramiko.SSHClient()
+            known = conn.client.get_host_keys()  # the lines read_known_hosts checked, not a second parse
+            for entry in self._known[ssh.known_hosts]:
+                for name in entry.names:
+                    known.add(name, entry.key.get_name(), entry.key)
+            conn.client.set_missing_host_key_policy(_refuse_policy())
+            self._conns[host.name] = conn
+            return conn
 
     def _open(self, host: Host):
         import paramiko  # noqa: PLC0415
 
         conn = self._connection(host)
+        if conn.is_connected:
+            return conn
+        where = f"{host.name} ({host.address}:{host.ssh.port})"
         try:
             conn.open()
+            return conn
+        except _UnknownHostKey as e:
+            msg = unknown_key_message(host, e.key)
+        except paramiko.BadHostKeyException as e:
+            line = next((k.line for k in self._known.get(host.ssh.known_hosts, [])
+                         if _names_match(k, _known_name(host)) and k.key == e.expected_key), None)
+            msg = changed_key_message(host, e.key, e.expected_key, line)
+        except paramiko.AuthenticationException:
+            how = f"key {host.ssh.key}" if host.ssh.key else "the agent's keys"
+            msg = (f"{where}: user {host.ssh.user} was refused with {how}; put its public key in "
+                   f"~{host.ssh.user}/.ssh/authorized_keys on the host, or fix user/key in {self.inv.path}")
         except paramiko.SSHException as e:
-            msg = str(e)
-            if "not found in known_hosts" in msg or "Server " in msg and "known_hosts" in msg:
-                raise TcsessionError(
-                    f"{host.name} ({host.address}): host key not in {host.ssh.known_hosts}; "
-                    "refusing to connect (check the key, then add it to known_hosts)") from None
-            raise TcsessionError(f"{host.name} ({host.address}): SSH failed: {msg}") from None
+            text = " ".join(str(e).split())
+            if any(m in text for m in ("banner", "No existing session", "Negotiation failed")):
+                msg = (f"{where}: no SSH answer (banner) within {host.ssh.connect_timeout:g} s; is sshd "
+                       f"listening on port {host.ssh.port}? Check the address and port in {self.inv.path}")
+            else:
+                msg = f"{where}: SSH failed: {text[:200]}"
         except (socket.timeout, TimeoutError):
-            raise TcsessionError(f"{host.name} ({host.address}:{host.ssh.port}): connection "
-                                 f"timed out after {host.ssh.connect_timeout:g} s") from None
+            msg = f"{where}: connection timed out after {host.ssh.connect_timeout:g} s"
+        except EOFError:
+            msg = f"{where}: the connection was closed during the SSH handshake; is sshd on port {host.ssh.port}?"
+        except paramiko.ssh_exception.NoValidConnectionsError as e:
+            first = next(iter(e.errors.values()), e)
+            msg = f"{where}: cannot connect: {getattr(first, 'strerror', None) or first}"
         except OSError as e:
-            raise TcsessionError(f"{host.name} ({host.address}:{host.ssh.port}): "
-                                 f"cannot connect: {e.strerror or e}") from None
-        return conn
+            msg = f"{where}: cannot connect: {e.strerror or e}"
+        with self._lock:
+            self._conns.pop(host.name, None)
+        try:
+            conn.client.close()
+        except Exception:  # noqa: BLE001 (closing a half-open client must not hide the reason)
+            pass
+        raise TcsessionError(msg)
 
     def close(self) -> None:
         for conn in self._conns.values():
@@ -145,10 +372,8 @@ class Remote:
     def _sudo_input(self, host: Host) -> str | None:
         if host.ssh.user == "root" or not host.ssh.sudo:
             return None
-        if self._sudo_password is None:
-            self._sudo_password = os.environ.get(SUDO_PASSWORD_ENV)
-            if self._sudo_password is None:
-                self._sudo_password = getpass.getpass(f"sudo password for {host.ssh.user}: ")
+        if self._sudo_password is None:  # prepare() asked; never prompt from a thread
+            raise TcsessionError(f"{host.name}: no sudo password (prepare() was not called); this is a tcsession bug")
         return self._sudo_password + "\n"
 
     def run(self, host: Host, command: str, stdin: str | None = None,
@@ -216,3 +441,20 @@ class Remote:
         """Call fn(host) for every host in parallel (fn uses this Remote); results by host name."""
         futures = {h.name: self._pool.submit(fn, h) for h in hosts}
         return {name: f.result() for name, f in futures.items()}
+
+
+class _UnknownHostKey(Exception):
+    def __init__(self, hostname: str, key: Any):
+        super().__init__(hostname)
+        self.key = key
+
+
+def _refuse_policy():
+    """paramiko's RejectPolicy, keeping the key so the refusal can show its fingerprint."""
+    import paramiko  # noqa: PLC0415
+
+    class RefuseUnknown(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key):
+            raise _UnknownHostKey(hostname, key)
+
+    return RefuseUnknown()
