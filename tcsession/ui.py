@@ -8,21 +8,12 @@ its control characters escaped and without rich markup interpretation.
 from __future__ import annotations
 
 import json
-import re
-import time
 import textwrap
+import time
 
 from tcsession.apply import Event
-from tcsession.steps import Plan, WriteFiles, RestoreFiles
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """Control characters (an ESC that would drive the terminal, a carriage return that would
-    hide a line) shown as \\xNN; newlines and tabs kept."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
+from tcsession.steps import Plan, RestoreFiles, WriteFiles
+from tcsession.text import printable
 
 def _console():
     from rich.console import Console
