@@ -131,18 +131,20 @@ class Interpreter:
                 results = {h: self._judge(by_host[h], rs[h]) for h in by_host}
             seconds = time.monotonic() - started
             failed = None
-            for h, per_step in results.items():
-                for s, (ok, text) in zip(by_host[h], per_step):
-                    if ok is None:
-                        continue  # not reached: an earlier step of this host failed
-                    if ok:
-                        outcome.done.append(s)
-                        remaining[h] -= 0 if s.check_only else 1
-                        self.on_event(Event("done", s, text, seconds))
-                    else:
-                        failed = failed or (s, text)
-                        outcome.hosts[h] = f"failed: {text}"
-                        self.on_event(Event("failed", s, text, seconds))
+            judged = {id(s): r for h, per_step in results.items() for s, r in zip(by_host[h], per_step)}
+            for s in unit:  # in the plan's order, whichever host answered first
+                ok, text = judged.get(id(s), (None, ""))
+                if ok is None:
+                    continue  # not reached: an earlier step of this host failed
+                if ok:
+                    outcome.done.append(s)
+                    remaining[s.host] -= 0 if s.check_only else 1
+                    self.on_event(Event("done", s, text, seconds))
+                else:
+                    failed = failed or (s, text)
+                    outcome.hosts[s.host] = f"failed: {text}"
+                    self.on_event(Event("failed", s, text, seconds))
+            for h in by_host:
                 if not outcome.hosts[h].startswith(("failed", "nothing")):
                     outcome.hosts[h] = "done" if remaining[h] == 0 else "in progress"
             if failed:

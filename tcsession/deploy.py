@@ -113,7 +113,8 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
         outcome = interp.apply(the_plan, names)
         report.executed += outcome.done
         if outcome.ok and outcome.stopped_at is not None:  # packages installed: plan the files now
-            installed = {h: s.packages for h, s in ((s.host, s) for s in outcome.done)}
+            report.executed.append(outcome.stopped_at)
+            installed = {s.host: s.packages for s in outcome.done}
             facts.update(gather(remote, [inv.host(n) for n in installed]))
             if mode.memcached:  # a Tomcat whose major was known only once installed
                 jars = prepare_msm_jars(inv, facts, {}, progress, have=jars)
