@@ -24,7 +24,7 @@ MSM_REPO = ROOT.parent / "shared" / "fixtures" / "msm" / "repo"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rbplan")
-    path = write_lab_inventory(tmp, name="tcsrbp", subnet="10.153.11.0/24")
+    path = write_lab_inventory(tmp, name="tcsrbp", subnet="10.153.15.0/24")
     handle = LabHandle(path).up()
     handle.tmp = tmp
     old = os.environ.get("XDG_CACHE_HOME")

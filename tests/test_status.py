@@ -102,3 +102,24 @@ def test_msm_problems_are_named():
     assert "memcached only on 10.153.0.113: also on 0.0.0.0: an open cache" in problems
     assert "memcached reachable: 10.153.0.113:11211 ? items; unreachable: 10.153.0.112:11211" in problems
     assert "(a test stand-in Manager is loaded, not memcached-session-manager)" in problems
+
+
+def test_status_reads_well_at_80_and_120_columns():
+    """No line wider than the terminal, no word cut: each check's text is whole once the wrapped
+    lines are joined again (the old table broke `memcached only on 10.153.0.112:` mid-phrase)."""
+    from tcsession import ui
+    from tcsession.client import SessionRun
+
+    inv = load_inventory(ROOT / "hosts.toml")
+    hosts = [status.judge_nginx(inv, inv.nginx, parse_facts((DATA / "msm-sticky-nginx.txt").read_text()), "msm")]
+    hosts += [status.judge_tomcat(inv, inv.host(t), parse_facts((DATA / f"msm-sticky-{t}.txt").read_text()), "msm")
+              for t in ("tomcat1", "tomcat2")]
+    report = status.Report(tuple(hosts), "msm", SessionRun())
+    for width in (80, 120):
+        lines = [text for text, _ in ui.render_status(report, width)]
+        assert max(len(l) for l in lines) <= width
+        joined = " ".join(l.strip() for l in lines)
+        for h in hosts:
+            for what, ok, detail in h.checks:
+                text = what if ok and detail in ("active", "listening", "present") else f"{what}: {detail}"
+                assert " ".join(text.split()) in joined
