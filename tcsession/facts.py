@@ -177,8 +177,12 @@ MEMBERSHIP_SCRIPT = r"""
 echo @@cluster-log
 for u in tomcat11 tomcat10 tomcat9 tomcat; do
   if [ "$(systemctl is-active $u 2>/dev/null)" = active ]; then
-    journalctl -u $u --since "$(systemctl show -p ActiveEnterTimestamp --value $u)" --no-pager -o cat 2>/dev/null \
-      | grep -E 'member added|[Mm]ember disappeared|[Mm]ember added|session state|no members active|MemcachedSessionService|tcsession-standin' | tail -n 200
+    since="$(systemctl show -p ActiveEnterTimestamp --value $u)"
+    journalctl -u $u --since "$since" --no-pager -o cat 2>/dev/null \
+      | grep -E 'member added|[Mm]ember disappeared|[Mm]ember added|session state|no members active|MemcachedSessionService|starts initialization|finished initialization|^- (failover )?node ids:|SEVERE|tcsession-standin' | tail -n 200
+    # Debian's SystemdFormatter puts the level into the journal's priority, not the text
+    journalctl -u $u --since "$since" -p err --no-pager -o cat 2>/dev/null \
+      | grep -vE '^[[:space:]]+(at |\.\.\. )' | sed 's/^/SEVERE /' | tail -n 20
   fi
 done
 """
