@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian/Ubuntu machine (run as root):
 #   ./dev.sh demo   install what is needed, bring up the lab, deploy the delta cluster, show status
+#   ./dev.sh demo msm  the same lab in msm mode (memcached-session-manager), with the jars of
+#                   ../shared/fixtures/msm/repo (or TCSESSION_MAVEN_REPO), Tomcat 10.1 converted
 #   ./dev.sh test   install what is needed, run the whole test suite (unit + lab tests)
 #   ./dev.sh setup  only install (apt packages, .venv); then `. .venv/bin/activate` and use `inv`
 set -euo pipefail
@@ -45,18 +47,46 @@ setup() {
     fi
 }
 
+# The real memcached-session-manager jars (a Maven-layout directory; see its README) that the
+# msm tests use; CI clones the project beside shared/.
+MSM_FIXTURE_REPO="$PWD/../shared/fixtures/msm/repo"
+
+demo_msm_inventory() {  # hosts.toml with [msm] maven_repo pointing at the real jars
+    local repo="${TCSESSION_MAVEN_REPO:-$MSM_FIXTURE_REPO}" base="${1:-hosts.toml}" out=.cache/demo-msm/hosts.toml
+    if [ "${repo#*://}" = "$repo" ]; then
+        [ -d "$repo" ] || { echo "dev.sh: no MSM jars at $repo; set TCSESSION_MAVEN_REPO to a Maven-layout directory or URL" >&2; exit 1; }
+        repo="$(cd "$repo" && pwd)"
+    fi
+    mkdir -p .cache/demo-msm
+    sed -E "s|^maven_repo = .*|maven_repo = \"$repo\"|" "$base" > "$out"
+    grep -q "^maven_repo = \"$repo\"" "$out" || { echo "dev.sh: $base has no [msm] maven_repo line to point at $repo" >&2; exit 1; }
+    echo "$out"
+}
+
 case "${1:-}" in
     setup) setup ;;
     demo)
         setup
-        .venv/bin/inv lab.up
-        .venv/bin/inv deploy --mode=delta
-        .venv/bin/inv status
+        if [ "${2:-}" = msm ]; then
+            inv_file="$(demo_msm_inventory "${3:-hosts.toml}")"
+            echo "dev.sh: msm with the jars in $(grep '^maven_repo' "$inv_file"): inventory $inv_file"
+            .venv/bin/inv lab.up -i "$inv_file"
+            .venv/bin/inv deploy --mode=msm -i "$inv_file"
+            .venv/bin/inv status -i "$inv_file"
+        else
+            .venv/bin/inv lab.up
+            .venv/bin/inv deploy --mode=delta
+            .venv/bin/inv status
+        fi
         ;;
     test)
         shift
         setup
+        # the msm tests with the real jars (tests/test_msm_real.py) use the fixture repo when it is here
+        if [ -z "${TCSESSION_MAVEN_REPO:-}" ] && [ -d "$MSM_FIXTURE_REPO" ]; then
+            export TCSESSION_MAVEN_REPO="$(cd "$MSM_FIXTURE_REPO" && pwd)"
+        fi
         exec .venv/bin/python -m pytest -q "$@"
         ;;
-    *) echo "usage: ./dev.sh demo | test [pytest args] | setup" >&2; exit 2 ;;
+    *) echo "usage: ./dev.sh demo [msm [inventory]] | test [pytest args] | setup" >&2; exit 2 ;;
 esac

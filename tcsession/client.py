@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import re
 import time
 from collections import Counter
 
@@ -33,31 +34,95 @@ class SessionRun:
                 "session_ids": sorted(set(self.session_ids)), "errors": self.errors[:5]}
 
 
-def session_base(session_id: str) -> str:
-    """The id without its `.jvmRoute` suffix (which changes when a session fails over)."""
-    return session_id.split(".", 1)[0]
+#: Session id formats, by session mode. delta (and no mode): Tomcat's `<id>.<jvmRoute>`.
+#: msm: `<id>-<memcached node id>[.<jvmRoute>]`; MSM renames both suffixes on failover
+#: (`<id>-n2.tomcat1` served by tomcat2 becomes `<id>-n1.tomcat2`), the base id stays.
+_ID_FORMATS = {
+    "delta": re.compile(r"^(?P<base>[^.]+)(?:\.(?P<route>[^.]+))?$"),
+    "msm": re.compile(r"^(?P<base>[^.-]+)(?:-(?P<node>[^.-]+))?(?:\.(?P<route>[^.]+))?$"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionId:
+    """A session id taken apart: the base (what identifies the session across nodes), and the
+    suffixes a failover may change (the memcached node id in msm mode, the jvmRoute)."""
+
+    raw: str
+    base: str
+    node: str | None = None  # msm: the memcached node holding the session (n1, n2, ...)
+    route: str | None = None  # the jvmRoute of the Tomcat that owns it
+
+
+def parse_session_id(session_id: str, mode: str | None = "delta") -> SessionId:
+    """`session_id` in `mode`'s format (None: delta's). An id that does not fit the format is
+    its own base (compared whole)."""
+    m = _ID_FORMATS.get(mode or "delta", _ID_FORMATS["delta"]).match(session_id)
+    if not m:
+        return SessionId(session_id, session_id)
+    return SessionId(session_id, m["base"], m.groupdict().get("node"), m["route"])
+
+
+def session_base(session_id: str, mode: str | None = "delta") -> str:
+    """The part of the id that stays when the session fails over."""
+    return parse_session_id(session_id, mode).base
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One request judged against the one before it (see `judge_step`)."""
+
+    same_session: bool
+    lost_updates: int
+    error: str | None = None
+
+
+def judge_step(previous_id: str | None, previous_count: int, session_id: str, count: int,
+               mode: str | None = "delta", rotated: bool = False) -> Step:
+    """THE definition of "the same session, one request later", used by status, load and tests.
+
+    The same session: the base id is unchanged (in msm mode the memcached node id and the
+    jvmRoute may change: MSM moves a session on failover), or the request asked for a new id
+    (`rotated`: changeSessionId, after which only the count links the two ids). One request
+    later: the count is the previous count plus one. A new session costs every update the old
+    one had (`previous_count`); a wrong count costs the difference.
+    """
+    same = (previous_id is None or rotated
+            or parse_session_id(session_id, mode).base == parse_session_id(previous_id, mode).base)
+    lost, error, expected = 0, None, previous_count + 1
+    if not same:
+        lost, expected = previous_count, 1
+        error = f"new session {session_id} (was {previous_id}): the session was lost"
+    if count != expected:
+        lost += abs(expected - count)
+        error = (error + "; " if error else "") + f"count {count} after {previous_count if same else 0}"
+    return Step(same, lost, error)
 
 
 class SessionClient:
-    """A cookie-keeping client for one session; `request()` does one step and checks it."""
+    """A cookie-keeping client for one session; `request()` does one step and checks it.
 
-    def __init__(self, host: str, port: int = 80, path: str = "/test.jsp", timeout: float = 10.0):
-        self.host, self.port, self.path, self.timeout = host, port, path, timeout
+    `mode` ("delta", "msm"; None: delta's format) says how session ids look (see `judge_step`)."""
+
+    def __init__(self, host: str, port: int = 80, path: str = "/test.jsp", timeout: float = 10.0,
+                 mode: str | None = "delta"):
+        self.host, self.port, self.path, self.timeout, self.mode = host, port, path, timeout, mode
         self.run = SessionRun()
 
-    def request(self) -> None:
+    def request(self, rotate: bool = False) -> None:
+        """One request; `rotate`: ask the test page for a new session id (`?rotate=1`)."""
         run = self.run
         run.requests += 1
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             headers = {"Cookie": f"JSESSIONID={run.cookie}"} if run.cookie else {}
-            conn.request("GET", self.path, headers=headers)
+            conn.request("GET", self.path + ("?rotate=1" if rotate else ""), headers=headers)
             resp = conn.getresponse()
             body = resp.read().decode("utf-8", "replace")
             for name, value in resp.getheaders():
                 if name.lower() == "set-cookie" and value.startswith("JSESSIONID="):
                     run.cookie = value.split(";", 1)[0].split("=", 1)[1]
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:  # refused, reset, or not HTTP at all
             run.failed += 1
             run.errors.append(f"request {run.requests}: {e}")
             return
@@ -68,23 +133,25 @@ class SessionClient:
             run.failed += 1
             run.errors.append(f"request {run.requests}: HTTP {resp.status}, not the test page")
             return
-        if run.session_ids and session_base(line.session) != session_base(run.session_ids[-1]):
-            run.errors.append(f"request {run.requests}: new session {line.session} "
-                              f"(was {run.session_ids[-1]}): the session was lost")
-            run.lost_updates += run.last_count
-            run.last_count = 0
-        if line.count != run.last_count + 1:
-            run.lost_updates += abs(run.last_count + 1 - line.count)
-            run.errors.append(f"request {run.requests}: count {line.count} after {run.last_count}")
+        if rotate and "rotated" not in body.split("\n", 1)[0]:
+            run.failed += 1
+            run.errors.append(f"request {run.requests}: the page did not rotate the session id")
+            return
+        step = judge_step(run.session_ids[-1] if run.session_ids else None, run.last_count,
+                          line.session, line.count, self.mode, rotated=rotate)
+        run.lost_updates += step.lost_updates
+        if step.error:
+            run.errors.append(f"request {run.requests}: {step.error}")
         run.last_count = line.count
         run.session_ids.append(line.session)
         run.nodes[line.node] += 1
         run.last_node = line.node
 
 
-def check_session(host: str, port: int = 80, requests: int = 10, interval: float = 0.0) -> SessionRun:
+def check_session(host: str, port: int = 80, requests: int = 10, interval: float = 0.0,
+                  mode: str | None = "delta") -> SessionRun:
     """One session, `requests` requests in a row (bounded), each checked."""
-    client = SessionClient(host, port)
+    client = SessionClient(host, port, mode=mode)
     for _ in range(requests):
         client.request()
         if interval:

@@ -86,18 +86,26 @@ def jars_script(libs: Iterable[str], globs: Sequence[str]) -> str:
             "base64 -w0 \"$f\"; echo; fi;; esac; done; done\n")
 
 
-# Lines of a running Tomcat's log that status reads: membership, state transfer, MSM's start.
+# Lines of a running Tomcat's log that status reads: membership, state transfer, MSM's start
+# (the real tc7-tc9 managers log " starts initialization..." with no class name before it).
 LOG_PATTERNS = ("member added", "[Mm]ember disappeared", "[Mm]ember added", "session state",
-                "no members active", "MemcachedSessionService", "tcsession-standin")
+                "no members active", "MemcachedSessionService", "starts initialization",
+                "finished initialization", "^- (failover )?node ids:", "SEVERE", "tcsession-standin")
 
 
 def membership_script() -> str:
-    """`@@cluster-log`: the lines of LOG_PATTERNS since the running Tomcat started."""
+    """`@@cluster-log`: the lines of LOG_PATTERNS since the running Tomcat started, then its
+    errors prefixed `SEVERE ` (Debian's SystemdFormatter puts the level into the journal's
+    priority, not the text)."""
     pattern = "|".join(LOG_PATTERNS)
     return (f"echo @@cluster-log\nfor u in {' '.join(TOMCAT_UNITS)}; do\n"
             "  if [ \"$(systemctl is-active $u 2>/dev/null)\" = active ]; then\n"
-            "    journalctl -u $u --since \"$(systemctl show -p ActiveEnterTimestamp --value $u)\" --no-pager -o cat 2>/dev/null \\\n"
-            f"      | grep -E {q(pattern)} | tail -n 200\n  fi\ndone\n")
+            "    since=\"$(systemctl show -p ActiveEnterTimestamp --value $u)\"\n"
+            "    journalctl -u $u --since \"$since\" --no-pager -o cat 2>/dev/null \\\n"
+            f"      | grep -E {q(pattern)} | tail -n 200\n"
+            "    journalctl -u $u --since \"$since\" -p err --no-pager -o cat 2>/dev/null \\\n"
+            "      | grep -vE '^[[:space:]]+(at |\\.\\.\\. )' | sed 's/^/SEVERE /' | tail -n 20\n"
+            "  fi\ndone\n")
 
 
 def memcached_probe_script(nodes: Iterable[tuple[str, int]]) -> str:

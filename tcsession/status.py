@@ -13,14 +13,14 @@ import json as jsonlib
 import re
 
 from tcsession import lab, msm, msmjars, nginx, serverxml, shell
-from tcsession.client import SessionRun, check_session
+from tcsession.client import SessionRun, check_session, parse_session_id
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, parse_facts, parse_members, status_script
 from tcsession.inventory import Host, Inventory
 from tcsession.maven import lock_path_for
 from tcsession.modes import DELTA, MSM, NONE, Mode, port_listening
 from tcsession.plan import msm_family_jars
-from tcsession.probes import is_wildcard, reachable_on
+from tcsession.probes import is_wildcard, parse_memcached_probe, reachable_on
 from tcsession.remote import Remote
 from tcsession.steps import sha256
 from tcsession.tomcat import Layout
@@ -69,15 +69,37 @@ class Report:
     mode: str | None = None  # "delta" / "msm" when the Tomcats carry that mode's configuration, else None
     session: SessionRun | None = None
     commands: int = 0  # SSH commands issued
+    # msm: each memcached node after the session check: (node id, address:port, items or None
+    # when unreachable), and the node holding the check's session (from its id)
+    memcached: tuple[tuple[str, str, int | None], ...] = ()
+    session_node: str | None = None
+
+    @property
+    def msm_problems(self) -> list[str]:
+        """msm mode: the check's session must live on a memcached node that holds items."""
+        if self.mode != "msm" or self.session is None or not self.session.ok or not self.memcached:
+            return []
+        nodes = {n: items for n, _, items in self.memcached}
+        if self.session_node not in nodes:
+            return [f"session check: the session id {self.session.session_ids[-1]} names no memcached node "
+                    f"({', '.join(nodes)}): memcached-session-manager is not keeping it"]
+        if not nodes[self.session_node]:
+            return [f"session check: memcached node {self.session_node} holds no items after the check"]
+        return []
 
     @property
     def healthy(self) -> bool:
-        return all(not h.problems for h in self.hosts) and (self.session is None or self.session.ok)
+        return (all(not h.problems for h in self.hosts) and (self.session is None or self.session.ok)
+                and not self.msm_problems)
 
     def to_dict(self) -> dict:
         d = {"healthy": self.healthy, "mode": self.mode, "hosts": [h.to_dict() for h in self.hosts]}
         if self.session is not None:
             d["session_check"] = self.session.to_dict() | {"ok": self.session.ok}
+        if self.memcached:
+            d["memcached_nodes"] = [{"node": n, "address": a, "items": i} for n, a, i in self.memcached]
+            d["session_check"]["memcached_node"] = self.session_node
+            d["problems"] = self.msm_problems
         return d
 
 
@@ -136,7 +158,33 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | No
                       members=members)
 
 
-MSM_INIT = re.compile(r"MemcachedSessionService\S*.*(starts|finished) initialization")
+# memcached-session-manager's start, as the real tc7/tc8/tc9 managers log it: their service is
+# an anonymous subclass, so no class name precedes " starts initialization..." (older builds
+# and other log formats put "MemcachedSessionService" there; both are recognised).
+MSM_STARTS = re.compile(r"starts initialization\.\.\. \(configured nodes definition")
+MSM_FINISHED = re.compile(r"finished initialization:?\s*$", re.M)
+# A failed start: an error from the Manager (Debian's journal carries the level as priority:
+# shell.membership_script prefixes those lines with "SEVERE ").
+MSM_SEVERE = re.compile(r"^.*SEVERE.*(javakaffee|[Mm]emcached|[Ss]ession manager|Manager\[).*$", re.M)
+_NODE_IDS = re.compile(r"^- (failover )?node ids: (\[.*\])\s*$", re.M)
+
+
+def judge_msm_start(log: str) -> tuple[bool, str]:
+    """Did memcached-session-manager start in the running Tomcat (its log since it started)?"""
+    severe = [m.group(0).strip() for m in MSM_SEVERE.finditer(log)]
+    if severe:
+        cause = next((l for l in reversed(severe) if "Caused by" in l and l != severe[0]), None)
+        return False, "failed to start: " + severe[0] + (f" ({cause})" if cause else "")
+    if MSM_FINISHED.search(log):
+        ids = {bool(m.group(1)): m.group(2) for m in _NODE_IDS.finditer(log)}
+        return True, ("finished initialization" + (f": node ids {ids[False]}" if False in ids else "")
+                      + (f", failover node ids {ids[True]}" if True in ids else ""))
+    if MSM_STARTS.search(log):
+        return False, "started initialization but never finished it (see the Tomcat log)"
+    detail = "no MSM initialization line (\"starts initialization... (configured nodes definition\") since Tomcat started"
+    if "tcsession-standin" in log:
+        detail += " (a test stand-in Manager is loaded, not memcached-session-manager)"
+    return False, detail
 
 
 def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: Layout, running: bool) -> list:
@@ -176,11 +224,7 @@ def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: Layout, running:
                    ", ".join(f"{n} {f.memcached[n].get('curr_items', '?')} items" for n in nodes if n not in unreachable)
                    + (f"; unreachable: {', '.join(unreachable)}" if unreachable else "")))
     if running:
-        ok = bool(MSM_INIT.search(f.cluster_log))
-        detail = "logged" if ok else "no MemcachedSessionService initialization line since Tomcat started"
-        if not ok and "tcsession-standin" in f.cluster_log:
-            detail += " (a test stand-in Manager is loaded, not memcached-session-manager)"
-        checks.append(("msm initialized", ok, detail))
+        checks.append(("msm initialized", *judge_msm_start(f.cluster_log)))
     return checks
 
 
@@ -268,5 +312,26 @@ def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
             hosts.append(judge_tomcat(inv, h, g, mode))
     session = None
     if session_requests and isinstance(gathered[inv.nginx.name], HostFacts):
-        session = check_session(inv.nginx.address, inv.nginx.http_port, session_requests)
-    return Report(tuple(hosts), mode, session, commands)
+        session = check_session(inv.nginx.address, inv.nginx.http_port, session_requests, mode=mode)
+    memcached, session_node = (), None
+    if mode == "msm" and session is not None and session.session_ids:
+        memcached, more = memcached_after_check(inv, facts)
+        commands += more
+        session_node = parse_session_id(session.session_ids[-1], "msm").node
+    return Report(tuple(hosts), mode, session, commands, memcached, session_node)
+
+
+def memcached_after_check(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[tuple, int]:
+    """Each memcached node's item count, read after the session check from one Tomcat host."""
+    ids = {f"{a}:{p}": n for n, a, p in msm.manager_spec(0, inv.tomcats, inv.msm).memcached_nodes}
+    probe_from = next((t for t in inv.tomcats if t.name in facts), None)
+    if probe_from is None:
+        return (), 0
+    with Remote(inv) as remote:
+        r = remote.run(probe_from, shell.memcached_probe_script(MSM.memcached_nodes(inv)))
+    stats = parse_memcached_probe(r.stdout) if r.exit is not None else {}
+    out = []
+    for addr, node in ids.items():
+        items = stats.get(addr, {}).get("curr_items")
+        out.append((node, addr, int(items) if items and items.isdigit() else None))
+    return tuple(out), 1

@@ -120,6 +120,16 @@ def render_status(report, width: int = 100) -> list[tuple[str, str]]:
         out += [(line, "green" if s.ok else "red") for line in _wrap(printable(text), width, 2)]
         for e in s.errors[:5]:
             out += [(line, "red") for line in _wrap("  " + printable(e), width, 4)]
+    for node, addr, items in report.memcached:
+        here = " <- the check's session" if node == report.session_node else ""
+        text = f"memcached {node} {addr}: " + ("unreachable" if items is None else f"{items} items" + (
+            " (holds sessions)" if items else " (no sessions)")) + here
+        out += [(line, "red" if items is None else "") for line in _wrap(text, width, 4)]
+    if report.memcached and s is not None and s.session_ids:
+        text = f"the check's session {s.session_ids[-1]} lives on memcached node {report.session_node or 'none'}"
+        out += [(line, "red" if report.msm_problems else "") for line in _wrap(printable(text), width, 4)]
+    for p in report.msm_problems:
+        out += [(line, "red") for line in _wrap(printable(p), width, 4)]
     out.append(("healthy" if report.healthy else "UNHEALTHY", "bold green" if report.healthy else "bold red"))
     return out
 

@@ -330,6 +330,7 @@ _TEST_JSP = r"""<%@ page session="true" contentType="text/plain; charset=UTF-8" 
   Answers which node served the request, the session id and a counter kept in the session.
   The counter is set again on every request so that session replication sees the change.
   Machine-readable line: node=<node> session=<id> count=<n>
+  With ?rotate=1 the session gets a new id first (changeSessionId); the line shows the new id.
   Tags touch (no line break between them) so that the answer starts with its first line.
 --%><%
     response.setHeader("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0");
@@ -339,6 +340,18 @@ _TEST_JSP = r"""<%@ page session="true" contentType="text/plain; charset=UTF-8" 
     Object previous = session.getAttribute("count");
     int count = (previous instanceof Integer) ? ((Integer) previous).intValue() + 1 : 1;
     session.setAttribute("count", Integer.valueOf(count));
+    // ?rotate=1: a new id for the same session (request.changeSessionId(), Servlet 3.1, what
+    // Tomcat does at login with changeSessionIdOnAuthentication). Called by reflection so the
+    // page still compiles on Tomcat 7 (Servlet 3.0), where it answers rotate=unsupported.
+    String rotated = "";
+    if ("1".equals(request.getParameter("rotate"))) {
+        try {
+            request.getClass().getMethod("changeSessionId").invoke(request);
+            rotated = "rotated";
+        } catch (Exception e) {
+            rotated = "rotate=unsupported";
+        }
+    }
 
     String node = System.getProperty("tcsession.node");
     if (node == null || node.trim().length() == 0) {
@@ -349,7 +362,7 @@ _TEST_JSP = r"""<%@ page session="true" contentType="text/plain; charset=UTF-8" 
         }
     }
     node = node.trim().replaceAll("\\s+", "_");
-%>tcsession test application (reload: the count must keep rising whichever node answers)
+%>tcsession test application (reload: the count must keep rising whichever node answers) <%= rotated %>
 node=<%= node %> session=<%= session.getId() %> count=<%= count %>
 """
 

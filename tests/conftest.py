@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "tomcat"
+MSM_FIXTURE_REPO = ROOT.parent / "shared" / "fixtures" / "msm" / "repo"
 TEST_LAB = "tcstest"
 TEST_SUBNET = "10.153.7.0/24"
 
@@ -24,6 +25,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "lab" in item.keywords:
             item.add_marker(pytest.mark.skip(reason="lab tests need root"))
+
+
+def real_msm_repo() -> str:
+    """The Maven repository holding the REAL memcached-session-manager jars: TCSESSION_MAVEN_REPO,
+    else ../shared/fixtures/msm/repo. Without one the test skips, but under CI=true it fails:
+    CI must prove msm with the real jars on every run."""
+    repo = os.environ.get("TCSESSION_MAVEN_REPO") or (str(MSM_FIXTURE_REPO) if MSM_FIXTURE_REPO.is_dir() else "")
+    if not repo:
+        why = (f"no real memcached-session-manager jars: set TCSESSION_MAVEN_REPO to a Maven repository "
+               f"holding them, or provide {MSM_FIXTURE_REPO}")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI: {why}", pytrace=False)
+        pytest.skip(why)
+    return repo if "://" in repo else os.path.abspath(os.path.expanduser(repo))
 
 
 def write_lab_inventory(tmp_path: Path, tomcats: int = 2, release: str = "bookworm",

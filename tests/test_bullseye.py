@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import LabHandle, write_lab_inventory
+from conftest import LabHandle, real_msm_repo, write_lab_inventory
 from test_delta import session_survives_a_node
 from tcsession import status
 from tcsession.deploy import deploy
@@ -37,28 +37,30 @@ def test_tomcat9_cluster_from_fresh_hosts(cluster9):
 
 
 def test_tomcat9_session_survives_a_node(cluster9):
+    deploy(cluster9.inv, "delta", quiet=True)  # alone, or after the switch to msm: delta again
     session_survives_a_node(cluster9, cluster9.inv, unit="tomcat9")
 
 
-def test_tomcat9_switches_to_msm_with_the_released_javax_jars(cluster9, tmp_path, monkeypatch):
-    """Delta to msm on Tomcat 9, with the TEST STAND-IN jars (tests/standin.py; no replication
-    is claimed): the released javax jars go in unconverted, memcached is installed, the
-    Cluster goes, the stand-in Manager starts on Tomcat 9 and reaches both memcached nodes."""
-    import standin
+def test_tomcat9_switches_from_delta_to_msm_with_the_javax_jars(cluster9, tmp_path):
+    """Delta to msm on Tomcat 9 with the REAL memcached-session-manager jars (conftest.real_msm_repo):
+    the javax jars go in unconverted, memcached is installed, the Cluster goes, MSM starts and
+    `inv status` is healthy. Deploys delta first itself, so it passes alone and in any order."""
     from tcsession.inventory import load_inventory
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    repo = standin.write_repo(tmp_path / "repo", standin.standin_jars())
+    repo = real_msm_repo()
+    deploy(cluster9.inv, "delta", quiet=True)  # from fresh hosts when it runs alone; else a no-op
     path = tmp_path / "hosts.toml"
     path.write_text(cluster9.inv_path.read_text() + f'\n[msm]\nmaven_repo = "{repo}"\n')
     inv = load_inventory(path)
     report = deploy(inv, "msm", quiet=True)
-    assert report.installed["tomcat1"] == ("memcached",)
+    assert report.changed
+    assert "memcached" in report.installed.get("tomcat1", ())
     lib = cluster9.run("tomcat1", "ls /var/lib/tomcat9/lib").stdout.split()
     assert lib == ["memcached-session-manager-2.3.2.jar", "memcached-session-manager-tc9-2.3.2.jar",
                    "spymemcached-2.12.3.jar"]
     assert "tcsession: managed cluster" not in cluster9.run("tomcat1", "cat /etc/tomcat9/server.xml").stdout
-    log = cluster9.run("tomcat2", "journalctl -u tomcat9 --no-pager -o cat | grep tcsession-standin | tail -n 1").stdout
-    assert "Apache Tomcat/9.0" in log and "failoverNodes=[n2]" in log, log
-    assert "n1@10.153.11.112:11211=VERSION_" in log and "n2@10.153.11.113:11211=VERSION_" in log, log
+    st = status.cluster_report(inv)
+    assert st.mode == "msm" and st.healthy, ([(h.name, h.problems) for h in st.hosts], st.msm_problems)
+    t2 = {w: d for w, ok, d in next(h for h in st.hosts if h.name == "tomcat2").checks}
+    assert t2["msm initialized"] == "finished initialization: node ids [n1], failover node ids [n2]"
     assert not deploy(inv, "msm", quiet=True).changed

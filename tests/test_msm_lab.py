@@ -5,8 +5,11 @@ The stand-in proves resolution over HTTP, checksums and the lock file, placement
 mode), the javax -> jakarta conversion (the stand-in links only once converted), Tomcat starting
 with the Manager in the Context, memcached on each host's own address and reachable from every
 Tomcat's JVM, stale jars removed and restored, rollback and the switch to delta mode and back.
-It keeps sessions in each JVM only: nothing here claims session replication (the tests with the
-real jars are in test_msm_real.py and run when TCSESSION_MAVEN_REPO is set).
+It keeps sessions in each JVM only: nothing here claims that MSM works. Every claim about MSM
+itself (its start, status healthy, sessions surviving a Tomcat or a memcached, non-sticky
+locking, rolling changes under load) is made with the real jars in test_msm_real.py, which
+runs on every `./dev.sh test` (../shared/fixtures/msm/repo) and fails under CI=true without them.
+What only a stand-in can show: a tampered checksum, a missing artifact, a lock mismatch.
 """
 
 from __future__ import annotations
@@ -160,12 +163,16 @@ def test_status_checks_memcached_manager_and_jars(lab):
                          if h.name == "tomcat1" else "tcp 10.153.12.113:11211"):
                 assert checks[what], h.checks
             # The one thing a stand-in cannot show: memcached-session-manager's own start line.
-            assert h.problems == ["msm initialized: no MemcachedSessionService initialization line since Tomcat "
-                                  "started (a test stand-in Manager is loaded, not memcached-session-manager)"]
+            assert h.problems == ["msm initialized: no MSM initialization line (\"starts initialization... "
+                                  "(configured nodes definition\") since Tomcat started (a test stand-in Manager "
+                                  "is loaded, not memcached-session-manager)"]
         else:
             assert not h.problems
-    # sticky routing keeps the session on one node (in that JVM's memory: no replication claimed)
+    # sticky routing keeps the session on one node (in that JVM's memory: no replication claimed);
+    # its id names no memcached node: the stand-in keeps nothing in memcached, and status says so
     assert report.session.ok and report.session.last_count == 10 and len(report.session.nodes) == 1
+    assert report.session_node is None and not report.healthy
+    assert "names no memcached node (n1, n2)" in report.msm_problems[0]
     proc = subprocess.run([sys.executable, "-m", "invoke", "status", "-i", str(lab.inv_path), "--json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={**os.environ})

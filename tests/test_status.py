@@ -65,8 +65,33 @@ def msm_facts(name: str):
 
 STANDIN_LINE = ("tcsession-standin: MemcachedBackupSessionManager STAND-IN (a test double, not memcached-session-manager; "
                 "sessions are not backed up) started on Apache Tomcat/10.1.60 (Debian)")
-MSM_LINE = ("INFO [main] de.javakaffee.web.msm.MemcachedSessionService.startInternal starts initialization... "
-            "(configured nodes definition n1:10.153.0.112:11211,n2:10.153.0.113:11211, failover nodes n1)")
+# As the real tc9 manager (anonymous MemcachedSessionService subclass) logged them on the
+# bookworm lab, through MEMBERSHIP_SCRIPT's grep (journal text, no level, no class name).
+MSM_LINE = (" starts initialization... (configured nodes definition n1:10.153.0.112:11211,n2:10.153.0.113:11211, "
+            "failover nodes n1)\n-  finished initialization:\n- node ids: [n2]\n- failover node ids: [n1]")
+# A Manager that failed to start (memcachedNodes="garbage"), on the same lab: the journal's
+# err-priority lines, prefixed by MEMBERSHIP_SCRIPT.
+MSM_FAILED = (" starts initialization... (configured nodes definition garbage, failover nodes n1)\n"
+              "SEVERE The session manager failed to start\n"
+              "SEVERE org.apache.catalina.LifecycleException: Failed to start component [MemcachedBackupSessionManager"
+              "[StandardEngine[Catalina].StandardHost[localhost].StandardContext[]]]\n"
+              "SEVERE Caused by: java.lang.IllegalArgumentException: Configured memcachedNodes attribute has wrong "
+              "format, must match ([\\w]+):([^:]+):([\\d]+)(?:(?:\\s+|,)([\\w]+):([^:]+):([\\d]+))*\n"
+              "SEVERE Context [] startup failed due to previous errors")
+
+
+def test_msm_start_is_recognised_from_the_real_lines():
+    assert status.judge_msm_start(MSM_LINE) == (
+        True, "finished initialization: node ids [n2], failover node ids [n1]")
+    ok, detail = status.judge_msm_start(MSM_FAILED)
+    assert not ok and detail.startswith("failed to start: SEVERE The session manager failed to start (SEVERE Caused by: "
+                                        "java.lang.IllegalArgumentException: Configured memcachedNodes")
+    # started but not finished, and no error line
+    assert status.judge_msm_start(MSM_LINE.split("\n")[0]) == (
+        False, "started initialization but never finished it (see the Tomcat log)")
+    assert not status.judge_msm_start("Server startup in [774] milliseconds")[0]
+    # a SEVERE that has nothing to do with the Manager does not fail msm
+    assert status.judge_msm_start(MSM_LINE + "\nSEVERE Servlet.service() for servlet [jsp] threw exception")[0]
 
 
 def test_msm_mode_is_detected_and_judged(tmp_path):
@@ -84,7 +109,7 @@ def test_msm_mode_is_detected_and_judged(tmp_path):
     assert checks["memcached only on 10.153.0.112"] == (True, "yes")
     assert checks["msm Manager"][0] and "failoverNodes n1" in checks["msm Manager"][1]
     assert checks["memcached reachable"] == (True, "10.153.0.112:11211 3 items, 10.153.0.113:11211 1 items")
-    assert checks["msm initialized"] == (True, "logged")
+    assert checks["msm initialized"] == (True, "finished initialization: node ids [n2], failover node ids [n1]")
     assert st.problems == [f"msm jars: cannot check them: de.javakaffee.msm:memcached-session-manager:2.3.2 not in "
                            f"{tmp_path / 'msm.lock'}"]
 
@@ -123,3 +148,24 @@ def test_status_reads_well_at_80_and_120_columns():
             for what, ok, detail in h.checks:
                 text = what if ok and detail in ("active", "listening", "present") else f"{what}: {detail}"
                 assert " ".join(text.split()) in joined
+
+
+def _report(session_id: str, memcached) -> "status.Report":
+    from tcsession.client import SessionRun, parse_session_id
+
+    run = SessionRun(requests=10, last_count=10, session_ids=[session_id] * 10)
+    return status.Report((), "msm", run, 3, memcached, parse_session_id(session_id, "msm").node)
+
+
+def test_msm_report_names_the_node_of_the_checks_session():
+    nodes = (("n1", "10.153.0.112:11211", 3), ("n2", "10.153.0.113:11211", 0))
+    good = _report("36F7C332B031851572AF7DFCFE0D6634-n1.tomcat2", nodes)
+    assert good.healthy and good.session_node == "n1" and not good.msm_problems
+    d = good.to_dict()
+    assert d["session_check"]["memcached_node"] == "n1" and d["memcached_nodes"][1] == {
+        "node": "n2", "address": "10.153.0.113:11211", "items": 0}
+    empty = _report("36F7C332B031851572AF7DFCFE0D6634-n2.tomcat1", nodes)
+    assert empty.msm_problems == ["session check: memcached node n2 holds no items after the check"]
+    assert not empty.healthy
+    plain = _report("36F7C332B031851572AF7DFCFE0D6634.tomcat1", nodes)  # a Manager that is not MSM
+    assert not plain.healthy and "names no memcached node (n1, n2)" in plain.msm_problems[0]
