@@ -29,10 +29,18 @@ def _fail_cleanly(fn):
 
         from tcsession.errors import TcsessionError
 
+        import signal
+
+        from tcsession.text import printable
+
+        def on_term(signum, frame):  # SIGTERM stops a run like Ctrl-C: cleanly, recorded
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_term)
         try:
             return fn(*args, **kwargs)
         except TcsessionError as e:
-            raise Exit(f"tcsession: {e}", code=1) from None
+            raise Exit(printable(f"tcsession: {e}"), code=1) from None
         except (Exit, SystemExit):
             raise
         except KeyboardInterrupt:
@@ -44,6 +52,9 @@ def _fail_cleanly(fn):
             raise Exit(f"tcsession: internal error in {fn.__name__.replace('_', '.')}: {type(e).__name__}"
                        f"{': ' + detail if detail else ''} -- this is a bug in tcsession; run again with "
                        f"{DEBUG_ENV}=1 for the traceback and report it", code=1) from None
+
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

@@ -90,8 +90,17 @@ class Interpreter:
     def apply(self, plan: Plan, all_hosts: list[str]) -> Outcome:
         outcome = Outcome({h: "not started" for h in all_hosts})
         self._pending = None  # (restart step) whose node nginx still has out of service
+        self._current: list[Step] = []
         try:
             return self._apply(plan, outcome)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (tasks.py): stop here, say where each host is
+            step = self._current[0] if self._current else None
+            outcome.failed = step
+            outcome.error = ("interrupted" + (f" during {step.host}: {step.describe()}" if step else "")
+                             + "; the step under way may have finished on its host")
+            for s in self._current:
+                outcome.hosts[s.host] = f"interrupted during: {s.describe()}"
+            return outcome
         finally:
             if self._pending is not None:  # the end, a failure, or an interrupt: back in service
                 problem = self._undrain()
@@ -121,6 +130,7 @@ class Interpreter:
             for h in by_host:
                 if outcome.hosts[h] == "not started":
                     outcome.hosts[h] = "in progress"
+            self._current = unit
             for s in unit:
                 self.on_event(Event("started", s))
             started = time.monotonic()

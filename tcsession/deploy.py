@@ -32,6 +32,7 @@ class DeployReport:
     seconds: float = 0.0
     commands: int = 0
     executed: list = dataclasses.field(default_factory=list)  # the steps run, in order
+    installed: dict = dataclasses.field(default_factory=dict)  # host -> the packages this deploy installed
     previewed: list = dataclasses.field(default_factory=list)  # the steps the plans showed
 
 
@@ -115,6 +116,7 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
         if outcome.ok and outcome.stopped_at is not None:  # packages installed: plan the files now
             report.executed.append(outcome.stopped_at)
             installed = {s.host: s.packages for s in outcome.done}
+            report.installed = installed
             facts.update(gather(remote, [inv.host(n) for n in installed]))
             if mode.memcached:  # a Tomcat whose major was known only once installed
                 jars = prepare_msm_jars(inv, facts, {}, progress, have=jars)

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import LabHandle, rollback_everything, write_lab_inventory
+from conftest import ROOT, LabHandle, rollback_everything, write_lab_inventory
 from tcsession import lab, status
 from tcsession.deploy import deploy
 from tcsession.errors import TcsessionError
@@ -138,6 +141,91 @@ def test_a_malformed_server_xml_on_a_host_changes_nothing_anywhere(cluster, tmp_
                 for t in ("tomcat1", "tomcat2")} == before
     finally:
         cluster.run("tomcat2", f"cp -p /root/server.xml.good {SERVER_XML}")
+
+
+def snapshot(handle) -> dict:
+    """Per host: checksums of every file tcsession manages, the services' PIDs, the installed
+    packages (their list's checksum); each command checked."""
+    out = {}
+    for h in ("nginx", "tomcat1", "tomcat2"):
+        r = handle.run(h, "sha256sum /etc/tomcat10/server.xml /var/lib/tomcat10/bin/setenv.sh "
+                       "/etc/nginx/conf.d/tcsession.conf 2>/dev/null; systemctl show -p MainPID --value tomcat10 nginx; "
+                       "dpkg-query -W | sha256sum; ls /var/lib/tcsession/deploys 2>/dev/null | sort")
+        assert r.ok, r.why()
+        out[h] = r.stdout
+    return out
+
+
+def inv_deploy(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", "deploy", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_refusals_that_reach_the_hosts_change_nothing_on_any_host(cluster, tmp_path):
+    """Bad inputs only the hosts can reveal: one line each, exit 1, and every host as it was."""
+    before = snapshot(cluster)
+    original = cluster.spec.known_hosts.read_text()
+    kh = original.splitlines()
+    cases = {
+        # nginx's key missing from known_hosts: refused with the key's fingerprint
+        "unknown key": ("\n".join(l for l in kh if not l.startswith("10.153.10.111 ")) + "\n",
+                        ["nginx", "SHA256:", "ssh-keyscan"]),
+        # tomcat2's key replaced by tomcat1's: a changed key
+        "changed key": ("\n".join(("10.153.10.113 " + next(k for k in kh if k.startswith("10.153.10.112 ")).split(" ", 1)[1])
+                                  if l.startswith("10.153.10.113 ") else l for l in kh) + "\n", ["tomcat2", "CHANGED"]),
+        # a line that is no key at all: every host blocked, the file and line named
+        "malformed line": ("garbage\n" + original, ["line 1", "sed -i '1d'"]),
+    }
+    target = variant(cluster, tmp_path, channel_send_options=2).path
+    try:
+        for what, (text, words) in cases.items():
+            cluster.spec.known_hosts.write_text(text)
+            proc = inv_deploy("--mode=delta", "-i", str(target))
+            err = proc.stderr.strip()
+            assert proc.returncode == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, (what, err)
+            assert all(w in err for w in words), (what, err)
+    finally:
+        cluster.spec.known_hosts.write_text(original)
+    # 3. a server.xml on one host that cannot be parsed (the deploy plans every host first)
+    assert cluster.run("tomcat2", f"cp -p {SERVER_XML} /root/sx.good && printf '<Server><Service>' > {SERVER_XML}").ok
+    try:
+        proc = inv_deploy("--mode=delta", "-i", str(variant(cluster, tmp_path, channel_send_options=2).path))
+        assert proc.returncode == 1 and proc.stderr.strip().startswith(f"tcsession: tomcat2:{SERVER_XML}")
+    finally:
+        assert cluster.run("tomcat2", f"cp -p /root/sx.good {SERVER_XML}").ok
+    assert snapshot(cluster) == before
+
+
+def test_an_interrupted_deploy_is_recorded_and_recoverable(cluster, tmp_path):
+    """SIGTERM while a Tomcat restarts: the node goes back in service in nginx, the deploy is
+    recorded and says where each host is; the next deploy converges, rollback restores."""
+    before = {t: shas(cluster, t, SERVER_XML) for t in ("tomcat1", "tomcat2")}
+    changed = variant(cluster, tmp_path, channel_send_options=2)
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--mode=delta", "-i", str(changed.path)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # until tomcat1 is out of service: its restart is under way
+            r = cluster.run("nginx", "grep -c ' down;' /etc/nginx/conf.d/tcsession.conf || true")
+            assert r.ok, r.why()
+            if r.stdout.strip() not in ("", "0"):
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = err.strip()
+    assert proc.returncode == 1 and len(err.splitlines()) == 1, err
+    assert "interrupted during tomcat1: restart tomcat10" in err and "inv rollback" in err, err
+    assert "down;" not in cluster.run("nginx", "cat /etc/nginx/conf.d/tcsession.conf").stdout
+    ids = {r.id for recs in history(cluster.inv).values() for r in recs if not r.rolled_back}
+    assert ids, "the interrupted deploy left no record"
+    assert deploy(changed, "delta", quiet=True).changed  # converges: the restarts it still owed
+    assert status.cluster_report(changed).healthy
+    rollback(cluster.inv, quiet=True)
+    assert {t: shas(cluster, t, SERVER_XML) for t in ("tomcat1", "tomcat2")} == before
 
 
 def test_rolling_everything_back_returns_the_hosts_to_their_packages(cluster):
