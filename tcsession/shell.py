@@ -233,18 +233,33 @@ def stop_service(unit: str) -> str:
     return f"systemctl disable -q --now {q(unit)} || true; rm -f {q(state.applied_path(unit))}\n"
 
 
+def nginx_reload_settled() -> tuple[str, str]:
+    """Before and after `systemctl reload nginx`: the reload returns once nginx was signalled,
+    while the old workers go on serving with the old configuration; the second part waits (at
+    most 10 s) until every old worker has exited, so that what follows (a node restarted) meets
+    only the new configuration."""
+    before = "old=$(pgrep -f '^nginx: worker process' | tr '\\n' ' ')"
+    after = ("i=0; while :; do alive=''; for p in $old; do kill -0 $p 2>/dev/null && alive=\"$alive $p\"; done; "
+             "old=$alive; [ -z \"$old\" ] && break; i=$((i+1)); "
+             "[ $i -lt 100 ] || { echo \"note: nginx workers $old still finishing old requests after 10 s\"; break; }; "
+             "sleep 0.1; done")
+    return before, after
+
+
 def nginx_apply(digest: str, start: bool) -> str:
     """Check the configuration, then reload (or, when nginx is not running, enable and start)."""
     action = "restart" if start else "reload-or-restart"
+    before, after = nginx_reload_settled()
     return ("out=$(nginx -t 2>&1) || { echo \"nginx -t rejected the configuration: $(echo \"$out\" | head -n 2 | tr '\\n' ' ')\"; exit 1; }\n"
-            + ("systemctl enable -q nginx && " if start else "") + f"systemctl {action} nginx "
-            + _or_fail("nginx did not (re)load", "nginx") + "\n" + stamp("nginx", digest) + "\n")
+            + before + "\n" + ("systemctl enable -q nginx && " if start else "") + f"systemctl {action} nginx "
+            + _or_fail("nginx did not (re)load", "nginx") + "\n" + after + "\n" + stamp("nginx", digest) + "\n")
 
 
 def nginx_site(path: str, site: bytes) -> str:
     """Replace the site (atomically), check it, reload nginx: a node drained or back in service."""
+    before, after = nginx_reload_settled()
     return (put_file(path, site, "root:root", "644") + "\nout=$(nginx -t 2>&1) || { echo \"nginx -t: $out\"; exit 1; }\n"
-            "systemctl reload nginx || { echo 'nginx did not reload'; exit 1; }\n")
+            + before + "\nsystemctl reload nginx || { echo 'nginx did not reload'; exit 1; }\n" + after + "\n")
 
 
 def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bool, timeout: float,

@@ -141,7 +141,8 @@ def print_status(report, as_json: bool = False) -> None:
     from rich.text import Text
 
     console = _console()
-    for text, style in render_status(report, console.width):
+    # Wrapped to a terminal's width; into a pipe or a file, one line per check (for grep).
+    for text, style in render_status(report, console.width if console.is_terminal else 10**6):
         console.print(Text(text, style=style), soft_wrap=True)
 
 

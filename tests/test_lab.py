@@ -118,8 +118,14 @@ def test_nothing_is_sent_to_lab_addresses_while_the_lab_is_down(tmp_path):
     inv_path = write_lab_inventory(tmp_path, name="tcsdown", subnet="10.153.9.0/24")
     handle = LabHandle(inv_path)
     assert not lab.is_up(handle.spec) or pytest.fail("test lab unexpectedly up")
-    with pytest.raises(TcsessionError, match=r"inv lab\.up"):
-        Remote(handle.inv)
+    from tcsession.deploy import deploy
+    from tcsession.rollback import rollback
+    from tcsession.status import cluster_report
+
+    for run in (lambda: deploy(handle.inv, "delta", quiet=True), lambda: rollback(handle.inv, quiet=True),
+                lambda: cluster_report(handle.inv)):
+        with pytest.raises(TcsessionError, match=r"inv lab\.up"):
+            run()
     proc = subprocess.run([sys.executable, "-m", "invoke", "status", "-i", str(inv_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
