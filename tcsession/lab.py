@@ -641,9 +641,27 @@ def _keep_consoles(spec: LabSpec) -> None:
         shutil.copy(console, keep / f"{console.parent.name}.console.log")
 
 
+# Every container's systemd (and journald, udev...) takes inotify instances from one shared
+# per-user limit; Debian's default of 128 runs out with a dozen hosts ("Failed to create inotify
+# object: Too many open files" on the console, then no sshd). Raised for the lab's machine.
+INOTIFY_LIMITS = {"/proc/sys/fs/inotify/max_user_instances": 8192,
+                  "/proc/sys/fs/inotify/max_user_watches": 1048576}
+
+
+def raise_inotify_limits(limits: dict = INOTIFY_LIMITS) -> None:
+    for path, want in limits.items():
+        try:
+            if int(Path(path).read_text()) < want:
+                Path(path).write_text(f"{want}\n")
+        except (OSError, ValueError) as e:
+            raise TcsessionError(f"lab: cannot raise {path} to {want} ({e}); set it with "
+                                 f"sysctl -w {path[len('/proc/sys/'):].replace('/', '.')}={want}") from None
+
+
 def up(spec: LabSpec, log=print, ssh_timeout: float = 60.0) -> None:
     """Bring the lab's hosts up, SSH-ready. A running lab is left as it is; a stale one cleared."""
     check_prerequisites()
+    raise_inotify_limits()
     if is_up(spec) and _read_state(spec).get("hosts") == [dataclasses.asdict(h) for h in spec.hosts]:
         log(f"lab {spec.name}: already up ({len(spec.hosts)} hosts)")
         return
