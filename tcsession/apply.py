@@ -198,11 +198,13 @@ class Interpreter:
         disk stays the one the plan wrote, so a rollback finds what it recorded)."""
         nginx_host = self.hosts[s.drain.nginx_host]
         self.hosts_nginx = nginx_host.name
+        # Pending before the drain is sent: whatever happens from here (a failure, an interrupt in
+        # the middle of the drain), the site goes back to the one the plan wrote.
+        self._pending, self._pending_step = s, s
         r = self.remote.run(nginx_host, s.drain_script())
         if not r.ok:
             return [(False, f"{nginx_host.name}: could not take {s.host} out of service: "
                             f"{r.why() if r.exit is None else summarize(r.stdout + r.stderr)}")]
-        self._pending, self._pending_step = s, s
         return self._judge([s], self.remote.run(self.hosts[s.host], batch_script([s])))
 
     def _undrain(self) -> str | None:
