@@ -248,9 +248,19 @@ def nginx_apply(digest: str, start: bool) -> str:
 
 
 def nginx_site(path: str, site: bytes) -> str:
-    """Replace the site (atomically), check it, reload nginx: a node drained or back in service."""
+    """Replace the site (atomically), check it, reload nginx: a node drained or back in service.
+
+    Then wait (at most 10 s) until the workers of the previous configuration have exited: they
+    finish their requests in flight with the previous upstreams (where the node drained before may
+    still be `down`), so the node drained now must not be stopped under them (measured in the lab:
+    an occasional 502 during a rollout when it was)."""
     return (put_file(path, site, "root:root", "644") + "\nout=$(nginx -t 2>&1) || { echo \"nginx -t: $out\"; exit 1; }\n"
-            "systemctl reload nginx || { echo 'nginx did not reload'; exit 1; }\n")
+            "master=$(cat /run/nginx.pid 2>/dev/null || true); old=''\n"
+            "if [ -n \"$master\" ]; then for d in /proc/[0-9]*; do "
+            "[ \"$(cut -d' ' -f4 \"$d/stat\" 2>/dev/null)\" = \"$master\" ] && old=\"$old ${d#/proc/}\"; done; fi\n"
+            "systemctl reload nginx || { echo 'nginx did not reload'; exit 1; }\n"
+            "i=0; while [ $i -lt 80 ]; do alive=''; for p in $old; do kill -0 \"$p\" 2>/dev/null && alive=1; done; "
+            "[ -z \"$alive\" ] && break; i=$((i+1)); sleep 0.125; done\n")
 
 
 def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bool, timeout: float,
@@ -263,7 +273,9 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
     `writes` (path, bytes or None to remove, owner, mode): the applications' files, put in place
     while the unit is stopped (with `clear`: what Tomcat derived from the old WAR, removed), so
     that Tomcat's autoDeploy never redeploys them on a running node; `app_contexts`: each must
-    answer on the node (not 404, not 5xx) once it serves, printed `app: <context> HTTP <code>`."""
+    answer on the node (not 404, not 5xx) once it serves, printed `app: <context> HTTP <code>`; one
+    that does not is a failed step, and the node is stopped (nginx then sends its sessions to the
+    other nodes, which still run the previous version) rather than serving the broken one."""
     ok = '[ "$c" != 000 ]' if any_status else '[ "$c" = 200 ]'
     url = q(f"http://{address}:{int(port)}{path}")
     tries = int(timeout / 0.25)
@@ -288,8 +300,10 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
     for ctx in app_contexts:
         app_url = q(f"http://{address}:{int(port)}{ctx}/")
         lines.append(f"c=$(curl -s -o /dev/null -m 20 -w '%{{http_code}}' {app_url} || true); case \"$c\" in "
-                     f"000|404|5*) echo \"{ctx} answered ${{c:-nothing}} after the start (the application did "
-                     f"not come up)\"; {log_tail(unit, 8)}; exit 1;; esac; echo \"app: {ctx} HTTP $c\"")
+                     f"000|404|5*) logs=$({log_tail(unit, 8)}); systemctl stop {u}; echo \"stopped {unit}: nginx "
+                     f"sends its sessions to the other nodes, which keep the previous version\"; echo \"{ctx} "
+                     f"answered ${{c:-nothing}} after the start (the application did not come up)\"; "
+                     f"echo \"$logs\"; exit 1;; esac; echo \"app: {ctx} HTTP $c\"")
     lines.append(stamp(unit, digest))
     if state_lines:
         lines.append(f"journalctl -u {u} --since @$((since-1)) --no-pager -o cat 2>/dev/null "

@@ -37,7 +37,12 @@ DISTRIBUTABLE</web-app>
 JAVAX_JAR = MSM_FIXTURE_REPO / "de/javakaffee/msm/memcached-session-manager-tc9/2.3.2/memcached-session-manager-tc9-2.3.2.jar"
 
 
-def build_war(path: Path, version: str, distributable: bool = True, javax_lib: bool = False) -> Path:
+BROKEN = "  <listener><listener-class>no.such.Listener</listener-class></listener>\n"
+
+
+def build_war(path: Path, version: str, distributable: bool = True, javax_lib: bool = False,
+              broken: bool = False) -> Path:
+    """broken: its web.xml names a listener class that does not exist (the context fails to start)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         # fixed timestamps: the same inputs give the same bytes
@@ -45,7 +50,8 @@ def build_war(path: Path, version: str, distributable: bool = True, javax_lib: b
             z.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), data)
 
         add("index.jsp", INDEX_JSP.replace("VERSION", version).encode())
-        add("WEB-INF/web.xml", WEB_XML.replace("DISTRIBUTABLE", "  <distributable/>\n" if distributable else "").encode())
+        add("WEB-INF/web.xml", WEB_XML.replace("DISTRIBUTABLE", ("  <distributable/>\n" if distributable else "")
+                                                    + (BROKEN if broken else "")).encode())
         if javax_lib:
             add("WEB-INF/lib/" + JAVAX_JAR.name, JAVAX_JAR.read_bytes())
     path.write_bytes(buf.getvalue())
