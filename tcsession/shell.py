@@ -225,6 +225,14 @@ def log_tail(unit: str, lines: int = 5) -> str:
             "| sed 's/^/log: /'")
 
 
+def app_log(unit: str, context: str) -> str:
+    """Why an application did not start: the unit's error lines since `$since` (Debian's journal
+    carries the level as priority), then its lines naming the context, each prefixed `log: `."""
+    since = f"journalctl -u {q(unit)} --since @$((since-1)) --no-pager -o cat 2>/dev/null"
+    return (f"{{ {since} -p err | grep -v -e '^\\s*at ' -e '^\\s*\\.\\.\\. [0-9]* more' | tail -n 3; "
+            f"{since} | grep -F {q('[' + context + ']')} | tail -n 2; }} | awk '!seen[$0]++' | sed 's/^/log: /'")
+
+
 def _or_fail(what: str, unit: str) -> str:
     return f"|| {{ echo {q(what)}; {log_tail(unit)}; exit 1; }}"
 
@@ -300,7 +308,7 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
     for ctx in app_contexts:
         app_url = q(f"http://{address}:{int(port)}{ctx}/")
         lines.append(f"c=$(curl -s -o /dev/null -m 20 -w '%{{http_code}}' {app_url} || true); case \"$c\" in "
-                     f"000|404|5*) logs=$({log_tail(unit, 8)}); systemctl stop {u}; echo \"stopped {unit}: nginx "
+                     f"000|404|5*) logs=$({app_log(unit, ctx)}); systemctl stop {u}; echo \"stopped {unit}: nginx "
                      f"sends its sessions to the other nodes, which keep the previous version\"; echo \"{ctx} "
                      f"answered ${{c:-nothing}} after the start (the application did not come up)\"; "
                      f"echo \"$logs\"; exit 1;; esac; echo \"app: {ctx} HTTP $c\"")

@@ -200,10 +200,16 @@ def test_a_version_that_does_not_come_up_stops_the_rollout_on_its_node(lab):
     assert not deploy(v1, lab.mode, quiet=True).changed
 
 
+# Measured in the lab (Tomcat 10.1.x, Debian's autoDeploy="true"): does autoDeploy serve a WAR
+# written into a running node within 30 s? msm: no (the context comes from the descriptor
+# conf/Catalina/localhost/sample.xml tcsession writes; the node went on serving the old version).
+AUTODEPLOY_SERVES_NEW_WAR = {"delta": True, "msm": False}
+
+
 def test_measured_autodeploy_redeploy_of_a_changed_war(lab):
     """What Tomcat's own autoDeploy does when the WAR of a running node changes (tcsession does not
-    rely on it: it stops the drained node, writes, starts): does a session go on afterwards? Measured
-    on one node, straight at it (no nginx), then the WAR put back the same way."""
+    rely on it: it stops the drained node, writes, starts): is the new version served, and does a
+    session go on? Measured on one node, straight at it (no nginx); then put back."""
     from tcsession.client import SessionClient
 
     inv = inv_for(lab, "v1")
@@ -212,25 +218,28 @@ def test_measured_autodeploy_redeploy_of_a_changed_war(lab):
     for _ in range(5):
         client.request()
     assert client.run.ok and client.run.last_count == 5, client.run.to_dict()
-    swaps = []
-    for version in ("2", "1"):
-        data = (lab.tmp / f"sample-v{version}.war").read_bytes()
-        started = time.monotonic()
-        assert lab.run("tomcat1", shell_put(WAR, data)).ok
-        for _ in range(120):  # bounded: 60 s
-            if f"version={version}" in node_page(inv, "tomcat1"):
-                break
-            time.sleep(0.5)
-        swaps.append(time.monotonic() - started)
-        assert f"version={version}" in node_page(inv, "tomcat1")
-        for _ in range(3):
-            client.request()
+    v2 = (lab.tmp / "sample-v2.war").read_bytes()
+    started = time.monotonic()
+    assert lab.run("tomcat1", shell_put(WAR, v2)).ok
+    served = False
+    for _ in range(60):  # bounded: 30 s
+        if "version=2" in node_page(inv, "tomcat1"):
+            served = True
+            break
+        time.sleep(0.5)
+    seconds = time.monotonic() - started
+    for _ in range(3):
+        client.request()
     run = client.run
-    print(f"\n[{lab.mode}] autoDeploy redeploys (v1 -> v2 -> v1, {swaps[0]:.1f} s and {swaps[1]:.1f} s): "
-          f"requests={run.requests} failed={run.failed} lost={run.lost_updates} count={run.last_count} "
-          f"sessions={len(set(run.session_ids))}")
-    # the session went on through both redeploys: its count kept rising, no update lost
-    assert run.ok and run.last_count == 11 and run.lost_updates == 0, run.to_dict()
+    print(f"\n[{lab.mode}] autoDeploy, WAR v2 written into running tomcat1: new version served: {served} "
+          f"({seconds:.1f} s); the session then: requests={run.requests} failed={run.failed} "
+          f"lost={run.lost_updates} count={run.last_count}")
+    assert served == AUTODEPLOY_SERVES_NEW_WAR[lab.mode]
+    if served:  # the session went on through the redeploy (DeltaManager: the peer sent the state)
+        assert run.ok and run.last_count == 8 and run.lost_updates == 0, run.to_dict()
+    # back to version 1 the tcsession way: a deploy sees the WAR differ and rolls it (drained restart)
+    assert deploy(inv, lab.mode, quiet=True).changed
+    assert war_sha(lab)["tomcat1"] == lab.sha["v1"] and "version=1" in node_page(inv, "tomcat1")
     assert not deploy(inv, lab.mode, quiet=True).changed
 
 
