@@ -406,7 +406,8 @@ class Plan:
         return tuple(s for s in self.steps if s.host == host)
 
     def files(self, host: str) -> tuple[FileChange, ...]:
-        return tuple(c for s in self.for_host(host) if isinstance(s, (WriteFiles, RestoreFiles)) for c in s.changes)
+        return tuple(c for s in self.for_host(host) for c in (
+            s.changes if isinstance(s, (WriteFiles, RestoreFiles)) else s.files if isinstance(s, RestartTomcat) else ()))
 
     def restarts(self, host: str) -> bool:
         return any(isinstance(s, RestartTomcat) for s in self.for_host(host))

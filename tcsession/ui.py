@@ -12,7 +12,7 @@ import textwrap
 import time
 
 from tcsession.apply import Event
-from tcsession.steps import Plan, RestoreFiles, WriteFiles
+from tcsession.steps import Plan, RestartTomcat, RestoreFiles, WriteFiles
 from tcsession.text import printable
 
 def _console():
@@ -74,6 +74,9 @@ class Progress:
             self.line(s.host, s.describe(), style="yellow")
             if diffs and isinstance(s, (WriteFiles, RestoreFiles)):
                 for c in s.changes:
+                    self.diff(c.diff())
+            if diffs and isinstance(s, RestartTomcat):  # the applications' files, written during it
+                for c in s.files:
                     self.diff(c.diff())
 
 

@@ -215,3 +215,20 @@ def test_history_names_the_war_checksums(tmp_path):
     m = manifest_for("20261201T101010Z-abcdef", "delta", "t", (change,))
     recs = [Record(h, m) for h in ("tomcat1", "tomcat2")]
     assert war_versions(recs) == f"shop.war {hashlib.sha256(b'v2').hexdigest()[:12]}"
+
+
+def test_the_preview_shows_each_war_with_old_and_new_checksum_size_and_order(tmp_path, deployed, capsys):
+    from tcsession.ui import Progress
+
+    v1 = build_war(tmp_path / "v1.war", "1").read_bytes()
+    v2 = build_war(tmp_path / "v2.war", "2").read_bytes()
+    inv = lab_inventory(tmp_path, '[app.sample]\nwar = "v2.war"\n')
+    wars = apps.prepare_apps(inv.apps, "delta", {"tomcat1": 10, "tomcat2": 10})
+    p = planning.plan(inv, with_war(deployed, v1), "delta", wars=wars)
+    Progress().plan(p, diffs=True)
+    out = " ".join(capsys.readouterr().out.split())
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    binary = (f"binary /var/lib/tomcat10/webapps/sample.war: sha256 {sha(v1)} ({len(v1)} bytes) -> "
+              f"{sha(v2)} ({len(v2)} bytes)")
+    assert out.count(binary) == 2, out
+    assert out.index("tomcat1 stop tomcat10, put sample.war") < out.index("tomcat2 stop tomcat10, put sample.war")
