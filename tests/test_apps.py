@@ -232,3 +232,26 @@ def test_the_preview_shows_each_war_with_old_and_new_checksum_size_and_order(tmp
               f"{sha(v2)} ({len(v2)} bytes)")
     assert out.count(binary) == 2, out
     assert out.index("tomcat1 stop tomcat10, put sample.war") < out.index("tomcat2 stop tomcat10, put sample.war")
+
+
+def test_status_shows_each_nodes_war_and_flags_different_versions(tmp_path, deployed):
+    from tcsession import status
+
+    v1 = build_war(tmp_path / "v1.war", "1").read_bytes()
+    v2 = build_war(tmp_path / "v2.war", "2").read_bytes()
+    inv = lab_inventory(tmp_path, '[app.sample]\nwar = "v2.war"\n')
+    facts = with_war(deployed, v1)
+    facts["tomcat1"] = dataclasses.replace(facts["tomcat1"], app_http={"/sample": "200"})
+    facts["tomcat2"] = dataclasses.replace(with_war(deployed, v2)["tomcat2"], app_http={"/sample": "404"})
+    checks = {h: {w: (ok, d) for w, ok, d in status.judge_tomcat(inv, inv.host(h), facts[h], "delta").checks}
+              for h in ("tomcat1", "tomcat2")}
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    assert checks["tomcat1"]["app /sample"] == (True, f"sample.war sha256 {sha(v1)[:12]}, HTTP 200")
+    assert checks["tomcat2"]["app /sample"] == (False, f"sample.war sha256 {sha(v2)[:12]}, HTTP 404 (the context is not running)")
+    report = status.Report((), "delta", apps=(("/sample", (("tomcat1", sha(v1), "200"), ("tomcat2", sha(v2), "404"))),))
+    assert report.app_problems == [f"application /sample: the nodes serve different versions: tomcat1 {sha(v1)[:12]}, "
+                                   f"tomcat2 {sha(v2)[:12]}"] and not report.healthy
+    same = status.Report((), "delta", apps=(("/sample", (("tomcat1", sha(v1), "200"), ("tomcat2", sha(v1), "200"))),))
+    assert same.app_problems == [] and same.healthy
+    # the HTTP status comes from the facts' app-http sections
+    assert parse_facts("@@app-http /sample\n302\n").app_http == {"/sample": "302"}
