@@ -12,6 +12,7 @@ import dataclasses
 import time
 import uuid
 
+from tcsession import apps as applications
 from tcsession import lab, maven, msmjars
 from tcsession import plan as planning
 from tcsession.apply import Interpreter, Outcome
@@ -65,6 +66,28 @@ def prepare_msm_jars(inv: Inventory, facts: dict[str, HostFacts], installs: dict
     return out
 
 
+def prepare_wars(inv: Inventory, facts: dict[str, HostFacts], installs: dict, mode: Mode, progress: Progress,
+                 have: dict | None = None) -> dict[str, tuple]:
+    """Host name -> its applications' WARs for its Tomcat major (checked, converted where asked),
+    for every Tomcat host whose major is known. Control machine only: a refusal changes nothing."""
+    if not inv.apps:
+        return dict(have or {})
+    majors = {}
+    for t in inv.tomcats:
+        if t.name not in (have or {}):
+            major = planning.predicted_major(t, facts[t.name], installs.get(t.name, ()))
+            if major is not None:
+                majors[t.name] = major
+    started = time.monotonic()
+    out = dict(have or {})
+    out.update(applications.prepare_apps(inv.apps, mode.name, majors))
+    for w in {w.app.name: w for wars in out.values() for w in wars}.values():
+        progress.line("control", f"app {w.app.name} ({w.app.context}): {w.app.war.name} checked, sha256 "
+                      f"{w.sha256[:12]}, {len(w.data)} bytes" + (", converted to jakarta" if w.converted else ""),
+                      time.monotonic() - started)
+    return out
+
+
 def _installs(inv: Inventory, facts: dict[str, HostFacts], mode: Mode) -> dict[str, tuple[str, ...]]:
     return {h.name: planning.packages_to_install(h, facts[h.name], mode) for h in inv.hosts}
 
@@ -79,7 +102,7 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
     lab.check_up(inv)
     with Remote(inv) as remote:
         t = time.monotonic()
-        facts = gather(remote, list(inv.hosts))
+        facts = gather(remote, list(inv.hosts), inv.apps)
         progress.line("all", f"facts from {len(inv.hosts)} hosts", time.monotonic() - t)
         for h in inv.hosts:
             if facts[h.name].package_manager is None:
@@ -89,7 +112,8 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
         installs = _installs(inv, facts, mode)
         # msm: the jars, resolved and checked on this machine before any host is changed
         jars = prepare_msm_jars(inv, facts, installs, progress) if mode.memcached else {}
-        the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before)
+        wars = prepare_wars(inv, facts, installs, mode, progress)  # the applications, likewise
+        the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, wars=wars)
         report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps))
         if dry_run:
             progress.plan(the_plan, diffs=True, hosts=[h.name for h in inv.hosts])
@@ -117,11 +141,12 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
             report.executed.append(outcome.stopped_at)
             installed = {s.host: s.packages for s in outcome.done}
             report.installed = installed
-            facts.update(gather(remote, [inv.host(n) for n in installed]))
+            facts.update(gather(remote, [inv.host(n) for n in installed], inv.apps))
             if mode.memcached:  # a Tomcat whose major was known only once installed
                 jars = prepare_msm_jars(inv, facts, {}, progress, have=jars)
+            wars = prepare_wars(inv, facts, {}, mode, progress, have=wars)
             try:
-                the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, installed)
+                the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, installed, wars)
             except TcsessionError as e:
                 raise TcsessionError(f"{e} -- deploy {deploy_id} stopped after installing packages "
                                      f"({', '.join(sorted(installed))}), before writing any file; fix it and "

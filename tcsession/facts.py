@@ -34,23 +34,31 @@ def files_to_read() -> list[str]:
     return sorted(set(paths), key=paths.index)
 
 
-def deploy_script() -> str:
+def app_files(apps=()) -> list[str]:
+    """The inventory's applications' files (WAR, context descriptor), whatever the layout."""
+    from tcsession.apps import context_path, war_path
+
+    return [p for lay in all_layouts() for a in apps for p in (war_path(lay, a), context_path(lay, a))]
+
+
+def deploy_script(apps=()) -> str:
     """What deploy reads of every host: the host, its packages and services, listeners, the
-    files it plans from, and the jars of MSM's family in Tomcat's lib."""
-    return (shell.facts_script() + shell.files_script(files_to_read())
+    files it plans from (the applications' too), and the jars of MSM's family in Tomcat's lib."""
+    return (shell.facts_script() + shell.files_script(files_to_read() + app_files(apps))
             + shell.jars_script([lay.lib for lay in all_layouts()], MANAGED_JAR_GLOBS))
 
 
-def status_script(memcached_nodes=()) -> str:
+def status_script(memcached_nodes=(), apps=(), address: str = "", port: int = 8080) -> str:
     """Deploy's facts plus the running Tomcat's cluster and MSM log lines and, on a Tomcat host,
-    every memcached node's stats as seen from it."""
-    return deploy_script() + shell.membership_script() + shell.memcached_probe_script(memcached_nodes)
+    every memcached node's stats as seen from it and each application's answer on this node."""
+    return (deploy_script(apps) + shell.membership_script() + shell.memcached_probe_script(memcached_nodes)
+            + (shell.app_http_script(address, port, [a.context for a in apps]) if address else ""))
 
 
-def gather(remote, hosts) -> dict[str, "HostFacts"]:
+def gather(remote, hosts, apps=()) -> dict[str, "HostFacts"]:
     """Deploy's facts of `hosts` in one round trip each (in parallel), parsed; any host that was
     not reached or whose answer cannot be read stops here, before anything changes."""
-    results = remote.run_all(hosts, deploy_script())
+    results = remote.run_all(hosts, deploy_script(apps))
     require_ok(results, "reading facts")
     return {name: parse_facts(r.stdout, name) for name, r in results.items()}
 
@@ -88,6 +96,7 @@ class HostFacts:
     files: dict  # path -> FileFact
     cluster_log: str = ""  # membership and MSM lines since the running Tomcat started (status only)
     memcached: dict = dataclasses.field(default_factory=dict)  # "addr:port" -> stats seen from here (status)
+    app_http: dict = dataclasses.field(default_factory=dict)  # context -> HTTP status on this node (status)
 
     @property
     def tomcat(self) -> Layout | None:
@@ -192,6 +201,8 @@ def _parse_facts(text: str) -> HostFacts:
         files=parse_files(s),
         cluster_log="\n".join(s.get("cluster-log", [])),
         memcached=parse_memcached_probe(text),
+        app_http={h[len("app-http "):]: (b[0].strip() if b else "000") for h, b in s.items()
+                  if h.startswith("app-http ")},
     )
 
 

@@ -95,12 +95,29 @@ class Msm:
 
 
 @dataclass(frozen=True)
+class App:
+    """One of the operator's applications ([app.NAME]): a WAR on this machine, its context path."""
+
+    name: str
+    war: Path  # absolute, on this machine
+    context: str  # "/shop" (or "/a/b")
+    jakarta: str  # "convert" | "refuse": a javax WAR onto Tomcat 10+
+
+    @property
+    def base_name(self) -> str:
+        """Tomcat's name for the context: its WAR is <base_name>.war, its descriptor <base_name>.xml
+        ("/shop" -> "shop", "/a/b" -> "a#b")."""
+        return self.context[1:].replace("/", "#")
+
+
+@dataclass(frozen=True)
 class Inventory:
     path: Path
     hosts: tuple[Host, ...]  # nginx first, then the tomcats in file order
     lab: Lab | None
     delta: Delta
     msm: Msm
+    apps: tuple[App, ...] = ()  # in file order
 
     @property
     def nginx(self) -> Host:
@@ -387,7 +404,27 @@ MSM_KEYS: dict[str, _Key] = {
     "jakarta": _Key("str", "convert", _one_of("convert", "supplied", "refuse")),
     "version": _Key("str", "2.3.2", _pattern(r"\d+(\.\d+)*(-[A-Za-z0-9]+)*", 'use a version such as "2.3.2"')),
 }
-TOP_TABLES = ("lab", "ssh", "nginx", "tomcat", "delta", "msm")
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+
+
+def _context(v: str) -> str | None:
+    if v == "/":
+        return ('is the root context, which the tcsession test page (/test.jsp, in webapps/ROOT) occupies; '
+                'give the application a path of its own, e.g. "/shop"')
+    if not re.fullmatch(rf"(/{_SEGMENT})+", v):
+        return ('is not a context path; write "/" followed by letters, digits, ".", "_" or "-" '
+                '(segments separated by "/"), e.g. "/shop"')
+    if v.lower() in ("/test.jsp", "/root") or any(seg in (".", "..") for seg in v.split("/")):
+        return 'is reserved; give the application another path, e.g. "/shop"'
+    return None
+
+
+APP_KEYS: dict[str, _Key] = {
+    "war": _Key("str", REQUIRED, _non_empty, '"build/shop.war"', max_len=_PATH_LEN),
+    "context": _Key("str", None, _context, '"/shop"'),  # None: "/NAME"
+    "jakarta": _Key("str", "convert", _one_of("convert", "refuse")),
+}
+TOP_TABLES = ("lab", "ssh", "nginx", "tomcat", "delta", "msm", "app")
 ROLE_KEYS = {"nginx": NGINX_KEYS, "tomcat": TOMCAT_KEYS}
 SECRET_KEYS = ("password", "sudo_password", "passphrase")
 LAB_PROVIDED = ("key", "agent", "known_hosts")
@@ -533,7 +570,38 @@ class _Parser:
             msm["maven_repo"] = str(repo)
         msm = Msm(**msm)
         self.check_ports(hosts, delta, msm)
-        return Inventory(self.path, tuple(hosts), self.lab, delta, msm)
+        return Inventory(self.path, tuple(hosts), self.lab, delta, msm, self.apps(doc))
+
+    def apps(self, doc: dict) -> tuple[App, ...]:
+        section = doc.get("app", {})
+        if not isinstance(section, dict):
+            self.fail("", f"app must be tables like [app.NAME], not {_kind_of(section)}; "
+                          'write one [app.NAME] table per application, with war = "..." under it')
+        apps: list[App] = []
+        for name, raw in section.items():
+            where = f"[app.{name}]"
+            if not isinstance(raw, dict):
+                self.fail("[app]", f"{name} = {_show(raw)} is not an application table; write [app.{name}] "
+                                   'with war = "path/to/app.war" under it')
+            if not re.fullmatch(_SEGMENT, name):
+                self.fail(where, f'invalid application name "{name}"; use letters, digits, ".", "_" or "-"')
+            values = self.with_defaults(where, raw, APP_KEYS)
+            context = values["context"] or f"/{name}"
+            problem = _context(context)
+            if problem:
+                self.fail(where, f"context {_show(context)} (from the table name; set context = ...) {problem}")
+            war = self.resolve(where, "war", values["war"])
+            if not war.is_file():
+                what = "is a directory, not a WAR file" if war.is_dir() else "no such file"
+                self.fail(where, f"war = {_show(values['war'])}: {what} {war}; build the application "
+                                 "(e.g. mvn package) or fix the path (relative to the inventory file)")
+            app = App(name, war, context, values["jakarta"])
+            for other in apps:
+                if other.base_name.lower() == app.base_name.lower():
+                    self.fail(where, f"context {_show(context)} is already used by [app.{other.name}] "
+                                     f"({_show(other.context)}); give each application its own context path")
+            apps.append(app)
+        return tuple(apps)
 
     def hosts(self, role: str, doc: dict, ssh_set: dict) -> list[Host]:
         section = doc.get(role, {})

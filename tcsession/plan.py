@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from tcsession import apps as applications
 from tcsession import msm, nginx, serverxml, state, webapp
 from tcsession.errors import TcsessionError
 from tcsession.facts import FileFact, HostFacts
@@ -137,9 +138,13 @@ class HostChanges:
     """What one host needs: its file changes and whether (and why) its services restart."""
 
     def __init__(self, host: Host, files: tuple[FileChange, ...], unit: str, digest: str, restart: str = "",
-                 memcached: str = "", memcached_digest: str = "", layout: Layout | None = None):
+                 memcached: str = "", memcached_digest: str = "", layout: Layout | None = None,
+                 deferred: tuple[FileChange, ...] = (), app_contexts: tuple[str, ...] = ()):
         self.host, self.files, self.unit, self.digest = host, files, unit, digest
         self.restart, self.memcached, self.memcached_digest, self.layout = restart, memcached, memcached_digest, layout
+        # the applications' files (WARs, context descriptors): written while the node is out of
+        # service and stopped, inside its restart, so that no two nodes redeploy at once
+        self.deferred, self.app_contexts = deferred, app_contexts
 
 
 def _restart_reason(changed: bool, facts: HostFacts, unit: str, digest: str) -> str:
@@ -152,7 +157,23 @@ def _restart_reason(changed: bool, facts: HostFacts, unit: str, digest: str) -> 
     return ""
 
 
-def tomcat_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, jars: tuple = ()) -> HostChanges:
+def plan_apps(inv: Inventory, host: Host, layout: Layout, files: dict, mode: Mode,
+              wars: tuple) -> tuple[FileChange, ...]:
+    """Each application's WAR in webapps and, in msm mode with scope "app", its context
+    descriptor with the Manager (a file tcsession owns; the WAR is never edited). Elsewhere the
+    descriptor is removed (delta mode, or scope "global": conf/context.xml has the Manager)."""
+    spec = (msm.manager_spec(inv.tomcats.index(host), inv.tomcats, inv.msm)
+            if mode.memcached and inv.msm.scope == "app" else None)
+    out = []
+    for w in wars:
+        out.append(_change(_file(files, applications.war_path(layout, w.app)), w.data, "644", "root:root"))
+        ctx = _file(files, applications.context_path(layout, w.app))
+        out.append(_change(ctx, msm.render_app_context(spec) if spec else None, "644", "root:root"))
+    return tuple(c for c in out if c is not None)
+
+
+def tomcat_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, jars: tuple = (),
+                   wars: tuple = ()) -> HostChanges:
     layout = facts.tomcat
     if layout is None:
         raise TcsessionError(f"{host.name}: no Tomcat installed (install step did not run?)")
@@ -198,9 +219,15 @@ def tomcat_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, jar
     # so does a Tomcat started before its configuration last changed (a deploy stopped halfway).
     config = {p: (after[p] if p in after else _file(files, p).content) for p in tomcat_config_paths(layout)}
     digest = config_digest(config)
-    return HostChanges(host, tuple(c for c in changes if c is not None), layout.unit, digest,
-                       _restart_reason(tomcat_changed, facts, layout.unit, digest),
-                       memcached_reason, memcached_digest, layout)
+    deferred = plan_apps(inv, host, layout, files, mode, wars)
+    reason = _restart_reason(tomcat_changed, facts, layout.unit, digest)
+    if deferred and not reason:
+        reason = "its applications change: " + ", ".join(sorted({
+            next(w.app.context for w in wars if c.path.endswith(("/" + w.app.base_name + ".war",
+                                                                 "/" + w.app.base_name + ".xml")))
+            for c in deferred}))
+    return HostChanges(host, tuple(c for c in changes if c is not None), layout.unit, digest, reason,
+                       memcached_reason, memcached_digest, layout, deferred, tuple(w.app.context for w in wars))
 
 
 def nginx_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode) -> HostChanges:
@@ -243,10 +270,11 @@ def predicted_major(host: Host, facts: HostFacts, install: tuple[str, ...]) -> i
 
 def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: dict[str, tuple] | None = None,
          deploy_id: str = "dry-run", time: str = "", before: dict[str, dict] | None = None,
-         installed: dict[str, tuple[str, ...]] | None = None) -> Plan:
+         installed: dict[str, tuple[str, ...]] | None = None, wars: dict[str, tuple] | None = None) -> Plan:
     """The whole deploy as data.
 
-    jars: host name -> the msm jars for its Tomcat (msm mode); before: each host's services as they
+    jars: host name -> the msm jars for its Tomcat (msm mode); wars: host name -> its applications'
+    WARs (tcsession.apps.AppWar, checked on this machine); before: each host's services as they
     were before the deploy (its first facts; recorded for rollback); installed: what this deploy
     already installed on each host (recorded with the files)."""
     mode = mode_named(mode)
@@ -260,14 +288,20 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     # Every host planned before any step: a refusal on one host changes nothing on any.
     hosts = {inv.nginx.name: nginx_changes(inv, inv.nginx, facts[inv.nginx.name], mode)}
     for t in inv.tomcats:
-        hosts[t.name] = tomcat_changes(inv, t, facts[t.name], mode, (jars or {}).get(t.name, ()))
+        if inv.apps and t.name not in (wars or {}):
+            raise TcsessionError(f"{t.name}: its applications were not checked for its Tomcat (a bug: "
+                                 "prepare the WARs before planning); tcsession changed nothing")
+        hosts[t.name] = tomcat_changes(inv, t, facts[t.name], mode, (jars or {}).get(t.name, ()),
+                                       (wars or {}).get(t.name, ()))
     steps: list = []
     for h in inv.hosts:
         c = hosts[h.name]
-        if c.files:
+        deferred = getattr(c, "deferred", ())
+        if c.files or deferred:
             steps.append(WriteFiles(h.name, "differs from what the inventory asks", deploy_id,
-                                    manifest_for(deploy_id, mode.name, time, c.files,
-                                                 (installed or {}).get(h.name, ()), before[h.name]), c.files))
+                                    manifest_for(deploy_id, mode.name, time, c.files + deferred,
+                                                 (installed or {}).get(h.name, ()), before[h.name]), c.files,
+                                    deferred))
     for t in inv.tomcats:  # memcached first (MSM connects at start), one host at a time
         if hosts[t.name].memcached:
             steps.append(RestartMemcached(t.name, hosts[t.name].memcached, hosts[t.name].memcached_digest))
@@ -300,7 +334,9 @@ def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges],
         drain = (Drain(inv.nginx.name, nginx.drain(site.decode(), t.address, t.http_port).encode(), site)
                  if site is not None and peers else None)
         out.append(RestartTomcat(t.name, c.restart, c.unit, t.address, t.http_port, c.digest,
-                                 (test_page or {}).get(t.name, True), drain, bool(peers) and mode.waits_for_state(inv)))
+                                 (test_page or {}).get(t.name, True), drain, bool(peers) and mode.waits_for_state(inv),
+                                 files=c.deferred, app_contexts=c.app_contexts,
+                                 clear=tuple(applications.derived_dirs(c.layout, c.deferred)) if c.layout else ()))
         up.add(t.name)
     return out
 

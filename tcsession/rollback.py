@@ -9,8 +9,10 @@ state before the deploy (memcached before its Tomcat, nginx, the Tomcats one at 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
+from tcsession import apps as applications
 from tcsession import lab, msm, nginx, serverxml, state
 from tcsession import plan as planning
 from tcsession.apply import Interpreter
@@ -37,6 +39,9 @@ def restore_changes(record: Record, current: dict[str, FileFact]) -> tuple[tuple
     for entry in record.files:
         path = entry.path
         now = current.get(path, FileFact(path, None))
+        if (now.link is None and not entry.before_link and sha256(now.content) == entry.before_sha256
+                and entry.before_sha256 != entry.after_sha256):
+            continue  # never written (the deploy stopped before it, e.g. a rollout's later node): as before
         if now.link is None and sha256(now.content) != entry.after_sha256:
             conflicts.append(path)
         if entry.before_link:
@@ -114,6 +119,20 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
         tomcat_steps[t.name] = own
     restarts = {s.host: s for s in planning.tomcat_restarts(inv, restored_mode(inv, facts, content), restart, running,
                                                               site if nginx_stays else None, test_page)}
+    # The applications' files go back inside each node's drained restart (stopped, one node at a
+    # time), never on every running node at once: Tomcat's autoDeploy would redeploy them together.
+    for name, r in list(restarts.items()):
+        layout = facts[name].tomcat
+        app_changes = tuple(c for c in restores[name].changes if applications.is_app_file(c.path))
+        if not app_changes:
+            continue
+        idx = steps.index(restores[name])
+        steps[idx] = restores[name] = dataclasses.replace(
+            restores[name], changes=tuple(c for c in restores[name].changes if c not in app_changes))
+        contexts = tuple("/" + c.path.rsplit("/", 1)[1][:-4].replace("#", "/") for c in app_changes
+                         if c.path.endswith(".war") and c.after is not None)
+        restarts[name] = dataclasses.replace(r, files=app_changes, app_contexts=contexts,
+                                             clear=tuple(applications.derived_dirs(layout, app_changes)))
     for t in inv.tomcats:
         steps += tomcat_steps.get(t.name, [])
         if t.name in restarts:

@@ -119,6 +119,12 @@ def memcached_probe_script(nodes: Iterable[tuple[str, int]]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def app_http_script(address: str, port: int, contexts: Iterable[str]) -> str:
+    """Each application's HTTP status on this node: `@@app-http <context>` then the code."""
+    return "".join(f"echo '@@app-http {c}'; curl -s -o /dev/null -m 5 -w '%{{http_code}}\\n' "
+                   f"{q(f'http://{address}:{int(port)}{c}/')} || echo\n" for c in contexts)
+
+
 def listeners_script() -> str:
     return "ss -Hntl; echo @@udp; ss -Hnul\n"
 
@@ -219,6 +225,14 @@ def log_tail(unit: str, lines: int = 5) -> str:
             "| sed 's/^/log: /'")
 
 
+def app_log(unit: str, context: str) -> str:
+    """Why an application did not start: the unit's error lines since `$since` (Debian's journal
+    carries the level as priority), then its lines naming the context, each prefixed `log: `."""
+    since = f"journalctl -u {q(unit)} --since @$((since-1)) --no-pager -o cat 2>/dev/null"
+    return (f"{{ {since} -p err | grep -v -e '^\\s*at ' -e '^\\s*\\.\\.\\. [0-9]* more' | tail -n 3; "
+            f"{since} | grep -F {q('[' + context + ']')} | tail -n 2; }} | awk '!seen[$0]++' | sed 's/^/log: /'")
+
+
 def _or_fail(what: str, unit: str) -> str:
     return f"|| {{ echo {q(what)}; {log_tail(unit)}; exit 1; }}"
 
@@ -263,15 +277,31 @@ def nginx_site(path: str, site: bytes) -> str:
 
 
 def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bool, timeout: float,
-                   digest: str, state_lines: bool) -> str:
+                   digest: str, state_lines: bool, writes: Sequence[tuple[str, bytes | None, str, str]] = (),
+                   clear: Sequence[str] = (), app_contexts: Sequence[str] = ()) -> str:
     """Restart, wait until `path` answers 200 (or any HTTP status), at most `timeout` s (giving up
     at once if the unit stops: a failed start), stamp the configuration it runs with; with
-    `state_lines`, print `state: ...` lines about the session state transfer it logged."""
+    `state_lines`, print `state: ...` lines about the session state transfer it logged.
+
+    `writes` (path, bytes or None to remove, owner, mode): the applications' files, put in place
+    while the unit is stopped (with `clear`: what Tomcat derived from the old WAR, removed), so
+    that Tomcat's autoDeploy never redeploys them on a running node; `app_contexts`: each must
+    answer on the node (not 404, not 5xx) once it serves, printed `app: <context> HTTP <code>`; one
+    that does not is a failed step, and the node is stopped (nginx then sends its sessions to the
+    other nodes, which still run the previous version) rather than serving the broken one."""
     ok = '[ "$c" != 000 ]' if any_status else '[ "$c" = 200 ]'
     url = q(f"http://{address}:{int(port)}{path}")
     tries = int(timeout / 0.25)
     u = q(unit)
-    lines = [
+    lines = []
+    if writes:
+        lines.append(f"systemctl stop {u} " + _or_fail(f"{unit} did not stop", unit))
+        for p, data, owner, mode in writes:
+            parent = q(p.rsplit("/", 1)[0] or "/")
+            lines.append(f"rm -f {q(p)}" if data is None else f"mkdir -p {parent} && " + put_file(p, data, owner, mode))
+        for d in clear:
+            lines.append(f"rm -rf {q(d)}")
+    lines += [
         "since=$(date +%s)",
         f"systemctl enable -q {u} && systemctl restart {u} " + _or_fail(f"{unit} did not restart", unit),
         f"i=0; while :; do systemctl is-active -q {u} || {{ echo {q(f'{unit} stopped while starting')}; "
@@ -279,11 +309,18 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
         f"c=$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' {url} || true); {ok} && break; "
         f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"{path} answered ${{c:-nothing}} after {timeout:g} s\"; "
         f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done",
-        stamp(unit, digest),
     ]
+    for ctx in app_contexts:
+        app_url = q(f"http://{address}:{int(port)}{ctx}/")
+        lines.append(f"c=$(curl -s -o /dev/null -m 20 -w '%{{http_code}}' {app_url} || true); case \"$c\" in "
+                     f"000|404|5*) logs=$({app_log(unit, ctx)}); systemctl stop {u}; echo \"stopped {unit}: nginx "
+                     f"sends its sessions to the other nodes, which keep the previous version\"; echo \"{ctx} "
+                     f"answered ${{c:-nothing}} after the start (the application did not come up)\"; "
+                     f"echo \"$logs\"; exit 1;; esac; echo \"app: {ctx} HTTP $c\"")
+    lines.append(stamp(unit, digest))
     if state_lines:
         lines.append(f"journalctl -u {u} --since @$((since-1)) --no-pager -o cat 2>/dev/null "
-                     "| grep -i -e 'session state' -e 'no members active' | sed 's/^/state: /' | tail -n 3 || true")
+                     "| grep -i -e 'session state' -e 'no members active' | sed 's/^/state: /' | tail -n 10 || true")
     return "\n".join(lines) + "\n"
 
 

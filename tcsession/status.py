@@ -12,6 +12,7 @@ import ipaddress
 import json as jsonlib
 import re
 
+from tcsession import apps as applications
 from tcsession import lab, msm, msmjars, nginx, serverxml, shell
 from tcsession.client import SessionRun, check_session, parse_session_id
 from tcsession.errors import TcsessionError
@@ -87,13 +88,31 @@ class Report:
             return [f"session check: memcached node {self.session_node} holds no items after the check"]
         return []
 
+    # each application: (context, ((node, WAR sha256 or None, HTTP status), ...)) in inventory order
+    apps: tuple[tuple[str, tuple[tuple[str, str | None, str], ...]], ...] = ()
+
+    @property
+    def app_problems(self) -> list[str]:
+        """Nodes that serve different versions (WAR checksums) of one application."""
+        out = []
+        for ctx, nodes in self.apps:
+            shas = {sha for _, sha, _ in nodes}
+            if len(shas) > 1:
+                out.append(f"application {ctx}: the nodes serve different versions: " + ", ".join(
+                    f"{n} {sha[:12] if sha else 'none'}" for n, sha, _ in nodes))
+        return out
+
     @property
     def healthy(self) -> bool:
         return (all(not h.problems for h in self.hosts) and (self.session is None or self.session.ok)
-                and not self.msm_problems)
+                and not self.msm_problems and not self.app_problems)
 
     def to_dict(self) -> dict:
         d = {"healthy": self.healthy, "mode": self.mode, "hosts": [h.to_dict() for h in self.hosts]}
+        if self.apps:
+            d["applications"] = [{"context": ctx, "nodes": [{"node": n, "war_sha256": sha, "http": code}
+                                                            for n, sha, code in nodes]} for ctx, nodes in self.apps]
+            d["application_problems"] = self.app_problems
         if self.session is not None:
             d["session_check"] = self.session.to_dict() | {"ok": self.session.ok}
         if self.memcached:
@@ -154,8 +173,26 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | No
                            + (f"; missing {', '.join(missing)}" if missing else "")))
     if mode.memcached:
         checks += judge_msm(inv, host, f, layout, active == "active")
+    for a, sha, code in app_versions(inv, f):
+        ok = sha is not None and code not in ("000", "404") and not code.startswith("5")
+        checks.append((f"app {a.context}", ok, (f"{a.base_name}.war sha256 {sha[:12]}" if sha else
+                                                f"no {a.base_name}.war; run inv deploy") + f", HTTP {code}"
+                       + ("" if ok or sha is None else " (the context is not running)")))
     return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks),
                       members=members)
+
+
+def app_versions(inv: Inventory, f: HostFacts) -> list[tuple]:
+    """(app, deployed WAR sha256 or None, HTTP status on the node) for each application."""
+    layout = f.tomcat
+    if layout is None:
+        return []
+    out = []
+    for a in inv.apps:
+        war = f.files.get(applications.war_path(layout, a))
+        out.append((a, sha256(war.content) if war and war.content is not None else None,
+                    f.app_http.get(a.context, "000")))
+    return out
 
 
 # memcached-session-manager's start, as the real tc7/tc8/tc9 managers log it: their service is
@@ -298,7 +335,8 @@ def host_report(inv: Inventory) -> Report:
 def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
     """The full view: every host judged, then one session through nginx."""
     nodes = tuple((t.address, inv.msm.memcached_port) for t in inv.tomcats if t.memcached)
-    gathered, commands = _gather(inv, lambda h: status_script(nodes if h.role == "tomcat" else ()))
+    gathered, commands = _gather(inv, lambda h: status_script(nodes, inv.apps, h.address, h.http_port)
+                                 if h.role == "tomcat" else status_script(()))
     facts = {n: g for n, g in gathered.items() if isinstance(g, HostFacts)}
     mode = detect_mode(inv, facts)
     hosts = []
@@ -318,7 +356,10 @@ def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
         memcached, more = memcached_after_check(inv, facts)
         commands += more
         session_node = parse_session_id(session.session_ids[-1], "msm").node
-    return Report(tuple(hosts), mode, session, commands, memcached, session_node)
+    apps = tuple((a.context, tuple((t.name, sha, code) for t in inv.tomcats if t.name in facts
+                                   for a2, sha, code in app_versions(inv, facts[t.name]) if a2 == a))
+                 for a in inv.apps)
+    return Report(tuple(hosts), mode, session, commands, memcached, session_node, apps)
 
 
 def memcached_after_check(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[tuple, int]:

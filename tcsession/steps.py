@@ -42,8 +42,9 @@ class FileChange:
 
     def diff(self) -> str:
         if self.path.endswith((".jar", ".war")):
-            return (f"binary {self.path}: sha256 {sha256(self.before) or '(none)'} -> "
-                    f"{sha256(self.after) or '(removed)'}\n")
+            size = lambda b: "" if b is None else f" ({len(b)} bytes)"  # noqa: E731
+            return (f"binary {self.path}: sha256 {sha256(self.before) or '(none)'}{size(self.before)} -> "
+                    f"{sha256(self.after) or '(removed)'}{size(self.after)}\n")
         a = (self.before or b"").decode("utf-8", "replace").splitlines(keepends=True)
         b = (self.after or b"").decode("utf-8", "replace").splitlines(keepends=True)
         if self.after_link is not None:
@@ -143,19 +144,26 @@ class WriteFiles(Step):
     deploy_id: str = ""
     manifest: state.Manifest | None = None
     changes: tuple[FileChange, ...] = ()
+    # recorded (manifest, prior bytes) here, written later by the host's RestartTomcat
+    deferred: tuple[FileChange, ...] = ()
     parallel: ClassVar[bool] = True
 
     def describe(self) -> str:
-        return "write " + ", ".join(f"{c.verb} {c.path}" for c in self.changes)
+        parts = []
+        if self.changes:
+            parts.append("write " + ", ".join(f"{c.verb} {c.path}" for c in self.changes))
+        if self.deferred:
+            parts.append("record " + ", ".join(c.path for c in self.deferred) + " (written during its restart)")
+        return "; ".join(parts)
 
     def script(self) -> str:
-        saves = [(int(r.saved.rsplit("/", 1)[1]), c.before) for r, c in zip(self.manifest.files, self.changes)
-                 if r.saved is not None]
+        saves = [(int(r.saved.rsplit("/", 1)[1]), c.before)
+                 for r, c in zip(self.manifest.files, self.changes + self.deferred) if r.saved is not None]
         writes = [(c.path, c.after, c.owner, c.mode) for c in self.changes]
         return shell.write_files_script(self.deploy_id, self.manifest.to_json(), saves, writes)
 
     def done(self, output: str) -> str:
-        return f"wrote {len(self.changes)} file(s)"
+        return f"wrote {len(self.changes)} file(s)" + (f", recorded {len(self.deferred)}" if self.deferred else "")
 
 
 def manifest_for(deploy_id: str, mode: str, time: str, changes: tuple[FileChange, ...],
@@ -266,18 +274,27 @@ class RestartTomcat(Step):
     drain: Drain | None = None
     waits_for_state: bool = False
     timeout: float = 120.0
+    files: tuple[FileChange, ...] = ()  # the applications' files, written while it is stopped
+    app_contexts: tuple[str, ...] = ()  # each must answer (not 404, not 5xx) once it serves
+    clear: tuple[str, ...] = ()  # what Tomcat derived from a changed WAR, removed while stopped
 
     def describe(self) -> str:
         how = ["one node at a time"]
         if self.drain:
             how.append("out of service in nginx meanwhile")
         how.append("waits until it serves" + (" and has the session state" if self.waits_for_state else ""))
-        return f"restart {self.unit} ({', '.join(how)})"
+        if self.app_contexts:
+            how.append("then checks " + ", ".join(self.app_contexts))
+        what = f"restart {self.unit}"
+        if self.files:
+            what = (f"stop {self.unit}, " + ", ".join(_file_line(c) for c in self.files) + ", start it")
+        return f"{what} ({', '.join(how)})"
 
     def script(self) -> str:
         path, any_status = ("/test.jsp", False) if self.test_page else ("/", True)
+        writes = [(c.path, c.after, c.owner, c.mode) for c in self.files]
         return shell.restart_tomcat(self.unit, self.address, self.port, path, any_status, self.timeout,
-                                    self.digest, self.waits_for_state)
+                                    self.digest, self.waits_for_state, writes, self.clear, self.app_contexts)
 
     def drain_script(self) -> str:
         return shell.nginx_site(nginx.SITE, self.drain.drained)
@@ -287,6 +304,11 @@ class RestartTomcat(Step):
 
     def done(self, output: str) -> str:
         what = f"restarted {self.unit}, serving"
+        if self.files:
+            what = f"{', '.join(_file_line(c, done=True) for c in self.files)}; {what}"
+        apps = [l[len("app: "):] for l in output.splitlines() if l.startswith("app: ")]
+        if apps:
+            what += ", " + ", ".join(apps)
         if self.waits_for_state:
             lines = [l for l in output.splitlines() if l.startswith("state: ")]
             if any("session state" in l and "received" in l for l in lines):
@@ -294,6 +316,16 @@ class RestartTomcat(Step):
             elif any("no members active" in l.lower() for l in lines):
                 what += ", no peer answered (no state received)"
         return what
+
+
+def _file_line(c: FileChange, done: bool = False) -> str:
+    name = c.path.rsplit("/", 1)[1]
+    if c.path.endswith(".war"):
+        if c.after is None:
+            return f"{'removed' if done else 'remove'} {name}"
+        old = f"{sha256(c.before)[:12]} ({len(c.before)} bytes)" if c.before is not None else "none"
+        return f"{'put' if done else 'put'} {name} sha256 {old} -> {sha256(c.after)[:12]} ({len(c.after)} bytes)"
+    return f"{c.verb} {c.path}" if not done else f"{c.verb}d {c.path}".replace("eed ", "ed ")
 
 
 # --------------------------------------------------------------------------- checks
@@ -374,7 +406,8 @@ class Plan:
         return tuple(s for s in self.steps if s.host == host)
 
     def files(self, host: str) -> tuple[FileChange, ...]:
-        return tuple(c for s in self.for_host(host) if isinstance(s, (WriteFiles, RestoreFiles)) for c in s.changes)
+        return tuple(c for s in self.for_host(host) for c in (
+            s.changes if isinstance(s, (WriteFiles, RestoreFiles)) else s.files if isinstance(s, RestartTomcat) else ()))
 
     def restarts(self, host: str) -> bool:
         return any(isinstance(s, RestartTomcat) for s in self.for_host(host))

@@ -12,7 +12,7 @@ import textwrap
 import time
 
 from tcsession.apply import Event
-from tcsession.steps import Plan, RestoreFiles, WriteFiles
+from tcsession.steps import Plan, RestartTomcat, RestoreFiles, WriteFiles
 from tcsession.text import printable
 
 def _console():
@@ -75,6 +75,9 @@ class Progress:
             if diffs and isinstance(s, (WriteFiles, RestoreFiles)):
                 for c in s.changes:
                     self.diff(c.diff())
+            if diffs and isinstance(s, RestartTomcat):  # the applications' files, written during it
+                for c in s.files:
+                    self.diff(c.diff())
 
 
 # --------------------------------------------------------------------------- status
@@ -130,6 +133,12 @@ def render_status(report, width: int = 100) -> list[tuple[str, str]]:
         out += [(line, "red" if report.msm_problems else "") for line in _wrap(printable(text), width, 4)]
     for p in report.msm_problems:
         out += [(line, "red") for line in _wrap(printable(p), width, 4)]
+    for ctx, nodes in getattr(report, "apps", ()):
+        text = f"application {ctx}: " + ", ".join(f"{n} {sha[:12] if sha else 'no WAR'} (HTTP {code})"
+                                                  for n, sha, code in nodes)
+        out += [(line, "") for line in _wrap(printable(text), width, 4)]
+    for p in getattr(report, "app_problems", ()):
+        out += [(line, "red") for line in _wrap(printable(p), width, 4)]
     out.append(("healthy" if report.healthy else "UNHEALTHY", "bold green" if report.healthy else "bold red"))
     return out
 
@@ -149,6 +158,17 @@ def print_status(report, as_json: bool = False) -> None:
 # --------------------------------------------------------------------------- history
 
 
+def war_versions(recs) -> str:
+    """The WARs one deploy rolled out (the same bytes on every node, or each host's): name sha256."""
+    by_war: dict[str, set] = {}
+    for r in recs:
+        for e in r.files:
+            if e.path.endswith(".war") and "/webapps/" in e.path:
+                by_war.setdefault(e.path.rsplit("/", 1)[1], set()).add(e.after_sha256)
+    return ", ".join(f"{name} {' / '.join(sorted((s or 'removed')[:12] for s in shas))}"
+                     for name, shas in sorted(by_war.items())) or "-"
+
+
 def print_history(hist: dict, notes: list[str] = (), as_json: bool = False) -> None:
     if as_json:
         print(json.dumps({"deploys": {h: [r.to_dict() for r in recs] for h, recs in hist.items()},
@@ -159,13 +179,13 @@ def print_history(hist: dict, notes: list[str] = (), as_json: bool = False) -> N
 
     console = _console()
     table = Table(title="tcsession deploys (newest last)")
-    for col in ("deploy", "mode", "time", "hosts", "files", "state"):
+    for col in ("deploy", "mode", "time", "hosts", "files", "applications (WAR sha256)", "state"):
         table.add_column(col)
     ids = sorted({r.id for recs in hist.values() for r in recs})
     for i in ids:
         recs = [r for recs in hist.values() for r in recs if r.id == i]
         table.add_row(i, printable(recs[0].mode), printable(recs[0].manifest.time), ", ".join(r.host for r in recs),
-                      str(sum(len(r.files) for r in recs)),
+                      str(sum(len(r.files) for r in recs)), printable(war_versions(recs)),
                       "rolled back" if all(r.rolled_back for r in recs) else "applied")
     console.print(table)
     for n in notes:
