@@ -200,6 +200,14 @@ def is_app_file(path: str) -> bool:
             or ("/Catalina/localhost/" in path and path.endswith(".xml")))
 
 
+def watched_by_tomcat(layout: Layout, path: str) -> bool:
+    """A file a running Tomcat watches and acts on at once (autoDeploy redeploys or reloads the
+    context: 404s while it does, on every node together if written everywhere at once): an
+    application's files, and the test application's web.xml and context descriptors. Written only
+    inside the node's drained restart, while it is stopped."""
+    return is_app_file(path) or path in (layout.web_xml, layout.app_context, layout.context_xml)
+
+
 def derived_dirs(layout: Layout, changes) -> list[str]:
     """What Tomcat derived from a changed WAR (the expanded directory, the compiled JSPs in work/):
     removed while it is stopped, so that it starts from the new bytes (a rolled-back WAR is older

@@ -219,9 +219,11 @@ def tomcat_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, jar
     # so does a Tomcat started before its configuration last changed (a deploy stopped halfway).
     config = {p: (after[p] if p in after else _file(files, p).content) for p in tomcat_config_paths(layout)}
     digest = config_digest(config)
-    deferred = plan_apps(inv, host, layout, files, mode, wars)
+    watched = tuple(c for c in changes if c is not None and applications.watched_by_tomcat(layout, c.path))
+    changes = [c for c in changes if c not in watched]
+    deferred = watched + plan_apps(inv, host, layout, files, mode, wars)
     reason = _restart_reason(tomcat_changed, facts, layout.unit, digest)
-    if deferred and not reason:
+    if deferred and not reason:  # only applications' files (the others make tomcat_changed)
         reason = "its applications change: " + ", ".join(sorted({
             next(w.app.context for w in wars if c.path.endswith(("/" + w.app.base_name + ".war",
                                                                  "/" + w.app.base_name + ".xml")))

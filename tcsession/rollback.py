@@ -119,11 +119,12 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
         tomcat_steps[t.name] = own
     restarts = {s.host: s for s in planning.tomcat_restarts(inv, restored_mode(inv, facts, content), restart, running,
                                                               site if nginx_stays else None, test_page)}
-    # The applications' files go back inside each node's drained restart (stopped, one node at a
-    # time), never on every running node at once: Tomcat's autoDeploy would redeploy them together.
+    # The files a running Tomcat watches (applications, web.xml, context descriptors) go back inside
+    # each node's drained restart (stopped, one node at a time), never on every running node at
+    # once: Tomcat's autoDeploy would redeploy them everywhere together.
     for name, r in list(restarts.items()):
         layout = facts[name].tomcat
-        app_changes = tuple(c for c in restores[name].changes if applications.is_app_file(c.path))
+        app_changes = tuple(c for c in restores[name].changes if applications.watched_by_tomcat(layout, c.path))
         if not app_changes:
             continue
         idx = steps.index(restores[name])
