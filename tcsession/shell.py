@@ -173,14 +173,19 @@ def put_file(path: str, data: bytes, owner: str, mode: str) -> str:
 
 
 def write_files_script(deploy_id: str, manifest_json: str, saves: Sequence[tuple[int, bytes]],
-                       writes: Sequence[tuple[str, bytes | None, str, str]]) -> str:
+                       writes: Sequence[tuple[str, bytes | None, str, str]], later: Sequence[str] = ()) -> str:
     """Save the prior bytes and the manifest first, then every file atomically.
-    saves: (index, prior bytes); writes: (path, new bytes or None to remove, owner, mode)."""
+    saves: (index, prior bytes); writes: (path, new bytes or None to remove, owner, mode);
+    later: files written later (during the node's restart) whose missing directories are made
+    now, so that they are recorded with the deploy's and removed by its rollback."""
     ddir = state.deploy_dir(deploy_id)
     lines = [record_script(deploy_id, manifest_json).rstrip("\n")]
     for i, data in saves:
         lines.append(write_bytes(state.saved_path(deploy_id, i), data))
     lines.append("umask 022")  # directories made for the files must be readable by the service
+    for path in later:
+        parent = q(path.rsplit("/", 1)[0] or "/")
+        lines.append(f"[ -d {parent} ] || {{ mkdir -p {parent} && echo {parent} >> {ddir}/created-dirs; }}")
     for path, data, owner, mode in writes:
         if data is None:
             lines.append(f"rm -f {q(path)}")

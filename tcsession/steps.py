@@ -160,7 +160,8 @@ class WriteFiles(Step):
         saves = [(int(r.saved.rsplit("/", 1)[1]), c.before)
                  for r, c in zip(self.manifest.files, self.changes + self.deferred) if r.saved is not None]
         writes = [(c.path, c.after, c.owner, c.mode) for c in self.changes]
-        return shell.write_files_script(self.deploy_id, self.manifest.to_json(), saves, writes)
+        later = [c.path for c in self.deferred if c.after is not None]
+        return shell.write_files_script(self.deploy_id, self.manifest.to_json(), saves, writes, later)
 
     def done(self, output: str) -> str:
         return f"wrote {len(self.changes)} file(s)" + (f", recorded {len(self.deferred)}" if self.deferred else "")
@@ -287,7 +288,7 @@ class RestartTomcat(Step):
             how.append("then checks " + ", ".join(self.app_contexts))
         what = f"restart {self.unit}"
         if self.files:
-            what = (f"stop {self.unit}, " + ", ".join(_file_line(c) for c in self.files) + ", start it")
+            what += " (stopped: " + ", ".join(_file_line(c) for c in self.files) + ")"
         return f"{what} ({', '.join(how)})"
 
     def script(self) -> str:

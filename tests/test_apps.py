@@ -231,7 +231,7 @@ def test_the_preview_shows_each_war_with_old_and_new_checksum_size_and_order(tmp
     binary = (f"binary /var/lib/tomcat10/webapps/sample.war: sha256 {sha(v1)} ({len(v1)} bytes) -> "
               f"{sha(v2)} ({len(v2)} bytes)")
     assert out.count(binary) == 2, out
-    assert out.index("tomcat1 stop tomcat10, put sample.war") < out.index("tomcat2 stop tomcat10, put sample.war")
+    assert out.index("tomcat1 restart tomcat10 (stopped: put sample.war") < out.index("tomcat2 restart tomcat10 (stopped: put sample.war")
 
 
 def test_status_shows_each_nodes_war_and_flags_different_versions(tmp_path, deployed):
