@@ -47,12 +47,20 @@ class Outcome:
         return "; ".join(f"{h}: {s}" for h, s in self.hosts.items())
 
 
+def _same_wave(last: list[Step], s: Step) -> bool:
+    return (isinstance(s, RestartTomcat) and s.wave > 0 and all(
+        isinstance(x, RestartTomcat) and x.wave == s.wave and x.host != s.host for x in last))
+
+
 def _units(steps: tuple[Step, ...]) -> list[list[Step]]:
-    """Steps in execution units: a run of parallel steps, or consecutive steps of one host."""
+    """Steps in execution units: a run of parallel steps, consecutive steps of one host, or the
+    restarts of one wave."""
     units: list[list[Step]] = []
     for s in steps:
         last = units[-1] if units else None
-        if last and s.parallel and all(x.parallel for x in last):
+        if last and _same_wave(last, s):
+            last.append(s)
+        elif last and s.parallel and all(x.parallel for x in last):
             last.append(s)
         elif (last and not s.parallel and not any(x.parallel for x in last) and last[-1].host == s.host
               and not isinstance(s, RestartTomcat) and not isinstance(last[-1], RestartTomcat)):
@@ -109,7 +117,7 @@ class Interpreter:
             if isinstance(unit[0], Replan):
                 outcome.stopped_at = unit[0]
                 return outcome
-            drained = len(unit) == 1 and isinstance(unit[0], RestartTomcat) and unit[0].drain is not None
+            drained = all(isinstance(s, RestartTomcat) for s in unit) and unit[0].drain is not None
             if self._pending is not None and not drained:
                 problem = self._undrain()
                 if problem:
@@ -125,7 +133,7 @@ class Interpreter:
                 self.on_event(Event("started", s))
             started = time.monotonic()
             if drained:
-                results = {unit[0].host: self._drained_restart(unit[0])}
+                results = self._drained_restart(unit)
             else:
                 rs = self.remote.run_all([self.hosts[h] for h in by_host], lambda h: batch_script(by_host[h.name]))
                 results = {h: self._judge(by_host[h], rs[h]) for h in by_host}
@@ -181,23 +189,28 @@ class Interpreter:
                 out.append((True, s.done(text)))
         return out
 
-    def _drained_restart(self, s: RestartTomcat) -> list[tuple[bool | None, str]]:
-        """Out of service in nginx, restarted, checked. The node goes back in service when the next
-        step is not another drained restart, whose drain then puts it back and takes the next node
-        out in one nginx reload; after a failure or an interrupt it goes back at once (the site on
-        disk stays the one the plan wrote, so a rollback finds what it recorded)."""
+    def _drained_restart(self, wave: list[RestartTomcat]) -> dict[str, list[tuple[bool | None, str]]]:
+        """A wave out of service in nginx (one reload), restarted on all its hosts at once, each
+        checked. The wave goes back in service when the next step is not another drained wave,
+        whose drain then puts it back and takes the next nodes out in one nginx reload; after a
+        failure or an interrupt it goes back at once (the site on disk stays the one the plan
+        wrote, so a rollback finds what it recorded)."""
+        s = wave[0]
         nginx_host = self.hosts[s.drain.nginx_host]
         self.hosts_nginx = nginx_host.name
+        names = ", ".join(x.host for x in wave)
         r = self.remote.run(nginx_host, s.drain_script())
         if not r.ok:
-            return [(False, f"{nginx_host.name}: could not take {s.host} out of service: "
-                            f"{r.why() if r.exit is None else summarize(r.stdout + r.stderr)}")]
-        self._pending, self._pending_step = s, s
-        return self._judge([s], self.remote.run(self.hosts[s.host], batch_script([s])))
+            return {s.host: [(False, f"{nginx_host.name}: could not take {names} out of service: "
+                                     f"{r.why() if r.exit is None else summarize(r.stdout + r.stderr)}")]}
+        self._pending, self._pending_step, self._pending_names = s, s, names
+        rs = self.remote.run_all([self.hosts[x.host] for x in wave], lambda h: batch_script(
+            [next(x for x in wave if x.host == h.name)]))
+        return {x.host: self._judge([x], rs[x.host]) for x in wave}
 
     def _undrain(self) -> str | None:
         s, self._pending = self._pending, None
         back = self.remote.run(self.hosts[s.drain.nginx_host], s.undrain_script())
         if not back.ok:
-            return f"{s.drain.nginx_host}: could not put {s.host} back in service: {back.why()}"
+            return f"{s.drain.nginx_host}: could not put {self._pending_names} back in service: {back.why()}"
         return None

@@ -11,7 +11,9 @@ Change detection is "did planning produce any step?": a cluster that matches pla
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Iterable
 
 from tcsession import msm, nginx, serverxml, state, webapp
 from tcsession.errors import TcsessionError
@@ -285,23 +287,75 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     return Plan(f"deploy {mode.name}", tuple(steps))
 
 
+def wave_limit(inv: Inventory, mode: Mode) -> tuple[int, str]:
+    """How many Tomcats may restart at once, and why (the preview says it).
+
+    DeltaManager: every node holds every session, so up to half may restart while the other half
+    serves (never all). BackupManager: one backup per session, so one at a time. msm: the
+    sessions live in memcached, so up to half too. Bounded by `[rolling] max_unavailable`."""
+    n = len(inv.tomcats)
+    if mode.cluster and inv.delta.manager == "backup":
+        allowed, rule = 1, "BackupManager keeps one backup per session: one node at a time"
+    elif mode.cluster:
+        allowed, rule = max(1, n // 2), "DeltaManager: every node holds every session, up to half at once"
+    else:
+        allowed, rule = max(1, n // 2), "msm: sessions are in memcached, up to half at once"
+    limit = inv.rolling.limit(n)
+    size = max(1, min(allowed, limit, n - 1))
+    if limit < allowed:
+        rule += f"; [rolling] max_unavailable = {json.dumps(inv.rolling.max_unavailable)} allows {limit}"
+    return size, rule
+
+
+def waves(inv: Inventory, mode: Mode, restart: Iterable[str], running: set[str],
+          served: set[str] | None = None) -> list[tuple[str, ...]]:
+    """The Tomcats that restart, in waves (inventory order). Each wave leaves at least one running
+    node outside it when any runs (one nginx sends to, when `served` names them); when none runs,
+    the first node starts alone (the cluster forms around it) and the others follow in waves that
+    receive its state."""
+    size, _ = wave_limit(inv, mode)
+    todo = [t.name for t in inv.tomcats if t.name in set(restart)]
+    up = set(running)
+    out: list[tuple[str, ...]] = []
+    while todo:
+        serving = (up & served) or up if served is not None else up
+        k = 1 if not up else min(size, len(todo))
+        while k > 1 and not (serving - set(todo[:k])):
+            k -= 1
+        wave, todo = tuple(todo[:k]), todo[k:]
+        out.append(wave)
+        up |= set(wave)
+    return out
+
+
 def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges], running: set[str],
                     site: bytes | None, test_page: dict[str, bool] | None = None) -> list[RestartTomcat]:
-    """The Tomcats that restart, one at a time in inventory order. While another node runs (and
-    nginx has a site), each is out of service in nginx during its restart, and with DeltaManager
-    it waits for the session state that node sends."""
+    """The Tomcats that restart, in waves (`waves`). While another node runs (and nginx has a
+    site), a wave's nodes are out of service in nginx together during their restart (one reload);
+    with DeltaManager each waits for the session state a node outside the wave sends, and in the
+    cluster modes each waits until it sees as members every other Tomcat that runs by then."""
     up = set(running)
     out = []
-    for t in inv.tomcats:
-        c = restart.get(t.name)
-        if c is None:
-            continue
-        peers = up - {t.name}
-        drain = (Drain(inv.nginx.name, nginx.drain(site.decode(), t.address, t.http_port).encode(), site)
-                 if site is not None and peers else None)
-        out.append(RestartTomcat(t.name, c.restart, c.unit, t.address, t.http_port, c.digest,
-                                 (test_page or {}).get(t.name, True), drain, bool(peers) and mode.waits_for_state(inv)))
-        up.add(t.name)
+    # Only the nodes the site sends to are drained (a rollback's restored site may not list a node).
+    listed = nginx.servers(site.decode()) if site is not None else set()
+    served = {t.name for t in inv.tomcats if (t.address, t.http_port) in listed} if site is not None else None
+    planned = waves(inv, mode, restart, running, served)
+    for number, wave in enumerate(planned, 1):
+        peers = up - set(wave)
+        drained = None
+        out_of_service = [(inv.host(n).address, inv.host(n).http_port) for n in wave
+                          if (inv.host(n).address, inv.host(n).http_port) in listed]
+        if out_of_service and peers:
+            drained = Drain(inv.nginx.name, nginx.drain_all(site.decode(), out_of_service).encode(), site)
+        after = up | set(wave)
+        for name in wave:
+            t, c = inv.host(name), restart[name]
+            members = len(after - {name}) if mode.cluster else 0
+            out.append(RestartTomcat(t.name, c.restart, c.unit, t.address, t.http_port, c.digest,
+                                     (test_page or {}).get(t.name, True), drained,
+                                     bool(peers) and mode.waits_for_state(inv),
+                                     wave=number, waves=len(planned), wave_hosts=wave, members=members))
+        up = after
     return out
 
 

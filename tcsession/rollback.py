@@ -112,12 +112,20 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
             own.append(StopService(t.name, f"it was {r.manifest.service_before(layout.unit) or 'absent'} before "
                                            f"{deploy_id}", layout.unit))
         tomcat_steps[t.name] = own
-    restarts = {s.host: s for s in planning.tomcat_restarts(inv, restored_mode(inv, facts, content), restart, running,
-                                                              site if nginx_stays else None, test_page)}
+    restarts = planning.tomcat_restarts(inv, restored_mode(inv, facts, content), restart, running,
+                                        site if nginx_stays else None, test_page)
+    # The hosts that do not restart first (their stops), then wave by wave: the wave's own steps
+    # (memcached before its Tomcat, one host at a time), then the wave's restarts together.
+    restarting = {s.host for s in restarts}
     for t in inv.tomcats:
-        steps += tomcat_steps.get(t.name, [])
-        if t.name in restarts:
-            steps.append(restarts[t.name])
+        if t.name not in restarting:
+            steps += tomcat_steps.get(t.name, [])
+    for i, s in enumerate(restarts):
+        if i == 0 or restarts[i - 1].wave != s.wave:
+            wave = [r for r in restarts[i:] if r.wave == s.wave]
+            for r in wave:
+                steps += tomcat_steps.get(r.host, [])
+            steps += wave
     return Plan(f"rollback {deploy_id}", tuple(steps))
 
 

@@ -248,10 +248,12 @@ def nginx_site(path: str, site: bytes) -> str:
 
 
 def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bool, timeout: float,
-                   digest: str, state_lines: bool) -> str:
+                   digest: str, state_lines: bool, members: int = 0) -> str:
     """Restart, wait until `path` answers 200 (or any HTTP status), at most `timeout` s (giving up
     at once if the unit stops: a failed start), stamp the configuration it runs with; with
-    `state_lines`, print `state: ...` lines about the session state transfer it logged."""
+    `state_lines`, print `state: ...` lines about the session state transfer it logged; with
+    `members`, then wait (within the same `timeout`) until its log since the restart names that
+    many distinct cluster members added (`Replication member added`), and print `members: N`."""
     ok = '[ "$c" != 000 ]' if any_status else '[ "$c" = 200 ]'
     url = q(f"http://{address}:{int(port)}{path}")
     tries = int(timeout / 0.25)
@@ -264,11 +266,19 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
         f"c=$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' {url} || true); {ok} && break; "
         f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"{path} answered ${{c:-nothing}} after {timeout:g} s\"; "
         f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done",
-        stamp(unit, digest),
     ]
+    if members:
+        lines.append(
+            f"while :; do m=$(journalctl -u {u} --since @$((since-1)) --no-pager -o cat 2>/dev/null "
+            "| grep -o 'member added.*tcp://{[-0-9, ]*}:[0-9]*' | grep -o 'tcp://{[-0-9, ]*}:[0-9]*' | sort -u | wc -l); "
+            f"[ \"$m\" -ge {int(members)} ] && break; "
+            f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"sees $m of {int(members)} cluster members after {timeout:g} s\"; "
+            f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done; echo \"members: $m\"")
+    lines.append(stamp(unit, digest))
     if state_lines:
         lines.append(f"journalctl -u {u} --since @$((since-1)) --no-pager -o cat 2>/dev/null "
-                     "| grep -i -e 'session state' -e 'no members active' | sed 's/^/state: /' | tail -n 3 || true")
+                     "| grep -i -e 'session state' -e 'no members active' -e 'no matching context manager' "
+                     "| sed 's/^/state: /' | tail -n 3 || true")
     return "\n".join(lines) + "\n"
 
 

@@ -256,7 +256,11 @@ class Drain:
 @dataclasses.dataclass(frozen=True)
 class RestartTomcat(Step):
     """Restart (drained first when peers serve), wait until it serves and, with DeltaManager,
-    report the session state it received; then stamp the configuration it runs with."""
+    report the session state it received; in the cluster modes wait until it sees `members` other
+    Tomcats as cluster members; then stamp the configuration it runs with.
+
+    The steps of one wave (same `wave` number, consecutive in the plan) share one Drain (every
+    node of the wave `down` in nginx) and run on their hosts at the same time."""
 
     unit: str = ""
     address: str = ""
@@ -266,24 +270,42 @@ class RestartTomcat(Step):
     drain: Drain | None = None
     waits_for_state: bool = False
     timeout: float = 120.0
+    wave: int = 0  # 1, 2, ...: the wave it restarts in (0: alone)
+    waves: int = 0  # how many waves the plan has
+    wave_hosts: tuple[str, ...] = ()  # every node of its wave
+    members: int = 0  # other Tomcats it must see as cluster members before the next wave
 
     def describe(self) -> str:
-        how = ["one node at a time"]
+        if self.wave and len(self.wave_hosts) > 1:
+            how = [f"wave {self.wave}/{self.waves} with {', '.join(h for h in self.wave_hosts if h != self.host)}"]
+        elif self.wave:
+            how = [f"wave {self.wave}/{self.waves}, alone"]
+        else:
+            how = ["one node at a time"]
         if self.drain:
             how.append("out of service in nginx meanwhile")
-        how.append("waits until it serves" + (" and has the session state" if self.waits_for_state else ""))
+        how.append("waits until it serves" + (" and has the session state" if self.waits_for_state else "")
+                   + (f" and sees {self.members} cluster member(s)" if self.members else ""))
         return f"restart {self.unit} ({', '.join(how)})"
 
     def script(self) -> str:
         path, any_status = ("/test.jsp", False) if self.test_page else ("/", True)
         return shell.restart_tomcat(self.unit, self.address, self.port, path, any_status, self.timeout,
-                                    self.digest, self.waits_for_state)
+                                    self.digest, self.waits_for_state, self.members)
 
     def drain_script(self) -> str:
         return shell.nginx_site(nginx.SITE, self.drain.drained)
 
     def undrain_script(self) -> str:
         return shell.nginx_site(nginx.SITE, self.drain.site)
+
+    def check(self, output: str) -> str | None:
+        if self.waits_for_state:
+            lines = [l for l in output.splitlines() if l.startswith("state: ")]
+            if any("no matching context manager" in l.lower() for l in lines):
+                return (f"{self.host}: {self.unit} got no session state (the peer asked had no started context); "
+                        "its sessions are only on the other nodes: restart it again")
+        return None
 
     def done(self, output: str) -> str:
         what = f"restarted {self.unit}, serving"
@@ -293,6 +315,9 @@ class RestartTomcat(Step):
                 what += ", session state received"
             elif any("no members active" in l.lower() for l in lines):
                 what += ", no peer answered (no state received)"
+        members = [l[9:] for l in output.splitlines() if l.startswith("members: ")]
+        if members:
+            what += f", sees {members[-1]} cluster member(s)"
         return what
 
 
