@@ -270,3 +270,23 @@ def test_a_rollback_whose_site_lists_fewer_nodes_keeps_one_listed_node_serving(e
     assert list(got.values()) == [["tomcat1"], names(8)[1:5], names(8)[5:]]
     assert b"10.153.0.113:8080 max_fails=1 fail_timeout=5s down;" in restarts[1].drain.drained
     assert all(s.drain is None for s in restarts if s.wave == 3)  # nginx does not send to them
+
+# --------------------------------------------------------------------------- guidance at size
+
+
+def test_more_than_four_delta_manager_tomcats_get_the_backup_manager_advice():
+    assert DELTA.advice(inventory(4)) == []
+    (advice,) = DELTA.advice(inventory(5))
+    assert advice.startswith("5 Tomcats with DeltaManager") and 'manager = "backup"' in advice
+    assert "about four nodes" in advice
+    assert DELTA.advice(inventory(8, '[delta]\nmanager = "backup"\n')) == []
+    assert MSM.advice(inventory(8)) == []
+
+
+def test_status_renders_the_advice_and_json_carries_it():
+    from tcsession.status import Report
+    from tcsession.ui import render_status
+    r = Report((), "delta", advice=tuple(DELTA.advice(inventory(8))))
+    lines = [t for t, _ in render_status(r, 80)]
+    assert lines[1].startswith("advice: 8 Tomcats with DeltaManager") and all(len(l) <= 80 for l in lines)
+    assert r.to_dict()["advice"] == list(r.advice)
