@@ -113,7 +113,8 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
                                            f"{deploy_id}", layout.unit))
         tomcat_steps[t.name] = own
     restarts = planning.tomcat_restarts(inv, restored_mode(inv, facts, content), restart, running,
-                                        site if nginx_stays else None, test_page)
+                                        site if nginx_stays else None, test_page,
+                                        planning.cluster_members_now(inv, facts, running))
     # The hosts that do not restart first (their stops), then wave by wave: the wave's own steps
     # (memcached before its Tomcat, one host at a time), then the wave's restarts together.
     restarting = {s.host for s in restarts}

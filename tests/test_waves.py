@@ -290,3 +290,19 @@ def test_status_renders_the_advice_and_json_carries_it():
     lines = [t for t, _ in render_status(r, 80)]
     assert lines[1].startswith("advice: 8 Tomcats with DeltaManager") and all(len(l) <= 80 for l in lines)
     assert r.to_dict()["advice"] == list(r.advice)
+
+
+def test_a_first_deploy_waits_only_for_members_that_run_the_cluster(eight):
+    """Debian starts tomcat10 on install with its own server.xml (no Cluster): those running
+    nodes are no members yet, so the first node restarted waits for none, the next for it."""
+    inv, facts = eight
+    stock = (Path(__file__).parent / "data/debian-bookworm-tomcat10/server.xml").read_bytes()
+    t = facts["tomcat2"]
+    assert t.active.get("tomcat10") == "active"
+    fresh = dataclasses.replace(t, files={**t.files, "/etc/tomcat10/server.xml": dataclasses.replace(
+        t.files["/etc/tomcat10/server.xml"], content=stock)})
+    facts = {**facts, **{n: fresh for n in names(8)}}
+    p = planning.plan(inv, facts, "delta", deploy_id="x", time="t")
+    restarts = [s for s in p.steps if isinstance(s, RestartTomcat)]
+    assert [s.wave for s in restarts] == [1, 2, 2, 2, 2, 3, 3, 3]
+    assert [s.members for s in restarts] == [0, 4, 4, 4, 4, 7, 7, 7]
