@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from tcsession import shell
-from tcsession.steps import Plan, Replan, RestartTomcat, Step, summarize
+from tcsession.steps import Plan, Replan, RestartTomcat, Step, WriteFiles, summarize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +47,14 @@ class Outcome:
         return "; ".join(f"{h}: {s}" for h, s in self.hosts.items())
 
 
+def _wave(s: Step) -> int:
+    return getattr(s, "wave", 0) if isinstance(s, (RestartTomcat, WriteFiles)) else 0
+
+
 def _same_wave(last: list[Step], s: Step) -> bool:
-    return (isinstance(s, RestartTomcat) and s.wave > 0 and all(
-        isinstance(x, RestartTomcat) and x.wave == s.wave and x.host != s.host for x in last))
+    """A wave: its restarts (and the files each writes first, out of service), consecutive."""
+    return _wave(s) > 0 and all(_wave(x) == _wave(s) for x in last) and (
+        isinstance(s, RestartTomcat) or s.host not in {x.host for x in last})
 
 
 def _units(steps: tuple[Step, ...]) -> list[list[Step]]:
@@ -58,8 +63,11 @@ def _units(steps: tuple[Step, ...]) -> list[list[Step]]:
     units: list[list[Step]] = []
     for s in steps:
         last = units[-1] if units else None
-        if last and _same_wave(last, s):
-            last.append(s)
+        if last and (_wave(s) or any(_wave(x) for x in last)):  # a wave joins only its own unit
+            if _same_wave(last, s):
+                last.append(s)
+            else:
+                units.append([s])
         elif last and s.parallel and all(x.parallel for x in last):
             last.append(s)
         elif (last and not s.parallel and not any(x.parallel for x in last) and last[-1].host == s.host
@@ -117,7 +125,8 @@ class Interpreter:
             if isinstance(unit[0], Replan):
                 outcome.stopped_at = unit[0]
                 return outcome
-            drained = all(isinstance(s, RestartTomcat) for s in unit) and unit[0].drain is not None
+            restarts = [s for s in unit if isinstance(s, RestartTomcat)]
+            drained = bool(restarts) and all(_wave(s) for s in unit) and restarts[0].drain is not None
             if self._pending is not None and not drained:
                 problem = self._undrain()
                 if problem:
@@ -133,7 +142,7 @@ class Interpreter:
                 self.on_event(Event("started", s))
             started = time.monotonic()
             if drained:
-                results = self._drained_restart(unit)
+                results = self._drained_restart(restarts, by_host)
             else:
                 rs = self.remote.run_all([self.hosts[h] for h in by_host], lambda h: batch_script(by_host[h.name]))
                 results = {h: self._judge(by_host[h], rs[h]) for h in by_host}
@@ -189,7 +198,8 @@ class Interpreter:
                 out.append((True, s.done(text)))
         return out
 
-    def _drained_restart(self, wave: list[RestartTomcat]) -> dict[str, list[tuple[bool | None, str]]]:
+    def _drained_restart(self, wave: list[RestartTomcat], by_host: dict[str, list[Step]]
+                         ) -> dict[str, list[tuple[bool | None, str]]]:
         """A wave out of service in nginx (one reload), restarted on all its hosts at once, each
         checked. The wave goes back in service when the next step is not another drained wave,
         whose drain then puts it back and takes the next nodes out in one nginx reload; after a
@@ -202,11 +212,11 @@ class Interpreter:
         r = self.remote.run(nginx_host, s.drain_script())
         if not r.ok:
             return {s.host: [(False, f"{nginx_host.name}: could not take {names} out of service: "
-                                     f"{r.why() if r.exit is None else summarize(r.stdout + r.stderr)}")]}
+                                     f"{r.why() if r.exit is None else summarize(r.stdout + r.stderr)}")]
+                    + [(None, "")] * (len(by_host[s.host]) - 1)}
         self._pending, self._pending_step, self._pending_names = s, s, names
-        rs = self.remote.run_all([self.hosts[x.host] for x in wave], lambda h: batch_script(
-            [next(x for x in wave if x.host == h.name)]))
-        return {x.host: self._judge([x], rs[x.host]) for x in wave}
+        rs = self.remote.run_all([self.hosts[h] for h in by_host], lambda h: batch_script(by_host[h.name]))
+        return {h: self._judge(by_host[h], rs[h]) for h in by_host}
 
     def _undrain(self) -> str | None:
         s, self._pending = self._pending, None

@@ -10,6 +10,7 @@ Change detection is "did planning produce any step?": a cluster that matches pla
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -264,12 +265,19 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     for t in inv.tomcats:
         hosts[t.name] = tomcat_changes(inv, t, facts[t.name], mode, (jars or {}).get(t.name, ()))
     steps: list = []
+    late: dict[str, WriteFiles] = {}
     for h in inv.hosts:
         c = hosts[h.name]
         if c.files:
-            steps.append(WriteFiles(h.name, "differs from what the inventory asks", deploy_id,
-                                    manifest_for(deploy_id, mode.name, time, c.files,
-                                                 (installed or {}).get(h.name, ()), before[h.name]), c.files))
+            manifest = manifest_for(deploy_id, mode.name, time, c.files, (installed or {}).get(h.name, ()),
+                                    before[h.name])
+            watched = redeploy_paths(c.layout) if c.layout and c.restart else set()
+            now = tuple(x for x in c.files if x.path not in watched)
+            later = tuple(x for x in c.files if x.path in watched)
+            steps.append(WriteFiles(h.name, "differs from what the inventory asks", deploy_id, manifest, now, later))
+            if later:
+                late[h.name] = WriteFiles(h.name, "Tomcat redeploys the application when it changes", deploy_id,
+                                          manifest, later)
     for t in inv.tomcats:  # memcached first (MSM connects at start), one host at a time
         if hosts[t.name].memcached:
             steps.append(RestartMemcached(t.name, hosts[t.name].memcached, hosts[t.name].memcached_digest))
@@ -280,8 +288,13 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     site_change = next((c for c in n.files if c.path == nginx.SITE), None)
     site = site_change.after if site_change else facts[inv.nginx.name].content(nginx.SITE)
     running = {t.name for t in inv.tomcats if facts[t.name].active.get(hosts[t.name].unit) == "active"}
-    steps += tomcat_restarts(inv, mode, {t.name: hosts[t.name] for t in inv.tomcats if hosts[t.name].restart},
-                             running, site, members_now=cluster_members_now(inv, facts, running))
+    restart = {t.name: hosts[t.name] for t in inv.tomcats if hosts[t.name].restart}
+    if restart:  # (reading every server.xml's Cluster costs: only when something restarts)
+        for s in tomcat_restarts(inv, mode, restart, running, site,
+                                 members_now=cluster_members_now(inv, facts, running) if mode.cluster else set()):
+            if s.host in late:  # in its wave, once it is out of service
+                steps.append(dataclasses.replace(late[s.host], wave=s.wave))
+            steps.append(s)
     if steps:
         steps += checks(inv, mode, {t.name: hosts[t.name].unit for t in inv.tomcats})
     return Plan(f"deploy {mode.name}", tuple(steps))
@@ -350,6 +363,14 @@ def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: se
         if cluster and cluster["managed"] and cluster["membership"] == inv.delta.membership:
             out.add(t.name)
     return out
+
+
+def redeploy_paths(layout: Layout) -> set[str]:
+    """Files whose change makes a running Tomcat redeploy (or reload) the application by itself
+    (HostConfig's redeploy and watched resources: the app's META-INF/context.xml and
+    WEB-INF/web.xml, conf/context.xml): written in the node's restart wave, out of service, not
+    on every node at once (the application answers 404 while it redeploys)."""
+    return {layout.app_context, layout.web_xml, layout.context_xml}
 
 
 def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges], running: set[str],

@@ -37,7 +37,8 @@ def restore_changes(record: Record, current: dict[str, FileFact]) -> tuple[tuple
     for entry in record.files:
         path = entry.path
         now = current.get(path, FileFact(path, None))
-        if now.link is None and sha256(now.content) != entry.after_sha256:
+        # a file still as it was before (a deploy stopped before writing it) is no edit
+        if now.link is None and sha256(now.content) not in (entry.after_sha256, entry.before_sha256):
             conflicts.append(path)
         if entry.before_link:
             changes.append(FileChange(path, now.content, None, "", "", now.mode, now.owner, after_link=entry.before_link))

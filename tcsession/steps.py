@@ -143,14 +143,24 @@ class WriteFiles(Step):
     deploy_id: str = ""
     manifest: state.Manifest | None = None
     changes: tuple[FileChange, ...] = ()
+    # changes written later, by this host's WriteFiles in its restart wave (Tomcat redeploys the
+    # application as soon as they change): their prior bytes are saved here already
+    deferred: tuple[FileChange, ...] = ()
+    wave: int = 0  # >0: written in that restart wave, after the node is out of service
     parallel: ClassVar[bool] = True
 
     def describe(self) -> str:
-        return "write " + ", ".join(f"{c.verb} {c.path}" for c in self.changes)
+        out = "write " + ", ".join(f"{c.verb} {c.path}" for c in self.changes)
+        if self.wave:
+            out += f" (in wave {self.wave}, out of service: Tomcat redeploys the application when it changes)"
+        if self.deferred:
+            out += f"; {', '.join(c.path for c in self.deferred)} later, in its restart wave"
+        return out
 
     def script(self) -> str:
-        saves = [(int(r.saved.rsplit("/", 1)[1]), c.before) for r, c in zip(self.manifest.files, self.changes)
-                 if r.saved is not None]
+        before = {c.path: c.before for c in (*self.changes, *self.deferred)}
+        saves = [(int(r.saved.rsplit("/", 1)[1]), before[r.path]) for r in self.manifest.files
+                 if r.saved is not None and r.path in before]
         writes = [(c.path, c.after, c.owner, c.mode) for c in self.changes]
         return shell.write_files_script(self.deploy_id, self.manifest.to_json(), saves, writes)
 

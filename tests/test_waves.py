@@ -306,3 +306,44 @@ def test_a_first_deploy_waits_only_for_members_that_run_the_cluster(eight):
     restarts = [s for s in p.steps if isinstance(s, RestartTomcat)]
     assert [s.wave for s in restarts] == [1, 2, 2, 2, 2, 3, 3, 3]
     assert [s.members for s in restarts] == [0, 4, 4, 4, 4, 7, 7, 7]
+
+
+# --------------------------------------------------------------------------- files Tomcat redeploys on
+
+
+def test_a_context_xml_change_is_written_in_the_nodes_wave_after_the_drain():
+    """Tomcat redeploys the application as soon as its META-INF/context.xml changes (404s while
+    it does, on every node at once if written with the other files): each node's context.xml is
+    written in its wave, after nginx took it out of service; its prior bytes are saved first."""
+    from test_plan import jars_on
+
+    inv = parse_inventory((Path(__file__).resolve().parent.parent / "hosts.toml").read_text().partition("[delta]")[0]
+                          + '[msm]\nrequest_uri_ignore_pattern = ".*\\\\.(ico|css)$"\n', Path("/x/hosts.toml"))
+    facts = {n: parse_facts((DATA / f"msm-sticky-{n}.txt").read_text()) for n in ("nginx", "tomcat1", "tomcat2")}
+    jars = {t: jars_on(facts[t]) for t in ("tomcat1", "tomcat2")}
+    p = planning.plan(inv, facts, "msm", jars, deploy_id="20261201T100000Z-abcdef", time="t")
+    ctx = "/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"
+    kinds = [(type(s).__name__, s.host, getattr(s, "wave", 0)) for s in p.steps]
+    assert kinds[:4] == [("WriteFiles", "tomcat1", 0), ("WriteFiles", "tomcat2", 0),
+                         ("WriteFiles", "tomcat1", 1), ("RestartTomcat", "tomcat1", 1)]
+    assert kinds[4:6] == [("WriteFiles", "tomcat2", 2), ("RestartTomcat", "tomcat2", 2)]
+    first, late = p.steps[0], p.steps[2]
+    assert first.changes == () and [c.path for c in first.deferred] == [ctx]
+    assert [c.path for c in late.changes] == [ctx]
+    before = facts["tomcat1"].files[ctx].content
+    import base64
+    assert base64.b64encode(before).decode() in first.script()  # saved before anything is written
+    fake = FakeRemote([
+        Expect("tomcat1", "manifest.json"), Expect("tomcat2", "manifest.json"),
+        Expect("nginx", "systemctl reload nginx"),  # tomcat1 out of service, then its file, then its restart
+        Expect("tomcat1", ctx), Expect("tomcat1", "systemctl restart tomcat10"),
+        Expect("nginx", "systemctl reload nginx"),
+        Expect("tomcat2", ctx), Expect("tomcat2", "systemctl restart tomcat10"),
+        Expect("nginx", "systemctl reload nginx"),
+    ])
+    changes = dataclasses.replace(p, steps=p.steps[:6])  # the checks after them are tested elsewhere
+    outcome = Interpreter(fake, {h.name: h for h in inv.hosts}).apply(changes, [h.name for h in inv.hosts])
+    assert outcome.ok, outcome.error
+    fake.assert_done()
+    assert outcome.done == list(changes.steps)
+    assert fake.commands == 2 + 1 + 1 + 1 + 1 + 1  # each node's file and restart in one script
