@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from tcsession import shell
-from tcsession.steps import Plan, Replan, RestartTomcat, Step, WriteFiles, summarize
+from tcsession.steps import Plan, Replan, RestartTomcat, RestoreFiles, Step, WriteFiles, summarize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Outcome:
 
 
 def _wave(s: Step) -> int:
-    return getattr(s, "wave", 0) if isinstance(s, (RestartTomcat, WriteFiles)) else 0
+    return getattr(s, "wave", 0) if isinstance(s, (RestartTomcat, WriteFiles, RestoreFiles)) else 0
 
 
 def _same_wave(last: list[Step], s: Step) -> bool:

@@ -9,6 +9,7 @@ state before the deploy (memcached before its Tomcat, nginx, the Tomcats one at 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from tcsession import lab, msm, nginx, serverxml, state
@@ -122,12 +123,31 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
     for t in inv.tomcats:
         if t.name not in restarting:
             steps += tomcat_steps.get(t.name, [])
+    # Files Tomcat redeploys the application on are restored in the node's wave, out of service
+    # (restored on every node at once, each would answer 404 while it redeploys).
+    late: dict[str, RestoreFiles] = {}
+    for s in restarts:
+        r, layout = restores.get(s.host), facts[s.host].tomcat
+        watched = planning.redeploy_paths(layout) if r is not None and layout else set()
+        now = tuple(c for c in r.changes if c.path not in watched) if r is not None else ()
+        later = tuple(c for c in r.changes if c.path in watched) if r is not None else ()
+        if later:
+            if now:
+                steps[steps.index(r)] = dataclasses.replace(r, changes=now, created_dirs=(), marks=False)
+            else:
+                steps.remove(r)
+            late[s.host] = dataclasses.replace(r, why="Tomcat redeploys the application when it changes",
+                                               changes=later, wave=s.wave, first_index=len(now))
     for i, s in enumerate(restarts):
         if i == 0 or restarts[i - 1].wave != s.wave:
             wave = [r for r in restarts[i:] if r.wave == s.wave]
             for r in wave:
                 steps += tomcat_steps.get(r.host, [])
-            steps += wave
+            for r in wave:
+                if r.host in late:
+                    steps += [late[r.host], r]
+                else:
+                    steps.append(r)
     return Plan(f"rollback {deploy_id}", tuple(steps))
 
 

@@ -186,12 +186,13 @@ def write_files_script(deploy_id: str, manifest_json: str, saves: Sequence[tuple
 
 
 def restore_files_script(deploy_id: str, items: Sequence[tuple[str, bytes | None, str, str, str | None, bool]],
-                         created_dirs: Sequence[str]) -> str:
-    """Put a deploy's files back; mark it rolled back. items: (path, bytes or None to remove,
-    owner, mode, symlink target or None, keep the current bytes first (someone's edit))."""
+                         created_dirs: Sequence[str], mark: bool = True, first_index: int = 0) -> str:
+    """Put a deploy's files back; mark it rolled back (with `mark`). items: (path, bytes or None
+    to remove, owner, mode, symlink target or None, keep the current bytes first (someone's
+    edit)), kept as overwritten/<first_index + n>."""
     ddir = state.deploy_dir(deploy_id)
     lines = ["set -e", "umask 077", f"mkdir -p {ddir}/overwritten"]
-    for i, (path, data, owner, mode, link, keep) in enumerate(items):
+    for i, (path, data, owner, mode, link, keep) in enumerate(items, first_index):
         f = q(path)
         if keep:
             lines.append(f"[ ! -f {f} ] || cp -p {f} {ddir}/overwritten/{i}")
@@ -203,7 +204,8 @@ def restore_files_script(deploy_id: str, items: Sequence[tuple[str, bytes | None
             lines.append(put_file(path, data, owner, mode))
     for d in sorted(created_dirs, key=len, reverse=True):
         lines.append(f"rmdir {q(d)} 2>/dev/null || true")
-    lines.append(f"date -u +%FT%TZ > {ddir}/rolled-back")
+    if mark:
+        lines.append(f"date -u +%FT%TZ > {ddir}/rolled-back")
     return "\n".join(lines) + "\n"
 
 

@@ -150,7 +150,8 @@ class WriteFiles(Step):
     parallel: ClassVar[bool] = True
 
     def describe(self) -> str:
-        out = "write " + ", ".join(f"{c.verb} {c.path}" for c in self.changes)
+        out = ("write " + ", ".join(f"{c.verb} {c.path}" for c in self.changes) if self.changes
+               else "record the deploy and save the prior bytes")
         if self.wave:
             out += f" (in wave {self.wave}, out of service: Tomcat redeploys the application when it changes)"
         if self.deferred:
@@ -190,17 +191,23 @@ class RestoreFiles(Step):
     changes: tuple[FileChange, ...] = ()
     conflicts: tuple[str, ...] = ()
     created_dirs: tuple[str, ...] = ()
+    wave: int = 0  # >0: restored in that restart wave, out of service (files Tomcat redeploys on)
+    marks: bool = True  # marks the deploy rolled back (the host's last RestoreFiles does)
+    first_index: int = 0  # numbering of the kept edits (overwritten/<n>) across a host's steps
     parallel: ClassVar[bool] = True
 
     def describe(self) -> str:
-        return f"undo {self.deploy_id}: " + ", ".join(
+        out = f"undo {self.deploy_id}: " + ", ".join(
             f"{'restore' if c.after is not None or c.after_link else 'remove'} {c.path}"
             + (" (edited since; kept beside the record)" if c.path in self.conflicts else "")
             for c in self.changes) if self.changes else f"mark {self.deploy_id} rolled back"
+        if self.wave:
+            out += f" (in wave {self.wave}, out of service: Tomcat redeploys the application when it changes)"
+        return out
 
     def script(self) -> str:
         items = [(c.path, c.after, c.owner, c.mode, c.after_link, c.path in self.conflicts) for c in self.changes]
-        return shell.restore_files_script(self.deploy_id, items, self.created_dirs)
+        return shell.restore_files_script(self.deploy_id, items, self.created_dirs, self.marks, self.first_index)
 
     def done(self, output: str) -> str:
         return f"restored {len(self.changes)} file(s) of {self.deploy_id}"

@@ -20,7 +20,7 @@ from tcsession.facts import FileFact, parse_facts
 from tcsession.inventory import parse_inventory
 from tcsession.modes import DELTA, MSM
 from tcsession.rollback import plan_rollback
-from tcsession.steps import RestartTomcat
+from tcsession.steps import RestartTomcat, WriteFiles
 from test_orchestration import applied
 
 DATA = Path(__file__).parent / "data" / "facts"
@@ -347,3 +347,33 @@ def test_a_context_xml_change_is_written_in_the_nodes_wave_after_the_drain():
     fake.assert_done()
     assert outcome.done == list(changes.steps)
     assert fake.commands == 2 + 1 + 1 + 1 + 1 + 1  # each node's file and restart in one script
+
+
+def test_the_rollback_of_a_context_xml_change_restores_it_in_each_nodes_wave():
+    from test_plan import jars_on
+
+    inv = parse_inventory((Path(__file__).resolve().parent.parent / "hosts.toml").read_text().partition("[delta]")[0]
+                          + '[msm]\nrequest_uri_ignore_pattern = ".*\\\\.(ico|css)$"\n', Path("/x/hosts.toml"))
+    facts = {n: parse_facts((DATA / f"msm-sticky-{n}.txt").read_text()) for n in ("nginx", "tomcat1", "tomcat2")}
+    jars = {t: jars_on(facts[t]) for t in ("tomcat1", "tomcat2")}
+    p = planning.plan(inv, facts, "msm", jars, deploy_id="20261201T100000Z-abcdef", time="t")
+    current, records = {}, {}
+    for s in p.steps:  # the hosts once the deploy ran: every change written (late ones too)
+        if isinstance(s, WriteFiles):
+            files = current.setdefault(s.host, {})
+            for c in (*s.changes, *s.deferred):
+                files.setdefault(c.path, FileFact(c.path, c.after, c.mode, c.owner))
+            for r, c in ((r, c) for r in s.manifest.files for c in s.deferred + s.changes if c.path == r.path):
+                if r.saved:
+                    path = f"{state.deploy_dir(s.deploy_id)}/{r.saved}"
+                    files[path] = FileFact(path, c.before, "600", "root:root")
+            records[s.host] = state.Record(s.host, s.manifest)
+    rb = plan_rollback(inv, records, current, facts)
+    ctx = "/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"
+    kinds = [(type(s).__name__, s.host, getattr(s, "wave", 0)) for s in rb.steps]
+    # only the context.xml changed: nothing is restored before the waves
+    assert kinds == [("RestoreFiles", "tomcat1", 1), ("RestartTomcat", "tomcat1", 1),
+                     ("RestoreFiles", "tomcat2", 2), ("RestartTomcat", "tomcat2", 2)]
+    late = rb.steps[0]
+    assert [c.path for c in late.changes] == [ctx] and late.marks and "rolled-back" in late.script()
+    assert late.changes[0].after == facts["tomcat1"].files[ctx].content
