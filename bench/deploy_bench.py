@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Benchmark deploy and status on the lab: prints figures, asserts nothing.
 
-    .venv/bin/python bench/deploy_bench.py [--runs 3] [--tomcats 2] [--mode delta|msm] [--maven-repo DIR]
+    .venv/bin/python bench/deploy_bench.py [--runs 1] [--tomcats 2,8] [--mode delta|msm]
+        [--maven-repo DIR] [--name tcsbench] [--subnet 10.153.20.0/24]
 
-Measures, as the operator runs them (`inv ...` in a new process, Python start-up included):
-deploy from fresh hosts, deploy when only the configuration changes (packages there, rolling
-Tomcat restarts), a second deploy with nothing to do, and `inv status` (with its 10-request
-session check). Median of --runs runs, plus the SSH commands each issues (counted in-process).
-Uses its own lab (`tcsbench`, 10.153.20.0/24), so a developer's lab keeps running.
+For each Tomcat count (one lab after the other, in one run): deploy from fresh hosts, deploy when
+only the configuration changes (rolling Tomcat restarts in waves, then with
+`[rolling] max_unavailable = 1`: one at a time), a second deploy with nothing to do, and
+`inv status` (with its 10-request session check). Median of --runs runs (3 no-op and status runs
+each), plus the SSH commands each issues. The no-op and status rows run as the operator runs
+them (`inv ...` in a new process, Python start-up included); fresh and change deploys run
+in-process (to count their commands without deploying twice; start-up, about 0.3 s, not included).
+Uses its own lab (`--name`, `--subnet`), so a developer's lab keeps running.
 --mode msm takes the jars from --maven-repo, or builds the tests' stand-in jars (tests/standin.py:
 the same sizes of work for tcsession, not memcached-session-manager) and converts them to jakarta.
 """
@@ -39,63 +43,99 @@ def inv_cmd(*args: str, ok_codes=(0,)) -> float:
     return time.monotonic() - started
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--tomcats", type=int, default=2)
-    ap.add_argument("--mode", choices=("delta", "msm"), default="delta")
-    ap.add_argument("--maven-repo", help="msm: a Maven-layout directory with the jars (default: the stand-in)")
-    args = ap.parse_args()
-    mode = args.mode
-    tmp = Path(tempfile.mkdtemp(prefix="tcsbench-"))
-    os.environ["XDG_CACHE_HOME"] = str(tmp / "cache")
-    base = lab.render_inventory("tcsbench", "bookworm", args.tomcats, "10.153.20.0/24")
-    inv_a, inv_b = tmp / "a.toml", tmp / "b.toml"
-    if mode == "delta":
-        inv_a.write_text(base + "\n[delta]\nchannel_send_options = 6\n")
-        inv_b.write_text(base + "\n[delta]\nchannel_send_options = 2\n")
-    else:
-        repo = args.maven_repo
-        if repo is None:
-            sys.path.insert(0, str(ROOT / "tests"))
-            import standin  # noqa: PLC0415
+def timed_deploy(path: Path, mode: str) -> tuple[float, int]:
+    started = time.monotonic()
+    report = deploy(load_inventory(path), mode, quiet=True)
+    return time.monotonic() - started, report.commands
 
-            repo = str(standin.write_repo(tmp / "repo", standin.standin_jars()))
-        inv_a.write_text(base + f'\n[msm]\nmaven_repo = "{repo}"\nrequest_uri_ignore_pattern = ".*\\\\.(ico|png)$"\n')
-        inv_b.write_text(base + f'\n[msm]\nmaven_repo = "{repo}"\nrequest_uri_ignore_pattern = ".*\\\\.(ico|css)$"\n')
-    spec = lab.spec_from_inventory(load_inventory(inv_a))
-    rows = {k: [] for k in ("fresh", "change", "noop", "status")}
-    commands = {}
+
+def inventories(tmp: Path, base: str, mode: str, repo: str | None) -> dict[str, Path]:
+    """a and b differ in one setting that changes every Tomcat's files; a1 and b1 are a and b
+    restarted one node at a time."""
+    if mode == "delta":
+        texts = {"a": "\n[delta]\nchannel_send_options = 6\n", "b": "\n[delta]\nchannel_send_options = 2\n"}
+    else:
+        texts = {"a": f'\n[msm]\nmaven_repo = "{repo}"\nrequest_uri_ignore_pattern = ".*\\\\.(ico|png)$"\n',
+                 "b": f'\n[msm]\nmaven_repo = "{repo}"\nrequest_uri_ignore_pattern = ".*\\\\.(ico|css)$"\n'}
+    out = {}
+    for k, t in texts.items():
+        out[k] = tmp / f"{k}.toml"
+        out[k].write_text(base + t)
+        out[k + "1"] = tmp / f"{k}1.toml"
+        out[k + "1"].write_text(base + t + "\n[rolling]\nmax_unavailable = 1\n")
+    return out
+
+
+def measure(args, tomcats: int, tmp: Path, repo: str | None) -> tuple[dict, dict]:
+    mode = args.mode
+    base = lab.render_inventory(args.name, "bookworm", tomcats, args.subnet)
+    (tmp / str(tomcats)).mkdir()
+    inv = inventories(tmp / str(tomcats), base, mode, repo)
+    spec = lab.spec_from_inventory(load_inventory(inv["a"]))
+    rows = {k: [] for k in ("fresh", "waves", "one", "noop", "status")}
+    commands: dict[str, int] = {}
+    ok = (0, 1) if mode == "msm" and repo_is_standin(args) else (0,)
     try:
-        for i in range(args.runs):
+        for _ in range(args.runs):
             lab.down(spec, log=lambda *_: None)
             lab.up(spec, log=lambda *_: None)
-            rows["fresh"].append(inv_cmd("deploy", f"--mode={mode}", "-q", "-i", str(inv_a)))
-            for _ in range(1):
-                rows["change"].append(inv_cmd("deploy", f"--mode={mode}", "-q", "-i", str(inv_b)))
-                rows["change"].append(inv_cmd("deploy", f"--mode={mode}", "-q", "-i", str(inv_a)))
-            rows["noop"] += [inv_cmd("deploy", f"--mode={mode}", "-q", "-i", str(inv_a)) for _ in range(3)]
+            s, commands["fresh"] = timed_deploy(inv["a"], mode)
+            rows["fresh"].append(s)
+            for there, back in (("b", "a"),):
+                for key, suffix in (("waves", ""), ("one", "1")):
+                    s, commands[key] = timed_deploy(inv[there + suffix], mode)
+                    rows[key].append(s)
+                    s, _ = timed_deploy(inv[back + suffix], mode)
+                    rows[key].append(s)
+            rows["noop"] += [inv_cmd("deploy", f"--mode={mode}", "-q", "-i", str(inv["a"])) for _ in range(3)]
             # the stand-in is not MSM, so status says UNHEALTHY (exit 1) about MSM's start line
-            rows["status"] += [inv_cmd("status", "-i", str(inv_a), ok_codes=(0, 1) if mode == "msm" else (0,))
-                               for _ in range(3)]
-        # SSH commands each issues, counted in-process.
-        commands["noop"] = deploy(load_inventory(inv_a), mode, quiet=True).commands
-        commands["change"] = deploy(load_inventory(inv_b), mode, quiet=True).commands
-        commands["status"] = status.cluster_report(load_inventory(inv_a)).commands
-        lab.down(spec, log=lambda *_: None)
-        lab.up(spec, log=lambda *_: None)
-        commands["fresh"] = deploy(load_inventory(inv_a), mode, quiet=True).commands
+            rows["status"] += [inv_cmd("status", "-i", str(inv["a"]), ok_codes=ok) for _ in range(3)]
+        commands["noop"] = deploy(load_inventory(inv["a"]), mode, quiet=True).commands
+        commands["status"] = status.cluster_report(load_inventory(inv["a"])).commands
     finally:
         lab.down(spec, log=lambda *_: None)
-    hosts = 1 + args.tomcats
-    print(f"\ntcsession {mode} deploy on the lab: {hosts} hosts ({args.tomcats} Tomcats), "
-          f"median of {len(rows['noop'])} no-op runs / {len(rows['change'])} change runs / {len(rows['fresh'])} fresh runs")
-    print(f"{'what':<34}{'median s':>10}{'min s':>8}{'max s':>8}{'SSH cmds':>10}")
-    labels = {"fresh": "deploy from fresh hosts", "change": "deploy, configuration change",
-              "noop": "deploy, nothing to do", "status": "inv status (10-request check)"}
+    return rows, commands
+
+
+def repo_is_standin(args) -> bool:
+    return args.maven_repo is None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--tomcats", default="2,8", help="Tomcat counts, comma-separated (one lab after the other)")
+    ap.add_argument("--mode", choices=("delta", "msm"), default="delta")
+    ap.add_argument("--maven-repo", help="msm: a Maven-layout directory with the jars (default: the stand-in)")
+    ap.add_argument("--name", default="tcsbench", help="the lab's name")
+    ap.add_argument("--subnet", default="10.153.20.0/24", help="the lab's /24 (hosts .111 and up)")
+    args = ap.parse_args()
+    counts = [int(x) for x in args.tomcats.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="tcsbench-"))
+    os.environ["XDG_CACHE_HOME"] = str(tmp / "cache")
+    repo = args.maven_repo
+    if args.mode == "msm" and repo is None:
+        sys.path.insert(0, str(ROOT / "tests"))
+        import standin  # noqa: PLC0415
+
+        repo = str(standin.write_repo(tmp / "repo", standin.standin_jars()))
+    results = {n: measure(args, n, tmp, repo) for n in counts}
+    labels = {"fresh": "deploy from fresh hosts", "waves": "configuration change, in waves",
+              "one": "configuration change, one at a time", "noop": "deploy, nothing to do",
+              "status": "inv status (10-request check)"}
+    print(f"\ntcsession {args.mode} on the lab, median s (SSH commands); runs: {args.runs} "
+          f"(no-op and status: {3 * args.runs}, changes: {2 * args.runs})")
+    print(f"{'what':<38}" + "".join(f"{f'{n} Tomcats':>20}" for n in counts))
     for key, label in labels.items():
-        v = rows[key]
-        print(f"{label:<34}{statistics.median(v):>10.2f}{min(v):>8.2f}{max(v):>8.2f}{commands.get(key, 0):>10}")
+        cells = "".join(f"{f'{statistics.median(results[n][0][key]):.2f} ({results[n][1].get(key, 0)})':>20}"
+                        for n in counts)
+        print(f"{label:<38}{cells}")
+    if len(counts) == 2:
+        a, b = counts
+        med = {n: {k: statistics.median(v) for k, v in results[n][0].items()} for n in counts}
+        print(f"\n{b} Tomcats: waves / one at a time = {med[b]['waves'] / med[b]['one']:.2f}; "
+              f"no-op {b}/{a} = {med[b]['noop'] / med[a]['noop']:.2f}; status {b}/{a} = "
+              f"{med[b]['status'] / med[a]['status']:.2f}")
 
 
 if __name__ == "__main__":

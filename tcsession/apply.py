@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from tcsession import shell
-from tcsession.steps import Plan, Replan, RestartTomcat, Step, summarize
+from tcsession.steps import Plan, Replan, RestartTomcat, RestoreFiles, Step, WriteFiles, summarize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +47,28 @@ class Outcome:
         return "; ".join(f"{h}: {s}" for h, s in self.hosts.items())
 
 
+def _wave(s: Step) -> int:
+    return getattr(s, "wave", 0) if isinstance(s, (RestartTomcat, WriteFiles, RestoreFiles)) else 0
+
+
+def _same_wave(last: list[Step], s: Step) -> bool:
+    """A wave: its restarts (and the files each writes first, out of service), consecutive."""
+    return _wave(s) > 0 and all(_wave(x) == _wave(s) for x in last) and (
+        isinstance(s, RestartTomcat) or s.host not in {x.host for x in last})
+
+
 def _units(steps: tuple[Step, ...]) -> list[list[Step]]:
-    """Steps in execution units: a run of parallel steps, or consecutive steps of one host."""
+    """Steps in execution units: a run of parallel steps, consecutive steps of one host, or the
+    restarts of one wave."""
     units: list[list[Step]] = []
     for s in steps:
         last = units[-1] if units else None
-        if last and s.parallel and all(x.parallel for x in last):
+        if last and (_wave(s) or any(_wave(x) for x in last)):  # a wave joins only its own unit
+            if _same_wave(last, s):
+                last.append(s)
+            else:
+                units.append([s])
+        elif last and s.parallel and all(x.parallel for x in last):
             last.append(s)
         elif (last and not s.parallel and not any(x.parallel for x in last) and last[-1].host == s.host
               and not isinstance(s, RestartTomcat) and not isinstance(last[-1], RestartTomcat)):
@@ -118,7 +134,8 @@ class Interpreter:
             if isinstance(unit[0], Replan):
                 outcome.stopped_at = unit[0]
                 return outcome
-            drained = len(unit) == 1 and isinstance(unit[0], RestartTomcat) and unit[0].drain is not None
+            restarts = [s for s in unit if isinstance(s, RestartTomcat)]
+            drained = bool(restarts) and all(_wave(s) for s in unit) and restarts[0].drain is not None
             if self._pending is not None and not drained:
                 problem = self._undrain()
                 if problem:
@@ -135,7 +152,7 @@ class Interpreter:
                 self.on_event(Event("started", s))
             started = time.monotonic()
             if drained:
-                results = {unit[0].host: self._drained_restart(unit[0])}
+                results = self._drained_restart(restarts, by_host)
             else:
                 rs = self.remote.run_all([self.hosts[h] for h in by_host], lambda h: batch_script(by_host[h.name]))
                 results = {h: self._judge(by_host[h], rs[h]) for h in by_host}
@@ -191,25 +208,31 @@ class Interpreter:
                 out.append((True, s.done(text)))
         return out
 
-    def _drained_restart(self, s: RestartTomcat) -> list[tuple[bool | None, str]]:
-        """Out of service in nginx, restarted, checked. The node goes back in service when the next
-        step is not another drained restart, whose drain then puts it back and takes the next node
-        out in one nginx reload; after a failure or an interrupt it goes back at once (the site on
-        disk stays the one the plan wrote, so a rollback finds what it recorded)."""
+    def _drained_restart(self, wave: list[RestartTomcat], by_host: dict[str, list[Step]]
+                         ) -> dict[str, list[tuple[bool | None, str]]]:
+        """A wave out of service in nginx (one reload), restarted on all its hosts at once, each
+        checked. The wave goes back in service when the next step is not another drained wave,
+        whose drain then puts it back and takes the next nodes out in one nginx reload; after a
+        failure or an interrupt it goes back at once (the site on disk stays the one the plan
+        wrote, so a rollback finds what it recorded)."""
+        s = wave[0]
         nginx_host = self.hosts[s.drain.nginx_host]
         self.hosts_nginx = nginx_host.name
+        names = ", ".join(x.host for x in wave)
         # Pending before the drain is sent: whatever happens from here (a failure, an interrupt in
         # the middle of the drain), the site goes back to the one the plan wrote.
-        self._pending, self._pending_step = s, s
+        self._pending, self._pending_step, self._pending_names = s, s, names
         r = self.remote.run(nginx_host, s.drain_script())
         if not r.ok:
-            return [(False, f"{nginx_host.name}: could not take {s.host} out of service: "
-                            f"{r.why() if r.exit is None else summarize(r.stdout + r.stderr)}")]
-        return self._judge([s], self.remote.run(self.hosts[s.host], batch_script([s])))
+            return {s.host: [(False, f"{nginx_host.name}: could not take {names} out of service: "
+                                     f"{r.why() if r.exit is None else summarize(r.stdout + r.stderr)}")]
+                    + [(None, "")] * (len(by_host[s.host]) - 1)}
+        rs = self.remote.run_all([self.hosts[h] for h in by_host], lambda h: batch_script(by_host[h.name]))
+        return {h: self._judge(by_host[h], rs[h]) for h in by_host}
 
     def _undrain(self) -> str | None:
         s, self._pending = self._pending, None
         back = self.remote.run(self.hosts[s.drain.nginx_host], s.undrain_script())
         if not back.ok:
-            return f"{s.drain.nginx_host}: could not put {s.host} back in service: {back.why()}"
+            return f"{s.drain.nginx_host}: could not put {self._pending_names} back in service: {back.why()}"
         return None

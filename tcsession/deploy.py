@@ -108,6 +108,8 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
             if facts[h.name].package_manager is None:
                 raise TcsessionError(f"{h.name}: no apt-get, dnf or yum found; tcsession supports "
                                      "Debian/Ubuntu (apt) and the RHEL family (yum/dnf)")
+        for a in mode.advice(inv):
+            progress.say(f"  advice: {a}", "yellow")
         before = {h.name: dict(facts[h.name].active) for h in inv.hosts}
         installs = _installs(inv, facts, mode)
         # msm: the jars, resolved and checked on this machine before any host is changed

@@ -111,12 +111,28 @@ class App:
 
 
 @dataclass(frozen=True)
+class Rolling:
+    """How many Tomcats may be out of service at once during a rolling restart: a count, or a
+    percentage of the Tomcats (rounded down, at least 1). The mode may allow fewer (see
+    tcsession.plan.wave_size); never all of them."""
+
+    max_unavailable: int | str = "50%"
+
+    def limit(self, tomcats: int) -> int:
+        v = self.max_unavailable
+        n = int(v) if isinstance(v, int) else int(tomcats * int(v.rstrip("%")) / 100)
+        return max(1, n)
+
+
+@dataclass(frozen=True)
 class Inventory:
     path: Path
     hosts: tuple[Host, ...]  # nginx first, then the tomcats in file order
     lab: Lab | None
     delta: Delta
     msm: Msm
+    rolling: Rolling = Rolling()
+    max_parallel: int = 32  # [ssh] max_parallel: SSH sessions open at once (hosts worked on in parallel)
     apps: tuple[App, ...] = ()  # in file order
 
     @property
@@ -392,6 +408,23 @@ DELTA_KEYS: dict[str, _Key] = {
     "channel_send_options": _Key("int|str", 6, _send_options),
     "state_transfer_timeout": _Key("int", 60, lambda v: None if v > 0 else "must be greater than 0; e.g. 60"),
 }
+def _max_unavailable(v: int | str) -> str | None:
+    if isinstance(v, int):
+        return None if v >= 1 else "must be at least 1 (one Tomcat at a time); e.g. 1 or \"25%\""
+    m = re.fullmatch(r"(\d{1,3})%", v.strip())
+    if not m or not 1 <= int(m[1]) <= 100:
+        return 'is neither a count nor a percentage; write e.g. max_unavailable = 2 or max_unavailable = "25%"'
+    return None
+
+
+ROLLING_KEYS: dict[str, _Key] = {
+    "max_unavailable": _Key("int|str", "50%", _max_unavailable, '"25%"'),
+}
+#: [ssh] keys that apply to the run as a whole, not to one host (refused in host tables).
+SSH_RUN_KEYS: dict[str, _Key] = {
+    "max_parallel": _Key("int", 32, lambda v: None if 1 <= v <= 256 else
+                         "must be from 1 to 256 (SSH sessions open at once); e.g. 32"),
+}
 MSM_KEYS: dict[str, _Key] = {
     "sticky": _Key("bool", True),
     "serializer": _Key("str", "java", _one_of("java", "kryo", "javolution")),
@@ -424,7 +457,7 @@ APP_KEYS: dict[str, _Key] = {
     "context": _Key("str", None, _context, '"/shop"'),  # None: "/NAME"
     "jakarta": _Key("str", "convert", _one_of("convert", "refuse")),
 }
-TOP_TABLES = ("lab", "ssh", "nginx", "tomcat", "delta", "msm", "app")
+TOP_TABLES = ("lab", "ssh", "nginx", "tomcat", "delta", "msm", "rolling", "app")
 ROLE_KEYS = {"nginx": NGINX_KEYS, "tomcat": TOMCAT_KEYS}
 SECRET_KEYS = ("password", "sudo_password", "passphrase")
 LAB_PROVIDED = ("key", "agent", "known_hosts")
@@ -550,8 +583,9 @@ class _Parser:
             lab = self.with_defaults("[lab]", doc["lab"], LAB_KEYS)
             self.lab = Lab(lab["name"], lab["release"], ipaddress.IPv4Network(lab["subnet"]))
 
-        ssh_set = self.table("[ssh]", doc.get("ssh", {}), SSH_KEYS)
+        ssh_set = self.table("[ssh]", doc.get("ssh", {}), SSH_KEYS, SSH_RUN_KEYS)
         self.no_lab_provided("[ssh]", ssh_set)
+        max_parallel = ssh_set.pop("max_parallel", SSH_RUN_KEYS["max_parallel"].default)
 
         hosts = [h for role in ("nginx", "tomcat") for h in self.hosts(role, doc, ssh_set)]
         self.check_hosts(hosts)
@@ -570,7 +604,10 @@ class _Parser:
             msm["maven_repo"] = str(repo)
         msm = Msm(**msm)
         self.check_ports(hosts, delta, msm)
-        return Inventory(self.path, tuple(hosts), self.lab, delta, msm, self.apps(doc))
+        rolling = self.with_defaults("[rolling]", doc.get("rolling", {}), ROLLING_KEYS)
+        mu = rolling["max_unavailable"]
+        rolling = Rolling(mu if isinstance(mu, int) else mu.strip())
+        return Inventory(self.path, tuple(hosts), self.lab, delta, msm, rolling, max_parallel, self.apps(doc))
 
     def apps(self, doc: dict) -> tuple[App, ...]:
         section = doc.get("app", {})

@@ -51,6 +51,17 @@ class Mode:
         """A restarted node receives every session from a peer (DeltaManager) before it serves."""
         return self.cluster and inv.delta.manager == "delta"
 
+    def advice(self, inv: Inventory) -> list[str]:
+        """What deploy and status recommend at this size (not a refusal)."""
+        n = len(inv.tomcats)
+        if self.cluster and inv.delta.manager == "delta" and n > 4:
+            return [f"{n} Tomcats with DeltaManager: every node keeps a copy of every session and every change "
+                    f"is sent to the {n - 1} others, so memory and replication traffic grow with the cluster "
+                    "(the Tomcat cluster how-to advises against DeltaManager beyond about four nodes); "
+                    'set manager = "backup" in [delta] for BackupManager, which keeps one backup copy per '
+                    "session (rolling restarts then go one node at a time)"]
+        return []
+
     def memcached_nodes(self, inv: Inventory) -> tuple[tuple[str, int], ...]:
         if not self.memcached:
             return ()

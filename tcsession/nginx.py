@@ -252,19 +252,41 @@ def drain(site: str, address: str, port: int) -> str:
     """The same site with one node marked `down` in every upstream: nginx stops sending it new
     work (its sessions go to their backup nodes) while it restarts. Pure text on a file tcsession
     rendered itself; `undrain` is simply the original text."""
-    target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    found = False
+    return drain_all(site, [(address, port)])
+
+
+def servers(site: str) -> set[tuple[str, int]]:
+    """Every (address, port) the site sends requests to."""
+    out = set()
+    for m in _SERVER_LINE.finditer(site):
+        host, _, port = m.group("hp").rpartition(":")
+        if port.isdigit():
+            out.add((host.strip("[]"), int(port)))
+    return out
+
+
+def drain_all(site: str, servers: Sequence[tuple[str, int]]) -> str:
+    """The site with every one of `servers` (address, port) marked `down` in every upstream: a
+    wave of nodes out of service in one reload. Refused when that would leave an upstream with
+    no server up (the wave must leave a node serving)."""
+    targets = {f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in servers}
+    found: set[str] = set()
 
     def mark(m: re.Match) -> str:
-        nonlocal found
-        if m.group("hp") != target:
+        if m.group("hp") not in targets:
             return m.group(0)
-        found = True
+        found.add(m.group("hp"))
         if "down" in m.group("params").split():
             return m.group(0)
         return m.group("head") + " down;"
 
     out = _SERVER_LINE.sub(mark, site)
-    if not found:
-        raise TcsessionError(f"nginx site: no server {target} in it; cannot take that node out of service")
+    missing = sorted(targets - found)
+    if missing:
+        raise TcsessionError(f"nginx site: no server {missing[0]} in it; cannot take that node out of service")
+    for block in re.finditer(r"upstream\s+(\S+)\s*\{(.*?)\}", out, re.S):
+        servers_in = _SERVER_LINE.findall(block.group(2))
+        if servers_in and all("down" in params.split() for _, _, params in servers_in):
+            raise TcsessionError(f"nginx site: taking {', '.join(sorted(targets))} out of service leaves upstream "
+                                 f"{block.group(1)} with no server; restart fewer nodes at once")
     return out

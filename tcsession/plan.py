@@ -10,8 +10,11 @@ Change detection is "did planning produce any step?": a cluster that matches pla
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import re
+from collections.abc import Iterable
 
 from tcsession import apps as applications
 from tcsession import msm, nginx, serverxml, state, webapp
@@ -313,33 +316,120 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
                                 start=facts[inv.nginx.name].active.get("nginx") != "active"))
     site_change = next((c for c in n.files if c.path == nginx.SITE), None)
     site = site_change.after if site_change else facts[inv.nginx.name].content(nginx.SITE)
-    steps += tomcat_restarts(inv, mode, {t.name: hosts[t.name] for t in inv.tomcats if hosts[t.name].restart},
-                             {t.name for t in inv.tomcats if facts[t.name].active.get(hosts[t.name].unit) == "active"},
-                             site)
+    running = {t.name for t in inv.tomcats if facts[t.name].active.get(hosts[t.name].unit) == "active"}
+    restart = {t.name: hosts[t.name] for t in inv.tomcats if hosts[t.name].restart}
+    if restart:  # (reading every server.xml's Cluster costs: only when something restarts)
+        for s in tomcat_restarts(inv, mode, restart, running, site,
+                                 members_now=cluster_members_now(inv, facts, running) if mode.cluster else set()):
+            steps.append(s)
     if steps:
         steps += checks(inv, mode, {t.name: hosts[t.name].unit for t in inv.tomcats})
     return Plan(f"deploy {mode.name}", tuple(steps))
 
 
-def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges], running: set[str],
-                    site: bytes | None, test_page: dict[str, bool] | None = None) -> list[RestartTomcat]:
-    """The Tomcats that restart, one at a time in inventory order. While another node runs (and
-    nginx has a site), each is out of service in nginx during its restart, and with DeltaManager
-    it waits for the session state that node sends."""
+def wave_limit(inv: Inventory, mode: Mode) -> tuple[int, str]:
+    """How many Tomcats may restart at once, and why (the preview says it).
+
+    DeltaManager: every node holds every session, so up to half may restart while the other half
+    serves (never all). BackupManager: one backup per session, so one at a time. msm: the
+    sessions live in memcached, so up to half too. Bounded by `[rolling] max_unavailable`."""
+    n = len(inv.tomcats)
+    if mode.cluster and inv.delta.manager == "backup":
+        allowed, rule = 1, "BackupManager keeps one backup per session: one node at a time"
+    elif mode.cluster:
+        allowed, rule = max(1, n // 2), "DeltaManager: every node holds every session, up to half at once"
+    else:
+        allowed, rule = max(1, n // 2), "msm: sessions are in memcached, up to half at once"
+    limit = inv.rolling.limit(n)
+    size = max(1, min(allowed, limit, n - 1))
+    if limit < allowed:
+        rule += f"; [rolling] max_unavailable = {json.dumps(inv.rolling.max_unavailable)} allows {limit}"
+    return size, rule
+
+
+def waves(inv: Inventory, mode: Mode, restart: Iterable[str], running: set[str],
+          served: set[str] | None = None, members_now: set[str] | None = None) -> list[tuple[str, ...]]:
+    """The Tomcats that restart, in waves (inventory order). Each wave leaves at least one running
+    node outside it when any runs (one nginx sends to, when `served` names them); when none runs
+    (or, in the cluster modes, none is a cluster member yet: `members_now`), the first node starts
+    alone, so that the cluster forms around it and the next waves receive its state (nodes
+    starting together with nobody else would ask each other for a state none has yet)."""
+    size, _ = wave_limit(inv, mode)
+    todo = [t.name for t in inv.tomcats if t.name in set(restart)]
     up = set(running)
-    out = []
+    members = set(running if members_now is None else members_now)
+    out: list[tuple[str, ...]] = []
+    while todo:
+        serving = (up & served) or up if served is not None else up
+        k = 1 if not up or (mode.cluster and not members) else min(size, len(todo))
+        while k > 1 and not (serving - set(todo[:k])):
+            k -= 1
+        wave, todo = tuple(todo[:k]), todo[k:]
+        out.append(wave)
+        up |= set(wave)
+        members |= set(wave)
+    return out
+
+
+def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> set[str]:
+    """The running Tomcats that are members of the cluster a restarted node joins: their server.xml
+    now carries tcsession's Cluster with the inventory's kind of membership (a Tomcat still on its
+    package's server.xml, or in msm mode, is no member, so a node restarted before it cannot wait
+    to see it). A changed multicast address or port is not compared: document, do not guess."""
+    out = set()
     for t in inv.tomcats:
-        c = restart.get(t.name)
-        if c is None:
+        f = facts.get(t.name)
+        layout = f.tomcat if f else None
+        data = f.content(layout.server_xml) if layout else None
+        if t.name not in running or not data:
             continue
-        peers = up - {t.name}
-        drain = (Drain(inv.nginx.name, nginx.drain(site.decode(), t.address, t.http_port).encode(), site)
-                 if site is not None and peers else None)
-        out.append(RestartTomcat(t.name, c.restart, c.unit, t.address, t.http_port, c.digest,
-                                 (test_page or {}).get(t.name, True), drain, bool(peers) and mode.waits_for_state(inv),
-                                 files=c.deferred, app_contexts=c.app_contexts,
-                                 clear=tuple(applications.derived_dirs(c.layout, c.deferred)) if c.layout else ()))
-        up.add(t.name)
+        try:
+            cluster = serverxml.read_cluster(data, f"{t.name}:{layout.server_xml}")
+        except TcsessionError:
+            continue
+        if cluster and cluster["managed"] and cluster["membership"] == inv.delta.membership:
+            out.add(t.name)
+    return out
+
+
+def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges], running: set[str],
+                    site: bytes | None, test_page: dict[str, bool] | None = None,
+                    members_now: set[str] | None = None) -> list[RestartTomcat]:
+    """The Tomcats that restart, in waves (`waves`). While another node runs (and nginx has a
+    site), a wave's nodes are out of service in nginx together during their restart (one reload);
+    with DeltaManager each waits for the session state a node outside the wave sends, and in the
+    cluster modes each waits until it sees as members every other Tomcat that is one by then: the
+    restarted ones and `members_now` (default: every running one) that do not restart later."""
+    members_now = set(running) if members_now is None else set(members_now)
+    up = set(running)
+    later = set(restart)
+    out = []
+    # Only the nodes the site sends to are drained (a rollback's restored site may not list a node).
+    listed = nginx.servers(site.decode()) if site is not None else set()
+    served = {t.name for t in inv.tomcats if (t.address, t.http_port) in listed} if site is not None else None
+    planned = waves(inv, mode, restart, running, served, members_now)
+    for number, wave in enumerate(planned, 1):
+        peers = up - set(wave)
+        drained = None
+        out_of_service = [(inv.host(n).address, inv.host(n).http_port) for n in wave
+                          if (inv.host(n).address, inv.host(n).http_port) in listed]
+        if out_of_service and peers:
+            drained = Drain(inv.nginx.name, nginx.drain_all(site.decode(), out_of_service).encode(), site)
+        after = up | set(wave)
+        later -= set(wave)
+        # members: restarted by now (this plan), or members now and not restarting (or not yet):
+        # a node later in the plan still runs its old configuration, a member only if it is one now
+        seen = (after - later) | (members_now & after)
+        for name in wave:
+            t, c = inv.host(name), restart[name]
+            members = len(seen - {name}) if mode.cluster else 0
+            out.append(RestartTomcat(t.name, c.restart, c.unit, t.address, t.http_port, c.digest,
+                                     (test_page or {}).get(t.name, True), drained,
+                                     bool(peers) and mode.waits_for_state(inv),
+                                     wave=number, waves=len(planned), wave_hosts=wave, members=members,
+                                     files=c.deferred, app_contexts=c.app_contexts,
+                                     clear=tuple(applications.derived_dirs(c.layout, c.deferred)) if c.layout else ()))
+        up = after
     return out
 
 

@@ -234,7 +234,7 @@ class Remote:
     thread ever prompts, and a bad file stops everything with one line before any host is
     touched."""
 
-    def __init__(self, inv: Inventory, max_workers: int = 16):
+    def __init__(self, inv: Inventory, max_workers: int | None = None):
         self.inv = inv
         self._conns: dict[str, object] = {}
         self._sudo_password: str | None = None
@@ -244,7 +244,9 @@ class Remote:
         self._lock = threading.Lock()
         self.commands = 0  # SSH commands issued (for the benchmarks)
         self.prepare()
-        self._pool = ThreadPoolExecutor(max_workers=max_workers)
+        # At most [ssh] max_parallel hosts are worked on (connected to, commands running) at once.
+        self.max_parallel = max_workers or inv.max_parallel
+        self._pool = ThreadPoolExecutor(max_workers=self.max_parallel)
 
     def prepare(self) -> None:
         """Ask the sudo password (once), load key files, read known_hosts files: before any

@@ -117,27 +117,36 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
             own.append(StopService(t.name, f"it was {r.manifest.service_before(layout.unit) or 'absent'} before "
                                            f"{deploy_id}", layout.unit))
         tomcat_steps[t.name] = own
-    restarts = {s.host: s for s in planning.tomcat_restarts(inv, restored_mode(inv, facts, content), restart, running,
-                                                              site if nginx_stays else None, test_page)}
+    restarts = planning.tomcat_restarts(inv, restored_mode(inv, facts, content), restart, running,
+                                        site if nginx_stays else None, test_page,
+                                        planning.cluster_members_now(inv, facts, running))
     # The files a running Tomcat watches (applications, web.xml, context descriptors) go back inside
-    # each node's drained restart (stopped, one node at a time), never on every running node at
-    # once: Tomcat's autoDeploy would redeploy them everywhere together.
-    for name, r in list(restarts.items()):
-        layout = facts[name].tomcat
-        app_changes = tuple(c for c in restores[name].changes if applications.watched_by_tomcat(layout, c.path))
+    # each node's drained restart (stopped, in its wave), never on every running node at once:
+    # Tomcat's autoDeploy would redeploy them everywhere together.
+    for i, r in enumerate(restarts):
+        layout = facts[r.host].tomcat
+        app_changes = tuple(c for c in restores[r.host].changes if applications.watched_by_tomcat(layout, c.path))
         if not app_changes:
             continue
-        idx = steps.index(restores[name])
-        steps[idx] = restores[name] = dataclasses.replace(
-            restores[name], changes=tuple(c for c in restores[name].changes if c not in app_changes))
+        idx = steps.index(restores[r.host])
+        steps[idx] = restores[r.host] = dataclasses.replace(
+            restores[r.host], changes=tuple(c for c in restores[r.host].changes if c not in app_changes))
         contexts = tuple("/" + c.path.rsplit("/", 1)[1][:-4].replace("#", "/") for c in app_changes
                          if c.path.endswith(".war") and c.after is not None)
-        restarts[name] = dataclasses.replace(r, files=app_changes, app_contexts=contexts,
-                                             clear=tuple(applications.derived_dirs(layout, app_changes)))
+        restarts[i] = dataclasses.replace(r, files=app_changes, app_contexts=contexts,
+                                          clear=tuple(applications.derived_dirs(layout, app_changes)))
+    # The hosts that do not restart first (their stops), then wave by wave: the wave's own steps
+    # (memcached before its Tomcat, one host at a time), then the wave's restarts together.
+    restarting = {s.host for s in restarts}
     for t in inv.tomcats:
-        steps += tomcat_steps.get(t.name, [])
-        if t.name in restarts:
-            steps.append(restarts[t.name])
+        if t.name not in restarting:
+            steps += tomcat_steps.get(t.name, [])
+    for i, s in enumerate(restarts):
+        if i == 0 or restarts[i - 1].wave != s.wave:
+            wave = [r for r in restarts[i:] if r.wave == s.wave]
+            for r in wave:
+                steps += tomcat_steps.get(r.host, [])
+            steps += wave
     return Plan(f"rollback {deploy_id}", tuple(steps))
 
 

@@ -197,12 +197,13 @@ def write_files_script(deploy_id: str, manifest_json: str, saves: Sequence[tuple
 
 
 def restore_files_script(deploy_id: str, items: Sequence[tuple[str, bytes | None, str, str, str | None, bool]],
-                         created_dirs: Sequence[str]) -> str:
-    """Put a deploy's files back; mark it rolled back. items: (path, bytes or None to remove,
-    owner, mode, symlink target or None, keep the current bytes first (someone's edit))."""
+                         created_dirs: Sequence[str], mark: bool = True, first_index: int = 0) -> str:
+    """Put a deploy's files back; mark it rolled back (with `mark`). items: (path, bytes or None
+    to remove, owner, mode, symlink target or None, keep the current bytes first (someone's
+    edit)), kept as overwritten/<first_index + n>."""
     ddir = state.deploy_dir(deploy_id)
     lines = ["set -e", "umask 077", f"mkdir -p {ddir}/overwritten"]
-    for i, (path, data, owner, mode, link, keep) in enumerate(items):
+    for i, (path, data, owner, mode, link, keep) in enumerate(items, first_index):
         f = q(path)
         if keep:
             lines.append(f"[ ! -f {f} ] || cp -p {f} {ddir}/overwritten/{i}")
@@ -214,7 +215,8 @@ def restore_files_script(deploy_id: str, items: Sequence[tuple[str, bytes | None
             lines.append(put_file(path, data, owner, mode))
     for d in sorted(created_dirs, key=len, reverse=True):
         lines.append(f"rmdir {q(d)} 2>/dev/null || true")
-    lines.append(f"date -u +%FT%TZ > {ddir}/rolled-back")
+    if mark:
+        lines.append(f"date -u +%FT%TZ > {ddir}/rolled-back")
     return "\n".join(lines) + "\n"
 
 
@@ -283,17 +285,20 @@ def nginx_site(path: str, site: bytes) -> str:
 
 def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bool, timeout: float,
                    digest: str, state_lines: bool, writes: Sequence[tuple[str, bytes | None, str, str]] = (),
-                   clear: Sequence[str] = (), app_contexts: Sequence[str] = ()) -> str:
+                   clear: Sequence[str] = (), app_contexts: Sequence[str] = (), members: int = 0) -> str:
     """Restart, wait until `path` answers 200 (or any HTTP status), at most `timeout` s (giving up
     at once if the unit stops: a failed start), stamp the configuration it runs with; with
-    `state_lines`, print `state: ...` lines about the session state transfer it logged.
+    `state_lines`, print `state: ...` lines about the session state transfer it logged; with
+    `members`, then wait (within the same `timeout`) until its log since the restart names that
+    many distinct cluster members added (`Replication member added`), and print `members: N`.
 
-    `writes` (path, bytes or None to remove, owner, mode): the applications' files, put in place
-    while the unit is stopped (with `clear`: what Tomcat derived from the old WAR, removed), so
-    that Tomcat's autoDeploy never redeploys them on a running node; `app_contexts`: each must
-    answer on the node (not 404, not 5xx) once it serves, printed `app: <context> HTTP <code>`; one
-    that does not is a failed step, and the node is stopped (nginx then sends its sessions to the
-    other nodes, which still run the previous version) rather than serving the broken one."""
+    `writes` (path, bytes or None to remove, owner, mode): the files a running Tomcat watches
+    (applications, web.xml, context descriptors), put in place while the unit is stopped (with
+    `clear`: what Tomcat derived from the old WAR, removed), so that Tomcat's autoDeploy never
+    redeploys them on a running node; `app_contexts`: each must answer on the node (not 404, not
+    5xx) once it serves, printed `app: <context> HTTP <code>`; one that does not is a failed step,
+    and the node is stopped (nginx then sends its sessions to the other nodes, which still run the
+    previous version) rather than serving the broken one."""
     ok = '[ "$c" != 000 ]' if any_status else '[ "$c" = 200 ]'
     url = q(f"http://{address}:{int(port)}{path}")
     tries = int(timeout / 0.25)
@@ -315,6 +320,13 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
         f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"{path} answered ${{c:-nothing}} after {timeout:g} s\"; "
         f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done",
     ]
+    if members:
+        lines.append(
+            f"while :; do m=$(journalctl -u {u} --since @$((since-1)) --no-pager -o cat 2>/dev/null "
+            "| grep -o 'member added.*tcp://{[-0-9, ]*}:[0-9]*' | grep -o 'tcp://{[-0-9, ]*}:[0-9]*' | sort -u | wc -l); "
+            f"[ \"$m\" -ge {int(members)} ] && break; "
+            f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"sees $m of {int(members)} cluster members after {timeout:g} s\"; "
+            f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done; echo \"members: $m\"")
     for ctx in app_contexts:
         app_url = q(f"http://{address}:{int(port)}{ctx}/")
         lines.append(f"c=$(curl -s -o /dev/null -m 20 -w '%{{http_code}}' {app_url} || true); case \"$c\" in "
@@ -325,7 +337,8 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
     lines.append(stamp(unit, digest))
     if state_lines:
         lines.append(f"journalctl -u {u} --since @$((since-1)) --no-pager -o cat 2>/dev/null "
-                     "| grep -i -e 'session state' -e 'no members active' | sed 's/^/state: /' | tail -n 10 || true")
+                     "| grep -i -e 'session state' -e 'no members active' -e 'no matching context manager' "
+                     "| sed 's/^/state: /' | tail -n 10 || true")
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,7 @@ from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, parse_facts, parse_members, status_script
 from tcsession.inventory import Host, Inventory
 from tcsession.maven import lock_path_for
-from tcsession.modes import DELTA, MSM, NONE, Mode, port_listening
+from tcsession.modes import DELTA, MSM, NONE, Mode, mode_named, port_listening
 from tcsession.plan import msm_family_jars
 from tcsession.probes import is_wildcard, parse_memcached_probe, reachable_on
 from tcsession.remote import Remote
@@ -74,6 +74,7 @@ class Report:
     # when unreachable), and the node holding the check's session (from its id)
     memcached: tuple[tuple[str, str, int | None], ...] = ()
     session_node: str | None = None
+    advice: tuple[str, ...] = ()  # recommendations at this size (tcsession.modes.Mode.advice)
 
     @property
     def msm_problems(self) -> list[str]:
@@ -115,6 +116,8 @@ class Report:
             d["application_problems"] = self.app_problems
         if self.session is not None:
             d["session_check"] = self.session.to_dict() | {"ok": self.session.ok}
+        if self.advice:
+            d["advice"] = list(self.advice)
         if self.memcached:
             d["memcached_nodes"] = [{"node": n, "address": a, "items": i} for n, a, i in self.memcached]
             d["session_check"]["memcached_node"] = self.session_node
@@ -359,7 +362,8 @@ def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
     apps = tuple((a.context, tuple((t.name, sha, code) for t in inv.tomcats if t.name in facts
                                    for a2, sha, code in app_versions(inv, facts[t.name]) if a2 == a))
                  for a in inv.apps)
-    return Report(tuple(hosts), mode, session, commands, memcached, session_node, apps)
+    advice = tuple(mode_named(mode).advice(inv)) if mode in ("delta", "msm") else ()
+    return Report(tuple(hosts), mode, session, commands, memcached, session_node, advice=advice, apps=apps)
 
 
 def memcached_after_check(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[tuple, int]:

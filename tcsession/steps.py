@@ -157,8 +157,9 @@ class WriteFiles(Step):
         return "; ".join(parts)
 
     def script(self) -> str:
-        saves = [(int(r.saved.rsplit("/", 1)[1]), c.before)
-                 for r, c in zip(self.manifest.files, self.changes + self.deferred) if r.saved is not None]
+        before = {c.path: c.before for c in (*self.changes, *self.deferred)}
+        saves = [(int(r.saved.rsplit("/", 1)[1]), before[r.path]) for r in self.manifest.files
+                 if r.saved is not None and r.path in before]
         writes = [(c.path, c.after, c.owner, c.mode) for c in self.changes]
         later = [c.path for c in self.deferred if c.after is not None]
         return shell.write_files_script(self.deploy_id, self.manifest.to_json(), saves, writes, later)
@@ -189,17 +190,23 @@ class RestoreFiles(Step):
     changes: tuple[FileChange, ...] = ()
     conflicts: tuple[str, ...] = ()
     created_dirs: tuple[str, ...] = ()
+    wave: int = 0  # >0: restored in that restart wave, out of service (files Tomcat redeploys on)
+    marks: bool = True  # marks the deploy rolled back (the host's last RestoreFiles does)
+    first_index: int = 0  # numbering of the kept edits (overwritten/<n>) across a host's steps
     parallel: ClassVar[bool] = True
 
     def describe(self) -> str:
-        return f"undo {self.deploy_id}: " + ", ".join(
+        out = f"undo {self.deploy_id}: " + ", ".join(
             f"{'restore' if c.after is not None or c.after_link else 'remove'} {c.path}"
             + (" (edited since; kept beside the record)" if c.path in self.conflicts else "")
             for c in self.changes) if self.changes else f"mark {self.deploy_id} rolled back"
+        if self.wave:
+            out += f" (in wave {self.wave}, out of service: Tomcat redeploys the application when it changes)"
+        return out
 
     def script(self) -> str:
         items = [(c.path, c.after, c.owner, c.mode, c.after_link, c.path in self.conflicts) for c in self.changes]
-        return shell.restore_files_script(self.deploy_id, items, self.created_dirs)
+        return shell.restore_files_script(self.deploy_id, items, self.created_dirs, self.marks, self.first_index)
 
     def done(self, output: str) -> str:
         return f"restored {len(self.changes)} file(s) of {self.deploy_id}"
@@ -265,7 +272,11 @@ class Drain:
 @dataclasses.dataclass(frozen=True)
 class RestartTomcat(Step):
     """Restart (drained first when peers serve), wait until it serves and, with DeltaManager,
-    report the session state it received; then stamp the configuration it runs with."""
+    report the session state it received; in the cluster modes wait until it sees `members` other
+    Tomcats as cluster members; then stamp the configuration it runs with.
+
+    The steps of one wave (same `wave` number, consecutive in the plan) share one Drain (every
+    node of the wave `down` in nginx) and run on their hosts at the same time."""
 
     unit: str = ""
     address: str = ""
@@ -278,12 +289,22 @@ class RestartTomcat(Step):
     files: tuple[FileChange, ...] = ()  # the applications' files, written while it is stopped
     app_contexts: tuple[str, ...] = ()  # each must answer (not 404, not 5xx) once it serves
     clear: tuple[str, ...] = ()  # what Tomcat derived from a changed WAR, removed while stopped
+    wave: int = 0  # 1, 2, ...: the wave it restarts in (0: alone)
+    waves: int = 0  # how many waves the plan has
+    wave_hosts: tuple[str, ...] = ()  # every node of its wave
+    members: int = 0  # other Tomcats it must see as cluster members before the next wave
 
     def describe(self) -> str:
-        how = ["one node at a time"]
+        if self.wave and len(self.wave_hosts) > 1:
+            how = [f"wave {self.wave}/{self.waves} with {', '.join(h for h in self.wave_hosts if h != self.host)}"]
+        elif self.wave:
+            how = [f"wave {self.wave}/{self.waves}, alone"]
+        else:
+            how = ["one node at a time"]
         if self.drain:
             how.append("out of service in nginx meanwhile")
-        how.append("waits until it serves" + (" and has the session state" if self.waits_for_state else ""))
+        how.append("waits until it serves" + (" and has the session state" if self.waits_for_state else "")
+                   + (f" and sees {self.members} cluster member(s)" if self.members else ""))
         if self.app_contexts:
             how.append("then checks " + ", ".join(self.app_contexts))
         what = f"restart {self.unit}"
@@ -295,13 +316,22 @@ class RestartTomcat(Step):
         path, any_status = ("/test.jsp", False) if self.test_page else ("/", True)
         writes = [(c.path, c.after, c.owner, c.mode) for c in self.files]
         return shell.restart_tomcat(self.unit, self.address, self.port, path, any_status, self.timeout,
-                                    self.digest, self.waits_for_state, writes, self.clear, self.app_contexts)
+                                    self.digest, self.waits_for_state, writes, self.clear, self.app_contexts,
+                                    self.members)
 
     def drain_script(self) -> str:
         return shell.nginx_site(nginx.SITE, self.drain.drained)
 
     def undrain_script(self) -> str:
         return shell.nginx_site(nginx.SITE, self.drain.site)
+
+    def check(self, output: str) -> str | None:
+        if self.waits_for_state:
+            lines = [l for l in output.splitlines() if l.startswith("state: ")]
+            if any("no matching context manager" in l.lower() for l in lines):
+                return (f"{self.host}: {self.unit} got no session state (the peer asked had no started context); "
+                        "its sessions are only on the other nodes: restart it again")
+        return None
 
     def done(self, output: str) -> str:
         what = f"restarted {self.unit}, serving"
@@ -316,6 +346,9 @@ class RestartTomcat(Step):
                 what += ", session state received"
             elif any("no members active" in l.lower() for l in lines):
                 what += ", no peer answered (no state received)"
+        members = [l[9:] for l in output.splitlines() if l.startswith("members: ")]
+        if members:
+            what += f", sees {members[-1]} cluster member(s)"
         return what
 
 

@@ -1,0 +1,112 @@
+"""Eight Tomcats changed in waves, on real hosts, under a bounded client load through nginx
+(10 sessions, 20 requests/s): a configuration change with 0 failed requests, 0 lost updates and
+every Tomcat's PID changed, with DeltaManager (waves of four), BackupManager (one at a time, each
+waiting until it sees its seven peers) and memcached-session-manager with the real jars (waves of
+four); then every node sees all its peers (`inv status`).
+
+8 Tomcats on 2 shared cores are slow: one lab for the module, one fresh 8-node deploy, and the
+settings changed through variants of the inventory."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import LabHandle, real_msm_repo, write_lab_inventory
+from tcsession import status
+from tcsession.deploy import deploy
+from tcsession.inventory import load_inventory
+from tcsession.load import Load
+from tcsession.steps import RestartTomcat
+
+pytestmark = pytest.mark.lab
+
+TOMCATS = [f"tomcat{i}" for i in range(1, 9)]
+
+
+@pytest.fixture(scope="module")
+def eight(tmp_path_factory):
+    path = write_lab_inventory(tmp_path_factory.mktemp("waves"), tomcats=8, name="tcswlab", subnet="10.153.51.0/24")
+    handle = LabHandle(path).up()
+    try:
+        assert deploy(handle.inv, "delta", quiet=True).changed
+        yield handle
+    finally:
+        handle.down()
+
+
+def variant(handle, name: str, extra: str):
+    path = handle.inv_path.parent / f"{name}.toml"
+    path.write_text(handle.inv_path.read_text() + "\n" + extra)
+    return load_inventory(path)
+
+
+def pids(handle) -> dict[str, str]:
+    out = {}
+    for t in TOMCATS:
+        r = handle.run(t, "systemctl show -p MainPID --value tomcat10")
+        assert r.ok, r.why()
+        out[t] = r.stdout.strip()
+        assert out[t] not in ("", "0"), (t, r.stdout)
+    return out
+
+
+def waves_of(report) -> list[list[str]]:
+    out: dict[int, list[str]] = {}
+    for s in report.executed:
+        if isinstance(s, RestartTomcat):
+            out.setdefault(s.wave, []).append(s.host)
+    return list(out.values())
+
+
+def change_under_load(handle, inv, mode="delta"):
+    before = pids(handle)
+    with Load(inv.nginx.address, sessions=10, rate=20, mode=mode) as load:
+        time.sleep(2)
+        report = deploy(inv, mode, quiet=True)
+        time.sleep(2)
+    after = pids(handle)
+    print(f"\n{inv.path.name}: waves {waves_of(report)}; {load.result.line()}")
+    assert report.changed
+    assert load.result.requests > 100
+    assert (load.result.failed, load.result.lost_updates) == (0, 0), load.result.errors
+    assert all(after[t] != before[t] for t in TOMCATS), (before, after)
+    return report
+
+
+def every_node_sees_its_peers(inv):
+    report = status.cluster_report(inv)
+    assert report.healthy, [(h.name, h.problems) for h in report.hosts if h.problems]
+    for h in report.hosts:
+        if h.role == "tomcat" and report.mode == "delta":
+            peers = {f"{t.address}:{inv.delta.receiver_port}" for t in inv.tomcats if t.name != h.name}
+            assert peers <= set(h.members), (h.name, h.members)
+
+
+def test_delta_manager_changes_in_waves_of_four_under_load(eight):
+    inv = variant(eight, "delta-2", "[delta]\nchannel_send_options = 2\n")
+    report = change_under_load(eight, inv)
+    assert waves_of(report) == [TOMCATS[:4], TOMCATS[4:]]
+    every_node_sees_its_peers(inv)
+
+
+def test_backup_manager_changes_one_node_at_a_time_under_load(eight):
+    switched = variant(eight, "backup", '[delta]\nmanager = "backup"\n')
+    assert waves_of(deploy(switched, "delta", quiet=True)) == [[t] for t in TOMCATS]  # the switch: no load
+    inv = variant(eight, "backup-2", '[delta]\nmanager = "backup"\nchannel_send_options = 2\n')
+    report = change_under_load(eight, inv)
+    assert waves_of(report) == [[t] for t in TOMCATS]
+    assert all(s.members == 7 for s in report.executed if isinstance(s, RestartTomcat))
+    every_node_sees_its_peers(inv)
+
+
+def test_msm_with_the_real_jars_changes_in_waves_under_load(eight):
+    repo = real_msm_repo()
+    switched = variant(eight, "msm", f'[msm]\nmaven_repo = "{repo}"\n')
+    assert deploy(switched, "msm", quiet=True).changed  # the switch (memcached installed): no load
+    inv = variant(eight, "msm-2", f'[msm]\nmaven_repo = "{repo}"\nrequest_uri_ignore_pattern = ".*\\\\.(ico|css)$"\n')
+    report = change_under_load(eight, inv, mode="msm")
+    assert waves_of(report) == [TOMCATS[:4], TOMCATS[4:]]
+    assert not any(type(s).__name__ == "RestartMemcached" for s in report.executed)  # its config did not change
+    every_node_sees_its_peers(inv)
