@@ -325,7 +325,7 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
             f"while :; do m=$(journalctl -u {u} --since @$((since-1)) --no-pager -o cat 2>/dev/null "
             "| grep -o 'member added.*tcp://{[-0-9, ]*}:[0-9]*' | grep -o 'tcp://{[-0-9, ]*}:[0-9]*' | sort -u | wc -l); "
             f"[ \"$m\" -ge {int(members)} ] && break; "
-            f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"sees $m of {int(members)} cluster members after {timeout:g} s\"; "
+            f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"sees $m of {int(members)} cluster members after {timeout:g} s (a peer down or unreachable, or on another membership?)\"; "
             f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done; echo \"members: $m\"")
     for ctx in app_contexts:
         app_url = q(f"http://{address}:{int(port)}{ctx}/")

@@ -111,11 +111,16 @@ def test_a_host_lost_mid_deploy_then_the_deploy_converges_and_rollback_restores(
             break
         time.sleep(0.2)
     lab.stop_host(cluster.spec, "tomcat2")
-    t.join(timeout=300)
-    error = outcome.get("error", "")
-    assert "stopped" in error and "tomcat1: done" in error and "tomcat2:" in error, error
-    assert "inv rollback" in error
-    lab.start_host(cluster.spec, "tomcat2")
+    try:
+        t.join(timeout=300)
+        error = outcome.get("error", "")
+        # tomcat1 restarts, serves, and never sees its peer as a cluster member again: the deploy
+        # stops there (the next node is not touched), naming why, with tomcat2 owing its restart
+        assert "stopped" in error and "tomcat1: restart tomcat10" in error, error
+        assert "sees 0 of 1 cluster members" in error and "tomcat2: in progress" in error, error
+        assert "inv rollback" in error
+    finally:
+        lab.start_host(cluster.spec, "tomcat2")
     # Running the deploy again converges (tomcat2 booted with new files but owes a restart).
     report = deploy(changed, "delta", quiet=True)
     assert report.changed and not any(isinstance(s, WriteFiles) for s in report.executed)
