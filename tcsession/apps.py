@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import io
 import re
-import subprocess
 import tempfile
 import zipfile
 from pathlib import Path
@@ -130,24 +129,14 @@ def war_namespaces(data: bytes, source: str) -> set[str]:
 
 def convert_war(data: bytes, name: str, cache_dir: Path) -> bytes:
     """The jakarta conversion of a WAR, cached by the input's sha256 (stable bytes)."""
-    digest = hashlib.sha256(data).hexdigest()
-    out = cache_dir / "jakarta-wars" / digest / name
+    out = cache_dir / "jakarta-wars" / hashlib.sha256(data).hexdigest() / name
     if out.is_file():
         return out.read_bytes()
-    tool = msmjars._converter()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        src, dst = Path(tmp) / ("in-" + name), Path(tmp) / name
+        src = Path(tmp) / ("in-" + name)
         src.write_bytes(data)
-        argv = msm.convert_command(src, dst)
-        argv[0] = tool
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-        if r.returncode != 0 or not dst.is_file():
-            last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise TcsessionError(f"javax2jakarta failed on {name} (exit {r.returncode}: {last[0]}); "
-                                 "tcsession changed nothing")
-        dst.replace(out)
-    return out.read_bytes()
+        return msmjars.convert_into(src, out, name)
 
 
 def prepare_app(app: App, mode_name: str, tomcat_major: int, cache_dir: Path | None = None) -> AppWar:

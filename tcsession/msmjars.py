@@ -79,24 +79,29 @@ def _converter() -> str:
     return tool
 
 
-def convert(jar: Path, sha256: str, cache_dir: Path) -> bytes:
-    """The jakarta conversion of ``jar``, cached by the input's SHA-256 (stable bytes)."""
-    out = cache_dir / "jakarta" / sha256 / msm.jakarta_jar_name(jar.name)
+def convert_into(src: Path, out: Path, what: str) -> bytes:
+    """`src` converted to jakarta with Apache's migration tool into `out` (a cache entry: kept
+    and returned as it is when there; written atomically otherwise)."""
     if out.is_file():
         return out.read_bytes()
     tool = _converter()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         dst = Path(tmp) / out.name
-        argv = msm.convert_command(jar, dst)
+        argv = msm.convert_command(src, dst)
         argv[0] = tool
         r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
         if r.returncode != 0 or not dst.is_file():
             last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise TcsessionError(f"javax2jakarta failed on {jar} (exit {r.returncode}: {last[0]}); "
+            raise TcsessionError(f"javax2jakarta failed on {what} (exit {r.returncode}: {last[0]}); "
                                  "tcsession changed nothing")
         dst.replace(out)
     return out.read_bytes()
+
+
+def convert(jar: Path, sha256: str, cache_dir: Path) -> bytes:
+    """The jakarta conversion of ``jar``, cached by the input's SHA-256 (stable bytes)."""
+    return convert_into(jar, cache_dir / "jakarta" / sha256 / msm.jakarta_jar_name(jar.name), str(jar))
 
 
 def prepare_jars(settings, tomcat_major: int, lock_path: Path, cache_dir: Path | None = None,
