@@ -278,12 +278,16 @@ def test_non_sticky_concurrent_requests_lose_no_update(real):
 
 def test_non_sticky_without_locking_races(real):
     """lockingMode=none: the same load really races (reported, not asserted equal: how much it
-    loses depends on timing). It must still answer every request from one session."""
+    loses depends on timing). Every request is still answered by the test page; what racing costs
+    is lost updates and, now and then, a node that did not find the session in memcached in time
+    and answered with a new one (seen once in a CI run: 3 of 100)."""
     counts, nodes, errors, lost = non_sticky_run(real, "nonsticky-none")
-    record(real, "non-sticky lockingMode=none, 100 concurrent", len(counts) + len(errors), len(errors), lost,
-           f" (repeated counts {len(counts) - len(set(counts))}, nodes {sorted(nodes)})")
-    assert not errors, errors[:3]
-    assert len(counts) == 100 and nodes == {"tomcat1", "tomcat2"} and 0 <= lost < 100
+    failed = [e for e in errors if not e.startswith("another session: ")]
+    renewed = len(errors) - len(failed)
+    record(real, "non-sticky lockingMode=none, 100 concurrent", len(counts) + len(failed), len(failed), lost,
+           f" (repeated counts {len(counts) - len(set(counts))}, new sessions {renewed}, nodes {sorted(nodes)})")
+    assert not failed, failed[:3]
+    assert len(counts) == 100 and nodes == {"tomcat1", "tomcat2"} and lost >= 0
 
 
 def test_rolling_deploy_and_rollback_under_load_lose_nothing(real):
