@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -91,6 +92,30 @@ def start_again(real, name: str) -> None:
     upstream tries that node again (each upstream keeps its own failure state)."""
     real.start_serving(name, real.unit)
     time.sleep(int(FAIL_TIMEOUT.rstrip("s")) + 0.5)
+
+
+def wait_backed_up(inv, session_id: str, timeout: float = 5.0) -> None:
+    """Wait until the memcached node the id names holds the session (MSM backs up asynchronously
+    after the response, sessionBackupAsync; stopping its Tomcat before that loses a NEW id whole,
+    as a CI run did once). A `get` from this machine to the lab host's memcached; the key is the
+    id with or without the jvmRoute (both asked)."""
+    sid = parse_session_id(session_id, "msm")
+    host = next(h for h in inv.tomcats if h.name == host_of_node(sid.node))
+    keys = {session_id, session_id.split(".", 1)[0]}
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.create_connection((host.address, inv.msm.memcached_port), timeout=2) as s:
+            s.sendall(b"".join(b"get %s\r\n" % k.encode() for k in sorted(keys)))
+            answer = b""
+            while answer.count(b"END\r\n") < len(keys):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        if b"VALUE " in answer:
+            return
+        assert time.monotonic() < deadline, f"{session_id} not in memcached {sid.node} ({host.address}) after {timeout} s"
+        time.sleep(0.1)
 
 
 def pids(real) -> dict[str, str]:
@@ -329,6 +354,7 @@ def test_a_rotated_session_id_still_fails_over(real):
     old, new = (parse_session_id(i, "msm") for i in run.session_ids[-2:])
     assert old.base != new.base and new.node == old.node, (old, new)  # a new id, same memcached node
     serving = run.last_node
+    wait_backed_up(inv, run.session_ids[-1])
     assert real.run(serving, f"systemctl stop {real.unit}").ok
     try:
         for _ in range(5):
