@@ -88,7 +88,9 @@ def cluster_spec(inv: Inventory, host: Host, layout: Layout) -> serverxml.Cluste
 
 
 def plan_server_xml(inv: Inventory, host: Host, layout: Layout, data: bytes, mode: Mode, source: str) -> bytes:
-    """The mode's server.xml; the other mode's managed parts taken out first."""
+    """The mode's server.xml; the other mode's managed parts taken out first. In both modes the
+    HTTP Connector listens on the node's own address and the shutdown port is off or on loopback."""
+    data = serverxml.patch_listeners(data, host.address, host.http_port, source)
     if mode.cluster:
         return serverxml.patch_server_xml(serverxml.patch_engine_route(data, None, source),
                                           cluster_spec(inv, host, layout), source)

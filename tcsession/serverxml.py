@@ -78,6 +78,7 @@ __all__ = [
     "MARKER",
     "SUPPORTED_MAJORS",
     "patch_engine_route",
+    "patch_listeners",
     "patch_server_xml",
     "read_cluster",
     "render_cluster",
@@ -597,3 +598,50 @@ def read_cluster(data: bytes, source: str) -> dict | None:
         "receiver_port": receiver.get("port") if receiver is not None else None,
         "channel_send_options": cluster.get("channelSendOptions"),
     }
+
+
+# --------------------------------------------------------------------------- listeners
+
+
+def _is_ajp(connector) -> bool:
+    protocol = connector.get("protocol", "HTTP/1.1")
+    return protocol.upper().startswith("AJP") or ".ajp." in protocol.lower()
+
+
+def patch_listeners(data: bytes, address: str, http_port: int, source: str) -> bytes:
+    """server.xml with the HTTP Connector on ``http_port`` bound to the node's own ``address``
+    (nginx reaches it there, nothing else does) and the shutdown port disabled or on loopback.
+
+    - every live (not commented-out) HTTP Connector whose ``port`` is ``http_port`` gets
+      ``address="<address>"``; none on that port is an error (nginx would reach nothing);
+    - ``<Server port="-1">`` (Debian's) is kept; any other shutdown port gets
+      ``address="127.0.0.1"`` unless it already names a loopback address (Tomcat's default is
+      ``localhost``, which a changed /etc/hosts can move);
+    - AJP Connectors are never added, and an operator's own is left as it is.
+
+    Idempotent; every other byte is kept (the saved copy of the file is what rollback restores).
+    """
+    _check_address(address, "node address", source)
+    _check_port(http_port, "http_port", source)
+    doc = XmlDocument(data, source)
+    root = doc.root
+    _find_engine(root, source)
+    shutdown = root.get("port", "8005")
+    if shutdown.strip() != "-1":
+        current = root.get("address")
+        try:
+            loopback = current is not None and ipaddress.ip_address(current).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            root.set("address", "127.0.0.1")
+    http = [c for s in element_children(root, "Service") for c in element_children(s, "Connector")
+            if not _is_ajp(c) and c.get("port", "").strip() == str(http_port)]
+    if not http:
+        raise TcsessionError(
+            f"{source}: no HTTP <Connector port=\"{http_port}\"> in the Service; nginx proxies to port "
+            f"{http_port}: add that Connector or set http_port in the inventory (tcsession changed nothing)")
+    for connector in http:
+        if connector.get("address") != address:
+            connector.set("address", address)
+    return doc.to_bytes()

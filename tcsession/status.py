@@ -155,6 +155,7 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | No
     for e in ports:
         ok = port_listening(e, f.listeners)
         checks.append((f"{e.proto} {e.address}:{e.port}", ok, "listening" if ok else "not listening"))
+    checks += judge_wildcards(inv, host, f.listeners)
     if mode.cluster:
         server = f.files.get(layout.server_xml)
         cluster = (serverxml.read_cluster(server.content, f"{host.name}:{layout.server_xml}")
@@ -196,6 +197,20 @@ def app_versions(inv: Inventory, f: HostFacts) -> list[tuple]:
         out.append((a, sha256(war.content) if war and war.content is not None else None,
                     f.app_http.get(a.context, "000")))
     return out
+
+
+def judge_wildcards(inv: Inventory, host: Host, listeners) -> list[tuple[str, bool, str]]:
+    """One check: no cluster port (HTTP, receiver, memcached) of this Tomcat listens on a wildcard
+    address (clients could reach it around nginx, or anyone on the network join the cluster)."""
+    ports = {host.http_port: "HTTP", inv.delta.receiver_port: "cluster receiver",
+             inv.msm.memcached_port: "memcached"}
+    wild = sorted({(l.port, l.address) for l in listeners
+                   if l.proto == "tcp" and l.port in ports and is_wildcard(l.address)})
+    if not wild:
+        return [("cluster ports on own address", True, "none on a wildcard address")]
+    shown = ", ".join(f"{ports[p]} {a}:{p}" for p, a in wild)
+    return [("cluster ports on own address", False,
+             f"listening on a wildcard address: {shown}; run inv deploy to bind them to {host.address}")]
 
 
 # memcached-session-manager's start, as the real tc7/tc8/tc9 managers log it: their service is

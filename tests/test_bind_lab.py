@@ -1,0 +1,83 @@
+"""Bound to the private address, on real hosts (bookworm, Tomcat 10.1): after a deploy in
+either mode, `ss -ntlu` on each Tomcat shows no cluster or HTTP port on a wildcard address,
+sessions go on through nginx, status is healthy, and status flags a wildcard when one is back."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import LabHandle, real_msm_repo, write_lab_inventory
+from tcsession import status
+from tcsession.client import SessionClient
+from tcsession.deploy import deploy
+from tcsession.inventory import load_inventory
+from tcsession.probes import is_wildcard, parse_ss
+
+pytestmark = pytest.mark.lab
+
+CLUSTER_PORTS = {8080, 4000, 11211, 45564}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bind")
+    base = write_lab_inventory(tmp, name="tcsh10b", subnet="10.153.31.0/24")
+    handle = LabHandle(base).up()
+    try:
+        yield handle
+    finally:
+        handle.down()
+
+
+def wildcard_cluster_ports(handle: LabHandle, name: str) -> list[str]:
+    r = handle.run(name, "ss -Hntlu")
+    assert r.ok, r.why()
+    listeners = parse_ss(r.stdout)
+    assert any(l.port == 8080 for l in listeners), r.stdout  # Tomcat does listen
+    return sorted(f"{l.proto} {l.address}:{l.port}" for l in listeners
+                  if l.port in CLUSTER_PORTS and is_wildcard(l.address))
+
+
+def sessions_go_on(inv) -> None:
+    client = SessionClient(inv.nginx.address, inv.nginx.http_port)
+    for _ in range(10):
+        client.request()
+    assert client.run.ok and client.run.last_count == 10, client.run.to_dict()
+    report = status.cluster_report(inv, session_requests=5)
+    assert report.healthy, [(h.name, h.problems) for h in report.hosts]
+
+
+def test_delta_binds_every_port_to_the_node(lab):
+    assert deploy(lab.inv, "delta", quiet=True).changed
+    for t in ("tomcat1", "tomcat2"):
+        assert wildcard_cluster_ports(lab, t) == [], t
+        r = lab.run(t, "curl -s -o /dev/null -w '%{http_code}' -m 2 http://127.0.0.1:8080/test.jsp")
+        assert r.stdout.strip() == "000"  # not on loopback either: only the node's address
+        r = lab.run(t, f"curl -s -o /dev/null -w '%{{http_code}}' -m 2 http://{lab.inv.host(t).address}:8080/test.jsp")
+        assert r.stdout.strip() == "200"
+    sessions_go_on(lab.inv)
+
+
+def test_status_flags_a_connector_back_on_the_wildcard(lab):
+    t = lab.inv.host("tomcat2")
+    r = lab.run("tomcat2", f"sed -i 's/ address=\"{t.address}\" \\/>/ \\/>/; s/ address=\"{t.address}\"$//' "
+                "/etc/tomcat10/server.xml && systemctl restart tomcat10 && "
+                f"for i in $(seq 1 120); do ss -Hntl | grep -q ':8080 ' && exit 0; sleep 0.5; done; exit 1")
+    assert r.ok, r.why()
+    assert wildcard_cluster_ports(lab, "tomcat2") != []
+    report = status.cluster_report(lab.inv, session_requests=0)
+    problems = next(h for h in report.hosts if h.name == "tomcat2").problems
+    assert any("wildcard address: HTTP" in p and ":8080" in p for p in problems), problems
+    assert deploy(lab.inv, "delta", quiet=True).changed  # puts the address back
+    assert wildcard_cluster_ports(lab, "tomcat2") == []
+
+
+def test_msm_binds_every_port_to_the_node(lab):
+    repo = real_msm_repo()
+    path = lab.inv_path.parent / "msm.toml"
+    path.write_text(lab.inv_path.read_text() + f'\n[msm]\nmaven_repo = "{repo}"\n')
+    inv = load_inventory(path)
+    assert deploy(inv, "msm", quiet=True).changed
+    for t in ("tomcat1", "tomcat2"):
+        assert wildcard_cluster_ports(lab, t) == [], t
+    sessions_go_on(inv)
