@@ -23,13 +23,14 @@ class SessionRun:
     errors: list = dataclasses.field(default_factory=list)
     cookie: str | None = None
     last_node: str | None = None
+    path: str = "/test.jsp"  # another path: only its HTTP status is judged (see check_path)
 
     @property
     def ok(self) -> bool:
         return self.requests > 0 and self.failed == 0 and self.lost_updates == 0
 
     def to_dict(self) -> dict:
-        return {"requests": self.requests, "failed": self.failed, "lost_updates": self.lost_updates,
+        return {"path": self.path, "requests": self.requests, "failed": self.failed, "lost_updates": self.lost_updates,
                 "nodes": dict(self.nodes), "last_count": self.last_count,
                 "session_ids": sorted(set(self.session_ids)), "errors": self.errors[:5]}
 
@@ -157,3 +158,26 @@ def check_session(host: str, port: int = 80, requests: int = 10, interval: float
         if interval:
             time.sleep(interval)
     return client.run
+
+
+def check_path(host: str, port: int, path: str, requests: int = 10) -> SessionRun:
+    """Without the test page: `path` through nginx, `requests` times (bounded); an answer below
+    400 passes. Nothing about sessions can be judged from an operator's page."""
+    run = SessionRun(path=path)
+    for _ in range(requests):
+        run.requests += 1
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            run.failed += 1
+            run.errors.append(f"request {run.requests}: {e}")
+            continue
+        finally:
+            conn.close()
+        if resp.status >= 400:
+            run.failed += 1
+            run.errors.append(f"request {run.requests}: HTTP {resp.status}")
+    return run

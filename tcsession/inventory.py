@@ -111,6 +111,15 @@ class App:
 
 
 @dataclass(frozen=True)
+class AppSettings:
+    """[app]'s own keys, beside the [app.NAME] applications: tcsession's test page, and what
+    status's end-to-end check requests without it."""
+
+    test_page: bool = False  # deploy the test application's /test.jsp (the lab: true)
+    check_path: str = ""  # without the test page: a path status requests through nginx ("": skipped)
+
+
+@dataclass(frozen=True)
 class Rolling:
     """How many Tomcats may be out of service at once during a rolling restart: a count, or a
     percentage of the Tomcats (rounded down, at least 1). The mode may allow fewer (see
@@ -134,6 +143,7 @@ class Inventory:
     rolling: Rolling = Rolling()
     max_parallel: int = 32  # [ssh] max_parallel: SSH sessions open at once (hosts worked on in parallel)
     apps: tuple[App, ...] = ()  # in file order
+    app: AppSettings = AppSettings()
 
     @property
     def nginx(self) -> Host:
@@ -457,6 +467,11 @@ APP_KEYS: dict[str, _Key] = {
     "context": _Key("str", None, _context, '"/shop"'),  # None: "/NAME"
     "jakarta": _Key("str", "convert", _one_of("convert", "refuse")),
 }
+APP_SETTINGS: dict[str, _Key] = {
+    "test_page": _Key("bool", False),
+    "check_path": _Key("str", "", lambda v: None if v == "" or re.fullmatch(r"/[^\s?#]*(\?[^\s#]*)?", v) else
+                       'must be a path on the Tomcats starting with "/", without spaces, e.g. "/health"'),
+}
 TOP_TABLES = ("lab", "ssh", "nginx", "tomcat", "delta", "msm", "rolling", "app")
 ROLE_KEYS = {"nginx": NGINX_KEYS, "tomcat": TOMCAT_KEYS}
 SECRET_KEYS = ("password", "sudo_password", "passphrase")
@@ -607,19 +622,28 @@ class _Parser:
         rolling = self.with_defaults("[rolling]", doc.get("rolling", {}), ROLLING_KEYS)
         mu = rolling["max_unavailable"]
         rolling = Rolling(mu if isinstance(mu, int) else mu.strip())
-        return Inventory(self.path, tuple(hosts), self.lab, delta, msm, rolling, max_parallel, self.apps(doc))
+        apps, settings = self.apps(doc)
+        return Inventory(self.path, tuple(hosts), self.lab, delta, msm, rolling, max_parallel, apps, settings)
 
-    def apps(self, doc: dict) -> tuple[App, ...]:
+    def apps(self, doc: dict) -> tuple[tuple[App, ...], AppSettings]:
         section = doc.get("app", {})
         if not isinstance(section, dict):
             self.fail("", f"app must be tables like [app.NAME], not {_kind_of(section)}; "
                           'write one [app.NAME] table per application, with war = "..." under it')
         apps: list[App] = []
+        settings = {k: v for k, v in section.items() if not isinstance(v, dict)}
+        for name in settings:
+            if name not in APP_SETTINGS:
+                self.fail("[app]", f"{name} = {_show(settings[name])} is neither a setting of [app] "
+                                   f"({', '.join(APP_SETTINGS)}) nor an application table; for an application "
+                                   f'write [app.{name}] with war = "path/to/app.war" under it')
         for name, raw in section.items():
             where = f"[app.{name}]"
             if not isinstance(raw, dict):
-                self.fail("[app]", f"{name} = {_show(raw)} is not an application table; write [app.{name}] "
-                                   'with war = "path/to/app.war" under it')
+                continue
+            if name in APP_SETTINGS:
+                self.fail(where, f'"{name}" is a setting of [app], not an application name; '
+                                 "give the application another name")
             if not re.fullmatch(_SEGMENT, name):
                 self.fail(where, f'invalid application name "{name}"; use letters, digits, ".", "_" or "-"')
             values = self.with_defaults(where, raw, APP_KEYS)
@@ -638,7 +662,7 @@ class _Parser:
                     self.fail(where, f"context {_show(context)} is already used by [app.{other.name}] "
                                      f"({_show(other.context)}); give each application its own context path")
             apps.append(app)
-        return tuple(apps)
+        return tuple(apps), AppSettings(**self.with_defaults("[app]", settings, APP_SETTINGS))
 
     def hosts(self, role: str, doc: dict, ssh_set: dict) -> list[Host]:
         section = doc.get(role, {})

@@ -119,6 +119,7 @@ def render_inventory(name: str = "tcsession", release: str = "bookworm", tomcats
     ]
     for i in range(1, tomcats + 1):
         lines += [f"[tomcat.tomcat{i}]", f'address = "{base + 111 + i}"', ""]
+    lines += ["[app]", "test_page = true  # the lab's client and status use /test.jsp", ""]
     return "\n".join(lines)
 
 

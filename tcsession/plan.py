@@ -177,6 +177,16 @@ def plan_apps(inv: Inventory, host: Host, layout: Layout, files: dict, mode: Mod
     return tuple(c for c in out if c is not None)
 
 
+def test_page_after(inv: Inventory, fact: FileFact) -> bytes | None:
+    """The test page with `[app] test_page`; without it, none: a page tcsession placed is removed
+    (its bytes saved: rollback puts it back), a page of the operator's at that path is kept."""
+    if inv.app.test_page:
+        return webapp.render_test_jsp()
+    if fact.content is not None and not webapp.is_our_test_page(fact.content):
+        return fact.content
+    return None
+
+
 def tomcat_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, jars: tuple = (),
                    wars: tuple = ()) -> HostChanges:
     layout = facts.tomcat
@@ -209,7 +219,8 @@ def tomcat_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, jar
             mode_, owner = "644", "root:root"
         changes.append(_change(fact, content, mode_, owner))
     tomcat_changed = any(c is not None for c in changes)
-    changes.append(_change(_file(files, layout.test_page), webapp.render_test_jsp(), "644", "root:root"))
+    changes.append(_change(_file(files, layout.test_page), test_page_after(inv, _file(files, layout.test_page)),
+                           "644", "root:root"))
     memcached_reason, memcached_digest = "", ""
     if mode.memcached and host.memcached:
         conf_path = msm.memcached_conf_path(facts.package_manager)
@@ -322,6 +333,7 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     restart = {t.name: hosts[t.name] for t in inv.tomcats if hosts[t.name].restart}
     if restart:  # (reading every server.xml's Cluster costs: only when something restarts)
         for s in tomcat_restarts(inv, mode, restart, running, site,
+                                 {t.name: inv.app.test_page for t in inv.tomcats},
                                  members_now=cluster_members_now(inv, facts, running) if mode.cluster else set()):
             steps.append(s)
     if steps:

@@ -14,7 +14,7 @@ import re
 
 from tcsession import apps as applications
 from tcsession import lab, msm, msmjars, nginx, serverxml, shell
-from tcsession.client import SessionRun, check_session, parse_session_id
+from tcsession.client import SessionRun, check_path, check_session, parse_session_id
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, parse_facts, parse_members, status_script
 from tcsession.inventory import Host, Inventory
@@ -75,6 +75,7 @@ class Report:
     memcached: tuple[tuple[str, str, int | None], ...] = ()
     session_node: str | None = None
     advice: tuple[str, ...] = ()  # recommendations at this size (tcsession.modes.Mode.advice)
+    session_note: str | None = None  # why the session check did not run (no test page)
 
     @property
     def msm_problems(self) -> list[str]:
@@ -118,6 +119,8 @@ class Report:
             d["session_check"] = self.session.to_dict() | {"ok": self.session.ok}
         if self.advice:
             d["advice"] = list(self.advice)
+        if self.session is None and self.session_note:
+            d["session_check"] = {"skipped": self.session_note}
         if self.memcached:
             d["memcached_nodes"] = [{"node": n, "address": a, "items": i} for n, a, i in self.memcached]
             d["session_check"]["memcached_node"] = self.session_node
@@ -350,6 +353,10 @@ def host_report(inv: Inventory) -> Report:
                         for h, g in ((h, gathered[h.name]) for h in inv.hosts)), commands=commands)
 
 
+SKIPPED = ("skipped: [app] test_page = false (no test page to follow a session with); set [app] check_path "
+           "to request a page of yours through nginx")
+
+
 def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
     """The full view: every host judged, then one session through nginx."""
     nodes = tuple((t.address, inv.msm.memcached_port) for t in inv.tomcats if t.memcached)
@@ -366,11 +373,16 @@ def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
             hosts.append(judge_nginx(inv, h, g, mode))
         else:
             hosts.append(judge_tomcat(inv, h, g, mode))
-    session = None
+    session, note = None, None
     if session_requests and isinstance(gathered[inv.nginx.name], HostFacts):
-        session = check_session(inv.nginx.address, inv.nginx.http_port, session_requests, mode=mode)
+        if inv.app.test_page:
+            session = check_session(inv.nginx.address, inv.nginx.http_port, session_requests, mode=mode)
+        elif inv.app.check_path:
+            session = check_path(inv.nginx.address, inv.nginx.http_port, inv.app.check_path, session_requests)
+        else:
+            note = SKIPPED
     memcached, session_node = (), None
-    if mode == "msm" and session is not None and session.session_ids:
+    if mode == "msm" and session is not None and session.session_ids and inv.app.test_page:
         memcached, more = memcached_after_check(inv, facts)
         commands += more
         session_node = parse_session_id(session.session_ids[-1], "msm").node
@@ -378,7 +390,8 @@ def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
                                    for a2, sha, code in app_versions(inv, facts[t.name]) if a2 == a))
                  for a in inv.apps)
     advice = tuple(mode_named(mode).advice(inv)) if mode in ("delta", "msm") else ()
-    return Report(tuple(hosts), mode, session, commands, memcached, session_node, advice=advice, apps=apps)
+    return Report(tuple(hosts), mode, session, commands, memcached, session_node, advice=advice, apps=apps,
+                  session_note=note)
 
 
 def memcached_after_check(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[tuple, int]:

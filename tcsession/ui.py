@@ -116,7 +116,14 @@ def render_status(report, width: int = 100) -> list[tuple[str, str]]:
         if h.members:
             out += [(line, "dim") for line in _wrap(f"       members: {', '.join(h.members)}", width, 7)]
     s = report.session
-    if s is not None:
+    if s is None and report.session_note:
+        out += [(line, "yellow") for line in _wrap("session through nginx: " + report.session_note, width, 2)]
+    if s is not None and s.path != "/test.jsp":
+        text = f"GET {s.path} through nginx: {s.requests} requests, {s.failed} failed (no test page: sessions not checked)"
+        out += [(line, "green" if s.ok else "red") for line in _wrap(printable(text), width, 2)]
+        for e in s.errors[:5]:
+            out += [(line, "red") for line in _wrap("  " + printable(e), width, 4)]
+    elif s is not None:
         served = ", ".join(f"{n} x{c}" for n, c in s.nodes.items()) or "nobody"
         text = (f"session through nginx: {s.requests} requests, {s.failed} failed, {s.lost_updates} lost "
                 f"updates, count reached {s.last_count}, served by {served}")

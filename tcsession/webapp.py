@@ -367,6 +367,14 @@ node=<%= node %> session=<%= session.getId() %> count=<%= count %>
 """
 
 
+TEST_PAGE_MARK = b"tcsession test page (managed by tcsession"
+
+
+def is_our_test_page(data: bytes) -> bool:
+    """A page tcsession placed (any version of it): it carries the page's header comment."""
+    return TEST_PAGE_MARK in data[:400]
+
+
 def render_test_jsp() -> bytes:
     """The test page (UTF-8). See the module docstring for what it answers."""
     return _TEST_JSP.encode("utf-8")

@@ -12,6 +12,7 @@ from tcsession.client import SessionClient
 from tcsession.deploy import deploy
 from tcsession.inventory import load_inventory
 from tcsession.probes import is_wildcard, parse_ss
+from tcsession.rollback import rollback
 
 pytestmark = pytest.mark.lab
 
@@ -72,6 +73,32 @@ def test_status_flags_a_connector_back_on_the_wildcard(lab):
     assert wildcard_cluster_ports(lab, "tomcat2") == []
 
 
+def test_without_the_test_page(lab):
+    """[app] test_page = false on the deployed lab, with a setting change (so the Tomcats restart
+    and wait for any answer): the page goes, status skips the session check, check_path is
+    requested instead; rollback puts the page back byte for byte."""
+    page = "/var/lib/tomcat10/webapps/ROOT/test.jsp"
+    before = {t: lab.run(t, f"sha256sum {page}").stdout.split()[0] for t in ("tomcat1", "tomcat2")}
+    base = lab.inv_path.read_text().replace("test_page = true", "test_page = false")
+    path = lab.inv_path.parent / "nopage.toml"
+    path.write_text(base + "\n[delta]\nchannel_send_options = 2\n")
+    inv = load_inventory(path)
+    report = deploy(inv, "delta", quiet=True)
+    assert report.changed
+    for t in ("tomcat1", "tomcat2"):
+        r = lab.run(t, f"test ! -e {page} && systemctl is-active tomcat10")
+        assert r.ok, r.why()
+    st = status.cluster_report(inv, session_requests=5)
+    assert st.session is None and "skipped" in st.session_note and st.healthy, [(h.name, h.problems) for h in st.hosts]
+    path.write_text(base.replace("[app]\n", '[app]\ncheck_path = "/"\n') + "\n[delta]\nchannel_send_options = 2\n")
+    st = status.cluster_report(load_inventory(path), session_requests=3)
+    assert st.session is not None and st.session.path == "/" and st.session.ok and st.healthy, st.session.to_dict()
+    rollback(inv, quiet=True)
+    for t in ("tomcat1", "tomcat2"):
+        assert lab.run(t, f"sha256sum {page}").stdout.split()[0] == before[t]
+    sessions_go_on(lab.inv)
+
+
 def test_msm_binds_every_port_to_the_node(lab):
     repo = real_msm_repo()
     path = lab.inv_path.parent / "msm.toml"
@@ -81,3 +108,4 @@ def test_msm_binds_every_port_to_the_node(lab):
     for t in ("tomcat1", "tomcat2"):
         assert wildcard_cluster_ports(lab, t) == [], t
     sessions_go_on(inv)
+
