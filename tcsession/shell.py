@@ -339,7 +339,28 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
         lines.append(f"journalctl -u {u} --since @$((since-1)) --no-pager -o cat 2>/dev/null "
                      "| grep -i -e 'session state' -e 'no members active' -e 'no matching context manager' "
                      "| sed 's/^/state: /' | tail -n 10 || true")
+    lines.append(log_gate(unit))
     return "\n".join(lines) + "\n"
+
+
+# What the log gate after a restart looks at (tcsession.steps.judge_log_gate decides): these
+# lines of the restarted run, and its error-priority lines prefixed `SEVERE ` (Debian's
+# SystemdFormatter puts the level into the journal's priority, not the text).
+GATE_GREP = ("Unable to serialize delta request", "No session state sen[dt] at", "[Ff]ailed to decrypt",
+             "NoClassDefFoundError", "NotSerializableException",
+             "Cannot serialize session attribute", "SEVERE")
+
+
+def log_gate(unit: str) -> str:
+    """`gate: <line>` for every line of GATE_GREP the unit's current run logged (its invocation
+    only: the stopped run's shutdown lines are not its), at most 40, stack frames left out."""
+    u = q(unit)
+    sel = f"_SYSTEMD_INVOCATION_ID=\"$inv\""
+    frames = "grep -vE '^[[:space:]]+(at |\\.\\.\\. )'"
+    return (f"inv=$(systemctl show -p InvocationID --value {u}); if [ -n \"$inv\" ]; then "
+            f"{{ journalctl {sel} --no-pager -o cat 2>/dev/null | grep -E {q('|'.join(GATE_GREP))}; "
+            f"journalctl {sel} -p err --no-pager -o cat 2>/dev/null | {frames} | sed 's/^/SEVERE /'; }} "
+            "| head -n 40 | sed 's/^/gate: /'; fi; true")
 
 
 # --------------------------------------------------------------------------- transport pieces

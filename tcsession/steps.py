@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import re
 from typing import ClassVar
 
 from tcsession import nginx, shell, state
@@ -326,12 +327,19 @@ class RestartTomcat(Step):
         return shell.nginx_site(nginx.SITE, self.drain.site)
 
     def check(self, output: str) -> str | None:
+        """The state transfer's outcome, then the log gate: what the restarted Tomcat logged that
+        users hit most stops the rolling restart here, before the next node is touched."""
         if self.waits_for_state:
             lines = [l for l in output.splitlines() if l.startswith("state: ")]
             if any("no matching context manager" in l.lower() for l in lines):
                 return (f"{self.host}: {self.unit} got no session state (the peer asked had no started context); "
                         "its sessions are only on the other nodes: restart it again")
-        return None
+        found = judge_log_gate([l[6:] for l in output.splitlines() if l.startswith("gate: ")])
+        if found is None:
+            return None
+        what, line = found
+        return (f"{self.host}: {self.unit} restarted but logged {what}: {line.strip()[:300]} "
+                f"(the next Tomcat was not touched; fix the cause, then deploy again)")
 
     def done(self, output: str) -> str:
         what = f"restarted {self.unit}, serving"
@@ -360,6 +368,30 @@ def _file_line(c: FileChange, done: bool = False) -> str:
         old = f"{sha256(c.before)[:12]} ({len(c.before)} bytes)" if c.before is not None else "none"
         return f"{'put' if done else 'put'} {name} sha256 {old} -> {sha256(c.after)[:12]} ({len(c.after)} bytes)"
     return f"{c.verb} {c.path}" if not done else f"{c.verb}d {c.path}".replace("eed ", "ed ")
+
+
+# The log gate after a Tomcat restart: (what it means, the line's pattern), first match wins.
+LOG_GATE = (
+    ("a session it cannot replicate", re.compile(r"Unable to serialize delta request")),
+    ("no session state from its peers (state transfer timed out)", re.compile(r"No session state sen[dt] at .*received")),
+    ("a message it could not decrypt (wrong or mismatched key)", re.compile(r"[Ff]ailed to decrypt")),
+    ("a missing class", re.compile(r"NoClassDefFoundError")),
+    ("a session attribute that is not serializable",
+     re.compile(r"NotSerializableException|Cannot serialize session attribute")),
+    ("a SEVERE from the session manager", re.compile(
+        r"SEVERE.*(\bManager\b|Manager\[|DeltaManager|BackupManager|StandardManager|PersistentManager|javakaffee|"
+        r"MemcachedSessionService|ClassNotFoundException: .*Manager)")),
+)
+
+
+def judge_log_gate(lines) -> tuple[str, str] | None:
+    """(what it means, the line) for the first line of a restarted Tomcat's log that should stop
+    a rolling restart, or None."""
+    for line in lines:
+        for what, pattern in LOG_GATE:
+            if pattern.search(line):
+                return what, line
+    return None
 
 
 # --------------------------------------------------------------------------- checks

@@ -10,6 +10,7 @@ from conftest import LabHandle, real_msm_repo, write_lab_inventory
 from tcsession import status
 from tcsession.client import SessionClient
 from tcsession.deploy import deploy
+from tcsession.errors import TcsessionError
 from tcsession.inventory import load_inventory
 from tcsession.probes import is_wildcard, parse_ss
 from tcsession.rollback import rollback
@@ -109,3 +110,31 @@ def test_msm_binds_every_port_to_the_node(lab):
         assert wildcard_cluster_ports(lab, t) == [], t
     sessions_go_on(inv)
 
+
+def test_the_log_gate_stops_the_rolling_restart(lab):
+    """tomcat1 carries an application whose Manager class is missing (the ROOT test page still
+    answers 200, so the wait passes): a deploy that restarts both Tomcats stops at tomcat1's
+    restart naming the line, and tomcat2 is not restarted; the next deploy finishes it."""
+    deploy(lab.inv, "delta", quiet=True)  # from whatever the module left (a no-op when delta)
+    changed = lab.inv_path.parent / "gate.toml"
+    changed.write_text(lab.inv_path.read_text() + "\n[delta]\nchannel_send_options = 2\n")
+    inv = load_inventory(changed)
+    app = "/var/lib/tomcat10/webapps/gate"
+    r = lab.run("tomcat1", f"mkdir -p {app}/META-INF && printf '%s\\n' "
+                "'<Context><Manager className=\"org.example.MissingManager\"/></Context>' > "
+                f"{app}/META-INF/context.xml && echo ok > {app}/index.html")
+    assert r.ok, r.why()
+    pid2 = lab.run("tomcat2", "systemctl show -p MainPID --value tomcat10").stdout.strip()
+    try:
+        with pytest.raises(TcsessionError) as e:
+            deploy(inv, "delta", quiet=True)
+        msg = str(e.value)
+        print("\ngate:", msg)
+        assert "tomcat1: tomcat10 restarted but logged" in msg and "MissingManager" in msg, msg
+        assert "next Tomcat was not touched" in msg
+        assert lab.run("tomcat2", "systemctl show -p MainPID --value tomcat10").stdout.strip() == pid2
+    finally:
+        assert lab.run("tomcat1", f"rm -rf {app}").ok
+    assert deploy(inv, "delta", quiet=True).changed  # tomcat2's restart was still owed
+    assert lab.run("tomcat2", "systemctl show -p MainPID --value tomcat10").stdout.strip() != pid2
+    sessions_go_on(inv)
