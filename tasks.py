@@ -159,6 +159,21 @@ def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None):
         raise Exit(code=1)
 
 
+@task(help={"mode": "delta (default) or msm: the checks that mode needs", "inventory": "inventory file (default hosts.toml)",
+            "json": "print JSON"})
+@_fail_cleanly
+def preflight(c, mode="delta", inventory=DEFAULT_INVENTORY, json=False):
+    """Check, changing nothing, what breaks clusters most (names, clocks, multicast, ports, Java). Exit 1 on a failure."""
+    _choice_option("mode", mode, ("delta", "msm"))
+    from tcsession import preflight as pf
+    from tcsession import ui
+
+    report = pf.preflight(_inventory(inventory), mode)
+    ui.print_preflight(report, as_json=json)
+    if not report.ok:
+        raise Exit(code=1)
+
+
 @task(help={"mode": "delta (Tomcat's own cluster) or msm (memcached-session-manager)", "inventory": "inventory file (default hosts.toml)",
             "dry_run": "show what would change (diffs, packages, restarts) and change nothing",
             "quiet": "print nothing but errors"})
@@ -210,6 +225,7 @@ lab.add_task(lab_status, "status")
 ns = Collection()
 ns.add_collection(lab)
 ns.add_task(status)
+ns.add_task(preflight)
 ns.add_task(deploy)
 ns.add_task(history)
 ns.add_task(rollback)

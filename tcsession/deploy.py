@@ -13,7 +13,7 @@ import time
 import uuid
 
 from tcsession import apps as applications
-from tcsession import lab, maven, msmjars
+from tcsession import lab, maven, msmjars, preflight
 from tcsession import plan as planning
 from tcsession.apply import Interpreter, Outcome
 from tcsession.errors import TcsessionError
@@ -112,6 +112,13 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
             progress.say(f"  advice: {a}", "yellow")
         before = {h.name: dict(facts[h.name].active) for h in inv.hosts}
         installs = _installs(inv, facts, mode)
+        # preflight: what breaks clusters most, before any change (a failure changes nothing)
+        t = time.monotonic()
+        checked = preflight.run_checks(remote, inv, mode, facts, installs)
+        if not checked.ok:
+            raise TcsessionError(preflight.refusal(checked))
+        progress.line("all", f"preflight: {sum(len(h.checks) for h in checked.hosts)} checks passed",
+                      time.monotonic() - t)
         # msm: the jars, resolved and checked on this machine before any host is changed
         jars = prepare_msm_jars(inv, facts, installs, progress) if mode.memcached else {}
         wars = prepare_wars(inv, facts, installs, mode, progress)  # the applications, likewise

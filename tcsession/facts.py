@@ -44,7 +44,8 @@ def app_files(apps=()) -> list[str]:
 def deploy_script(apps=()) -> str:
     """What deploy reads of every host: the host, its packages and services, listeners, the
     files it plans from (the applications' too), and the jars of MSM's family in Tomcat's lib."""
-    return (shell.facts_script() + shell.files_script(files_to_read() + app_files(apps))
+    return (shell.facts_script() + shell.preflight_facts_script()
+            + shell.files_script(files_to_read() + app_files(apps))
             + shell.jars_script([lay.lib for lay in all_layouts()], MANAGED_JAR_GLOBS))
 
 
@@ -97,6 +98,7 @@ class HostFacts:
     cluster_log: str = ""  # membership and MSM lines since the running Tomcat started (status only)
     memcached: dict = dataclasses.field(default_factory=dict)  # "addr:port" -> stats seen from here (status)
     app_http: dict = dataclasses.field(default_factory=dict)  # context -> HTTP status on this node (status)
+    preflight: dict = dataclasses.field(default_factory=dict)  # section (without "pf-") -> lines (preflight)
 
     @property
     def tomcat(self) -> Layout | None:
@@ -203,6 +205,7 @@ def _parse_facts(text: str) -> HostFacts:
         memcached=parse_memcached_probe(text),
         app_http={h[len("app-http "):]: (b[0].strip() if b else "000") for h, b in s.items()
                   if h.startswith("app-http ")},
+        preflight={k[3:]: v for k, v in s.items() if k.startswith("pf-")},
     )
 
 

@@ -64,6 +64,62 @@ echo @@ss-udp; ss -Hnul 2>/dev/null
 """
 
 
+def clock_script() -> str:
+    """The host's clock (preflight's skew check: a round trip of its own, timed on this machine,
+    so that the uncertainty is one short round trip and not the facts' seconds)."""
+    return "date +%s.%N\n"
+
+
+def preflight_facts_script() -> str:
+    """What preflight reads besides the facts (same round trip): the host name and what it
+    resolves to, Java's version, free disk, python3 (the multicast probe), listeners with
+    their process."""
+    return r"""
+echo @@pf-resolve; h=$(hostname); echo "$h"; getent ahostsv4 "$h" 2>/dev/null | awk '{print $1}' | sort -u
+echo @@pf-java; command -v java >/dev/null 2>&1 && java -version 2>&1 | head -n 1
+echo @@pf-disk; df -Pk /var /usr 2>/dev/null | tail -n +2
+echo @@pf-python; command -v python3 2>/dev/null
+echo @@pf-ss; ss -Hntulp 2>/dev/null
+"""
+
+
+# Sends `name` to the group from the host's own address every 0.2 s and prints each peer heard
+# (`heard <name>`) for `seconds`; bounded by its own deadline and by `timeout` around it.
+_MCAST_PY = r"""
+import socket, struct, sys, time
+group, port, own, name, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+r.bind((group, port))
+r.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(own)))
+r.settimeout(0.1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(own))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+heard, end, last = set(), time.monotonic() + seconds, 0.0
+while time.monotonic() < end:
+    if time.monotonic() - last > 0.2:
+        s.sendto(b"tcsession-preflight " + name.encode(), (group, port)); last = time.monotonic()
+    try:
+        data, src = r.recvfrom(512)
+    except socket.timeout:
+        continue
+    if data.startswith(b"tcsession-preflight "):
+        peer = data.split(b" ", 1)[1].decode("ascii", "replace")
+        if peer != name and peer not in heard:
+            heard.add(peer); print("heard", peer, src[0], flush=True)
+print("done")
+"""
+
+
+def multicast_probe(group: str, port: int, own_address: str, name: str, seconds: float = 3.0) -> str:
+    """A real multicast send and receive on the cluster's group and port (python3 on the host),
+    run on every Tomcat at once: `@@pf-mcast` then `heard <peer> <source>` lines, then `done`."""
+    args = " ".join(q(str(a)) for a in (group, int(port), own_address, name, seconds))
+    return (f"echo @@pf-mcast; timeout {int(seconds) + 5} python3 -c {q(_MCAST_PY)} {args} 2>&1 | tail -n 50\n")
+
+
 def files_script(paths: Iterable[str]) -> str:
     """Each file as `@@file <path> <mode> <owner>:<group>` + base64, `@@link <path> <target>`,
     or `@@nofile <path>`."""

@@ -164,6 +164,32 @@ def print_status(report, as_json: bool = False) -> None:
         console.print(Text(text, style=style), soft_wrap=True)
 
 
+# --------------------------------------------------------------------------- preflight
+
+
+def render_preflight(report, width: int = 100) -> list[tuple[str, str]]:
+    """One block per host, one line per check, in status's style."""
+    out = [(f"tcsession preflight: {len(report.hosts)} hosts, mode {report.mode}", "bold")]
+    for h in report.hosts:
+        out.append((f"{h.name} ({h.role}, {h.address})", "bold" if not h.problems else "bold red"))
+        for what, ok, detail in h.checks:
+            text = ("  ok   " if ok else "  FAIL ") + what + f": {detail}"
+            out += [(line, "green" if ok else "red") for line in _wrap(printable(text), width, 7)]
+    out.append(("preflight passed" if report.ok else "PREFLIGHT FAILED", "bold green" if report.ok else "bold red"))
+    return out
+
+
+def print_preflight(report, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    from rich.text import Text
+
+    console = _console()
+    for text, style in render_preflight(report, console.width):
+        console.print(Text(text, style=style), soft_wrap=True)
+
+
 # --------------------------------------------------------------------------- history
 
 

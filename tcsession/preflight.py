@@ -1,0 +1,313 @@
+"""`inv preflight`, also the first thing every deploy does: the failures users report most,
+checked before anything changes. Pure judges over captured output, and the two round trips they
+need besides the facts (the clock, timed from here; the multicast probe, on every Tomcat at once).
+
+Each check is `(what, ok, detail)` per host, like status's; a failing check stops a deploy with
+nothing changed. What each catches:
+
+- `host name`: the host's own name resolving to a loopback address (Debian's `127.0.1.1` line in
+  /etc/hosts): Tomcat's `auto` addresses and the libraries that resolve the local name advertise
+  it, and the peers never connect (the cluster how-to's "common error").
+- `clock`: skew against this machine and between hosts (captured `date +%s.%N`, the round trip's
+  uncertainty allowed): MSM's maintainer asks first whether the clocks agree (expiry is judged on
+  each node), and EncryptInterceptor's replay protection drops messages outside its window.
+- `multicast`: a real send and receive on the configured group and port between every pair of
+  Tomcats (multicast membership only): multicast does not cross many cloud and container
+  networks; the fix is `membership = "static"`.
+- `ports`: each port the cluster needs is free, or held by the service that should hold it (a
+  port already taken stops Tomcat's receiver, memcached or nginx).
+- `java`: the Java version against the Tomcat major (7: 6+, 8.5: 7+, 9: 8+, 10.1: 11+, 11: 17+).
+- `jvm_route`: characters MSM and nginx accept (MSM splits its session ids at '-' and '.').
+- `disk`: free space for the packages to install (and for the deploy's saved files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import time
+
+from tcsession import lab, shell
+from tcsession.errors import TcsessionError
+from tcsession.facts import HostFacts, gather
+from tcsession.inventory import Host, Inventory
+from tcsession.modes import Mode, mode_named
+from tcsession.probes import parse_ss
+from tcsession.remote import Remote
+
+CLOCK_TOLERANCE = 2.0  # seconds, beyond the measurement's own uncertainty
+JAVA_MIN = {7: 6, 8: 7, 9: 8, 10: 11, 11: 17}
+INSTALL_KIB = 400 * 1024  # Tomcat with a headless JRE, nginx or memcached, and apt's cache
+CHANGE_KIB = 50 * 1024  # saved files, jars, logs
+_ROUTE_MSM = re.compile(r"^[A-Za-z0-9_]+$")
+_ROUTE_NGINX = re.compile(r"^[A-Za-z0-9_-]+$")
+_PROCESS = re.compile(r'users:\(\("([^"]+)"')
+
+Check = tuple[str, bool, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class HostPreflight:
+    name: str
+    role: str
+    address: str
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{what}: {detail}" for what, ok, detail in self.checks if not ok]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "role": self.role, "address": self.address, "ok": not self.problems,
+                "checks": [{"check": w, "ok": ok, "detail": d} for w, ok, d in self.checks]}
+
+
+@dataclasses.dataclass(frozen=True)
+class PreflightReport:
+    mode: str
+    hosts: tuple[HostPreflight, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(not h.problems for h in self.hosts)
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{h.name}: {p}" for h in self.hosts for p in h.problems]
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "mode": self.mode, "hosts": [h.to_dict() for h in self.hosts]}
+
+
+# --------------------------------------------------------------------------- judges (pure)
+
+
+def judge_resolve(lines: list[str] | None) -> Check:
+    """`hostname` then the IPv4 addresses `getent ahostsv4` gives for it."""
+    if not lines:
+        return ("host name", True, "not reported")
+    name, addresses = lines[0].strip(), [l.strip() for l in lines[1:] if l.strip()]
+    loop = [a for a in addresses if _is_loopback(a)]
+    if loop:
+        return ("host name", False, f"{name} resolves to {', '.join(loop)} (/etc/hosts); map it to the host's own "
+                                    f"address there or remove that line (Tomcat would advertise a loopback address)")
+    return ("host name", True, f"{name} -> {', '.join(addresses)}" if addresses else f"{name} (not resolved: fine)")
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_clock(stdout: str) -> float | None:
+    try:
+        return float(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def judge_clocks(samples: dict[str, tuple[float | None, float, float]],
+                 tolerance: float = CLOCK_TOLERANCE) -> dict[str, Check]:
+    """samples: host -> (its `date +%s.%N`, this machine's time before and after asking).
+    A host fails when its offset from this machine, less the round trip's uncertainty, is beyond
+    `tolerance`, or when it is that far from another host."""
+    offsets = {}
+    out: dict[str, Check] = {}
+    for host, (remote, before, after) in samples.items():
+        if remote is None:
+            out[host] = ("clock", False, "no answer to date +%s.%N; check the host's date command")
+            continue
+        offsets[host] = (remote - (before + after) / 2, (after - before) / 2)
+    for host, (off, unc) in offsets.items():
+        worst = max(((abs(off - o) - unc - u, other, off - o) for other, (o, u) in offsets.items() if other != host),
+                    default=(float("-inf"), "", 0.0))
+        if abs(off) - unc > tolerance:
+            out[host] = ("clock", False, f"{off:+.1f} s from this machine (allowed {tolerance:g} s); run NTP "
+                                         f"(systemd-timesyncd or chrony) on every host")
+        elif worst[0] > tolerance:
+            out[host] = ("clock", False, f"{worst[2]:+.1f} s from {worst[1]} (allowed {tolerance:g} s); run NTP "
+                                         f"(systemd-timesyncd or chrony) on every host")
+        else:
+            out[host] = ("clock", True, f"{off:+.3f} s from this machine (+/- {unc:.3f} s)")
+    return out
+
+
+def judge_multicast(outputs: dict[str, str | None], tomcats: list[str], group: str, port: int) -> dict[str, Check]:
+    """outputs: Tomcat -> the probe's output (None: python3 missing). Each must hear every other."""
+    out: dict[str, Check] = {}
+    for name in tomcats:
+        text = outputs.get(name)
+        if text is None:
+            out[name] = ("multicast", False, f"cannot test {group}:{port}: no python3 on the host; install python3 "
+                                             f"for preflight, or use membership = \"static\" in [delta]")
+            continue
+        heard = {l.split()[1] for l in text.splitlines() if l.startswith("heard ") and len(l.split()) >= 2}
+        missing = [t for t in tomcats if t != name and t not in heard]
+        if "done" not in text.split():
+            out[name] = ("multicast", False, f"the probe did not finish: {text.strip()[-200:] or 'no output'}")
+        elif missing:
+            out[name] = ("multicast", False, f"heard nothing on {group}:{port} from {', '.join(missing)}: multicast "
+                                             f"is not delivered between these hosts; use membership = \"static\" "
+                                             f"in [delta]")
+        else:
+            out[name] = ("multicast", True, f"{group}:{port} heard from {len(tomcats) - 1} peer(s)")
+    return out
+
+
+def needed_ports(inv: Inventory, host: Host, mode: Mode) -> list[tuple[str, int, tuple[str, ...], str]]:
+    """(proto, port, process names allowed to hold it, what for)."""
+    if host.role == "nginx":
+        return [("tcp", host.http_port, ("nginx",), "nginx")]
+    out = [("tcp", host.http_port, ("java",), "Tomcat HTTP")]
+    if mode.cluster:
+        out.append(("tcp", inv.delta.receiver_port, ("java",), "cluster receiver"))
+        if inv.delta.membership == "multicast":
+            out.append(("udp", inv.delta.multicast_port, ("java", "python3"), "multicast membership"))
+    if mode.memcached and host.memcached:
+        out.append(("tcp", inv.msm.memcached_port, ("memcached",), "memcached"))
+    return out
+
+
+def judge_ports(inv: Inventory, host: Host, mode: Mode, lines: list[str] | None) -> Check:
+    """`ss -Hntulp` lines: every needed port free or held by its service."""
+    if lines is None:
+        return ("ports", True, "not reported")
+    held: dict[tuple[str, int], set[str]] = {}
+    for line in lines:
+        proto = "udp" if line.startswith("udp") else "tcp"
+        rest = line.split(None, 1)[1] if line.split() and line.split()[0] in ("tcp", "udp") else line
+        listeners = parse_ss(rest, proto)
+        if not listeners:
+            continue
+        m = _PROCESS.search(line)
+        held.setdefault((proto, listeners[0].port), set()).add(m.group(1) if m else "an unknown process")
+    bad = []
+    for proto, port, allowed, what in needed_ports(inv, host, mode):
+        others = sorted(held.get((proto, port), set()) - set(allowed))
+        if others:
+            bad.append(f"{proto} {port} ({what}) is held by {', '.join(others)}")
+    if bad:
+        return ("ports", False, "; ".join(bad) + ": stop it or choose another port in the inventory")
+    return ("ports", True, ", ".join(f"{p}/{pr}" for pr, p, _, _ in needed_ports(inv, host, mode)) + " free or ours")
+
+
+def parse_java_major(line: str) -> int | None:
+    """`openjdk version "17.0.13" 2024-10-15` -> 17; `java version "1.8.0_412"` -> 8."""
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', line or "")
+    if not m:
+        return None
+    major = int(m.group(1))
+    return int(m.group(2) or 0) if major == 1 else major
+
+
+def judge_java(facts: HostFacts) -> Check:
+    layout = facts.tomcat
+    line = (facts.preflight.get("java") or [""])[0]
+    if layout is None:
+        return ("java", True, "Tomcat not installed yet: its package brings the Java it needs")
+    java = parse_java_major(line)
+    need = JAVA_MIN.get(layout.major)
+    if java is None:
+        return ("java", False, f"no java found for {layout.package}; install a Java {need} or newer runtime")
+    if need and java < need:
+        return ("java", False, f"Java {java} is too old for Tomcat {layout.major} (needs {need}+); install a newer JRE")
+    return ("java", True, f"Java {java} for Tomcat {layout.major}")
+
+
+def judge_route(host: Host, mode: Mode, inv: Inventory) -> Check:
+    route = host.jvm_route
+    if mode.memcached and not _ROUTE_MSM.match(route):
+        return ("jvm_route", False, f'"{route}": MSM splits session ids at "-" and "."; use letters, digits and _ '
+                                    f"only (jvm_route in [tomcat.{host.name}])")
+    if not _ROUTE_NGINX.match(route):
+        return ("jvm_route", False, f'"{route}": use letters, digits, - and _ only (jvm_route in [tomcat.{host.name}])')
+    return ("jvm_route", True, route)
+
+
+def judge_disk(lines: list[str] | None, installing: bool) -> Check:
+    """`df -Pk /var /usr` lines: the least free space of the two against what the deploy needs."""
+    if not lines:
+        return ("disk", True, "not reported")
+    free = [int(p[3]) for p in (l.split() for l in lines) if len(p) >= 6 and p[3].isdigit()]
+    if not free:
+        return ("disk", True, "not reported")
+    need = INSTALL_KIB if installing else CHANGE_KIB
+    least = min(free)
+    if least < need:
+        return ("disk", False, f"{least // 1024} MiB free on /var or /usr, {need // 1024} MiB needed"
+                               f"{' for the packages' if installing else ''}; free some space")
+    return ("disk", True, f"{least // 1024} MiB free")
+
+
+def judge_host(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, installing: bool,
+               extra: list[Check] = ()) -> HostPreflight:
+    pf = facts.preflight
+    checks = [judge_resolve(pf.get("resolve")), *extra, judge_ports(inv, host, mode, pf.get("ss"))]
+    if host.role == "tomcat":
+        checks += [judge_java(facts), judge_route(host, mode, inv)]
+    checks.append(judge_disk(pf.get("disk"), installing))
+    return HostPreflight(host.name, host.role, host.address, tuple(checks))
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def measure_clocks(remote, hosts) -> dict[str, tuple[float | None, float, float]]:
+    """One short timed round trip per host (after the facts: the connection is up)."""
+    out = {}
+    for h in hosts:
+        before = time.time()
+        r = remote.run(h, shell.clock_script(), timeout=10)
+        after = time.time()
+        out[h.name] = (parse_clock(r.stdout) if r.ok else None, before, after)
+    return out
+
+
+def probe_multicast(remote, inv: Inventory, facts: dict[str, HostFacts]) -> dict[str, str | None]:
+    tomcats = [t for t in inv.tomcats if (facts[t.name].preflight.get("python") or [""])[0].strip()]
+    results = remote.run_all(tomcats, lambda h: shell.multicast_probe(
+        inv.delta.multicast_address, inv.delta.multicast_port, h.address, h.name)) if tomcats else {}
+    out: dict[str, str | None] = {t.name: None for t in inv.tomcats}
+    for name, r in results.items():
+        out[name] = r.stdout if r.exit is not None else f"not run: {r.why()}"
+    return out
+
+
+def run_checks(remote, inv: Inventory, mode: Mode, facts: dict[str, HostFacts],
+               installs: dict[str, tuple[str, ...]]) -> PreflightReport:
+    clocks = judge_clocks(measure_clocks(remote, inv.hosts))
+    mcast: dict[str, Check] = {}
+    if mode.cluster and inv.delta.membership == "multicast":
+        mcast = judge_multicast(probe_multicast(remote, inv, facts), [t.name for t in inv.tomcats],
+                                inv.delta.multicast_address, inv.delta.multicast_port)
+    hosts = []
+    for h in inv.hosts:
+        extra = [clocks[h.name]] + ([mcast[h.name]] if h.name in mcast else [])
+        hosts.append(judge_host(inv, h, facts[h.name], mode, bool(installs.get(h.name)), extra))
+    return PreflightReport(mode.name, tuple(hosts))
+
+
+def preflight(inv: Inventory, mode: Mode | str) -> PreflightReport:
+    """`inv preflight`: the facts, the clocks and the multicast probe; nothing is changed."""
+    from tcsession.plan import packages_to_install
+
+    mode = mode_named(mode)
+    lab.check_up(inv)
+    with Remote(inv) as remote:
+        facts = gather(remote, list(inv.hosts))
+        installs = {}
+        for h in inv.hosts:
+            try:
+                installs[h.name] = packages_to_install(h, facts[h.name], mode)
+            except TcsessionError:
+                installs[h.name] = ("tomcat",)
+        return run_checks(remote, inv, mode, facts, installs)
+
+
+def refusal(report: PreflightReport) -> str:
+    first = report.problems
+    more = f" (and {len(first) - 1} more: inv preflight shows them all)" if len(first) > 1 else ""
+    return f"preflight: {first[0]}{more}; nothing was changed"

@@ -1,0 +1,146 @@
+"""inv preflight on real hosts (bookworm): passes on fresh and on deployed hosts (the deploy
+runs it first), and each check that can be provoked on a lab host fails: a host name resolving
+to 127.0.1.1, a port held by another process (python3 -m http.server on the receiver port:
+the deploy then stops with nothing changed), multicast blocked towards one host (the lab
+bridge's flooding off on its port; inside the hosts there is no nftables/iptables and no tc
+qdisc, and the interface's multicast flag off did not block it). With TCSESSION_CAPTURE=<dir> the
+raw outputs are written there (tests/data/preflight/ came from such a run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, LabHandle, write_lab_inventory
+from tcsession import facts as factsmod
+from tcsession import preflight as pf
+from tcsession import shell
+from tcsession.deploy import deploy
+from tcsession.errors import TcsessionError
+from tcsession.inventory import load_inventory
+from tcsession.remote import Remote
+
+pytestmark = pytest.mark.lab
+
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    handle = LabHandle(write_lab_inventory(tmp_path_factory.mktemp("pf"), name="tcsh10c",
+                                           subnet="10.153.32.0/24")).up()
+    try:
+        yield handle
+    finally:
+        handle.down()
+
+
+def capture(name: str, text: str) -> None:
+    where = os.environ.get("TCSESSION_CAPTURE")
+    if where:
+        Path(where, name).write_text(text)
+
+
+def checks(report, host: str) -> dict:
+    h = next(h for h in report.hosts if h.name == host)
+    return {what: (ok, detail) for what, ok, detail in h.checks}
+
+
+def test_fresh_hosts_pass_and_deploy_runs_it(lab):
+    report = pf.preflight(lab.inv, "delta")
+    assert report.ok, report.problems
+    c = checks(report, "tomcat1")
+    assert c["multicast"] == (True, "228.0.0.4:45564 heard from 1 peer(s)")
+    assert c["java"][0] and "not installed yet" in c["java"][1]
+    with Remote(lab.inv) as r:
+        capture("fresh-tomcat1.txt", r.run(lab.inv.host("tomcat1"), factsmod.deploy_script()).stdout)
+    assert deploy(lab.inv, "delta", quiet=True).changed
+    report = pf.preflight(lab.inv, "delta")
+    assert report.ok, report.problems
+    c = checks(report, "tomcat2")
+    assert c["java"] == (True, "Java 17 for Tomcat 10") and c["ports"][0]
+    with Remote(lab.inv) as r:
+        capture("deployed-tomcat2.txt", r.run(lab.inv.host("tomcat2"), factsmod.deploy_script()).stdout)
+
+
+def test_a_port_held_by_another_process_stops_the_deploy_with_nothing_changed(lab):
+    t2 = lab.inv.host("tomcat2")
+    r = lab.run("tomcat2", "systemctl stop tomcat10 && (setsid timeout 120 python3 -m http.server 4000 "
+                f"--bind {t2.address} >/dev/null 2>&1 & echo $! > /tmp/tcsh-httpd.pid) && sleep 1 && "
+                "ss -Hntl | grep -q ':4000 '")
+    assert r.ok, r.why()
+    try:
+        before = lab.run("tomcat2", "sha256sum /etc/tomcat10/server.xml").stdout
+        report = pf.preflight(lab.inv, "delta")
+        ok, detail = checks(report, "tomcat2")["ports"]
+        assert not ok and "tcp 4000 (cluster receiver) is held by python3" in detail, detail
+        with Remote(lab.inv) as rem:
+            capture("port-held-tomcat2.txt", rem.run(t2, shell.preflight_facts_script()).stdout)
+        changed = lab.inv_path.parent / "changed.toml"
+        changed.write_text(lab.inv_path.read_text() + "\n[delta]\nchannel_send_options = 2\n")
+        with pytest.raises(TcsessionError) as e:
+            deploy(load_inventory(changed), "delta", quiet=True)
+        assert str(e.value).startswith("preflight: tomcat2: ports: tcp 4000 (cluster receiver) is held by python3")
+        assert "nothing was changed" in str(e.value)
+        assert lab.run("tomcat2", "sha256sum /etc/tomcat10/server.xml").stdout == before
+    finally:
+        assert lab.run("tomcat2", "kill $(cat /tmp/tcsh-httpd.pid); rm -f /tmp/tcsh-httpd.pid; "
+                                  "sleep 0.5; systemctl start tomcat10").ok
+
+
+def test_a_name_resolving_to_loopback_fails(lab):
+    r = lab.run("tomcat1", 'cp /etc/hosts /tmp/tcsh-hosts && printf "127.0.1.1\\t%s\\n" "$(hostname)" >> /etc/hosts')
+    assert r.ok, r.why()
+    try:
+        ok, detail = checks(pf.preflight(lab.inv, "delta"), "tomcat1")["host name"]
+        assert not ok and "resolves to 127.0.1.1" in detail, detail
+        proc = subprocess.run([sys.executable, "-m", "invoke", "preflight", "-i", str(lab.inv_path), "--json"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        hosts = {h["name"]: h for h in json.loads(proc.stdout)["hosts"]}
+        assert not hosts["tomcat1"]["ok"] and hosts["tomcat2"]["ok"] and hosts["nginx"]["ok"]
+        with Remote(lab.inv) as rem:
+            capture("loopback-name-tomcat1.txt", rem.run(lab.inv.host("tomcat1"), shell.preflight_facts_script()).stdout)
+    finally:
+        assert lab.run("tomcat1", "cat /tmp/tcsh-hosts > /etc/hosts").ok
+    assert checks(pf.preflight(lab.inv, "delta"), "tomcat1")["host name"][0]
+
+
+def bridge_port_of(lab: LabHandle, address: str) -> str:
+    """The lab bridge's port (a veth on this machine) that leads to the host with `address`."""
+    br = lab.spec.bridge
+    neigh = subprocess.run(["ip", "neigh", "show", address, "dev", br], capture_output=True, text=True, check=True).stdout
+    mac = neigh.split("lladdr")[1].split()[0]
+    fdb = subprocess.run(["bridge", "fdb", "show", "br", br], capture_output=True, text=True, check=True).stdout
+    return next(l.split()[2] for l in fdb.splitlines() if l.startswith(mac + " dev "))
+
+
+def test_multicast_blocked_on_one_host_fails_and_says_static(lab):
+    """The lab bridge stops delivering multicast to tomcat2 (snooping off, flooding off on its
+    port: the lab hosts' kernel has no tc qdiscs and no nftables/iptables here): tomcat2 hears
+    nothing from tomcat1 and preflight says to use static membership."""
+    br = lab.spec.bridge
+    port = bridge_port_of(lab, lab.inv.host("tomcat2").address)
+    snooping = Path(f"/sys/class/net/{br}/bridge/multicast_snooping").read_text().strip()
+    subprocess.run(["ip", "link", "set", "dev", br, "type", "bridge", "mcast_snooping", "0"], check=True)
+    subprocess.run(["bridge", "link", "set", "dev", port, "mcast_flood", "off"], check=True)
+    try:
+        with Remote(lab.inv) as rem:
+            facts = factsmod.gather(rem, list(lab.inv.tomcats) + [lab.inv.nginx])
+            outputs = pf.probe_multicast(rem, lab.inv, facts)
+        for name, text in outputs.items():
+            capture(f"mcast-blocked-{name}.txt", text or "")
+        judged = pf.judge_multicast(outputs, ["tomcat1", "tomcat2"], "228.0.0.4", 45564)
+        _, ok, detail = judged["tomcat2"]
+        assert not ok and detail == ('heard nothing on 228.0.0.4:45564 from tomcat1: multicast is not delivered '
+                                     'between these hosts; use membership = "static" in [delta]'), detail
+        report = pf.preflight(lab.inv, "delta")
+        assert not report.ok and any(p.startswith("tomcat2: multicast: heard nothing") for p in report.problems)
+    finally:
+        subprocess.run(["bridge", "link", "set", "dev", port, "mcast_flood", "on"], check=True)
+        subprocess.run(["ip", "link", "set", "dev", br, "type", "bridge", "mcast_snooping", snooping], check=True)
+    assert pf.preflight(lab.inv, "delta").ok
