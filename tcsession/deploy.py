@@ -13,7 +13,7 @@ import time
 import uuid
 
 from tcsession import apps as applications
-from tcsession import lab, maven, msmjars, preflight
+from tcsession import clusterkey, lab, maven, msmjars, preflight
 from tcsession import plan as planning
 from tcsession.apply import Interpreter, Outcome
 from tcsession.errors import TcsessionError
@@ -121,8 +121,9 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
                       time.monotonic() - t)
         # msm: the jars, resolved and checked on this machine before any host is changed
         jars = prepare_msm_jars(inv, facts, installs, progress) if mode.memcached else {}
+        key = clusterkey.key_for(inv.delta.key_file) if mode.cluster and inv.delta.encrypt else ""
         wars = prepare_wars(inv, facts, installs, mode, progress)  # the applications, likewise
-        the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, wars=wars)
+        the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, wars=wars, key=key)
         report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps))
         if dry_run:
             progress.plan(the_plan, diffs=True, hosts=[h.name for h in inv.hosts])
@@ -155,7 +156,7 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
                 jars = prepare_msm_jars(inv, facts, {}, progress, have=jars)
             wars = prepare_wars(inv, facts, {}, mode, progress, have=wars)
             try:
-                the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, installed, wars)
+                the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, installed, wars, key=key)
             except TcsessionError as e:
                 raise TcsessionError(f"{e} -- deploy {deploy_id} stopped after installing packages "
                                      f"({', '.join(sorted(installed))}), before writing any file; fix it and "

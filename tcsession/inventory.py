@@ -78,6 +78,8 @@ class Delta:
     receiver_port: int
     channel_send_options: int
     state_transfer_timeout: int
+    encrypt: bool = False  # EncryptInterceptor with the key in key_file
+    key_file: str = ""  # absolute; default: <inventory>.cluster-key beside the inventory (root only)
 
 
 @dataclass(frozen=True)
@@ -417,6 +419,8 @@ DELTA_KEYS: dict[str, _Key] = {
     "receiver_port": _Key("int", 4000, _port),
     "channel_send_options": _Key("int|str", 6, _send_options),
     "state_transfer_timeout": _Key("int", 60, lambda v: None if v > 0 else "must be greater than 0; e.g. 60"),
+    "encrypt": _Key("bool", False),
+    "key_file": _Key("str", "", max_len=_PATH_LEN),
 }
 def _max_unavailable(v: int | str) -> str | None:
     if isinstance(v, int):
@@ -607,6 +611,8 @@ class _Parser:
 
         delta = self.with_defaults("[delta]", doc.get("delta", {}), DELTA_KEYS)
         delta["channel_send_options"] = send_options_value(delta["channel_send_options"])
+        delta["key_file"] = str(self.resolve("[delta]", "key_file", delta["key_file"]) if delta["key_file"]
+                                else self.path.with_name(self.path.stem + ".cluster-key").absolute())
         delta = Delta(**delta)
         msm = self.with_defaults("[msm]", doc.get("msm", {}), MSM_KEYS)
         if "://" not in msm["maven_repo"]:

@@ -75,7 +75,7 @@ def render_jvm_options(layout: Layout, host: Host, mode: Mode) -> bytes:
     return (header + f'CATALINA_OPTS="$CATALINA_OPTS {" ".join(opts)}"\n').encode()
 
 
-def cluster_spec(inv: Inventory, host: Host, layout: Layout) -> serverxml.ClusterSpec:
+def cluster_spec(inv: Inventory, host: Host, layout: Layout, key: str = "") -> serverxml.ClusterSpec:
     d = inv.delta
     peers = tuple((t.address, t.jvm_route) for t in inv.tomcats if t.name != host.name)
     return serverxml.ClusterSpec(
@@ -84,16 +84,17 @@ def cluster_spec(inv: Inventory, host: Host, layout: Layout) -> serverxml.Cluste
         peers=peers if d.membership == "static" else (),
         multicast_address=d.multicast_address, multicast_port=d.multicast_port,
         receiver_port=d.receiver_port, channel_send_options=d.channel_send_options,
-        state_transfer_timeout=d.state_transfer_timeout)
+        state_transfer_timeout=d.state_transfer_timeout, encrypt_key=key if d.encrypt else "")
 
 
-def plan_server_xml(inv: Inventory, host: Host, layout: Layout, data: bytes, mode: Mode, source: str) -> bytes:
+def plan_server_xml(inv: Inventory, host: Host, layout: Layout, data: bytes, mode: Mode, source: str,
+                    key: str = "") -> bytes:
     """The mode's server.xml; the other mode's managed parts taken out first. In both modes the
     HTTP Connector listens on the node's own address and the shutdown port is off or on loopback."""
     data = serverxml.patch_listeners(data, host.address, host.http_port, source)
     if mode.cluster:
         return serverxml.patch_server_xml(serverxml.patch_engine_route(data, None, source),
-                                          cluster_spec(inv, host, layout), source)
+                                          cluster_spec(inv, host, layout, key), source)
     return serverxml.patch_engine_route(serverxml.patch_server_xml(data, None, source),
                                         mode.jvm_route(inv, host), source)
 
@@ -188,7 +189,7 @@ def test_page_after(inv: Inventory, fact: FileFact) -> bytes | None:
 
 
 def tomcat_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, jars: tuple = (),
-                   wars: tuple = ()) -> HostChanges:
+                   wars: tuple = (), key: str = "") -> HostChanges:
     layout = facts.tomcat
     if layout is None:
         raise TcsessionError(f"{host.name}: no Tomcat installed (install step did not run?)")
@@ -197,7 +198,7 @@ def tomcat_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, jar
     if server is None or server.content is None:
         raise TcsessionError(f"{host.name}:{layout.server_xml}: missing; reinstall {layout.package} "
                              "or restore the file (tcsession changed nothing)")
-    new_server = plan_server_xml(inv, host, layout, server.content, mode, f"{host.name}:{layout.server_xml}")
+    new_server = plan_server_xml(inv, host, layout, server.content, mode, f"{host.name}:{layout.server_xml}", key)
     web_fact = _file(files, layout.web_xml)
     new_web = (webapp.patch_web_xml(web_fact.content, f"{host.name}:{layout.web_xml}")
                if web_fact.content is not None else webapp.render_web_xml(layout.major))
@@ -288,7 +289,8 @@ def predicted_major(host: Host, facts: HostFacts, install: tuple[str, ...]) -> i
 
 def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: dict[str, tuple] | None = None,
          deploy_id: str = "dry-run", time: str = "", before: dict[str, dict] | None = None,
-         installed: dict[str, tuple[str, ...]] | None = None, wars: dict[str, tuple] | None = None) -> Plan:
+         installed: dict[str, tuple[str, ...]] | None = None, wars: dict[str, tuple] | None = None,
+         key: str = "") -> Plan:
     """The whole deploy as data.
 
     jars: host name -> the msm jars for its Tomcat (msm mode); wars: host name -> its applications'
@@ -304,13 +306,17 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
                  for h in inv.hosts if installs[h.name]]
         return Plan(f"deploy {mode.name}", (*steps, Replan("all", "files come from the packages")))
     # Every host planned before any step: a refusal on one host changes nothing on any.
+    if mode.cluster and inv.delta.encrypt:
+        check_encryptable(inv, facts)
+        if not key:
+            raise TcsessionError(f"{inv.path}: [delta] encrypt = true but no cluster key was read (a bug)")
     hosts = {inv.nginx.name: nginx_changes(inv, inv.nginx, facts[inv.nginx.name], mode)}
     for t in inv.tomcats:
         if inv.apps and t.name not in (wars or {}):
             raise TcsessionError(f"{t.name}: its applications were not checked for its Tomcat (a bug: "
                                  "prepare the WARs before planning); tcsession changed nothing")
         hosts[t.name] = tomcat_changes(inv, t, facts[t.name], mode, (jars or {}).get(t.name, ()),
-                                       (wars or {}).get(t.name, ()))
+                                       (wars or {}).get(t.name, ()), key)
     steps: list = []
     for h in inv.hosts:
         c = hosts[h.name]
@@ -339,6 +345,37 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     if steps:
         steps += checks(inv, mode, {t.name: hosts[t.name].unit for t in inv.tomcats})
     return Plan(f"deploy {mode.name}", tuple(steps))
+
+
+# EncryptInterceptor: usable with AES/GCM from 9.0.14; replay protection (a timestamp inside the
+# ciphertext) from 9.0.119 / 10.1.56 / 11.0.23, whose messages the older ones cannot read.
+ENCRYPT_FROM = {9: (9, 0, 14), 10: (10, 0, 0), 11: (11, 0, 0)}
+REPLAY_FROM = {9: (9, 0, 119), 10: (10, 1, 56), 11: (11, 0, 23)}
+
+
+def tomcat_version(facts: HostFacts) -> tuple[int, ...] | None:
+    """The installed Tomcat's upstream version ("10.1.60-1~deb12u1" -> (10, 1, 60))."""
+    layout = facts.tomcat
+    m = re.match(r"(?:\d+:)?(\d+)\.(\d+)\.(\d+)", facts.packages.get(layout.package, "") if layout else "")
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def check_encryptable(inv: Inventory, facts: dict[str, HostFacts]) -> None:
+    """Every Tomcat has an EncryptInterceptor with AES/GCM, and all are on the same side of the
+    replay-protection change (a rolling change across it would split the cluster)."""
+    sides = {}
+    for t in inv.tomcats:
+        v = tomcat_version(facts[t.name])
+        shown = ".".join(map(str, v)) if v else "unknown"
+        if v is None or v[0] not in ENCRYPT_FROM or v < ENCRYPT_FROM[v[0]]:
+            raise TcsessionError(f"{inv.path}: [delta] encrypt = true: {t.name} runs Tomcat {shown}, which has no "
+                                 f"EncryptInterceptor with AES/GCM (9.0.14 or newer); upgrade it or set encrypt = false")
+        sides[t.name] = (v >= REPLAY_FROM[v[0]], shown)
+    if len({s for s, _ in sides.values()}) > 1:
+        listing = ", ".join(f"{n} {v}" for n, (_, v) in sides.items())
+        raise TcsessionError(f"{inv.path}: [delta] encrypt = true: the Tomcats are on both sides of the replay-protection "
+                             f"change (9.0.119 / 10.1.56 / 11.0.23), whose encrypted messages do not interoperate "
+                             f"({listing}); upgrade them all to one side first")
 
 
 def wave_limit(inv: Inventory, mode: Mode) -> tuple[int, str]:

@@ -109,6 +109,8 @@ TCP_PING_INTERCEPTOR = _INTERCEPTORS + "TcpPingInterceptor"
 TCP_FAILURE_DETECTOR = _INTERCEPTORS + "TcpFailureDetector"
 STATIC_MEMBERSHIP_INTERCEPTOR = _INTERCEPTORS + "StaticMembershipInterceptor"
 MESSAGE_DISPATCH_INTERCEPTOR = _INTERCEPTORS + "MessageDispatchInterceptor"
+ENCRYPT_INTERCEPTOR = _INTERCEPTORS + "EncryptInterceptor"
+ENCRYPT_ALGORITHM = "AES/GCM/NoPadding"  # written explicitly: Tomcat changed its default in 9.0.121/10.1.58/11.0.25
 MESSAGE_DISPATCH15_INTERCEPTOR = _INTERCEPTORS + "MessageDispatch15Interceptor"
 REPLICATION_VALVE = "org.apache.catalina.ha.tcp.ReplicationValve"
 JVM_ROUTE_BINDER_VALVE = "org.apache.catalina.ha.session.JvmRouteBinderValve"
@@ -131,6 +133,7 @@ class ClusterSpec:
     receiver_port: int = 4000
     channel_send_options: int = 6
     state_transfer_timeout: int = 60
+    encrypt_key: str = ""  # hex (64 characters: AES-256): an EncryptInterceptor upstream of TcpFailureDetector
 
 
 # --------------------------------------------------------------------------- validation
@@ -223,6 +226,13 @@ def _validate(spec: ClusterSpec, source: str) -> None:
             )
         seen_addresses.add(address)
         seen_routes.add(route)
+    if spec.encrypt_key:
+        if spec.tomcat_major < 9:
+            raise TcsessionError(
+                f"{source}: encrypt = true needs Tomcat 9.0.14 or newer (AES/GCM in EncryptInterceptor); "
+                f"this is Tomcat {spec.tomcat_major}: upgrade it or set encrypt = false in [delta]")
+        if not re.fullmatch(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{48}|[0-9a-fA-F]{64}", spec.encrypt_key):
+            raise TcsessionError(f"{source}: the cluster key is not 32, 48 or 64 hex characters")
     if spec.membership == "static":
         if not spec.peers:
             raise TcsessionError(
@@ -308,6 +318,10 @@ def _cluster_tree(spec: ClusterSpec):
                       [el("Transport", [("className", POOLED_PARALLEL_SENDER)])]))
     if static and legacy:
         channel.append(el("Interceptor", [("className", TCP_PING_INTERCEPTOR), ("staticOnly", "true")]))
+    if spec.encrypt_key:  # before TcpFailureDetector, which writes straight to the members
+        channel.append(el("Interceptor", [("className", ENCRYPT_INTERCEPTOR),
+                                          ("encryptionAlgorithm", ENCRYPT_ALGORITHM),
+                                          ("encryptionKey", spec.encrypt_key)]))
     channel.append(el("Interceptor", [("className", TCP_FAILURE_DETECTOR)]))
     if static and legacy:
         channel.append(el("Interceptor", [("className", STATIC_MEMBERSHIP_INTERCEPTOR)], static_members))

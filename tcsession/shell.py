@@ -146,7 +146,8 @@ def jars_script(libs: Iterable[str], globs: Sequence[str]) -> str:
 # (the real tc7-tc9 managers log " starts initialization..." with no class name before it).
 LOG_PATTERNS = ("member added", "[Mm]ember disappeared", "[Mm]ember added", "session state",
                 "no members active", "MemcachedSessionService", "starts initialization",
-                "finished initialization", "^- (failover )?node ids:", "SEVERE", "tcsession-standin")
+                "finished initialization", "^- (failover )?node ids:", "SEVERE", "tcsession-standin",
+                "Failed to decrypt")
 
 
 def membership_script() -> str:

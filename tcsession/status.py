@@ -168,6 +168,11 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | No
         checks.append(("delta cluster in server.xml", ok,
                        f"{cluster['manager'].rsplit('.', 1)[-1]}, {cluster['membership']}, "
                        f"jvmRoute {cluster['jvm_route']}" if cluster else "no Cluster"))
+        decrypt = judge_decrypt(f.cluster_log)
+        if decrypt:
+            checks.append(("cluster encryption", False,
+                           f"{len(decrypt)} message(s) it could not decrypt (a node with another key, or Tomcats on "
+                           f"both sides of the replay-protection change): {decrypt[-1].strip()[:200]}"))
         members = parse_members(f.cluster_log)
         expected = {f"{t.address}:{inv.delta.receiver_port}" for t in inv.tomcats if t.name != host.name}
         loop = [m for m in members if _loopback(m)]
@@ -200,6 +205,23 @@ def app_versions(inv: Inventory, f: HostFacts) -> list[tuple]:
         out.append((a, sha256(war.content) if war and war.content is not None else None,
                     f.app_http.get(a.context, "000")))
     return out
+
+
+def judge_decrypt(log: str) -> list[str]:
+    """Decrypt failures logged since the membership last changed (older ones were healed by a
+    node restarting with the right key)."""
+    lines = log.splitlines()
+    last_added = max((i for i, l in enumerate(lines) if "member added" in l.lower()), default=-1)
+    # the pattern lines only, in log order (the `SEVERE `-prefixed error section that follows
+    # them repeats the same lines out of order)
+    failed = [l for l in lines[last_added + 1:] if "Failed to decrypt" in l and not l.startswith("SEVERE ")]
+    # One or two replay detections are what a node's rejoin costs (measured in the lab: one, right
+    # after the member came back, with replication working); more mean a replay or clock skew.
+    replays = [l for l in failed if "replay" in l]
+    return failed if len(failed) > len(replays) or len(replays) > REPLAYS_ALLOWED else []
+
+
+REPLAYS_ALLOWED = 2
 
 
 def judge_wildcards(inv: Inventory, host: Host, listeners) -> list[tuple[str, bool, str]]:

@@ -19,6 +19,14 @@ from tcsession.modes import ExpectedPort, port_listening
 from tcsession.probes import parse_memcached_probe, parse_ss
 
 
+_KEY_ATTR = re.compile(rb'(encryptionKey=")[^"]*(")')
+
+
+def mask_secrets(data: bytes) -> bytes:
+    """What a diff may show of a file: the cluster key replaced (it lives in server.xml)."""
+    return _KEY_ATTR.sub(rb"\1(the cluster key)\2", data)
+
+
 def sha256(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
 
@@ -46,8 +54,8 @@ class FileChange:
             size = lambda b: "" if b is None else f" ({len(b)} bytes)"  # noqa: E731
             return (f"binary {self.path}: sha256 {sha256(self.before) or '(none)'}{size(self.before)} -> "
                     f"{sha256(self.after) or '(removed)'}{size(self.after)}\n")
-        a = (self.before or b"").decode("utf-8", "replace").splitlines(keepends=True)
-        b = (self.after or b"").decode("utf-8", "replace").splitlines(keepends=True)
+        a = mask_secrets(self.before or b"").decode("utf-8", "replace").splitlines(keepends=True)
+        b = mask_secrets(self.after or b"").decode("utf-8", "replace").splitlines(keepends=True)
         if self.after_link is not None:
             b = [f"symlink -> {self.after_link}\n"]
         if self.before_link is not None:

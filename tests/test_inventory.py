@@ -72,7 +72,8 @@ def test_shipped_hosts_toml_is_the_lab():
         assert h.ssh.key == Path("/var/lib/tcsession/lab/tcsession/id_ed25519")
         assert h.ssh.known_hosts == Path("/var/lib/tcsession/lab/tcsession/known_hosts")
         assert h.ssh.user == "root" and h.ssh.sudo is False and h.ssh.agent is False
-    assert inv.delta == Delta("delta", "multicast", "228.0.0.4", 45564, 4000, 6, 60)
+    assert inv.delta == Delta("delta", "multicast", "228.0.0.4", 45564, 4000, 6, 60, False,
+                              str(ROOT / "hosts.cluster-key"))
     assert (inv.msm.sticky, inv.msm.serializer, inv.msm.scope, inv.msm.version) == (True, "java", "app", "2.3.2")
     assert inv.msm.request_uri_ignore_pattern == r".*\.(ico|png|gif|jpg|css|js)$"
 
@@ -108,7 +109,8 @@ def test_defaults(hosts_path, tmp_path, monkeypatch):
     )
     assert inv.delta == Delta(manager="delta", membership="multicast", multicast_address="228.0.0.4",
                               multicast_port=45564, receiver_port=4000, channel_send_options=6,
-                              state_transfer_timeout=60)
+                              state_transfer_timeout=60, encrypt=False,
+                              key_file=str(hosts_path.with_name(hosts_path.stem + ".cluster-key").absolute()))
     assert inv.msm == Msm(sticky=True, serializer="java", locking_mode="auto",
                           request_uri_ignore_pattern=r".*\.(ico|png|gif|jpg|css|js)$", scope="app",
                           memcached_port=11211, memcached_localhost=False, maven_repo="https://repo.maven.apache.org/maven2",

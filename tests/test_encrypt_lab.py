@@ -1,0 +1,94 @@
+"""[delta] encrypt = true on real hosts (bookworm, Tomcat 10.1.60): the key is generated beside
+the inventory (root only, never in it), the encrypted cluster replicates and fails over, a node
+with a wrong key does not get the sessions and status says why, and a deploy puts the key back."""
+
+from __future__ import annotations
+
+import stat
+import time
+
+import pytest
+
+from conftest import LabHandle, write_lab_inventory
+from tcsession import status
+from tcsession.client import SessionClient
+from tcsession.deploy import deploy
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    path = write_lab_inventory(tmp_path_factory.mktemp("enc"), name="tcsh10d", subnet="10.153.33.0/24",
+                               extra="\n[delta]\nencrypt = true\n")
+    handle = LabHandle(path).up()
+    try:
+        assert deploy(handle.inv, "delta", quiet=True).changed
+        yield handle
+    finally:
+        handle.down()
+
+
+def test_the_key_is_beside_the_inventory_and_in_server_xml(lab):
+    key_file = lab.inv_path.with_name("hosts.cluster-key")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text().strip()
+    assert len(key) == 64 and key not in lab.inv_path.read_text()
+    for t in ("tomcat1", "tomcat2"):
+        r = lab.run(t, "grep -c 'encryptionKey=\"%s\"' /etc/tomcat10/server.xml" % key)
+        assert r.stdout.strip() == "1", r.why()
+
+
+def test_the_encrypted_cluster_replicates_and_fails_over(lab):
+    report = status.cluster_report(lab.inv, session_requests=5)
+    assert report.healthy, [(h.name, h.problems) for h in report.hosts]
+    client = SessionClient(lab.inv.nginx.address, lab.inv.nginx.http_port)
+    for _ in range(20):
+        client.request()
+    run = client.run
+    assert run.ok and run.last_count == 20, run.to_dict()
+    serving = run.last_node
+    assert lab.run(serving, "systemctl stop tomcat10").ok
+    try:
+        for _ in range(5):
+            client.request()
+        assert run.ok and run.last_count == 25 and run.last_node != serving, run.to_dict()
+    finally:
+        lab.start_serving(serving, "tomcat10")
+
+
+def test_a_wrong_key_does_not_join_and_status_says_why(lab):
+    wrong = "ff" * 32
+    r = lab.run("tomcat2", f"sed -i 's/encryptionKey=\"[0-9a-f]*\"/encryptionKey=\"{wrong}\"/' /etc/tomcat10/server.xml"
+                " && systemctl restart tomcat10")
+    assert r.ok, r.why()
+    deadline = time.monotonic() + 150
+    while True:
+        report = status.cluster_report(lab.inv, session_requests=0)
+        problems = [p for h in report.hosts for p in h.problems]
+        if any(p.startswith("cluster encryption:") for p in problems) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    print("\nwrong key:", problems)
+    assert any(p.startswith("cluster encryption:") and "could not decrypt" in p for p in problems), problems
+    assert deploy(lab.inv, "delta", quiet=True).changed  # the right key back, tomcat2 restarted
+    r = lab.run("tomcat1", "journalctl -u tomcat10 --no-pager -o cat | grep -c 'Failed to decrypt' || true")
+    print("decrypt failures logged on tomcat1:", r.stdout.strip())
+    # Measured: the node that rejoined with the right key logs "Failed to decrypt message: replay
+    # attack detected" for a few messages (0 to 6 in the runs so far), which status reports; the
+    # session replication itself works again:
+    report = status.cluster_report(lab.inv, session_requests=5)
+    print("after the key was put back:", [(h.name, h.problems) for h in report.hosts])
+    assert report.session.ok and all(p.startswith("cluster encryption:") and "replay" in p
+                                     for h in report.hosts for p in h.problems), report.session.to_dict()
+    client = SessionClient(lab.inv.nginx.address, lab.inv.nginx.http_port)
+    for _ in range(10):
+        client.request()
+    serving = client.run.last_node
+    assert lab.run(serving, "systemctl stop tomcat10").ok
+    try:
+        for _ in range(5):
+            client.request()
+        assert client.run.ok and client.run.last_count == 15 and client.run.last_node != serving, client.run.to_dict()
+    finally:
+        lab.start_serving(serving, "tomcat10")
