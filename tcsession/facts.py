@@ -12,7 +12,7 @@ import base64
 import dataclasses
 import re
 
-from tcsession import msm, nginx, shell, state
+from tcsession import firewall, msm, nginx, shell, state
 from tcsession.errors import TcsessionError
 from tcsession.msmjars import MANAGED_JAR_GLOBS
 from tcsession.probes import Listener, parse_memcached_probe, parse_os_release, parse_ss
@@ -31,6 +31,7 @@ def files_to_read() -> list[str]:
     paths += [nginx.SITE, nginx.DEFAULT_SITE, state.applied_path("nginx")]
     paths += [state.applied_path(lay.unit) for lay in all_layouts()]
     paths += [*msm.MEMCACHED_CONF.values(), state.applied_path("memcached"), state.JARS_LIST]
+    paths += [firewall.RULES, firewall.UNIT_FILE]
     return sorted(set(paths), key=paths.index)
 
 

@@ -146,6 +146,7 @@ class Inventory:
     max_parallel: int = 32  # [ssh] max_parallel: SSH sessions open at once (hosts worked on in parallel)
     apps: tuple[App, ...] = ()  # in file order
     app: AppSettings = AppSettings()
+    firewall: str = "none"  # [firewall] backend: "nftables" (tcsession.firewall) | "none"
 
     @property
     def nginx(self) -> Host:
@@ -431,6 +432,9 @@ def _max_unavailable(v: int | str) -> str | None:
     return None
 
 
+FIREWALL_KEYS: dict[str, _Key] = {
+    "backend": _Key("str", "none", _one_of("nftables", "none")),
+}
 ROLLING_KEYS: dict[str, _Key] = {
     "max_unavailable": _Key("int|str", "50%", _max_unavailable, '"25%"'),
 }
@@ -476,7 +480,7 @@ APP_SETTINGS: dict[str, _Key] = {
     "check_path": _Key("str", "", lambda v: None if v == "" or re.fullmatch(r"/[^\s?#]*(\?[^\s#]*)?", v) else
                        'must be a path on the Tomcats starting with "/", without spaces, e.g. "/health"'),
 }
-TOP_TABLES = ("lab", "ssh", "nginx", "tomcat", "delta", "msm", "rolling", "app")
+TOP_TABLES = ("lab", "ssh", "nginx", "tomcat", "delta", "msm", "rolling", "app", "firewall")
 ROLE_KEYS = {"nginx": NGINX_KEYS, "tomcat": TOMCAT_KEYS}
 SECRET_KEYS = ("password", "sudo_password", "passphrase")
 LAB_PROVIDED = ("key", "agent", "known_hosts")
@@ -629,7 +633,9 @@ class _Parser:
         mu = rolling["max_unavailable"]
         rolling = Rolling(mu if isinstance(mu, int) else mu.strip())
         apps, settings = self.apps(doc)
-        return Inventory(self.path, tuple(hosts), self.lab, delta, msm, rolling, max_parallel, apps, settings)
+        firewall = self.with_defaults("[firewall]", doc.get("firewall", {}), FIREWALL_KEYS)["backend"]
+        return Inventory(self.path, tuple(hosts), self.lab, delta, msm, rolling, max_parallel, apps, settings,
+                         firewall)
 
     def apps(self, doc: dict) -> tuple[tuple[App, ...], AppSettings]:
         section = doc.get("app", {})

@@ -43,8 +43,8 @@ BASE_PACKAGES = (
 )
 # Downloaded (not installed) into the root's apt cache: what deploy installs, per release.
 DEPLOY_PACKAGES = {
-    "bookworm": ("tomcat10", "nginx", "memcached", "tomcat-jakartaee-migration"),
-    "bullseye": ("tomcat9", "nginx", "memcached"),
+    "bookworm": ("tomcat10", "nginx", "memcached", "tomcat-jakartaee-migration", "nftables"),
+    "bullseye": ("tomcat9", "nginx", "memcached", "nftables"),
 }
 ROOTFS_VERSION = "1"  # bump when the build recipe changes: a new cache key, a fresh build
 

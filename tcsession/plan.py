@@ -17,13 +17,14 @@ import re
 from collections.abc import Iterable
 
 from tcsession import apps as applications
+from tcsession import firewall as firewall_rules
 from tcsession import msm, nginx, serverxml, state, webapp
 from tcsession.errors import TcsessionError
 from tcsession.facts import FileFact, HostFacts
 from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
 from tcsession.msmjars import MANAGED_JAR
-from tcsession.steps import (ApplyNginx, CheckMemcached, CheckPorts, Drain, FileChange, InstallPackages, Plan,
+from tcsession.steps import (ApplyFirewall, ApplyNginx, CheckMemcached, CheckPorts, Drain, FileChange, InstallPackages, Plan,
                              Replan, RestartMemcached, RestartTomcat, WriteFiles, manifest_for, sha256)
 from tcsession.tomcat import TOMCAT_PREFERENCE, Layout
 
@@ -145,8 +146,11 @@ class HostChanges:
 
     def __init__(self, host: Host, files: tuple[FileChange, ...], unit: str, digest: str, restart: str = "",
                  memcached: str = "", memcached_digest: str = "", layout: Layout | None = None,
-                 deferred: tuple[FileChange, ...] = (), app_contexts: tuple[str, ...] = ()):
+                 deferred: tuple[FileChange, ...] = (), app_contexts: tuple[str, ...] = (),
+                 firewall: str = "", firewall_remove: bool = False):
         self.host, self.files, self.unit, self.digest = host, files, unit, digest
+        # the firewall's rules: why they are (re)loaded, or removed ("" when neither)
+        self.firewall, self.firewall_remove = firewall, firewall_remove
         self.restart, self.memcached, self.memcached_digest, self.layout = restart, memcached, memcached_digest, layout
         # the applications' files (WARs, context descriptors): written while the node is out of
         # service and stopped, inside its restart, so that no two nodes redeploy at once
@@ -245,8 +249,28 @@ def tomcat_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, jar
             next(w.app.context for w in wars if c.path.endswith(("/" + w.app.base_name + ".war",
                                                                  "/" + w.app.base_name + ".xml")))
             for c in deferred}))
+    fw_changes, fw_reason, fw_remove = plan_firewall(inv, host, facts, mode)
+    changes += fw_changes
     return HostChanges(host, tuple(c for c in changes if c is not None), layout.unit, digest, reason,
-                       memcached_reason, memcached_digest, layout, deferred, tuple(w.app.context for w in wars))
+                       memcached_reason, memcached_digest, layout, deferred, tuple(w.app.context for w in wars),
+                       fw_reason, fw_remove)
+
+
+def plan_firewall(inv: Inventory, host: Host, facts: HostFacts, mode: Mode) -> tuple[list, str, bool]:
+    """The firewall's files (tcsession.firewall), and why its rules are loaded or removed: with
+    `[firewall] backend = "nftables"` the rules for this mode; without it, tcsession's files from
+    an earlier deploy removed (their bytes saved: rollback puts them back)."""
+    files = facts.files
+    wanted = inv.firewall == "nftables"
+    after = {firewall_rules.RULES: firewall_rules.render_rules(inv, host, mode) if wanted else None,
+             firewall_rules.UNIT_FILE: firewall_rules.render_unit() if wanted else None}
+    changes = [_change(_file(files, p), data, "644", "root:root") for p, data in after.items()]
+    changed = any(c is not None for c in changes)
+    active = facts.active.get(firewall_rules.UNIT) == "active"
+    if wanted:
+        reason = "its rules change" if changed else "" if active else f"{firewall_rules.UNIT} is not running"
+        return changes, reason, False
+    return changes, ("[firewall] backend is none: tcsession's rules removed" if changed or active else ""), True
 
 
 def nginx_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode) -> HostChanges:
@@ -260,11 +284,14 @@ def nginx_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode) -> H
     return HostChanges(host, changes, "nginx", digest, _restart_reason(bool(changes), facts, "nginx", digest))
 
 
-def packages_to_install(host: Host, facts: HostFacts, mode: Mode | str = "delta") -> tuple[str, ...]:
+def packages_to_install(host: Host, facts: HostFacts, mode: Mode | str = "delta",
+                        firewall: str = "none") -> tuple[str, ...]:
     """What a host is missing for its role (package names for its package manager)."""
     if host.role == "nginx":
         return () if "nginx" in facts.packages else ("nginx",)
     extra = () if "curl" in facts.packages else ("curl",)  # the health check on the host uses it
+    if firewall == "nftables" and firewall_rules.PACKAGE not in facts.packages:
+        extra += (firewall_rules.PACKAGE,)
     extra += tuple(p for p in mode_named(mode).packages(host) if p not in facts.packages)
     if facts.tomcat is not None:
         return extra
@@ -299,7 +326,7 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     already installed on each host (recorded with the files)."""
     mode = mode_named(mode)
     before = before or {h.name: dict(facts[h.name].active) for h in inv.hosts}
-    installs = {h.name: packages_to_install(h, facts[h.name], mode) for h in inv.hosts}
+    installs = {h.name: packages_to_install(h, facts[h.name], mode, inv.firewall) for h in inv.hosts}
     if any(installs.values()):
         steps = [InstallPackages(h.name, "missing for its role", facts[h.name].package_manager, installs[h.name],
                                  manifest_for(deploy_id, mode.name, time, (), installs[h.name], before[h.name]))
@@ -310,6 +337,8 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
         check_encryptable(inv, facts)
         if not key:
             raise TcsessionError(f"{inv.path}: [delta] encrypt = true but no cluster key was read (a bug)")
+    if mode.cluster:
+        check_encryption_switch(inv, facts, key if inv.delta.encrypt else None)
     hosts = {inv.nginx.name: nginx_changes(inv, inv.nginx, facts[inv.nginx.name], mode)}
     for t in inv.tomcats:
         if inv.apps and t.name not in (wars or {}):
@@ -329,6 +358,8 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     for t in inv.tomcats:  # memcached first (MSM connects at start), one host at a time
         if hosts[t.name].memcached:
             steps.append(RestartMemcached(t.name, hosts[t.name].memcached, hosts[t.name].memcached_digest))
+        if hosts[t.name].firewall:
+            steps.append(ApplyFirewall(t.name, hosts[t.name].firewall, remove=hosts[t.name].firewall_remove))
     n = hosts[inv.nginx.name]
     if n.restart:
         steps.append(ApplyNginx(inv.nginx.name, n.restart, n.digest,
@@ -420,6 +451,35 @@ def waves(inv: Inventory, mode: Mode, restart: Iterable[str], running: set[str],
         up |= set(wave)
         members |= set(wave)
     return out
+
+
+def check_encryption_switch(inv: Inventory, facts: dict[str, HostFacts], planned: str | None) -> None:
+    """Refuse to turn encryption on or off, or change its key, by a rolling restart of a running
+    cluster when no running member already has the planned setting: a node restarted first could
+    not read its peers' messages (nor they its), so it would get no sessions, and nginx would then
+    send users to it. (One member already on the planned key, as after a node was given a wrong
+    key, is what a rolling restart heals.)"""
+    current = {}
+    for t in inv.tomcats:
+        f = facts.get(t.name)
+        layout = f.tomcat if f else None
+        data = f.content(layout.server_xml) if layout else None
+        if not data or f.active.get(layout.unit) != "active":
+            continue
+        try:
+            cluster = serverxml.read_cluster(data, f"{t.name}:{layout.server_xml}")
+        except TcsessionError:
+            continue
+        if cluster and cluster["managed"]:
+            current[t.name] = cluster["encryption_key"]
+    if len(current) >= 2 and planned not in current.values():
+        what = ("turning [delta] encrypt on" if planned and all(v is None for v in current.values()) else
+                "turning [delta] encrypt off" if planned is None else "changing the cluster key")
+        names = ", ".join(sorted(current))
+        raise TcsessionError(f"{inv.path}: {what} while {names} run would lose their sessions (a node restarted "
+                             "with the new setting cannot read the others' messages, so it gets no sessions); "
+                             "stop the Tomcats first in a maintenance window (sessions end), then deploy; "
+                             "tcsession changed nothing")
 
 
 def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> set[str]:

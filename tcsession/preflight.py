@@ -242,12 +242,67 @@ def judge_disk(lines: list[str] | None, installing: bool) -> Check:
     return ("disk", True, f"{least // 1024} MiB free")
 
 
+def judge_firewall(inv: Inventory, facts: HostFacts) -> Check:
+    """`[firewall] backend = "nftables"` beside an active firewalld: firewalld's own zones also
+    decide (every table's input chain must accept a packet), and it is not driven by tcsession."""
+    if inv.firewall != "nftables":
+        return ("firewall", True, f"[firewall] backend = {inv.firewall!r}: tcsession leaves the host's firewall alone")
+    if facts.active.get("firewalld") == "active":
+        return ("firewall", False, "firewalld is active, and its zones decide too; open the cluster's ports in "
+                                   "firewalld yourself and set [firewall] backend = \"none\", or stop firewalld")
+    return ("firewall", True, "nftables: tcsession's table (inet tcsession) is the host's only cluster rule set")
+
+
+#: What tcsession's nginx site needs: `proxy_http_version 1.1` (1.1.4); `map` with regexes,
+#: `backup` servers and `proxy_next_upstream ... http_503` are older.
+NGINX_MIN = (1, 1, 4)
+#: open-source nginx's `sticky route` and the `drain` server parameter (mainline 1.29.6)
+NGINX_STICKY = (1, 29, 6)
+
+
+def judge_nginx(lines: list[str] | None) -> Check:
+    """`nginx -v` ("nginx version: nginx/1.22.1"), when nginx is installed."""
+    line = (lines or [""])[0].strip()
+    if not line:
+        return ("nginx", True, "not installed yet: deploy installs the distribution's package")
+    m = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", line)
+    if not m:
+        return ("nginx", True, f"version not recognised ({line[:60]}); assuming the site's directives work")
+    v = tuple(int(x) for x in m.groups())
+    shown = ".".join(map(str, v))
+    if v < NGINX_MIN:
+        return ("nginx", False, f"nginx {shown} is older than 1.1.4 (the site's proxy_http_version 1.1); "
+                                "upgrade nginx (the distribution's or nginx.org's package)")
+    extra = ("; it has sticky route and drain, which tcsession does not use yet (its map routing works on every version)"
+             if v >= NGINX_STICKY else "; routing by jvmRoute with a map (no sticky/drain before 1.29.6)")
+    return ("nginx", True, f"nginx {shown}{extra}")
+
+
+def judge_selinux(lines: list[str] | None) -> Check:
+    """`getenforce` then `getsebool httpd_can_network_connect` (the RHEL family; nothing elsewhere).
+    Enforcing with the boolean off: nginx's connections to Tomcat are denied (`connect() ...
+    (13: Permission denied)` in nginx's error log, a 502 for every request)."""
+    lines = [l.strip() for l in (lines or []) if l.strip()]
+    if not lines:
+        return ("selinux", True, "no SELinux tools (not the RHEL family)")
+    mode = lines[0]
+    boolean = next((l for l in lines[1:] if l.startswith("httpd_can_network_connect")), "")
+    if mode != "Enforcing":
+        return ("selinux", True, f"{mode}: nothing enforced")
+    if boolean.endswith("--> on"):
+        return ("selinux", True, "Enforcing, httpd_can_network_connect on: nginx may connect to the Tomcats")
+    return ("selinux", False, "Enforcing with httpd_can_network_connect off: nginx cannot connect to the Tomcats "
+                              "(every request a 502); run setsebool -P httpd_can_network_connect 1 on this host")
+
+
 def judge_host(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, installing: bool,
                extra: list[Check] = ()) -> HostPreflight:
     pf = facts.preflight
     checks = [judge_resolve(pf.get("resolve")), *extra, judge_ports(inv, host, mode, pf.get("ss"))]
     if host.role == "tomcat":
-        checks += [judge_java(facts), judge_route(host, mode, inv)]
+        checks += [judge_java(facts), judge_route(host, mode, inv), judge_firewall(inv, facts)]
+    else:
+        checks += [judge_nginx(pf.get("nginx")), judge_selinux(pf.get("selinux"))]
     checks.append(judge_disk(pf.get("disk"), installing))
     return HostPreflight(host.name, host.role, host.address, tuple(checks))
 

@@ -13,7 +13,7 @@ import dataclasses
 import time
 
 from tcsession import apps as applications
-from tcsession import lab, msm, nginx, serverxml, state
+from tcsession import firewall, lab, msm, nginx, serverxml, state
 from tcsession import plan as planning
 from tcsession.apply import Interpreter
 from tcsession.errors import TcsessionError
@@ -23,7 +23,7 @@ from tcsession.modes import DELTA, NONE, Mode
 from tcsession.remote import Remote
 from tcsession.shell import files_script, history_script
 from tcsession.state import Record
-from tcsession.steps import (ApplyNginx, FileChange, Plan, RestartMemcached, RestoreFiles, StopService, sha256)
+from tcsession.steps import (ApplyFirewall, ApplyNginx, FileChange, Plan, RestartMemcached, RestoreFiles, StopService, sha256)
 from tcsession.ui import Progress
 
 
@@ -109,6 +109,10 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
                                             planning.config_digest({conf_path: content(t.name, conf_path)}), enable=False))
             else:
                 own.append(StopService(t.name, f"it was not running before {deploy_id}", "memcached"))
+        if any(c.path == firewall.RULES for c in restores[t.name].changes):
+            rules = content(t.name, firewall.RULES)
+            own.append(ApplyFirewall(t.name, "load the restored rules" if rules is not None else
+                                     f"there were no tcsession rules before {deploy_id}", remove=rules is None))
         if r.manifest.was_active(layout.unit):
             digest = planning.config_digest({p: content(t.name, p) for p in planning.tomcat_config_paths(layout)})
             restart[t.name] = planning.HostChanges(t, (), layout.unit, digest, "restart with the restored files")

@@ -563,7 +563,8 @@ def read_cluster(data: bytes, source: str) -> dict | None:
     Keys: ``managed`` (our marker is there), ``jvm_route``, ``manager`` (class name),
     ``membership`` ("multicast", "static", "cloud" or the class name), ``members`` (static:
     ``host:port`` of the listed members), ``multicast`` ("address:port"), ``receiver_address``,
-    ``receiver_port``, ``channel_send_options`` (attribute values as written, or None).
+    ``receiver_port``, ``channel_send_options`` (attribute values as written, or None),
+    ``encryption_key`` (the EncryptInterceptor's key, or None without one).
     """
     doc = XmlDocument(data, source)
     engine = _find_engine(doc.root, source)
@@ -601,6 +602,8 @@ def read_cluster(data: bytes, source: str) -> dict | None:
     members = []
     if members_from is not None:
         members = [f"{m.get('host')}:{m.get('port')}" for m in members_from.findall("Member")]
+    encrypt = next((i for i in (channel.findall("Interceptor") if channel is not None else ())
+                    if (i.get("className") or "") == ENCRYPT_INTERCEPTOR), None)
     return {
         "managed": _marker_before(cluster) is not None,
         "jvm_route": engine.get("jvmRoute"),
@@ -611,6 +614,8 @@ def read_cluster(data: bytes, source: str) -> dict | None:
         "receiver_address": receiver.get("address") if receiver is not None else None,
         "receiver_port": receiver.get("port") if receiver is not None else None,
         "channel_send_options": cluster.get("channelSendOptions"),
+        # the EncryptInterceptor's key ("" when it has none), or None without the interceptor
+        "encryption_key": (encrypt.get("encryptionKey") or "") if encrypt is not None else None,
     }
 
 

@@ -30,7 +30,7 @@ def write_bytes(path_expr: str, data: bytes) -> str:
 
 # The units and packages facts ask about, whatever the host's family.
 TOMCAT_UNITS = ("tomcat11", "tomcat10", "tomcat9", "tomcat")
-PACKAGES = (*TOMCAT_UNITS, "nginx", "memcached", "curl")
+PACKAGES = (*TOMCAT_UNITS, "nginx", "memcached", "curl", "nftables")
 
 
 def facts_script() -> str:
@@ -46,11 +46,11 @@ echo @@packages
 if command -v dpkg-query >/dev/null 2>&1; then
   pkgs=$(dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\n' {" ".join(PACKAGES)} 2>/dev/null | awk '$3 ~ /^ii/ {{print $1, $2}}')
 else
-  pkgs=$(rpm -q --qf '%{{NAME}} %{{VERSION}}-%{{RELEASE}}\n' tomcat nginx memcached curl 2>/dev/null | grep -v 'not installed')
+  pkgs=$(rpm -q --qf '%{{NAME}} %{{VERSION}}-%{{RELEASE}}\n' tomcat nginx memcached curl nftables 2>/dev/null | grep -v 'not installed')
 fi
 echo "$pkgs"
 echo @@active
-systemctl show -p Id,ActiveState {units} nginx memcached 2>/dev/null
+systemctl show -p Id,ActiveState {units} nginx memcached tcsession-firewall firewalld 2>/dev/null
 echo @@available
 # Only asked when something is missing (it is the slowest question here).
 case "$pkgs" in *tomcat*|*nginx*) ;; *)
@@ -73,13 +73,15 @@ def clock_script() -> str:
 def preflight_facts_script() -> str:
     """What preflight reads besides the facts (same round trip): the host name and what it
     resolves to, Java's version, free disk, python3 (the multicast probe), listeners with
-    their process."""
+    their process, nginx's version, SELinux's mode and the boolean nginx's proxying needs."""
     return r"""
 echo @@pf-resolve; h=$(hostname); echo "$h"; getent ahostsv4 "$h" 2>/dev/null | awk '{print $1}' | sort -u
 echo @@pf-java; command -v java >/dev/null 2>&1 && java -version 2>&1 | head -n 1
 echo @@pf-disk; df -Pk /var /usr 2>/dev/null | tail -n +2
 echo @@pf-python; command -v python3 2>/dev/null
 echo @@pf-ss; ss -Hntulp 2>/dev/null
+echo @@pf-nginx; command -v nginx >/dev/null 2>&1 && nginx -v 2>&1 | head -n 1
+echo @@pf-selinux; if command -v getenforce >/dev/null 2>&1; then getenforce 2>&1; getsebool httpd_can_network_connect 2>&1; fi
 """
 
 
@@ -304,6 +306,30 @@ def _or_fail(what: str, unit: str) -> str:
 def restart_service(unit: str, digest: str, enable: bool) -> str:
     return ((f"systemctl enable -q {q(unit)} && " if enable else "") + f"systemctl restart {q(unit)} "
             + _or_fail(f"{unit} did not restart", unit) + "\n" + stamp(unit, digest) + "\n")
+
+
+def firewall_apply() -> str:
+    """Load tcsession's rules (replacing its table in one transaction) and enable the unit that
+    loads them at boot; then check the table is there."""
+    from tcsession import firewall
+
+    unit = q(firewall.UNIT)
+    return (f"systemctl daemon-reload && systemctl enable -q {unit} "
+            + _or_fail(f"{firewall.UNIT} could not be enabled", firewall.UNIT) + "\n"
+            f"out=$(nft -f {q(firewall.RULES)} 2>&1) || {{ echo \"nft -f {firewall.RULES} failed: $out\"; exit 1; }}\n"
+            f"systemctl start {unit} " + _or_fail(f"{firewall.UNIT} did not start", firewall.UNIT) + "\n"
+            f"nft list table {firewall.TABLE} >/dev/null || {{ echo 'table {firewall.TABLE} missing after loading'; exit 1; }}\n")
+
+
+def firewall_remove() -> str:
+    """Delete tcsession's table and forget its unit (whose file a rollback or a deploy with
+    `[firewall] backend = "none"` removed just before)."""
+    from tcsession import firewall
+
+    unit = q(firewall.UNIT)
+    return (f"systemctl disable -q {unit} 2>/dev/null; systemctl stop {unit} 2>/dev/null; "
+            f"nft delete table {firewall.TABLE} 2>/dev/null; systemctl daemon-reload; systemctl reset-failed {unit} 2>/dev/null\n"
+            f"if nft list table {firewall.TABLE} >/dev/null 2>&1; then echo 'table {firewall.TABLE} still there'; exit 1; fi\n")
 
 
 def stop_service(unit: str) -> str:

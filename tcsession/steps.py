@@ -240,6 +240,24 @@ class RestartMemcached(Step):
 
 
 @dataclasses.dataclass(frozen=True)
+class ApplyFirewall(Step):
+    """Load tcsession's nftables rules (tcsession.firewall) and enable the unit that loads them
+    at boot, or (`remove`) delete the table and disable the unit."""
+
+    remove: bool = False
+
+    def describe(self) -> str:
+        return ("remove tcsession's firewall table, disable tcsession-firewall" if self.remove
+                else "load the firewall rules (nft -f, one transaction), enable tcsession-firewall")
+
+    def script(self) -> str:
+        return shell.firewall_remove() if self.remove else shell.firewall_apply()
+
+    def done(self, output: str) -> str:
+        return "removed the firewall table" if self.remove else "firewall rules loaded"
+
+
+@dataclasses.dataclass(frozen=True)
 class StopService(Step):
     unit: str = ""
 

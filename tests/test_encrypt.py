@@ -82,9 +82,20 @@ def deployed():
     return {n: parse_facts((DATA / f"deployed-{n}.txt").read_text()) for n in ("nginx", "tomcat1", "tomcat2")}
 
 
+def stopped(f):
+    """The same host's facts with its Tomcat stopped."""
+    return dataclasses.replace(f, active={**f.active, f.tomcat.unit: "inactive"})
+
+
 def test_the_plan_adds_the_interceptor_and_never_shows_the_key(deployed):
     inv = encrypting()
     assert inv.delta.encrypt and inv.delta.key_file == str(ROOT / "hosts.cluster-key")
+    # the captured cluster runs in clear: turning encryption on while it runs is refused...
+    with pytest.raises(TcsessionError, match=r"turning \[delta\] encrypt on while tomcat1, tomcat2 run would lose"):
+        planning.plan(inv, deployed, "delta", key=KEY)
+    # ...as long as two of its members run (one running member alone has nobody to disagree with)
+    assert planning.plan(inv, {**deployed, "tomcat2": stopped(deployed["tomcat2"])}, "delta", key=KEY).restarts("tomcat1")
+    deployed = {n: stopped(f) if n != "nginx" else f for n, f in deployed.items()}
     p = planning.plan(inv, deployed, "delta", key=KEY)
     for t in ("tomcat1", "tomcat2"):
         (change,) = p.files(t)
@@ -93,6 +104,36 @@ def test_the_plan_adds_the_interceptor_and_never_shows_the_key(deployed):
         assert p.restarts(t)
     with pytest.raises(TcsessionError, match="no cluster key was read"):
         planning.plan(inv, deployed, "delta")
+
+
+def encrypted_with(f, key: str | None):
+    """The host's facts with its server.xml patched to `key` (None: no EncryptInterceptor)."""
+    layout = f.tomcat
+    fact = f.files[layout.server_xml]
+    data = serverxml.patch_server_xml(fact.content, dataclasses.replace(spec(), encrypt_key=key or ""), "t")
+    return dataclasses.replace(f, files={**f.files, layout.server_xml: dataclasses.replace(fact, content=data)})
+
+
+def test_a_rolling_key_change_is_refused_unless_a_running_member_has_the_new_key(deployed):
+    inv = encrypting()
+    assert serverxml.read_cluster(encrypted_with(deployed["tomcat1"], KEY).files["/etc/tomcat10/server.xml"].content,
+                                  "t")["encryption_key"] == KEY
+    assert serverxml.read_cluster(deployed["tomcat1"].files["/etc/tomcat10/server.xml"].content, "t")["encryption_key"] is None
+    other = "ab" * 32
+    both_old = {**deployed, "tomcat1": encrypted_with(deployed["tomcat1"], other),
+                "tomcat2": encrypted_with(deployed["tomcat2"], other)}
+    with pytest.raises(TcsessionError, match="changing the cluster key while tomcat1, tomcat2 run"):
+        planning.plan(inv, both_old, "delta", key=KEY)
+    # tomcat2 given a wrong key by hand, tomcat1 on the right one: the rolling restart heals it
+    healing = {**deployed, "tomcat1": encrypted_with(deployed["tomcat1"], KEY),
+               "tomcat2": encrypted_with(deployed["tomcat2"], other)}
+    p = planning.plan(inv, healing, "delta", key=KEY)
+    assert p.restarts("tomcat2")
+    # and turning it off on a running encrypted cluster
+    clear = parse_inventory((ROOT / "hosts.toml").read_text(), ROOT / "hosts.toml")
+    on = {**deployed, "tomcat1": encrypted_with(deployed["tomcat1"], KEY), "tomcat2": encrypted_with(deployed["tomcat2"], KEY)}
+    with pytest.raises(TcsessionError, match=r"turning \[delta\] encrypt off"):
+        planning.plan(clear, on, "delta")
 
 
 def with_version(f, version: str):

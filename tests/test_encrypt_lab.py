@@ -1,6 +1,7 @@
 """[delta] encrypt = true on real hosts (bookworm, Tomcat 10.1.60): the key is generated beside
 the inventory (root only, never in it), the encrypted cluster replicates and fails over, a node
-with a wrong key does not get the sessions and status says why, and a deploy puts the key back."""
+with a wrong key does not get the sessions and status says why, and a deploy puts the key back;
+a capture on the lab bridge sees the session in clear without encryption and never with it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import time
 
 import pytest
 
+from capture import Capture
 from conftest import LabHandle, write_lab_inventory
 from tcsession import status
-from tcsession.client import SessionClient
+from tcsession.client import SessionClient, parse_session_id
 from tcsession.deploy import deploy
+from tcsession.errors import TcsessionError
+from tcsession.inventory import load_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -92,3 +96,48 @@ def test_a_wrong_key_does_not_join_and_status_says_why(lab):
         assert client.run.ok and client.run.last_count == 15 and client.run.last_node != serving, client.run.to_dict()
     finally:
         lab.start_serving(serving, "tomcat10")
+
+
+def captured_while_serving(lab, inv) -> tuple[bytes, str, int]:
+    """The receiver port's traffic on the lab bridge while 10 requests change one session: (the
+    payloads, the session's base id, frames seen)."""
+    client = SessionClient(inv.nginx.address, inv.nginx.http_port)
+    with Capture(lab.spec.bridge, inv.delta.receiver_port, seconds=60) as cap:
+        for _ in range(10):
+            client.request()
+        time.sleep(1.5)  # the last delta crosses the bridge (channelSendOptions: asynchronous)
+    assert client.run.ok and client.run.last_count == 10, client.run.to_dict()
+    return cap.data, parse_session_id(client.run.session_ids[-1]).base, cap.frames
+
+
+def test_a_capture_on_the_bridge_shows_sessions_in_clear_only_without_encryption(lab):
+    """What an eavesdropper on the cluster network sees: without encrypt, the session's id and
+    its attribute's name cross the bridge in clear (DeltaManager's messages are Java-serialized);
+    with it, neither does, though the replication traffic is there."""
+    data, base, frames = captured_while_serving(lab, lab.inv)
+    print(f"\nencrypted: {frames} frames, {len(data)} bytes on port {lab.inv.delta.receiver_port}")
+    assert frames > 0 and len(data) > 1000  # the replication was captured...
+    assert base.encode() not in data and b"count" not in data  # ...and shows nothing in clear
+    clear = lab.inv_path.with_name("clear.toml")
+    clear.write_text(lab.inv_path.read_text().replace("encrypt = true", "encrypt = false"))
+    inv = load_inventory(clear)
+    before = {t: lab.run(t, "sha256sum /etc/tomcat10/server.xml").stdout for t in ("tomcat1", "tomcat2")}
+    # turning encryption off while both run would lose their sessions: refused, nothing changed
+    with pytest.raises(TcsessionError, match=r"turning \[delta\] encrypt off while tomcat1, tomcat2 run"):
+        deploy(inv, "delta", quiet=True)
+    assert before == {t: lab.run(t, "sha256sum /etc/tomcat10/server.xml").stdout for t in before}
+    stop_tomcats(lab)  # the maintenance window the refusal asks for
+    try:
+        assert deploy(inv, "delta", quiet=True).changed
+        data, base, frames = captured_while_serving(lab, inv)
+        print(f"clear: {frames} frames, {len(data)} bytes")
+        assert base.encode() in data and b"count" in data
+    finally:
+        stop_tomcats(lab)
+        assert deploy(lab.inv, "delta", quiet=True).changed  # encrypted again
+
+
+def stop_tomcats(lab) -> None:
+    for t in ("tomcat1", "tomcat2"):
+        r = lab.run(t, "systemctl stop tomcat10")
+        assert r.ok, r.why()

@@ -32,8 +32,20 @@ def test_a_deployed_host_passes_every_check(inv):
     f = parse_facts((DATA / "deployed-tomcat2.txt").read_text())
     h = pf.judge_host(inv, inv.host("tomcat2"), f, DELTA, installing=False)
     assert h.problems == [], h.checks
-    assert {w for w, _, _ in h.checks} == {"host name", "ports", "java", "jvm_route", "disk"}
+    assert {w for w, _, _ in h.checks} == {"host name", "ports", "java", "jvm_route", "firewall", "disk"}
     assert pf.judge_java(f) == ("java", True, "Java 17 for Tomcat 10")
+
+
+def test_nftables_beside_an_active_firewalld_is_refused(inv):
+    import dataclasses
+
+    f = parse_facts((DATA / "deployed-tomcat2.txt").read_text())
+    nft = dataclasses.replace(inv, firewall="nftables")
+    assert pf.judge_firewall(nft, f)[1] and pf.judge_firewall(inv, f)[1]
+    with_firewalld = dataclasses.replace(f, active={**f.active, "firewalld": "active"})
+    what, ok, detail = pf.judge_firewall(nft, with_firewalld)
+    assert not ok and "firewalld is active" in detail and 'backend = "none"' in detail
+    assert pf.judge_firewall(inv, with_firewalld)[1]  # "none": tcsession leaves it alone
 
 
 def test_a_fresh_host_needs_no_java_yet(inv):
@@ -138,3 +150,38 @@ def test_the_table_and_json(inv):
     assert any(t.startswith("  ok   clock: ") for t in lines)
     d = report.to_dict()
     assert d["ok"] is False and {c["check"] for c in d["hosts"][0]["checks"]} >= {"ports", "clock", "java", "disk"}
+
+
+# nginx -v: Debian 12's package (read on the lab's nginx host), EPEL's for CentOS 7, a 1.0 build,
+# mainline 1.29.6 (sticky route and drain); the output format is nginx's own ("nginx version: ...").
+@pytest.mark.parametrize("line,ok,says", [
+    ("nginx version: nginx/1.22.1", True, "routing by jvmRoute with a map"),
+    ("nginx version: nginx/1.20.1", True, "nginx 1.20.1"),
+    ("nginx version: nginx/1.0.15", False, "older than 1.1.4"),
+    ("nginx version: nginx/1.29.6", True, "it has sticky route and drain"),
+    ("nginx version: openresty/1.25.3.1", True, "version not recognised"),
+])
+def test_the_nginx_version(line, ok, says):
+    what, passed, detail = pf.judge_nginx([line])
+    assert what == "nginx" and passed is ok and says in detail, detail
+    assert pf.judge_nginx(None)[1] and "not installed yet" in pf.judge_nginx([""])[2]
+
+
+# SELinux on the RHEL family: getenforce's and getsebool's own output formats (no RHEL host can
+# be had here, so these are captured texts, not a live host; Debian has no getenforce: nothing).
+@pytest.mark.parametrize("lines,ok,says", [
+    (["Enforcing", "httpd_can_network_connect --> off"], False, "setsebool -P httpd_can_network_connect 1"),
+    (["Enforcing", "httpd_can_network_connect --> on"], True, "nginx may connect"),
+    (["Permissive", "httpd_can_network_connect --> off"], True, "nothing enforced"),
+    (["Disabled", "getsebool:  SELinux is disabled"], True, "nothing enforced"),
+    ([], True, "no SELinux tools"),
+])
+def test_selinux_blocking_nginx_is_named_with_its_fix(lines, ok, says):
+    what, passed, detail = pf.judge_selinux(lines)
+    assert what == "selinux" and passed is ok and says in detail, detail
+
+
+def test_the_nginx_host_gets_the_nginx_and_selinux_checks(inv):
+    f = parse_facts((DATA.parent / "facts" / "deployed-nginx.txt").read_text())
+    h = pf.judge_host(inv, inv.host("nginx"), f, DELTA, installing=False)
+    assert {w for w, _, _ in h.checks} == {"host name", "ports", "nginx", "selinux", "disk"}

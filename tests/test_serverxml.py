@@ -445,6 +445,7 @@ def test_read_cluster(manager, membership):
         "receiver_address": NODE_ADDRESS,
         "receiver_port": "4000",
         "channel_send_options": "6",
+        "encryption_key": None,
     }
 
 
