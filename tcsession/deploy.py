@@ -17,7 +17,7 @@ from tcsession import clusterkey, lab, maven, msmjars, preflight
 from tcsession import plan as planning
 from tcsession.apply import Interpreter, Outcome
 from tcsession.errors import TcsessionError
-from tcsession.facts import HostFacts, gather
+from tcsession.facts import HostFacts, gather, gather_reachable
 from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
 from tcsession.remote import Remote
@@ -110,7 +110,12 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
                                      "Debian/Ubuntu (apt) and the RHEL family (yum/dnf)")
         for a in mode.advice(inv):
             progress.say(f"  advice: {a}", "yellow")
-        before = {h.name: dict(facts[h.name].active) for h in inv.hosts}
+        if inv.removed:  # remove = true: stopped once nginx no longer sends to them (if reachable)
+            gone, notes = gather_reachable(remote, list(inv.removed), inv.apps)
+            facts.update(gone)
+            for n in notes:
+                progress.say(f"  note: {n}", "yellow")
+        before = {h.name: dict(facts[h.name].active) for h in inv.hosts + inv.removed if h.name in facts}
         installs = _installs(inv, facts, mode)
         # preflight: what breaks clusters most, before any change (a failure changes nothing)
         t = time.monotonic()
@@ -143,8 +148,8 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
             if on_event:
                 on_event(e)
 
-        interp = Interpreter(remote, {h.name: h for h in inv.hosts}, on)
-        names = [h.name for h in inv.hosts]
+        interp = Interpreter(remote, {h.name: h for h in inv.hosts + inv.removed}, on)
+        names = [h.name for h in inv.hosts + inv.removed if h.name in facts]
         outcome = interp.apply(the_plan, names)
         report.executed += outcome.done
         if outcome.ok and outcome.stopped_at is not None:  # packages installed: plan the files now

@@ -65,6 +65,21 @@ def gather(remote, hosts, apps=()) -> dict[str, "HostFacts"]:
     return {name: parse_facts(r.stdout, name) for name, r in results.items()}
 
 
+def gather_reachable(remote, hosts, apps=()) -> tuple[dict[str, "HostFacts"], list[str]]:
+    """Like `gather`, for hosts whose absence does not stop a deploy (the Tomcats being removed
+    from the cluster: one may be gone already): the facts of those that answered, and a note for
+    each that did not."""
+    results = remote.run_all(hosts, deploy_script(apps))
+    facts, notes = {}, []
+    for name, r in results.items():
+        if r.ok:
+            facts[name] = parse_facts(r.stdout, name)
+        else:
+            notes.append(f"{name} (remove = true) did not answer ({r.why()}); it is taken out of nginx and "
+                         "its peers' configuration, but its services could not be stopped")
+    return facts, notes
+
+
 def require_ok(results: dict, what: str) -> None:
     failed = [r for r in results.values() if not r.ok]
     if failed:

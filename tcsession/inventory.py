@@ -56,6 +56,7 @@ class Host:
     http_port: int
     jvm_route: str | None  # None for nginx
     memcached: bool  # False for nginx
+    remove: bool = False  # [tomcat.NAME] remove = true: taken out of the cluster, its services stopped
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,9 @@ class Inventory:
     apps: tuple[App, ...] = ()  # in file order
     app: AppSettings = AppSettings()
     firewall: str = "none"  # [firewall] backend: "nftables" (tcsession.firewall) | "none"
+    # Tomcats with remove = true: not in the cluster (nginx, peers, memcached nodes); deploy
+    # stops their services once nginx no longer sends to them. Not in `hosts`.
+    removed: tuple[Host, ...] = ()
 
     @property
     def nginx(self) -> Host:
@@ -157,7 +161,7 @@ class Inventory:
         return tuple(h for h in self.hosts if h.role == "tomcat")
 
     def host(self, name: str) -> Host:
-        for h in self.hosts:
+        for h in self.hosts + self.removed:
             if h.name == name:
                 return h
         names = ", ".join(h.name for h in self.hosts)
@@ -405,6 +409,7 @@ TOMCAT_KEYS: dict[str, _Key] = {
         '"tomcat1"', max_len=64),
     "memcached": _Key("bool", True),
     "http_port": _Key("int", 8080, _port),
+    "remove": _Key("bool", False),
 }
 LAB_KEYS: dict[str, _Key] = {
     "name": _Key("str", "tcsession", _pattern(
@@ -634,8 +639,8 @@ class _Parser:
         rolling = Rolling(mu if isinstance(mu, int) else mu.strip())
         apps, settings = self.apps(doc)
         firewall = self.with_defaults("[firewall]", doc.get("firewall", {}), FIREWALL_KEYS)["backend"]
-        return Inventory(self.path, tuple(hosts), self.lab, delta, msm, rolling, max_parallel, apps, settings,
-                         firewall)
+        return Inventory(self.path, tuple(h for h in hosts if not h.remove), self.lab, delta, msm, rolling,
+                         max_parallel, apps, settings, firewall, tuple(h for h in hosts if h.remove))
 
     def apps(self, doc: dict) -> tuple[tuple[App, ...], AppSettings]:
         section = doc.get("app", {})
@@ -701,6 +706,7 @@ class _Parser:
                 http_port=own["http_port"],
                 jvm_route=(own["jvm_route"] or name) if tomcat else None,
                 memcached=own["memcached"] if tomcat else False,
+                remove=own.get("remove", False) if tomcat else False,
             ))
         return hosts
 
@@ -749,6 +755,10 @@ class _Parser:
         if len(tomcats) < 2:
             have = f"only [tomcat.{tomcats[0].name}]" if tomcats else "none"
             self.fail("", f"needs at least two [tomcat.NAME] tables, has {have}; add another Tomcat host")
+        staying = [h for h in tomcats if not h.remove]
+        if len(staying) < 2:
+            self.fail(f"[tomcat.{tomcats[-1].name}]", f"remove = true leaves {len(staying)} Tomcat(s) in the cluster; "
+                                                      "keep at least two (remove fewer, or add another Tomcat host)")
 
         seen_name: dict[str, Host] = {}
         seen_addr: dict[Any, Host] = {}

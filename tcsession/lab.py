@@ -102,7 +102,7 @@ def spec_from_inventory(inv: Inventory) -> LabSpec:
             f"{inv.path}: no [lab] table; this inventory describes real servers, not the lab "
             "(use the shipped hosts.toml, or add [lab] name = \"tcsession\")")
     return LabSpec(name=inv.lab.name, release=inv.lab.release, subnet=inv.lab.subnet,
-                   hosts=tuple(LabHost(h.name, h.address) for h in inv.hosts))
+                   hosts=tuple(LabHost(h.name, h.address) for h in inv.hosts + inv.removed))
 
 
 def render_inventory(name: str = "tcsession", release: str = "bookworm", tomcats: int = 2,

@@ -25,7 +25,7 @@ from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
 from tcsession.msmjars import MANAGED_JAR
 from tcsession.steps import (ApplyFirewall, ApplyNginx, CheckMemcached, CheckPorts, Drain, FileChange, InstallPackages, Plan,
-                             Replan, RestartMemcached, RestartTomcat, WriteFiles, manifest_for, sha256)
+                             Replan, RestartMemcached, RestartTomcat, StopService, WriteFiles, manifest_for, sha256)
 from tcsession.tomcat import TOMCAT_PREFERENCE, Layout
 
 MANAGED_HEADER = "Managed by tcsession"
@@ -355,23 +355,38 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
                                     manifest_for(deploy_id, mode.name, time, c.files + deferred,
                                                  (installed or {}).get(h.name, ()), before[h.name]), c.files,
                                     deferred))
+    for h in inv.removed:  # a Tomcat to stop: its services as they were, recorded first
+        f = facts.get(h.name)
+        if f is not None and f.tomcat is not None and f.active.get(f.tomcat.unit) == "active":
+            steps.append(WriteFiles(h.name, "remove = true: taken out of the cluster", deploy_id,
+                                    manifest_for(deploy_id, mode.name, time, (), (), before.get(h.name, dict(f.active))), ()))
     for t in inv.tomcats:  # memcached first (MSM connects at start), one host at a time
         if hosts[t.name].memcached:
             steps.append(RestartMemcached(t.name, hosts[t.name].memcached, hosts[t.name].memcached_digest))
         if hosts[t.name].firewall:
             steps.append(ApplyFirewall(t.name, hosts[t.name].firewall, remove=hosts[t.name].firewall_remove))
     n = hosts[inv.nginx.name]
-    if n.restart:
-        steps.append(ApplyNginx(inv.nginx.name, n.restart, n.digest,
-                                start=facts[inv.nginx.name].active.get("nginx") != "active"))
     site_change = next((c for c in n.files if c.path == nginx.SITE), None)
     site = site_change.after if site_change else facts[inv.nginx.name].content(nginx.SITE)
     running = {t.name for t in inv.tomcats if facts[t.name].active.get(hosts[t.name].unit) == "active"}
+    # A Tomcat new to the site while others serve: nginx loads the site with it marked down, and
+    # its own start (once it serves and, in delta mode, holds the sessions) puts it in service.
+    joining = joining_nodes(inv, facts[inv.nginx.name].content(nginx.SITE), running) if running else []
+    if site is None or site_change is None:
+        joining = []
+    if n.restart:
+        out = [(inv.host(j).address, inv.host(j).http_port) for j in joining]
+        steps.append(ApplyNginx(inv.nginx.name, n.restart + (f" ({', '.join(joining)} marked down until it has joined)"
+                                                             if joining else ""), n.digest,
+                                start=facts[inv.nginx.name].active.get("nginx") != "active",
+                                site=nginx.drain_all(site.decode(), out).encode() if joining else None))
+    steps += retire(inv, facts, mode)
     restart = {t.name: hosts[t.name] for t in inv.tomcats if hosts[t.name].restart}
     if restart:  # (reading every server.xml's Cluster costs: only when something restarts)
         for s in tomcat_restarts(inv, mode, restart, running, site,
                                  {t.name: inv.app.test_page for t in inv.tomcats},
-                                 members_now=cluster_members_now(inv, facts, running) if mode.cluster else set()):
+                                 members_now=cluster_members_now(inv, facts, running) if mode.cluster else set(),
+                                 joining=set(joining)):
             steps.append(s)
     if steps:
         steps += checks(inv, mode, {t.name: hosts[t.name].unit for t in inv.tomcats})
@@ -453,6 +468,32 @@ def waves(inv: Inventory, mode: Mode, restart: Iterable[str], running: set[str],
     return out
 
 
+def joining_nodes(inv: Inventory, site_now: bytes | None, running: set[str]) -> list[str]:
+    """The Tomcats joining a serving cluster: not running, and not in nginx's site as it is now."""
+    listed = nginx.servers(site_now.decode()) if site_now is not None else set()
+    return [t.name for t in inv.tomcats if t.name not in running and (t.address, t.http_port) not in listed]
+
+
+def retire(inv: Inventory, facts: dict[str, HostFacts], mode: Mode) -> list:
+    """The Tomcats with `remove = true` that still run: stopped (and disabled) once nginx's site
+    without them is loaded; their services as they were are recorded, so rollback starts them
+    again. (The site, and with static membership the peers' lists, leave them out already: they
+    are not among inv.tomcats.)"""
+    out = []
+    for h in inv.removed:
+        f = facts.get(h.name)
+        layout = f.tomcat if f else None
+        if layout is None or f.active.get(layout.unit) != "active":
+            continue
+        if mode.memcached:
+            raise TcsessionError(f"[tomcat.{h.name}] remove = true in msm mode: not supported yet (its memcached "
+                                 "holds sessions of the other Tomcats, which would be lost with it); deploy in "
+                                 "delta mode, or take it out by hand after moving its sessions; tcsession changed nothing")
+        out.append(StopService(h.name, "remove = true: nginx no longer sends to it, the other Tomcats hold "
+                                       "its sessions", layout.unit))
+    return out
+
+
 def check_encryption_switch(inv: Inventory, facts: dict[str, HostFacts], planned: str | None) -> None:
     """Refuse to turn encryption on or off, or change its key, by a rolling restart of a running
     cluster when no running member already has the planned setting: a node restarted first could
@@ -505,7 +546,7 @@ def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: se
 
 def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges], running: set[str],
                     site: bytes | None, test_page: dict[str, bool] | None = None,
-                    members_now: set[str] | None = None) -> list[RestartTomcat]:
+                    members_now: set[str] | None = None, joining: set[str] | None = None) -> list[RestartTomcat]:
     """The Tomcats that restart, in waves (`waves`). While another node runs (and nginx has a
     site), a wave's nodes are out of service in nginx together during their restart (one reload);
     with DeltaManager each waits for the session state a node outside the wave sends, and in the
@@ -519,13 +560,17 @@ def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges],
     listed = nginx.servers(site.decode()) if site is not None else set()
     served = {t.name for t in inv.tomcats if (t.address, t.http_port) in listed} if site is not None else None
     planned = waves(inv, mode, restart, running, served, members_now)
+    pending = set(joining or ())  # joining nodes not started yet: kept down in every drain's sites
     for number, wave in enumerate(planned, 1):
         peers = up - set(wave)
         drained = None
-        out_of_service = [(inv.host(n).address, inv.host(n).http_port) for n in wave
-                          if (inv.host(n).address, inv.host(n).http_port) in listed]
+        pending -= set(wave)
+        address = lambda n: (inv.host(n).address, inv.host(n).http_port)  # noqa: E731
+        out_of_service = [address(n) for n in wave if address(n) in listed]
         if out_of_service and peers:
-            drained = Drain(inv.nginx.name, nginx.drain_all(site.decode(), out_of_service).encode(), site)
+            still_down = [address(n) for n in [t.name for t in inv.tomcats if t.name in pending]]
+            back = nginx.drain_all(site.decode(), still_down).encode() if still_down else site
+            drained = Drain(inv.nginx.name, nginx.drain_all(site.decode(), out_of_service + still_down).encode(), back)
         after = up | set(wave)
         later -= set(wave)
         # members: restarted by now (this plan), or members now and not restarting (or not yet):

@@ -205,7 +205,14 @@ def history(inv: Inventory) -> dict[str, list[Record]]:
     return history_with_notes(inv)[0]
 
 
+def with_removed(inv: Inventory) -> Inventory:
+    """The inventory with its `remove = true` Tomcats among the hosts: history and rollback read
+    and undo them too (rolling back the deploy that removed one starts it again)."""
+    return dataclasses.replace(inv, hosts=inv.hosts + inv.removed, removed=()) if inv.removed else inv
+
+
 def history_with_notes(inv: Inventory) -> tuple[dict[str, list[Record]], list[str]]:
+    inv = with_removed(inv)
     lab.check_up(inv)
     with Remote(inv) as remote:
         return read_history(remote, inv)
@@ -240,6 +247,7 @@ def rollback(inv: Inventory, to: str | None = None, force: bool = False, quiet: 
     or the executed one) and the steps executed, as (plan, executed) pairs."""
     progress = Progress(quiet)
     done = []
+    inv = with_removed(inv)
     lab.check_up(inv)
     with Remote(inv) as remote:
         hist, _ = read_history(remote, inv)

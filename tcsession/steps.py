@@ -163,7 +163,7 @@ class WriteFiles(Step):
             parts.append("write " + ", ".join(f"{c.verb} {c.path}" for c in self.changes))
         if self.deferred:
             parts.append("record " + ", ".join(c.path for c in self.deferred) + " (written during its restart)")
-        return "; ".join(parts)
+        return "; ".join(parts) or "record the deploy (its services as they were, for rollback)"
 
     def script(self) -> str:
         before = {c.path: c.before for c in (*self.changes, *self.deferred)}
@@ -275,12 +275,17 @@ class StopService(Step):
 class ApplyNginx(Step):
     digest: str = ""
     start: bool = False  # not running: enable and start it instead of a reload
+    # the site to load now instead of the one written (the joining Tomcats marked down: their
+    # start puts the written one back)
+    site: bytes | None = None
 
     def describe(self) -> str:
-        return f"nginx -t, then {'start' if self.start else 'reload'} nginx"
+        return (f"nginx -t, then {'start' if self.start else 'reload'} nginx"
+                + (" with the joining Tomcats marked down" if self.site is not None else ""))
 
     def script(self) -> str:
-        return shell.nginx_apply(self.digest, self.start)
+        put = shell.put_file(nginx.SITE, self.site, "root:root", "644") + "\n" if self.site is not None else ""
+        return put + shell.nginx_apply(self.digest, self.start)
 
     def done(self, output: str) -> str:
         return f"nginx -t ok, {'started' if self.start else 'reloaded'} nginx"

@@ -1,0 +1,107 @@
+"""Scale out 2 -> 3 and in 3 -> 2 while serving, on real hosts (bookworm, delta, multicast), under a
+bounded load through nginx (10 sessions, 20 requests/s): 0 failed, 0 lost, both ways. The new
+node is installed, started while nginx has it marked down, gets the sessions from its peers, and
+only then is put in service; it then serves a session created before it joined (asked directly).
+Removed (`remove = true`): out of nginx first, then stopped and disabled, recorded; rollback
+starts it again. The plans: tests/test_scale.py."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import LabHandle, write_lab_inventory
+from tcsession import status
+from tcsession.client import SessionClient, parse_session_id
+from tcsession.deploy import deploy
+from tcsession.inventory import load_inventory
+from tcsession.load import Load
+from tcsession.rollback import rollback
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scale")
+    three = write_lab_inventory(tmp, tomcats=3, name="tcsscale", subnet="10.153.35.0/24")
+    text = three.read_text()
+    start = text.index("[tomcat.tomcat3]")
+    end = text.index("\n\n", start) + 2
+    (tmp / "two.toml").write_text(text[:start] + text[end:])
+    (tmp / "removed.toml").write_text(text.replace("[tomcat.tomcat3]\n", "[tomcat.tomcat3]\nremove = true\n"))
+    handle = LabHandle(three).up()
+    try:
+        yield handle
+    finally:
+        handle.down()
+
+
+def active(lab, host: str) -> str:
+    r = lab.run(host, "systemctl is-active tomcat10; systemctl is-enabled tomcat10")
+    return " ".join(r.stdout.split())
+
+
+def record(what: str, r) -> None:
+    print(f"\n{what}: requests={r.requests} failed={r.failed} lost={r.lost_updates}")
+
+
+def test_scale_out_then_in_while_serving(lab):
+    two = load_inventory(lab.inv_path.with_name("two.toml"))
+    assert [t.name for t in two.tomcats] == ["tomcat1", "tomcat2"]
+    assert deploy(two, "delta", quiet=True).changed
+    assert lab.run("tomcat3", "command -v catalina.sh || dpkg -l tomcat10 2>/dev/null | grep -c ^ii || true").stdout.strip() in ("", "0")
+    early = SessionClient(two.nginx.address, two.nginx.http_port)
+    for _ in range(5):
+        early.request()
+    assert early.run.ok and early.run.last_count == 5, early.run.to_dict()
+
+    # out: 2 -> 3 under load
+    three = lab.inv
+    with Load(three.nginx.address, three.nginx.http_port, sessions=10, rate=20) as load:
+        time.sleep(2)
+        report = deploy(three, "delta", quiet=True)
+        time.sleep(2)
+    r = load.result
+    record("scale out 2 -> 3", r)
+    assert report.changed and r.requests > 60 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
+    # the new node serves a session created before it joined (asked directly, around nginx)
+    t3 = three.host("tomcat3")
+    early.host, early.port = t3.address, t3.http_port
+    early.request()
+    assert early.run.ok and early.run.last_count == 6 and early.run.last_node == "tomcat3", early.run.to_dict()
+    assert parse_session_id(early.run.session_ids[-1]).base == parse_session_id(early.run.session_ids[0]).base
+    health = status.cluster_report(three, session_requests=5)
+    assert health.healthy, [(h.name, h.problems) for h in health.hosts]
+    served = set()
+    for _ in range(30):  # nginx now sends new sessions to all three
+        c = SessionClient(three.nginx.address, three.nginx.http_port)
+        c.request()
+        served |= set(c.run.nodes)
+    assert served == {"tomcat1", "tomcat2", "tomcat3"}, served
+    assert not deploy(three, "delta", quiet=True).changed
+
+    # in: 3 -> 2 under load (remove = true)
+    removed = load_inventory(lab.inv_path.with_name("removed.toml"))
+    with Load(removed.nginx.address, removed.nginx.http_port, sessions=10, rate=20) as load:
+        time.sleep(2)
+        report = deploy(removed, "delta", quiet=True)
+        time.sleep(2)
+    r = load.result
+    record("scale in 3 -> 2", r)
+    assert report.changed and r.requests > 60 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
+    assert active(lab, "tomcat3") == "inactive disabled"
+    site = lab.run("nginx", "cat /etc/nginx/conf.d/tcsession.conf 2>/dev/null || cat /etc/nginx/sites-enabled/tcsession*").stdout
+    assert t3.address not in site and three.host("tomcat1").address in site
+    early.host, early.port = removed.nginx.address, removed.nginx.http_port  # the early session goes on
+    early.request()
+    assert early.run.ok and early.run.last_count == 7 and early.run.last_node != "tomcat3", early.run.to_dict()
+    health = status.cluster_report(removed, session_requests=5)
+    assert health.healthy, [(h.name, h.problems) for h in health.hosts]
+    assert not deploy(removed, "delta", quiet=True).changed
+
+    # rollback of the removal: tomcat3 back, in nginx again
+    assert rollback(removed, quiet=True) == [report.deploy_id]
+    assert active(lab, "tomcat3") == "active enabled"
+    assert t3.address in lab.run("nginx", "cat /etc/nginx/conf.d/tcsession.conf 2>/dev/null || cat /etc/nginx/sites-enabled/tcsession*").stdout
