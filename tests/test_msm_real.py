@@ -292,11 +292,23 @@ def non_sticky_run(real, variant: str):
     return counts, nodes, errors, lost
 
 
+def journal_since(real, since: float) -> str:
+    """Both Tomcats' unit logs since `since` (time.time()), stack frames left out: what a failed
+    assertion shows, so that a CI run says why."""
+    out = []
+    for t in ("tomcat1", "tomcat2"):
+        r = real.run(t, f"journalctl -u {real.unit} --since @{int(since) - 1} --no-pager -o short-precise "
+                        "| grep -v -e '^\\s*at ' -e 'more$' | tail -n 40")
+        out.append(f"--- {t}\n{r.stdout}")
+    return "\n".join(out)
+
+
 def test_non_sticky_concurrent_requests_lose_no_update(real):
+    since = time.time()
     counts, nodes, errors, lost = non_sticky_run(real, "nonsticky")
     record(real, "non-sticky lockingMode=auto, 100 concurrent", len(counts) + len(errors), len(errors), lost,
            f" (nodes {sorted(nodes)})")
-    assert not errors, errors[:3]
+    assert not errors, (errors[:3], journal_since(real, since))
     assert sorted(counts) == list(range(2, 102)), "lost or repeated updates"
     assert lost == 0 and nodes == {"tomcat1", "tomcat2"}
 
