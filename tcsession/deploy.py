@@ -117,18 +117,20 @@ def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool 
                 progress.say(f"  note: {n}", "yellow")
         before = {h.name: dict(facts[h.name].active) for h in inv.hosts + inv.removed if h.name in facts}
         installs = _installs(inv, facts, mode)
-        # preflight: what breaks clusters most, before any change (a failure changes nothing)
-        t = time.monotonic()
-        checked = preflight.run_checks(remote, inv, mode, facts, installs)
-        if not checked.ok:
-            raise TcsessionError(preflight.refusal(checked))
-        progress.line("all", f"preflight: {sum(len(h.checks) for h in checked.hosts)} checks passed",
-                      time.monotonic() - t)
         # msm: the jars, resolved and checked on this machine before any host is changed
         jars = prepare_msm_jars(inv, facts, installs, progress) if mode.memcached else {}
         key = clusterkey.key_for(inv.delta.key_file) if mode.cluster and inv.delta.encrypt else ""
         wars = prepare_wars(inv, facts, installs, mode, progress)  # the applications, likewise
         the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, wars=wars, key=key)
+        # preflight: what breaks clusters most, before any change (a failure changes nothing);
+        # a deploy with nothing to change changes nothing, and skips its network probes
+        if dry_run or not the_plan.empty:
+            t = time.monotonic()
+            checked = preflight.run_checks(remote, inv, mode, facts, installs)
+            if not checked.ok:
+                raise TcsessionError(preflight.refusal(checked))
+            progress.line("all", f"preflight: {sum(len(h.checks) for h in checked.hosts)} checks passed",
+                          time.monotonic() - t)
         report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps))
         if dry_run:
             progress.plan(the_plan, diffs=True, hosts=[h.name for h in inv.hosts])
