@@ -337,9 +337,14 @@ _TEST_JSP = r"""<%@ page session="true" contentType="text/plain; charset=UTF-8" 
     response.setHeader("Pragma", "no-cache");
     response.setDateHeader("Expires", 0L);
 
-    Object previous = session.getAttribute("count");
-    int count = (previous instanceof Integer) ? ((Integer) previous).intValue() + 1 : 1;
-    session.setAttribute("count", Integer.valueOf(count));
+    // Read, add one, write, as one step: concurrent requests of one session on one node share
+    // its object (MSM's lock serialises requests across nodes, not within one JVM).
+    int count;
+    synchronized (session) {
+        Object previous = session.getAttribute("count");
+        count = (previous instanceof Integer) ? ((Integer) previous).intValue() + 1 : 1;
+        session.setAttribute("count", Integer.valueOf(count));
+    }
     // ?rotate=1: a new id for the same session (request.changeSessionId(), Servlet 3.1, what
     // Tomcat does at login with changeSessionIdOnAuthentication). Called by reflection so the
     // page still compiles on Tomcat 7 (Servlet 3.0), where it answers rotate=unsupported.
