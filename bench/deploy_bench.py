@@ -92,9 +92,53 @@ def measure(args, tomcats: int, tmp: Path, repo: str | None) -> tuple[dict, dict
             rows["status"] += [inv_cmd("status", "-i", str(inv["a"]), ok_codes=ok) for _ in range(3)]
         commands["noop"] = deploy(load_inventory(inv["a"]), mode, quiet=True).commands
         commands["status"] = status.cluster_report(load_inventory(inv["a"])).commands
+        rows["ssh"] = [ssh_floor(load_inventory(inv["a"])) for _ in range(3)]
+        if tomcats >= 4:
+            rows["floor_one"], rows["floor_wave"] = restart_floor(load_inventory(inv["a"]))
     finally:
         lab.down(spec, log=lambda *_: None)
     return rows, commands
+
+
+def ssh_floor(inv) -> float:
+    """New SSH connections to every host, one `true` each, in parallel: what one round trip to
+    all hosts costs at the least (no facts, no planning, no Python start-up)."""
+    from tcsession.remote import Remote  # noqa: PLC0415
+
+    started = time.monotonic()
+    with Remote(inv) as remote:
+        results = remote.run_all(inv.hosts, "true")
+    if not all(r.ok for r in results.values()):
+        raise SystemExit("bench: `true` failed on a host")
+    return time.monotonic() - started
+
+
+def restart_floor(inv) -> tuple[list[float], list[float]]:
+    """What this machine allows at best, without tcsession: half of the Tomcats (a wave) restarted
+    by hand one after the other, then all at once, each until it answers the test page (no drain,
+    no state or membership wait). Their ratio bounds what any wave can save here."""
+    from tcsession.remote import Remote  # noqa: PLC0415
+
+    half = list(inv.tomcats[: len(inv.tomcats) // 2])
+
+    def script(h) -> str:
+        return (f"systemctl restart tomcat10 && for i in $(seq 1 600); do "
+                f"[ \"$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' http://{h.address}:{h.http_port}/test.jsp)\" = 200 ] "
+                "&& exit 0; sleep 0.1; done; exit 1")
+
+    with Remote(inv) as remote:
+        started = time.monotonic()
+        for h in half:
+            r = remote.run(h, script(h))
+            if not r.ok:
+                raise SystemExit(f"bench: restarting {h.name} failed: {r.why()}")
+        one = time.monotonic() - started
+        started = time.monotonic()
+        results = remote.run_all(half, script)
+        if not all(r.ok for r in results.values()):
+            raise SystemExit(f"bench: restarting {len(half)} Tomcats at once failed")
+        wave = time.monotonic() - started
+    return [one], [wave]
 
 
 def repo_is_standin(args) -> bool:
@@ -136,6 +180,14 @@ def main() -> None:
         print(f"\n{b} Tomcats: waves / one at a time = {med[b]['waves'] / med[b]['one']:.2f}; "
               f"no-op {b}/{a} = {med[b]['noop'] / med[a]['noop']:.2f}; status {b}/{a} = "
               f"{med[b]['status'] / med[a]['status']:.2f}")
+    print("one new SSH connection and `true` on every host, in parallel (median of 3): "
+          + ", ".join(f"{n} Tomcats {statistics.median(results[n][0]['ssh']):.2f} s" for n in counts))
+    for n in counts:
+        r = results[n][0]
+        if r.get("floor_one"):
+            one, wave = r["floor_one"][0], r["floor_wave"][0]
+            print(f"{n} Tomcats, by hand without tcsession: {n // 2} restarts one after the other {one:.1f} s, "
+                  f"all at once {wave:.1f} s: ratio {wave / one:.2f} (the floor for waves on this machine)")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,30 @@ class LabHandle:
         assert r.ok, r.why()
 
 
+def assert_fails_over(lab, inv, unit: str = "tomcat10", mode: str = "delta", before: int = 10, after: int = 5) -> None:
+    """One session through nginx: `before` requests, then its Tomcat stopped and `after` more,
+    answered by another node with the count going on; the Tomcat is started again."""
+    import time
+
+    from tcsession.client import SessionClient
+
+    client = SessionClient(inv.nginx.address, inv.nginx.http_port, mode=mode)
+    for _ in range(before):
+        client.request()
+    run = client.run
+    assert run.ok and run.last_count == before, run.to_dict()
+    serving = run.last_node
+    if mode == "msm":
+        time.sleep(0.5)  # MSM backs the last request up asynchronously
+    assert lab.run(serving, f"systemctl stop {unit}").ok
+    try:
+        for _ in range(after):
+            client.request()
+        assert run.ok and run.last_count == before + after and run.last_node != serving, run.to_dict()
+    finally:
+        lab.start_serving(serving, unit)
+
+
 def rollback_everything(inv) -> None:
     """`inv rollback` until nothing is left to roll back."""
     from tcsession.errors import TcsessionError

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from capture import Capture
-from conftest import LabHandle, write_lab_inventory
+from conftest import LabHandle, assert_fails_over, write_lab_inventory
 from tcsession import status
 from tcsession.client import SessionClient, parse_session_id
 from tcsession.deploy import deploy
@@ -46,19 +46,7 @@ def test_the_key_is_beside_the_inventory_and_in_server_xml(lab):
 def test_the_encrypted_cluster_replicates_and_fails_over(lab):
     report = status.cluster_report(lab.inv, session_requests=5)
     assert report.healthy, [(h.name, h.problems) for h in report.hosts]
-    client = SessionClient(lab.inv.nginx.address, lab.inv.nginx.http_port)
-    for _ in range(20):
-        client.request()
-    run = client.run
-    assert run.ok and run.last_count == 20, run.to_dict()
-    serving = run.last_node
-    assert lab.run(serving, "systemctl stop tomcat10").ok
-    try:
-        for _ in range(5):
-            client.request()
-        assert run.ok and run.last_count == 25 and run.last_node != serving, run.to_dict()
-    finally:
-        lab.start_serving(serving, "tomcat10")
+    assert_fails_over(lab, lab.inv, before=20)
 
 
 def test_a_wrong_key_does_not_join_and_status_says_why(lab):
@@ -85,17 +73,7 @@ def test_a_wrong_key_does_not_join_and_status_says_why(lab):
     print("after the key was put back:", [(h.name, h.problems) for h in report.hosts])
     assert report.session.ok and all(p.startswith("cluster encryption:") and "replay" in p
                                      for h in report.hosts for p in h.problems), report.session.to_dict()
-    client = SessionClient(lab.inv.nginx.address, lab.inv.nginx.http_port)
-    for _ in range(10):
-        client.request()
-    serving = client.run.last_node
-    assert lab.run(serving, "systemctl stop tomcat10").ok
-    try:
-        for _ in range(5):
-            client.request()
-        assert client.run.ok and client.run.last_count == 15 and client.run.last_node != serving, client.run.to_dict()
-    finally:
-        lab.start_serving(serving, "tomcat10")
+    assert_fails_over(lab, lab.inv)
 
 
 def captured_while_serving(lab, inv) -> tuple[bytes, str, int]:

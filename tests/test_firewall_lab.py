@@ -11,9 +11,8 @@ import socket
 
 import pytest
 
-from conftest import LabHandle, real_msm_repo, rollback_everything, write_lab_inventory
+from conftest import LabHandle, assert_fails_over, real_msm_repo, rollback_everything, write_lab_inventory
 from tcsession import firewall
-from tcsession.client import SessionClient
 from tcsession.deploy import deploy
 from tcsession.inventory import load_inventory
 
@@ -55,25 +54,6 @@ def table_loaded(lab, host: str) -> bool:
     return r.stdout.split()[0] == "yes"
 
 
-def failover(lab, inv, mode: str) -> None:
-    client = SessionClient(inv.nginx.address, inv.nginx.http_port, mode=mode)
-    for _ in range(10):
-        client.request()
-    serving = client.run.last_node
-    assert client.run.ok and client.run.last_count == 10, client.run.to_dict()
-    if mode == "msm":
-        import time
-
-        time.sleep(0.5)  # MSM's asynchronous backup of the last request
-    assert lab.run(serving, "systemctl stop tomcat10").ok
-    try:
-        for _ in range(5):
-            client.request()
-        assert client.run.ok and client.run.last_count == 15 and client.run.last_node != serving, client.run.to_dict()
-    finally:
-        lab.start_serving(serving, "tomcat10")
-
-
 def test_delta_ports_open_to_nginx_and_the_peers_only(lab):
     inv = lab.inv
     t1, t2 = inv.host("tomcat1"), inv.host("tomcat2")
@@ -82,7 +62,7 @@ def test_delta_ports_open_to_nginx_and_the_peers_only(lab):
     assert not reaches_from_here(t1.address, 8080) and not reaches_from_here(t2.address, inv.delta.receiver_port)
     assert reaches_from(lab, "nginx", t1.address, 8080) and not reaches_from(lab, "nginx", t1.address, 4000)
     assert reaches_from(lab, "tomcat2", t1.address, inv.delta.receiver_port)
-    failover(lab, inv, "delta")  # replication and membership between the peers get through
+    assert_fails_over(lab, inv)  # replication and membership between the peers get through
     assert not deploy(inv, "delta", quiet=True).changed
 
 
@@ -96,7 +76,7 @@ def test_msm_memcached_open_to_the_tomcats_only(lab):
     assert reaches_from(lab, "tomcat2", t1.address, port) and reaches_from(lab, "tomcat1", t2.address, port)
     r = lab.run("tomcat1", f"nft list table {firewall.TABLE}")
     assert f"tcp dport {port}" in r.stdout and "4000" not in r.stdout, r.stdout  # msm's ports, not delta's
-    failover(lab, inv, "msm")
+    assert_fails_over(lab, inv, mode="msm")
     assert not deploy(inv, "msm", quiet=True).changed
 
 

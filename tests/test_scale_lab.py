@@ -43,6 +43,17 @@ def active(lab, host: str) -> str:
     return " ".join(r.stdout.split())
 
 
+def deploy_under_load(inv, what: str):
+    """`inv deploy` of `inv` under 10 sessions at 20 requests/s through nginx (2 s before and
+    after); the report and the load's result, printed."""
+    with Load(inv.nginx.address, inv.nginx.http_port, sessions=10, rate=20) as load:
+        time.sleep(2)
+        report = deploy(inv, "delta", quiet=True)
+        time.sleep(2)
+    record(what, load.result)
+    return report, load.result
+
+
 def record(what: str, r) -> None:
     print(f"\n{what}: requests={r.requests} failed={r.failed} lost={r.lost_updates}")
 
@@ -59,12 +70,7 @@ def test_scale_out_then_in_while_serving(lab):
 
     # out: 2 -> 3 under load
     three = lab.inv
-    with Load(three.nginx.address, three.nginx.http_port, sessions=10, rate=20) as load:
-        time.sleep(2)
-        report = deploy(three, "delta", quiet=True)
-        time.sleep(2)
-    r = load.result
-    record("scale out 2 -> 3", r)
+    report, r = deploy_under_load(three, "scale out 2 -> 3")
     assert report.changed and r.requests > 60 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
     # the new node serves a session created before it joined (asked directly, around nginx)
     t3 = three.host("tomcat3")
@@ -84,12 +90,7 @@ def test_scale_out_then_in_while_serving(lab):
 
     # in: 3 -> 2 under load (remove = true)
     removed = load_inventory(lab.inv_path.with_name("removed.toml"))
-    with Load(removed.nginx.address, removed.nginx.http_port, sessions=10, rate=20) as load:
-        time.sleep(2)
-        report = deploy(removed, "delta", quiet=True)
-        time.sleep(2)
-    r = load.result
-    record("scale in 3 -> 2", r)
+    report, r = deploy_under_load(removed, "scale in 3 -> 2")
     assert report.changed and r.requests > 60 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
     assert active(lab, "tomcat3") == "inactive disabled"
     site = lab.run("nginx", "cat /etc/nginx/conf.d/tcsession.conf 2>/dev/null || cat /etc/nginx/sites-enabled/tcsession*").stdout
