@@ -45,7 +45,7 @@ def app_files(apps=()) -> list[str]:
 def deploy_script(apps=()) -> str:
     """What deploy reads of every host: the host, its packages and services, listeners, the
     files it plans from (the applications' too), and the jars of MSM's family in Tomcat's lib."""
-    return (shell.facts_script() + shell.preflight_facts_script()
+    return (shell.facts_script()
             + shell.files_script(files_to_read() + app_files(apps))
             + shell.jars_script([lay.lib for lay in all_layouts()], MANAGED_JAR_GLOBS))
 

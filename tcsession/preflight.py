@@ -30,7 +30,7 @@ import time
 
 from tcsession import lab, shell
 from tcsession.errors import TcsessionError
-from tcsession.facts import HostFacts, gather
+from tcsession.facts import HostFacts, gather, require_ok, split_sections
 from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
 from tcsession.probes import parse_ss
@@ -331,8 +331,27 @@ def probe_multicast(remote, inv: Inventory, facts: dict[str, HostFacts]) -> dict
     return out
 
 
+def with_preflight_facts(remote, inv: Inventory, facts: dict[str, HostFacts]) -> dict[str, HostFacts]:
+    """The facts with what only preflight reads (host name resolution, `java -version`, disk,
+    listeners with their process, nginx's version, SELinux), in one round trip per host that
+    lacks them: kept out of deploy's facts so that a deploy with nothing to change does not run
+    a JVM on every Tomcat."""
+    missing = [h for h in inv.hosts if not facts[h.name].preflight]
+    if not missing:
+        return facts
+    results = remote.run_all(missing, shell.preflight_facts_script())
+    require_ok(results, "reading what preflight checks")
+    out = dict(facts)
+    for name, r in results.items():
+        sections = split_sections(r.stdout)
+        out[name] = dataclasses.replace(facts[name], preflight={k[3:]: v for k, v in sections.items()
+                                                                if k.startswith("pf-")})
+    return out
+
+
 def run_checks(remote, inv: Inventory, mode: Mode, facts: dict[str, HostFacts],
                installs: dict[str, tuple[str, ...]]) -> PreflightReport:
+    facts = with_preflight_facts(remote, inv, facts)
     clocks = judge_clocks(measure_clocks(remote, inv.hosts))
     mcast: dict[str, Check] = {}
     if mode.cluster and inv.delta.membership == "multicast":

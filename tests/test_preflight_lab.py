@@ -57,14 +57,14 @@ def test_fresh_hosts_pass_and_deploy_runs_it(lab):
     assert c["multicast"] == (True, "228.0.0.4:45564 heard from 1 peer(s)")
     assert c["java"][0] and "not installed yet" in c["java"][1]
     with Remote(lab.inv) as r:
-        capture("fresh-tomcat1.txt", r.run(lab.inv.host("tomcat1"), factsmod.deploy_script()).stdout)
+        capture("fresh-tomcat1.txt", r.run(lab.inv.host("tomcat1"), factsmod.deploy_script() + shell.preflight_facts_script()).stdout)
     assert deploy(lab.inv, "delta", quiet=True).changed
     report = pf.preflight(lab.inv, "delta")
     assert report.ok, report.problems
     c = checks(report, "tomcat2")
     assert c["java"] == (True, "Java 17 for Tomcat 10") and c["ports"][0]
     with Remote(lab.inv) as r:
-        capture("deployed-tomcat2.txt", r.run(lab.inv.host("tomcat2"), factsmod.deploy_script()).stdout)
+        capture("deployed-tomcat2.txt", r.run(lab.inv.host("tomcat2"), factsmod.deploy_script() + shell.preflight_facts_script()).stdout)
 
 
 def test_a_port_held_by_another_process_stops_the_deploy_with_nothing_changed(lab):
@@ -130,7 +130,7 @@ def test_multicast_blocked_on_one_host_fails_and_says_static(lab):
     subprocess.run(["bridge", "link", "set", "dev", port, "mcast_flood", "off"], check=True)
     try:
         with Remote(lab.inv) as rem:
-            facts = factsmod.gather(rem, list(lab.inv.tomcats) + [lab.inv.nginx])
+            facts = pf.with_preflight_facts(rem, lab.inv, factsmod.gather(rem, list(lab.inv.tomcats) + [lab.inv.nginx]))
             outputs = pf.probe_multicast(rem, lab.inv, facts)
         for name, text in outputs.items():
             capture(f"mcast-blocked-{name}.txt", text or "")
