@@ -142,6 +142,11 @@ class HostFacts:
         return self.os.get("PRETTY_NAME") or f"{self.os.get('ID', '?')} {self.os.get('VERSION_ID', '')}".strip()
 
 
+def preflight_sections(sections: dict[str, list[str]]) -> dict[str, list[str]]:
+    """What shell.preflight_facts_script printed: its sections, without their "pf-" prefix."""
+    return {k[3:]: v for k, v in sections.items() if k.startswith("pf-")}
+
+
 def split_sections(text: str) -> dict[str, list[str]]:
     sections: dict[str, list[str]] = {}
     current = None
@@ -221,7 +226,7 @@ def _parse_facts(text: str) -> HostFacts:
         memcached=parse_memcached_probe(text),
         app_http={h[len("app-http "):]: (b[0].strip() if b else "000") for h, b in s.items()
                   if h.startswith("app-http ")},
-        preflight={k[3:]: v for k, v in s.items() if k.startswith("pf-")},
+        preflight=preflight_sections(s),
     )
 
 

@@ -339,6 +339,7 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
             raise TcsessionError(f"{inv.path}: [delta] encrypt = true but no cluster key was read (a bug)")
     if mode.cluster:
         check_encryption_switch(inv, facts, key if inv.delta.encrypt else None)
+    retiring = retire(inv, facts, mode)
     hosts = {inv.nginx.name: nginx_changes(inv, inv.nginx, facts[inv.nginx.name], mode)}
     for t in inv.tomcats:
         if inv.apps and t.name not in (wars or {}):
@@ -355,11 +356,9 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
                                     manifest_for(deploy_id, mode.name, time, c.files + deferred,
                                                  (installed or {}).get(h.name, ()), before[h.name]), c.files,
                                     deferred))
-    for h in inv.removed:  # a Tomcat to stop: its services as they were, recorded first
-        f = facts.get(h.name)
-        if f is not None and f.tomcat is not None and f.active.get(f.tomcat.unit) == "active":
-            steps.append(WriteFiles(h.name, "remove = true: taken out of the cluster", deploy_id,
-                                    manifest_for(deploy_id, mode.name, time, (), (), before.get(h.name, dict(f.active))), ()))
+    for h, f in retiring:  # a Tomcat to stop: its services as they were, recorded first
+        steps.append(WriteFiles(h.name, "remove = true: taken out of the cluster", deploy_id,
+                                manifest_for(deploy_id, mode.name, time, (), (), before.get(h.name, dict(f.active))), ()))
     for t in inv.tomcats:  # memcached first (MSM connects at start), one host at a time
         if hosts[t.name].memcached:
             steps.append(RestartMemcached(t.name, hosts[t.name].memcached, hosts[t.name].memcached_digest))
@@ -371,16 +370,16 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     running = {t.name for t in inv.tomcats if facts[t.name].active.get(hosts[t.name].unit) == "active"}
     # A Tomcat new to the site while others serve: nginx loads the site with it marked down, and
     # its own start (once it serves and, in delta mode, holds the sessions) puts it in service.
-    joining = joining_nodes(inv, facts[inv.nginx.name].content(nginx.SITE), running) if running else []
-    if site is None or site_change is None:
-        joining = []
+    joining = (joining_nodes(inv, facts[inv.nginx.name].content(nginx.SITE), running)
+               if running and site is not None and site_change is not None else [])
     if n.restart:
         out = [(inv.host(j).address, inv.host(j).http_port) for j in joining]
         steps.append(ApplyNginx(inv.nginx.name, n.restart + (f" ({', '.join(joining)} marked down until it has joined)"
                                                              if joining else ""), n.digest,
                                 start=facts[inv.nginx.name].active.get("nginx") != "active",
                                 site=nginx.drain_all(site.decode(), out).encode() if joining else None))
-    steps += retire(inv, facts, mode)
+    steps += [StopService(h.name, "remove = true: nginx no longer sends to it, the other Tomcats hold its sessions",
+                          f.tomcat.unit) for h, f in retiring]
     restart = {t.name: hosts[t.name] for t in inv.tomcats if hosts[t.name].restart}
     if restart:  # (reading every server.xml's Cluster costs: only when something restarts)
         for s in tomcat_restarts(inv, mode, restart, running, site,
@@ -474,23 +473,21 @@ def joining_nodes(inv: Inventory, site_now: bytes | None, running: set[str]) -> 
     return [t.name for t in inv.tomcats if t.name not in running and (t.address, t.http_port) not in listed]
 
 
-def retire(inv: Inventory, facts: dict[str, HostFacts], mode: Mode) -> list:
-    """The Tomcats with `remove = true` that still run: stopped (and disabled) once nginx's site
-    without them is loaded; their services as they were are recorded, so rollback starts them
-    again. (The site, and with static membership the peers' lists, leave them out already: they
-    are not among inv.tomcats.)"""
+def retire(inv: Inventory, facts: dict[str, HostFacts], mode: Mode) -> list[tuple[Host, HostFacts]]:
+    """The Tomcats with `remove = true` that still run (those that did not answer have no facts):
+    each is stopped (and disabled) once nginx's site without them is loaded, its services as they
+    were recorded first, so rollback starts it again. (The site, and with static membership the
+    peers' lists, leave them out already: they are not among inv.tomcats.)"""
     out = []
     for h in inv.removed:
         f = facts.get(h.name)
-        layout = f.tomcat if f else None
-        if layout is None or f.active.get(layout.unit) != "active":
+        if f is None or f.tomcat is None or f.active.get(f.tomcat.unit) != "active":
             continue
         if mode.memcached:
             raise TcsessionError(f"[tomcat.{h.name}] remove = true in msm mode: not supported yet (its memcached "
                                  "holds sessions of the other Tomcats, which would be lost with it); deploy in "
                                  "delta mode, or take it out by hand after moving its sessions; tcsession changed nothing")
-        out.append(StopService(h.name, "remove = true: nginx no longer sends to it, the other Tomcats hold "
-                                       "its sessions", layout.unit))
+        out.append((h, f))
     return out
 
 
@@ -500,19 +497,9 @@ def check_encryption_switch(inv: Inventory, facts: dict[str, HostFacts], planned
     not read its peers' messages (nor they its), so it would get no sessions, and nginx would then
     send users to it. (One member already on the planned key, as after a node was given a wrong
     key, is what a rolling restart heals.)"""
-    current = {}
-    for t in inv.tomcats:
-        f = facts.get(t.name)
-        layout = f.tomcat if f else None
-        data = f.content(layout.server_xml) if layout else None
-        if not data or f.active.get(layout.unit) != "active":
-            continue
-        try:
-            cluster = serverxml.read_cluster(data, f"{t.name}:{layout.server_xml}")
-        except TcsessionError:
-            continue
-        if cluster and cluster["managed"]:
-            current[t.name] = cluster["encryption_key"]
+    running = {t.name for t in inv.tomcats if facts[t.name].tomcat
+               and facts[t.name].active.get(facts[t.name].tomcat.unit) == "active"}
+    current = {n: c["encryption_key"] for n, c in running_clusters(inv, facts, running).items()}
     if len(current) >= 2 and planned not in current.values():
         what = ("turning [delta] encrypt on" if planned and all(v is None for v in current.values()) else
                 "turning [delta] encrypt off" if planned is None else "changing the cluster key")
@@ -523,12 +510,10 @@ def check_encryption_switch(inv: Inventory, facts: dict[str, HostFacts], planned
                              "tcsession changed nothing")
 
 
-def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> set[str]:
-    """The running Tomcats that are members of the cluster a restarted node joins: their server.xml
-    now carries tcsession's Cluster with the inventory's kind of membership (a Tomcat still on its
-    package's server.xml, or in msm mode, is no member, so a node restarted before it cannot wait
-    to see it). A changed multicast address or port is not compared: document, do not guess."""
-    out = set()
+def running_clusters(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> dict[str, dict]:
+    """The `running` Tomcats whose server.xml now carries tcsession's Cluster: name ->
+    serverxml.read_cluster's summary (a server.xml that cannot be read counts as none)."""
+    out = {}
     for t in inv.tomcats:
         f = facts.get(t.name)
         layout = f.tomcat if f else None
@@ -539,9 +524,17 @@ def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: se
             cluster = serverxml.read_cluster(data, f"{t.name}:{layout.server_xml}")
         except TcsessionError:
             continue
-        if cluster and cluster["managed"] and cluster["membership"] == inv.delta.membership:
-            out.add(t.name)
+        if cluster and cluster["managed"]:
+            out[t.name] = cluster
     return out
+
+
+def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> set[str]:
+    """The running Tomcats that are members of the cluster a restarted node joins: their server.xml
+    now carries tcsession's Cluster with the inventory's kind of membership (a Tomcat still on its
+    package's server.xml, or in msm mode, is no member, so a node restarted before it cannot wait
+    to see it). A changed multicast address or port is not compared: document, do not guess."""
+    return {n for n, c in running_clusters(inv, facts, running).items() if c["membership"] == inv.delta.membership}
 
 
 def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges], running: set[str],
@@ -568,7 +561,7 @@ def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges],
         address = lambda n: (inv.host(n).address, inv.host(n).http_port)  # noqa: E731
         out_of_service = [address(n) for n in wave if address(n) in listed]
         if out_of_service and peers:
-            still_down = [address(n) for n in [t.name for t in inv.tomcats if t.name in pending]]
+            still_down = [address(t.name) for t in inv.tomcats if t.name in pending]
             back = nginx.drain_all(site.decode(), still_down).encode() if still_down else site
             drained = Drain(inv.nginx.name, nginx.drain_all(site.decode(), out_of_service + still_down).encode(), back)
         after = up | set(wave)

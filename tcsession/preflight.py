@@ -30,7 +30,7 @@ import time
 
 from tcsession import lab, shell
 from tcsession.errors import TcsessionError
-from tcsession.facts import HostFacts, gather, require_ok, split_sections
+from tcsession.facts import HostFacts, gather, preflight_sections, require_ok, split_sections
 from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
 from tcsession.probes import parse_ss
@@ -343,9 +343,7 @@ def with_preflight_facts(remote, inv: Inventory, facts: dict[str, HostFacts]) ->
     require_ok(results, "reading what preflight checks")
     out = dict(facts)
     for name, r in results.items():
-        sections = split_sections(r.stdout)
-        out[name] = dataclasses.replace(facts[name], preflight={k[3:]: v for k, v in sections.items()
-                                                                if k.startswith("pf-")})
+        out[name] = dataclasses.replace(facts[name], preflight=preflight_sections(split_sections(r.stdout)))
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tcsession import preflight as pf
-from tcsession.facts import parse_facts, split_sections
+from tcsession.facts import parse_facts, preflight_sections, split_sections
 from tcsession.inventory import load_inventory, parse_inventory
 from tcsession.modes import DELTA, MSM
 
@@ -25,7 +25,7 @@ def inv():
 
 
 def sections(name: str) -> dict:
-    return {k[3:]: v for k, v in split_sections((DATA / name).read_text()).items() if k.startswith("pf-")}
+    return preflight_sections(split_sections((DATA / name).read_text()))
 
 
 def test_a_deployed_host_passes_every_check(inv):

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tcsession import lab, nginx, state
+from tcsession import lab, nginx
 from tcsession import plan as planning
 from tcsession.errors import TcsessionError
-from tcsession.facts import FileFact, parse_facts
+from tcsession.facts import parse_facts
 from tcsession.inventory import parse_inventory
 from tcsession.modes import DELTA
 from tcsession.steps import ApplyNginx, RestartTomcat, StopService, WriteFiles
+from test_waves import with_deployed_site
 
 DATA = Path(__file__).parent / "data" / "facts"
 
@@ -31,15 +32,6 @@ def inventory(text_extra: str = "", tomcats: int = 3, remove: str = ""):
 
 def stopped(f):
     return dataclasses.replace(f, active={**f.active, f.tomcat.unit: "inactive"})
-
-
-def with_site_for(inv, f):
-    """The nginx host's facts with the site (and reload stamp) a deploy of `inv` leaves."""
-    c = planning.nginx_changes(inv, inv.nginx, f, DELTA)
-    site = next(x.after for x in c.files if x.path == nginx.SITE)
-    stamp = state.applied_path("nginx")
-    return dataclasses.replace(f, files={**f.files, nginx.SITE: FileFact(nginx.SITE, site, "644", "root:root"),
-                                         stamp: FileFact(stamp, c.digest.encode() + b"\n", "644", "root:root")})
 
 
 @pytest.fixture
@@ -93,7 +85,7 @@ def test_a_first_deploy_has_nobody_joining(two_running):
 @pytest.fixture
 def three_running(two_running):
     inv = inventory()
-    return {**two_running, "nginx": with_site_for(inv, two_running["nginx"]), "tomcat3": two_running["tomcat2"]}
+    return {**with_deployed_site(inv, two_running), "tomcat3": two_running["tomcat2"]}
 
 
 def test_a_removed_tomcat_leaves_nginx_then_stops_recorded(three_running):
@@ -110,8 +102,7 @@ def test_a_removed_tomcat_leaves_nginx_then_stops_recorded(three_running):
     assert stop.host == "tomcat3" and stop.unit == "tomcat10" and p.steps.index(apply_nginx) < p.steps.index(stop)
     assert not [s for s in p.steps if isinstance(s, RestartTomcat)]  # multicast: the peers do not change
     # once stopped, the same inventory changes nothing
-    done = {**three_running, "nginx": with_site_for(inv, three_running["nginx"]),
-            "tomcat3": stopped(three_running["tomcat3"])}
+    done = {**with_deployed_site(inv, three_running), "tomcat3": stopped(three_running["tomcat3"])}
     assert planning.plan(inv, done, "delta").empty
 
 

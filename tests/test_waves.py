@@ -143,8 +143,8 @@ def eight():
     return inv, facts
 
 
-def with_eight_node_site(inv, facts):
-    """The nginx host as a deploy to 8 nodes leaves it (its site and the stamp of its reload)."""
+def with_deployed_site(inv, facts):
+    """The nginx host as a deploy of `inv` leaves it (its site and the stamp of its reload)."""
     c = planning.nginx_changes(inv, inv.nginx, facts["nginx"], DELTA)
     site = next(x.after for x in c.files if x.path == nginx.SITE)
     f = facts["nginx"]
@@ -243,7 +243,7 @@ def test_backup_manager_waits_for_every_member_one_node_at_a_time(eight):
 
 def test_rollback_restarts_in_the_same_waves(eight):
     inv, facts = eight
-    facts = with_eight_node_site(inv, facts)
+    facts = with_deployed_site(inv, facts)
     p = planning.plan(inv, facts, "delta", deploy_id="20261201T100000Z-abcdef", time="t")
     current, records = applied(facts, p)
     rb = plan_rollback(inv, records, current, facts)
