@@ -99,11 +99,11 @@ def test_a_capture_on_the_bridge_shows_sessions_in_clear_only_without_encryption
     clear = lab.inv_path.with_name("clear.toml")
     clear.write_text(lab.inv_path.read_text().replace("encrypt = true", "encrypt = false"))
     inv = load_inventory(clear)
-    before = {t: lab.run(t, "sha256sum /etc/tomcat10/server.xml").stdout for t in ("tomcat1", "tomcat2")}
+    before = {t: host_state(lab, t) for t in ("tomcat1", "tomcat2")}
     # turning encryption off while both run would lose their sessions: refused, nothing changed
     with pytest.raises(TcsessionError, match=r"turning \[delta\] encrypt off while tomcat1, tomcat2 run"):
         deploy(inv, "delta", quiet=True)
-    assert before == {t: lab.run(t, "sha256sum /etc/tomcat10/server.xml").stdout for t in before}
+    assert before == {t: host_state(lab, t) for t in before}
     stop_tomcats(lab)  # the maintenance window the refusal asks for
     try:
         assert deploy(inv, "delta", quiet=True).changed
@@ -113,6 +113,14 @@ def test_a_capture_on_the_bridge_shows_sessions_in_clear_only_without_encryption
     finally:
         stop_tomcats(lab)
         assert deploy(lab.inv, "delta", quiet=True).changed  # encrypted again
+
+
+def host_state(lab, host: str) -> str:
+    """What a refusal must leave as it was: server.xml's checksum, Tomcat's PID, the packages."""
+    r = lab.run(host, "sha256sum /etc/tomcat10/server.xml && systemctl show -p MainPID --value tomcat10 "
+                      "&& dpkg-query -W -f='${Package} ${Version}\\n' | sha256sum")
+    assert r.ok and len(r.stdout.split()) >= 4, r.why()
+    return r.stdout
 
 
 def stop_tomcats(lab) -> None:
