@@ -46,8 +46,8 @@ def deploy_script(apps=()) -> str:
     """What deploy reads of every host: the host, its packages and services, listeners, the
     files it plans from (the applications' too), and the jars of MSM's family in Tomcat's lib."""
     return (shell.facts_script()
-            + shell.files_script(files_to_read() + app_files(apps))
-            + shell.jars_script([lay.lib for lay in all_layouts()], MANAGED_JAR_GLOBS))
+            + shell.files_script(files_to_read() + app_files(apps), [lay.lib for lay in all_layouts()],
+                                 MANAGED_JAR_GLOBS))
 
 
 def status_script(memcached_nodes=(), apps=(), address: str = "", port: int = 8080) -> str:
@@ -160,6 +160,9 @@ def split_sections(text: str) -> dict[str, list[str]]:
 
 
 def parse_files(sections: dict[str, list[str]]) -> dict[str, FileFact]:
+    """shell.files_script's answer (and the per-file `@@file <path> <mode> <owner>` + base64
+    sections of older captures). Raises TcsessionError when the bytes do not add up to the sizes
+    stat printed: a file changed while it was read."""
     files: dict[str, FileFact] = {}
     for header, body in sections.items():
         if header.startswith("link "):
@@ -171,6 +174,15 @@ def parse_files(sections: dict[str, list[str]]) -> dict[str, FileFact]:
         elif header.startswith("file "):
             path, mode, owner = header[len("file "):].rsplit(" ", 2)
             files[path] = FileFact(path, base64.b64decode("".join(body), validate=True), mode, owner)
+    stats = [line.split(" ", 3) for line in sections.get("stat", []) if line.strip()]
+    blob = base64.b64decode("".join(sections.get("blob", [])), validate=True)
+    if sum(int(size) for size, *_ in stats) != len(blob):
+        raise TcsessionError(f"{len(stats)} files' sizes add up to {sum(int(s[0]) for s in stats)} bytes but "
+                             f"{len(blob)} were read: a file changed while it was read; run again")
+    offset = 0
+    for size, mode, owner, path in stats:
+        files[path] = FileFact(path, blob[offset:offset + int(size)], mode, owner)
+        offset += int(size)
     return files
 
 

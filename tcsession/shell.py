@@ -39,8 +39,9 @@ def facts_script() -> str:
 export LC_ALL=C
 echo @@os-release; cat /etc/os-release 2>/dev/null
 echo @@hostname; hostname
-echo @@system; systemctl is-system-running 2>&1
-echo @@failed; systemctl --failed --no-legend --plain 2>/dev/null
+echo @@system; sys=$(systemctl is-system-running 2>&1); echo "$sys"
+# "running" means no unit has failed: the list is only asked otherwise
+echo @@failed; [ "$sys" = running ] || systemctl --failed --no-legend --plain 2>/dev/null
 echo @@pkgmgr; for p in apt-get dnf yum; do command -v $p >/dev/null 2>&1 && echo $p; done
 echo @@packages
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -122,26 +123,25 @@ def multicast_probe(group: str, port: int, own_address: str, name: str, seconds:
     return (f"echo @@pf-mcast; timeout {int(seconds) + 5} python3 -c {q(_MCAST_PY)} {args} 2>&1 | tail -n 50\n")
 
 
-def files_script(paths: Iterable[str]) -> str:
-    """Each file as `@@file <path> <mode> <owner>:<group>` + base64, `@@link <path> <target>`,
-    or `@@nofile <path>`."""
-    out = []
-    for p in paths:
-        f = q(p)
-        out.append(
-            f"if [ -L {f} ]; then echo \"@@link {p} $(readlink {f})\"; "
-            f"elif [ -f {f} ]; then echo \"@@file {p} $(stat -c '%a %U:%G' {f})\"; base64 -w0 {f}; echo; "
-            f"else echo '@@nofile {p}'; fi")
-    return "\n".join(out) + "\n"
-
-
-def jars_script(libs: Iterable[str], globs: Sequence[str]) -> str:
-    """Every jar matching `globs` in each lib directory (regular files only), in files_script's
-    format, whatever its version: planning removes stale ones."""
-    dirs = " ".join(q(d) for d in sorted(set(libs)))
-    return (f"for d in {dirs}; do for f in \"$d\"/*.jar; do case \"${{f##*/}}\" in {'|'.join(globs)}) "
-            "if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then echo \"@@file $f $(stat -c '%a %U:%G' \"$f\")\"; "
-            "base64 -w0 \"$f\"; echo; fi;; esac; done; done\n")
+def files_script(paths: Iterable[str], jar_libs: Iterable[str] = (), jar_globs: Sequence[str] = ()) -> str:
+    """`paths`, and every jar matching `jar_globs` in each of `jar_libs` (regular files only,
+    whatever their version: planning removes stale ones), read in one go: `@@link <path>
+    <target>` or `@@nofile <path>` for each path that is a symlink or no regular file, then
+    `@@stat` with a `<size> <mode> <owner>:<group> <path>` line per regular file and `@@blob`
+    with their bytes concatenated in that order, in base64 (facts.parse_files splits them by
+    size). Three processes whatever the number of files (stat, cat, base64), not two per file:
+    the facts are read on every host at every deploy and status."""
+    names = " ".join(q(p) for p in paths)
+    out = ["set --",
+           f"for f in {names}; do if [ -L \"$f\" ]; then echo \"@@link $f $(readlink \"$f\")\"; "
+           "elif [ -f \"$f\" ]; then set -- \"$@\" \"$f\"; else echo \"@@nofile $f\"; fi; done" if names else ""]
+    dirs = " ".join(q(d) for d in sorted(set(jar_libs)))
+    if dirs and jar_globs:
+        out.append(f"for d in {dirs}; do for f in \"$d\"/*.jar; do case \"${{f##*/}}\" in {'|'.join(jar_globs)}) "
+                   "if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then set -- \"$@\" \"$f\"; fi;; esac; done; done")
+    out.append("echo @@stat; [ $# -eq 0 ] || stat -c '%s %a %U:%G %n' -- \"$@\"")
+    out.append("echo @@blob; [ $# -eq 0 ] || cat -- \"$@\" | base64 -w0; echo")
+    return "\n".join(line for line in out if line) + "\n"
 
 
 # Lines of a running Tomcat's log that status reads: membership, state transfer, MSM's start
@@ -155,16 +155,21 @@ LOG_PATTERNS = ("member added", "[Mm]ember disappeared", "[Mm]ember added", "ses
 def membership_script() -> str:
     """`@@cluster-log`: the lines of LOG_PATTERNS since the running Tomcat started, then its
     errors prefixed `SEVERE ` (Debian's SystemdFormatter puts the level into the journal's
-    priority, not the text)."""
+    priority, not the text). One `systemctl show` says which Tomcat unit runs and since when."""
     pattern = "|".join(LOG_PATTERNS)
-    return (f"echo @@cluster-log\nfor u in {' '.join(TOMCAT_UNITS)}; do\n"
-            "  if [ \"$(systemctl is-active $u 2>/dev/null)\" = active ]; then\n"
-            "    since=\"$(systemctl show -p ActiveEnterTimestamp --value $u)\"\n"
-            "    journalctl -u $u --since \"$since\" --no-pager -o cat 2>/dev/null \\\n"
+    return (f"echo @@cluster-log\nsystemctl show -p Id,ActiveState,ActiveEnterTimestamp {' '.join(TOMCAT_UNITS)} "
+            "2>/dev/null | {\n"
+            "  log() { [ \"$st\" = active ] || return 0\n"
+            "    journalctl -u \"$u\" --since \"$since\" --no-pager -o cat 2>/dev/null \\\n"
             f"      | grep -E {q(pattern)} | tail -n 200\n"
-            "    journalctl -u $u --since \"$since\" -p err --no-pager -o cat 2>/dev/null \\\n"
-            "      | grep -vE '^[[:space:]]+(at |\\.\\.\\. )' | sed 's/^/SEVERE /' | tail -n 20\n"
-            "  fi\ndone\n")
+            "    journalctl -u \"$u\" --since \"$since\" -p err --no-pager -o cat 2>/dev/null \\\n"
+            "      | grep -vE '^[[:space:]]+(at |\\.\\.\\. )' | sed 's/^/SEVERE /' | tail -n 20; }\n"
+            "  u= st= since=\n"
+            "  while IFS= read -r l; do case \"$l\" in\n"
+            "    Id=*) u=${l#Id=};; ActiveState=*) st=${l#ActiveState=};; ActiveEnterTimestamp=*) since=${l#*=};;\n"
+            "    '') log; u= st= since=;;\n"
+            "  esac; done\n"
+            "  log; }\n")
 
 
 def memcached_probe_script(nodes: Iterable[tuple[str, int]]) -> str:

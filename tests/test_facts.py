@@ -62,3 +62,63 @@ def test_tomcat_major_from_package_versions():
     assert tomcat_major("7.0.76-16.el7_9") == 7
     assert tomcat_major("2:9.0.43-2~deb11u9") == 9
     assert tomcat_major("garbage") is None
+
+
+def _files_answer(tmp_path, *extra_paths):
+    """shell.files_script run for real (sh, this machine's stat, cat and base64) on a directory of
+    a regular file, an empty one, a binary one with a space in its name, a symlink, a directory, a
+    missing path, and a lib with jars of MSM's family and others."""
+    import subprocess
+
+    from tcsession.facts import parse_files, split_sections
+    from tcsession.msmjars import MANAGED_JAR_GLOBS
+    from tcsession.shell import files_script
+
+    (tmp_path / "server.xml").write_bytes(b"<Server/>\n")
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "bin ary").write_bytes(bytes(range(256)) * 3)
+    (tmp_path / "server.xml").chmod(0o640)
+    (tmp_path / "link").symlink_to(tmp_path / "server.xml")
+    (tmp_path / "dir").mkdir()
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "memcached-session-manager-2.3.2.jar").write_bytes(b"PK\x03\x04msm")
+    (lib / "spymemcached-2.12.3.jar").write_bytes(b"PK\x03\x04spy")
+    (lib / "catalina.jar").write_bytes(b"PK\x03\x04not ours")
+    (lib / "msm-kryo-serializer-2.3.2.jar").symlink_to(lib / "catalina.jar")
+    paths = [str(tmp_path / n) for n in ("server.xml", "empty", "bin ary", "link", "dir", "missing", *extra_paths)]
+    script = files_script(paths, [str(lib), str(tmp_path / "nolib")], MANAGED_JAR_GLOBS)
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    return parse_files(split_sections(out)), out
+
+
+def test_files_script_reads_every_file_in_one_stat_and_one_cat(tmp_path):
+    files, out = _files_answer(tmp_path)
+    assert out.count("@@stat") == 1 and out.count("@@blob") == 1  # not one section per file
+    t = str(tmp_path)
+    assert files[f"{t}/server.xml"].content == b"<Server/>\n" and files[f"{t}/server.xml"].mode == "640"
+    assert files[f"{t}/empty"].content == b""
+    assert files[f"{t}/bin ary"].content == bytes(range(256)) * 3
+    assert files[f"{t}/link"].content is None and files[f"{t}/link"].link == f"{t}/server.xml"
+    assert files[f"{t}/dir"].content is None and files[f"{t}/dir"].link is None
+    assert files[f"{t}/missing"].content is None
+    jars = sorted(p.rsplit("/", 1)[1] for p in files if "/lib/" in p)
+    assert jars == ["memcached-session-manager-2.3.2.jar", "spymemcached-2.12.3.jar"]  # no link, no catalina
+    assert files[f"{t}/lib/spymemcached-2.12.3.jar"].content == b"PK\x03\x04spy"
+    import os
+    import pwd
+    assert files[f"{t}/empty"].owner.split(":")[0] == pwd.getpwuid(os.getuid()).pw_name
+
+
+def test_a_file_that_changed_between_stat_and_cat_is_an_error_not_wrong_content(tmp_path):
+    import pytest
+
+    from tcsession.errors import TcsessionError
+    from tcsession.facts import parse_files, split_sections
+
+    _, out = _files_answer(tmp_path)
+    head, blob = out.split("@@blob\n")
+    import base64
+    grown = base64.b64encode(base64.b64decode(blob.strip()) + b"more").decode()
+    with pytest.raises(TcsessionError, match="changed while it was read"):
+        parse_files(split_sections(head + "@@blob\n" + grown + "\n"))
