@@ -370,8 +370,12 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     running = {t.name for t in inv.tomcats if facts[t.name].active.get(hosts[t.name].unit) == "active"}
     # A Tomcat new to the site while others serve: nginx loads the site with it marked down, and
     # its own start (once it serves and, in delta mode, holds the sessions) puts it in service.
-    joining = (joining_nodes(inv, facts[inv.nginx.name].content(nginx.SITE), running)
-               if running and site is not None and site_change is not None else [])
+    # One its package started with the stock configuration is not serving the cluster: it is not
+    # counted as running (no wave leans on it) until its restart in this plan.
+    joining = (joining_nodes(inv, facts[inv.nginx.name].content(nginx.SITE), running,
+                             {t.name for t in inv.tomcats if hosts[t.name].restart})
+               if site is not None and site_change is not None else [])
+    running -= set(joining)
     if n.restart:
         out = [(inv.host(j).address, inv.host(j).http_port) for j in joining]
         steps.append(ApplyNginx(inv.nginx.name, n.restart + (f" ({', '.join(joining)} marked down until it has joined)"
@@ -467,10 +471,15 @@ def waves(inv: Inventory, mode: Mode, restart: Iterable[str], running: set[str],
     return out
 
 
-def joining_nodes(inv: Inventory, site_now: bytes | None, running: set[str]) -> list[str]:
-    """The Tomcats joining a serving cluster: not running, and not in nginx's site as it is now."""
+def joining_nodes(inv: Inventory, site_now: bytes | None, running: set[str], restarting: set[str]) -> list[str]:
+    """The Tomcats joining a serving cluster (one that nginx's site as it is now sends to runs):
+    not in that site, and not running or restarting in this plan (a Tomcat that runs but will not
+    restart keeps serving as it does)."""
     listed = nginx.servers(site_now.decode()) if site_now is not None else set()
-    return [t.name for t in inv.tomcats if t.name not in running and (t.address, t.http_port) not in listed]
+    new = [t.name for t in inv.tomcats if (t.address, t.http_port) not in listed]
+    if not any(t.name in running for t in inv.tomcats if t.name not in new):
+        return []
+    return [n for n in new if n not in running or n in restarting]
 
 
 def retire(inv: Inventory, facts: dict[str, HostFacts], mode: Mode) -> list[tuple[Host, HostFacts]]:

@@ -76,6 +76,39 @@ def test_with_static_membership_every_drain_before_its_start_keeps_it_down(two_r
     assert downs(restarts[2].drain.drained) == {t3} and not downs(restarts[2].drain.site)
 
 
+def test_a_tomcat_its_package_started_joins_too_and_no_wave_leans_on_it(two_running):
+    """Debian starts tomcat10 on install, with its stock server.xml: running, but not serving the
+    cluster (found in the lab: in msm mode, nginx sent drained nodes' sessions to it and they were
+    lost). It is marked down until its own restart, and with static membership the peers restart
+    one at a time around the two that serve, as if it were not running."""
+    stock = (Path(__file__).parent / "data/debian-bookworm-tomcat10/server.xml").read_bytes()
+    t = two_running["tomcat2"]
+    fresh = dataclasses.replace(t, files={**t.files, "/etc/tomcat10/server.xml": dataclasses.replace(
+        t.files["/etc/tomcat10/server.xml"], content=stock)})
+    assert fresh.active["tomcat10"] == "active"
+    facts = {**two_running, "tomcat3": fresh}
+    for extra in ("", '[delta]\nmembership = "static"\n'):
+        p = planning.plan(inventory(extra), facts, "delta")
+        (apply_nginx,) = [s for s in p.steps if isinstance(s, ApplyNginx)]
+        assert downs(apply_nginx.site) == {"10.153.0.114:8080"}, extra
+        restarts = [s for s in p.steps if isinstance(s, RestartTomcat)]
+        assert restarts[-1].host == "tomcat3" and not downs(restarts[-1].drain.site)
+        assert all("10.153.0.114:8080" in downs(r.drain.drained) for r in restarts)
+        assert [r.wave for r in restarts] == list(range(1, len(restarts) + 1))
+
+
+def test_who_joins_a_serving_cluster(two_running):
+    """Not in nginx's site as it is, while a node it lists runs: joining if it is not running, or
+    restarts in this plan; one that runs and will not restart (configured, only the site missed
+    it: a deploy stopped before nginx's reload) keeps serving and is put in service at once."""
+    inv, site = inventory(), two_running["nginx"].content(nginx.SITE)
+    assert planning.joining_nodes(inv, site, {"tomcat1", "tomcat2"}, set()) == ["tomcat3"]
+    assert planning.joining_nodes(inv, site, {"tomcat1", "tomcat2", "tomcat3"}, {"tomcat3"}) == ["tomcat3"]
+    assert planning.joining_nodes(inv, site, {"tomcat1", "tomcat2", "tomcat3"}, {"tomcat1"}) == []
+    assert planning.joining_nodes(inv, site, {"tomcat3"}, {"tomcat3"}) == []  # nobody serves: no cluster to join
+    assert planning.joining_nodes(inv, None, {"tomcat1"}, {"tomcat1", "tomcat2"}) == []  # no site yet
+
+
 def test_a_first_deploy_has_nobody_joining(two_running):
     facts = {n: stopped(f) if n != "nginx" else f for n, f in two_running.items()}
     p = planning.plan(inventory(), facts, "delta")
