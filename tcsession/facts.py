@@ -53,7 +53,12 @@ def deploy_script(apps=()) -> str:
 def status_script(memcached_nodes=(), apps=(), address: str = "", port: int = 8080) -> str:
     """Deploy's facts plus the running Tomcat's cluster and MSM log lines and, on a Tomcat host,
     every memcached node's stats as seen from it and each application's answer on this node."""
-    return (deploy_script(apps) + shell.membership_script() + shell.memcached_probe_script(memcached_nodes)
+    contexts = sorted({p for lay in all_layouts() for p in (lay.context_xml, lay.app_context)})
+    probe = shell.memcached_probe_script(memcached_nodes)
+    return (deploy_script(apps) + shell.membership_script()
+            # only a Tomcat whose context names memcached nodes (MSM) asks them: not in delta mode
+            + (f"if grep -qs memcachedNodes {' '.join(shell.q(p) for p in contexts)}; then\n{probe}fi\n"
+               if probe else "")
             + (shell.app_http_script(address, port, [a.context for a in apps]) if address else ""))
 
 

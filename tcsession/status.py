@@ -300,9 +300,11 @@ def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: Layout, running:
                                  + ([f"not expected: {', '.join(extra)}"] if extra else []))))
     nodes = [f"{t.address}:{port}" for t in inv.tomcats if t.memcached]
     unreachable = [n for n in nodes if "version" not in f.memcached.get(n, {})]
-    checks.append(("memcached reachable", not unreachable,
-                   ", ".join(f"{n} {f.memcached[n].get('curr_items', '?')} items" for n in nodes if n not in unreachable)
-                   + (f"; unreachable: {', '.join(unreachable)}" if unreachable else "")))
+    if manager:  # (a Tomcat without MSM's Manager does not ask the nodes: facts.status_script)
+        checks.append(("memcached reachable", not unreachable,
+                       ", ".join(f"{n} {f.memcached[n].get('curr_items', '?')} items" for n in nodes
+                                 if n not in unreachable)
+                       + (f"; unreachable: {', '.join(unreachable)}" if unreachable else "")))
     if running:
         checks.append(("msm initialized", *judge_msm_start(f.cluster_log)))
     return checks

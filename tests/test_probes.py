@@ -305,3 +305,56 @@ def test_parse_memcached_probe():
     assert parse_memcached_probe(text) == {
         "10.153.0.112:11211": {"version": "1.6.18", "curr_connections": "2", "curr_items": "5"},
         "10.153.0.113:11211": {}}
+
+
+def test_memcached_probe_asks_every_node_at_once_in_one_bash():
+    """shell.memcached_probe_script run for real (bash's /dev/tcp) against, on loopback: two
+    servers answering `stats` as memcached does (a test double: the protocol lines memcached
+    sends, not memcached; the lab's status and deploy checks ask real memcached), a closed port,
+    and one that accepts and never answers (its read times out). Every node gets its section,
+    whatever order the subshells finish in."""
+    import socket
+    import subprocess
+    import threading
+
+    from tcsession.probes import parse_memcached_probe
+    from tcsession.shell import memcached_probe_script
+
+    def serve(sock, answer):
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            if answer:
+                conn.recv(100)
+                conn.sendall(b"STAT pid 1\r\nSTAT version 1.6.18\r\nSTAT curr_connections 3\r\n"
+                             b"STAT curr_items 7\r\nEND\r\n")
+                conn.close()
+            # else: keep it open, say nothing
+
+    socks = []
+    for answer in (True, True, False):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        threading.Thread(target=serve, args=(s, answer), daemon=True).start()
+        socks.append(s)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    ports = [s.getsockname()[1] for s in socks]
+    nodes = [("127.0.0.1", ports[0]), ("127.0.0.1", closed_port), ("127.0.0.1", ports[2]), ("127.0.0.1", ports[1])]
+    try:
+        out = subprocess.run(["sh", "-c", memcached_probe_script(nodes)], capture_output=True, text=True,
+                             timeout=20).stdout
+    finally:
+        for s in socks:
+            s.close()
+    seen = parse_memcached_probe(out)
+    assert set(seen) == {f"127.0.0.1:{p}" for _, p in nodes}
+    for p in (ports[0], ports[1]):
+        assert seen[f"127.0.0.1:{p}"] == {"version": "1.6.18", "curr_connections": "3", "curr_items": "7"}
+    assert seen[f"127.0.0.1:{closed_port}"] == {} and seen[f"127.0.0.1:{ports[2]}"] == {}
+    assert memcached_probe_script([]) == ""
