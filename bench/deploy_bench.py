@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,12 +36,34 @@ from tcsession.deploy import deploy  # noqa: E402
 from tcsession.inventory import load_inventory  # noqa: E402
 
 
-def inv_cmd(*args: str, ok_codes=(0,)) -> float:
+def hosts_cpu(spec) -> float:
+    """CPU seconds used so far by every process of the lab's hosts (their cgroups' cpu.stat:
+    sshd, the shells tcsession's scripts run in, systemd, the JVMs)."""
+    total = 0
+    for h in spec.hosts:
+        stat = next((c / "cpu.stat" for c in lab._host_cgroups(spec, h.name) if (c / "cpu.stat").exists()), None)
+        if stat is None:
+            raise SystemExit(f"bench: no cpu.stat for {h.name}'s cgroup")
+        total += int(next(line.split()[1] for line in stat.read_text().splitlines() if line.startswith("usage_usec")))
+    return total / 1e6
+
+
+def inv_cmd(*args: str, ok_codes=(0,), spec=None, cpu: dict | None = None) -> float:
+    """`inv ARGS` in a new process: its wall time. With `spec` and `cpu`, also appends to
+    cpu["hosts"] the CPU seconds the lab's hosts used meanwhile and to cpu["control"] the
+    process's own (user + system)."""
+    before_hosts = hosts_cpu(spec) if spec else 0.0
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True)
+    wall = time.monotonic() - started
     if proc.returncode not in ok_codes:
         raise SystemExit(f"bench: inv {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout[-500:]}")
-    return time.monotonic() - started
+    if spec is not None and cpu is not None:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.setdefault("hosts", []).append(hosts_cpu(spec) - before_hosts)
+        cpu.setdefault("control", []).append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall
 
 
 def timed_deploy(path: Path, mode: str) -> tuple[float, int]:
@@ -73,6 +96,7 @@ def measure(args, tomcats: int, tmp: Path, repo: str | None) -> tuple[dict, dict
     inv = inventories(tmp / str(tomcats), base, mode, repo)
     spec = lab.spec_from_inventory(load_inventory(inv["a"]))
     rows = {k: [] for k in ("fresh", "waves", "one", "noop", "status")}
+    cpu: dict = {"noop": {}, "status": {}, "idle": []}
     commands: dict[str, int] = {}
     ok = (0, 1) if mode == "msm" and repo_is_standin(args) else (0,)
     try:
@@ -87,9 +111,14 @@ def measure(args, tomcats: int, tmp: Path, repo: str | None) -> tuple[dict, dict
                     rows[key].append(s)
                     s, _ = timed_deploy(inv[back + suffix], mode)
                     rows[key].append(s)
-            rows["noop"] += [inv_cmd("deploy", f"--mode={mode}", "-q", "-i", str(inv["a"])) for _ in range(3)]
+            rows["noop"] += [inv_cmd("deploy", f"--mode={mode}", "-q", "-i", str(inv["a"]), spec=spec, cpu=cpu["noop"])
+                             for _ in range(3)]
             # the stand-in is not MSM, so status says UNHEALTHY (exit 1) about MSM's start line
-            rows["status"] += [inv_cmd("status", "-i", str(inv["a"]), ok_codes=ok) for _ in range(3)]
+            rows["status"] += [inv_cmd("status", "-i", str(inv["a"]), ok_codes=ok, spec=spec, cpu=cpu["status"])
+                               for _ in range(3)]
+            idle = hosts_cpu(spec)
+            time.sleep(2)
+            cpu["idle"].append((hosts_cpu(spec) - idle) / 2)
         commands["noop"] = deploy(load_inventory(inv["a"]), mode, quiet=True).commands
         commands["status"] = status.cluster_report(load_inventory(inv["a"])).commands
         rows["ssh"] = [ssh_floor(load_inventory(inv["a"])) for _ in range(3)]
@@ -97,6 +126,7 @@ def measure(args, tomcats: int, tmp: Path, repo: str | None) -> tuple[dict, dict
             rows["floor_one"], rows["floor_wave"] = restart_floor(load_inventory(inv["a"]))
     finally:
         lab.down(spec, log=lambda *_: None)
+    rows["cpu"] = cpu
     return rows, commands
 
 
@@ -182,6 +212,14 @@ def main() -> None:
               f"{med[b]['status'] / med[a]['status']:.2f}")
     print("one new SSH connection and `true` on every host, in parallel (median of 3): "
           + ", ".join(f"{n} Tomcats {statistics.median(results[n][0]['ssh']):.2f} s" for n in counts))
+    cores = os.cpu_count() or 1
+    print(f"CPU used per run, median s (this machine has {cores} cores, shared by the lab's hosts):")
+    for key in ("noop", "status"):
+        print(f"  {labels[key]:<36}" + "".join(
+            f"  {n} Tomcats: hosts {statistics.median(results[n][0]['cpu'][key]['hosts']):.2f}, "
+            f"control {statistics.median(results[n][0]['cpu'][key]['control']):.2f}" for n in counts))
+    print("  hosts at rest, per second: " + ", ".join(
+        f"{n} Tomcats {statistics.median(results[n][0]['cpu']['idle']):.2f}" for n in counts))
     for n in counts:
         r = results[n][0]
         if r.get("floor_one"):

@@ -106,3 +106,53 @@ def test_scale_out_then_in_while_serving(lab):
     assert rollback(removed, quiet=True) == [report.deploy_id]
     assert active(lab, "tomcat3") == "active enabled"
     assert t3.address in lab.run("nginx", "cat /etc/nginx/conf.d/tcsession.conf 2>/dev/null || cat /etc/nginx/sites-enabled/tcsession*").stdout
+
+
+@pytest.fixture(scope="module")
+def static_lab(tmp_path_factory):
+    """Fresh hosts of their own: a 2-node cluster with static membership, then tomcat3 added."""
+    tmp = tmp_path_factory.mktemp("scale-static")
+    three = write_lab_inventory(tmp, tomcats=3, name="tcsscst", subnet="10.153.37.0/24",
+                                extra='\n[delta]\nmembership = "static"\n')
+    text = three.read_text()
+    start = text.index("[tomcat.tomcat3]")
+    end = text.index("\n\n", start) + 2
+    (tmp / "two.toml").write_text(text[:start] + text[end:])
+    handle = LabHandle(three).up()
+    try:
+        yield handle
+    finally:
+        handle.down()
+
+
+def static_members(lab, host: str) -> list[str]:
+    r = lab.run(host, "grep -o 'host=\"[0-9.]*\"' /etc/tomcat10/server.xml | sort")
+    assert r.ok, r.stderr
+    return r.stdout.split()
+
+
+def test_scale_out_with_static_membership_rolls_every_peers_list(static_lab):
+    lab = static_lab
+    two = load_inventory(lab.inv_path.with_name("two.toml"))
+    assert deploy(two, "delta", quiet=True).changed
+    assert static_members(lab, "tomcat1") == ['host="10.153.37.113"']
+    early = SessionClient(two.nginx.address, two.nginx.http_port)
+    for _ in range(5):
+        early.request()
+    assert early.run.ok and early.run.last_count == 5, early.run.to_dict()
+    pids = {t.name: lab.run(t.name, "systemctl show -p MainPID --value tomcat10").stdout.strip() for t in two.tomcats}
+
+    three = lab.inv
+    report, r = deploy_under_load(three, "static membership, scale out 2 -> 3")
+    assert report.changed and r.requests > 60 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
+    for t in two.tomcats:  # each peer's list now names the new node: restarted, in waves
+        assert lab.run(t.name, "systemctl show -p MainPID --value tomcat10").stdout.strip() != pids[t.name]
+        assert 'host="10.153.37.114"' in static_members(lab, t.name)
+    assert static_members(lab, "tomcat3") == ['host="10.153.37.112"', 'host="10.153.37.113"']
+    t3 = three.host("tomcat3")
+    early.host, early.port = t3.address, t3.http_port
+    early.request()
+    assert early.run.ok and early.run.last_count == 6 and early.run.last_node == "tomcat3", early.run.to_dict()
+    health = status.cluster_report(three, session_requests=5)
+    assert health.healthy, [(h.name, h.problems) for h in health.hosts]
+    assert not deploy(three, "delta", quiet=True).changed
