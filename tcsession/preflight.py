@@ -324,7 +324,7 @@ def measure_clocks(remote, hosts) -> dict[str, tuple[float | None, float, float]
 def probe_multicast(remote, inv: Inventory, facts: dict[str, HostFacts]) -> dict[str, str | None]:
     tomcats = [t for t in inv.tomcats if (facts[t.name].preflight.get("python") or [""])[0].strip()]
     results = remote.run_all(tomcats, lambda h: shell.multicast_probe(
-        inv.delta.multicast_address, inv.delta.multicast_port, h.address, h.name)) if tomcats else {}
+        inv.delta.multicast_address, inv.delta.multicast_port, h.address, h.name, len(tomcats) - 1)) if tomcats else {}
     out: dict[str, str | None] = {t.name: None for t in inv.tomcats}
     for name, r in results.items():
         out[name] = r.stdout if r.exit is not None else f"not run: {r.why()}"

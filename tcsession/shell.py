@@ -87,10 +87,14 @@ echo @@pf-selinux; if command -v getenforce >/dev/null 2>&1; then getenforce 2>&
 
 
 # Sends `name` to the group from the host's own address every 0.2 s and prints each peer heard
-# (`heard <name>`) for `seconds`; bounded by its own deadline and by `timeout` around it.
+# (`heard <name>`) for `seconds`; bounded by its own deadline and by `timeout` around it. Once it
+# has heard all `peers`, it goes on sending for GRACE s after the last new one and stops: a peer
+# heard is listening already (it joins the group before it sends), so it hears this host in that
+# time (five sends) even if its probe started late; a missing peer costs the whole `seconds`.
 _MCAST_PY = r"""
 import socket, struct, sys, time
 group, port, own, name, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
+peers, GRACE = int(sys.argv[6]), 1.0
 r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
 r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 r.bind((group, port))
@@ -100,8 +104,10 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(own))
 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-heard, end, last = set(), time.monotonic() + seconds, 0.0
+heard, end, last, news = set(), time.monotonic() + seconds, 0.0, time.monotonic()
 while time.monotonic() < end:
+    if len(heard) >= peers and time.monotonic() - news >= GRACE:
+        break
     if time.monotonic() - last > 0.2:
         s.sendto(b"tcsession-preflight " + name.encode(), (group, port)); last = time.monotonic()
     try:
@@ -111,15 +117,16 @@ while time.monotonic() < end:
     if data.startswith(b"tcsession-preflight "):
         peer = data.split(b" ", 1)[1].decode("ascii", "replace")
         if peer != name and peer not in heard:
-            heard.add(peer); print("heard", peer, src[0], flush=True)
+            heard.add(peer); news = time.monotonic(); print("heard", peer, src[0], flush=True)
 print("done")
 """
 
 
-def multicast_probe(group: str, port: int, own_address: str, name: str, seconds: float = 3.0) -> str:
+def multicast_probe(group: str, port: int, own_address: str, name: str, peers: int, seconds: float = 3.0) -> str:
     """A real multicast send and receive on the cluster's group and port (python3 on the host),
-    run on every Tomcat at once: `@@pf-mcast` then `heard <peer> <source>` lines, then `done`."""
-    args = " ".join(q(str(a)) for a in (group, int(port), own_address, name, seconds))
+    run on every Tomcat at once: `@@pf-mcast` then `heard <peer> <source>` lines, then `done`;
+    at most `seconds`, about 1 s once all `peers` (the other Tomcats probing) were heard."""
+    args = " ".join(q(str(a)) for a in (group, int(port), own_address, name, seconds, int(peers)))
     return (f"echo @@pf-mcast; timeout {int(seconds) + 5} python3 -c {q(_MCAST_PY)} {args} 2>&1 | tail -n 50\n")
 
 
