@@ -118,6 +118,7 @@ def static_lab(tmp_path_factory):
     start = text.index("[tomcat.tomcat3]")
     end = text.index("\n\n", start) + 2
     (tmp / "two.toml").write_text(text[:start] + text[end:])
+    (tmp / "removed.toml").write_text(text.replace("[tomcat.tomcat3]\n", "[tomcat.tomcat3]\nremove = true\n"))
     handle = LabHandle(three).up()
     try:
         yield handle
@@ -131,7 +132,7 @@ def static_members(lab, host: str) -> list[str]:
     return r.stdout.split()
 
 
-def test_scale_out_with_static_membership_rolls_every_peers_list(static_lab):
+def test_scale_out_and_in_with_static_membership_rolls_every_peers_list(static_lab):
     lab = static_lab
     two = load_inventory(lab.inv_path.with_name("two.toml"))
     assert deploy(two, "delta", quiet=True).changed
@@ -156,3 +157,20 @@ def test_scale_out_with_static_membership_rolls_every_peers_list(static_lab):
     health = status.cluster_report(three, session_requests=5)
     assert health.healthy, [(h.name, h.problems) for h in health.hosts]
     assert not deploy(three, "delta", quiet=True).changed
+
+    # in: 3 -> 2, tomcat3 out of nginx, stopped, then out of both peers' lists (restarted)
+    pids = {t.name: lab.run(t.name, "systemctl show -p MainPID --value tomcat10").stdout.strip() for t in two.tomcats}
+    removed = load_inventory(lab.inv_path.with_name("removed.toml"))
+    report, r = deploy_under_load(removed, "static membership, scale in 3 -> 2")
+    assert report.changed and r.requests > 60 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
+    assert active(lab, "tomcat3") == "inactive disabled"
+    for t in two.tomcats:
+        assert lab.run(t.name, "systemctl show -p MainPID --value tomcat10").stdout.strip() != pids[t.name]
+    assert static_members(lab, "tomcat1") == ['host="10.153.37.113"']
+    assert static_members(lab, "tomcat2") == ['host="10.153.37.112"']
+    early.host, early.port = removed.nginx.address, removed.nginx.http_port
+    early.request()
+    assert early.run.ok and early.run.last_count == 7 and early.run.last_node != "tomcat3", early.run.to_dict()
+    health = status.cluster_report(removed, session_requests=5)
+    assert health.healthy, [(h.name, h.problems) for h in health.hosts]
+    assert not deploy(removed, "delta", quiet=True).changed
