@@ -493,9 +493,11 @@ def retire(inv: Inventory, facts: dict[str, HostFacts], mode: Mode) -> list[tupl
         if f is None or f.tomcat is None or f.active.get(f.tomcat.unit) != "active":
             continue
         if mode.memcached:
-            raise TcsessionError(f"[tomcat.{h.name}] remove = true in msm mode: not supported yet (its memcached "
-                                 "holds sessions of the other Tomcats, which would be lost with it); deploy in "
-                                 "delta mode, or take it out by hand after moving its sessions; tcsession changed nothing")
+            raise TcsessionError(f"[tomcat.{h.name}] remove = true in msm mode: refused (its memcached holds "
+                                 "sessions of the other Tomcats, and a Tomcat whose memcachedNodes leave its node "
+                                 "out cannot load a session whose id names that node: they would be lost); keep "
+                                 "the host, or delete its table in a maintenance window, accepting that loss; "
+                                 "tcsession changed nothing")
         out.append((h, f))
     return out
 

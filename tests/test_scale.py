@@ -151,7 +151,7 @@ def test_with_static_membership_the_peers_restart_after_the_removed_one_stopped(
 
 
 def test_removal_is_refused_in_msm_mode_and_when_too_few_stay(three_running):
-    with pytest.raises(TcsessionError, match=r"\[tomcat.tomcat3\] remove = true in msm mode: not supported yet"):
+    with pytest.raises(TcsessionError, match=r"\[tomcat.tomcat3\] remove = true in msm mode: refused"):
         planning.retire(inventory(remove="tomcat3"), three_running, planning.mode_named("msm"))
     text = lab.render_inventory("tcsscale", "bookworm", 2).replace("[tomcat.tomcat2]\n", "[tomcat.tomcat2]\nremove = true\n")
     with pytest.raises(TcsessionError, match="remove = true leaves 1 Tomcat"):
