@@ -180,17 +180,19 @@ def membership_script() -> str:
 
 
 # Each node's `stats`, in a subshell of its own (all at once: an unreachable node costs its own
-# wait, not the others'); a node's block is printed in one write, so blocks do not interleave.
-_MEMCACHED_PROBE = r"""for n in "$@"; do (
+# wait, not the others'). A subshell prints its node's answer as one line (fields joined by "|":
+# one short write, which a pipe does not interleave with another's; a multi-line printf is
+# written line by line, and two nodes' lines did interleave in the lab), and one reader turns
+# each line back into a `@@memcached` section.
+_MEMCACHED_PROBE = r"""{ for n in "$@"; do (
   out="@@memcached $n"
   if exec 3<>"/dev/tcp/${n%:*}/${n##*:}"; then
     printf 'stats\r\nquit\r\n' >&3
     while IFS= read -r -t 2 l <&3; do l=${l%$'\r'}
-      case $l in "STAT version "*|"STAT curr_items "*|"STAT curr_connections "*) out="$out
-$l";; END) break;; esac
+      case $l in "STAT version "*|"STAT curr_items "*|"STAT curr_connections "*) out="$out|$l";; END) break;; esac
     done
   fi
-  printf '%s\n' "$out" ) 2>/dev/null & done; wait"""
+  echo "$out" ) 2>/dev/null & done; wait; } | while IFS= read -r b; do printf '%s\n' "${b//|/$'\n'}"; done"""
 
 
 def memcached_probe_script(nodes: Iterable[tuple[str, int]]) -> str:

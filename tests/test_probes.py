@@ -316,29 +316,34 @@ def test_memcached_probe_asks_every_node_at_once_in_one_bash():
     import socket
     import subprocess
     import threading
+    import time
 
     from tcsession.probes import parse_memcached_probe
     from tcsession.shell import memcached_probe_script
 
-    def serve(sock, answer):
+    def serve(sock, items):
         while True:
             try:
                 conn, _ = sock.accept()
             except OSError:
                 return
-            if answer:
-                conn.recv(100)
-                conn.sendall(b"STAT pid 1\r\nSTAT version 1.6.18\r\nSTAT curr_connections 3\r\n"
-                             b"STAT curr_items 7\r\nEND\r\n")
+            if items is not None:  # answered in pieces, as a busy memcached may
+                asked = b""
+                while b"quit\r\n" not in asked:  # all of it read: closing on unread bytes would reset
+                    asked += conn.recv(100) or b"quit\r\n"
+                for part in (b"STAT pid 1\r\nSTAT version 1.6.18\r\n", b"STAT curr_connections 3\r\n",
+                             b"STAT curr_items %d\r\nEND\r\n" % items):
+                    conn.sendall(part)
+                    time.sleep(0.002)
                 conn.close()
             # else: keep it open, say nothing
 
     socks = []
-    for answer in (True, True, False):
+    for items in (7, 8, None):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         s.listen(8)
-        threading.Thread(target=serve, args=(s, answer), daemon=True).start()
+        threading.Thread(target=serve, args=(s, items), daemon=True).start()
         socks.append(s)
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
@@ -346,15 +351,21 @@ def test_memcached_probe_asks_every_node_at_once_in_one_bash():
     closed.close()
     ports = [s.getsockname()[1] for s in socks]
     nodes = [("127.0.0.1", ports[0]), ("127.0.0.1", closed_port), ("127.0.0.1", ports[2]), ("127.0.0.1", ports[1])]
-    try:
-        out = subprocess.run(["sh", "-c", memcached_probe_script(nodes)], capture_output=True, text=True,
-                             timeout=20).stdout
+    outs = []
+    try:  # the silent node once, then the answering ones many times (their answers race)
+        outs.append(subprocess.run(["sh", "-c", memcached_probe_script(nodes)], capture_output=True, text=True,
+                                   timeout=20).stdout)
+        quick = [n for n in nodes if n[1] != ports[2]]
+        outs += [subprocess.run(["sh", "-c", memcached_probe_script(quick)], capture_output=True, text=True,
+                                timeout=20).stdout for _ in range(15)]
     finally:
         for s in socks:
             s.close()
-    seen = parse_memcached_probe(out)
+    seen = parse_memcached_probe(outs[0])
     assert set(seen) == {f"127.0.0.1:{p}" for _, p in nodes}
-    for p in (ports[0], ports[1]):
-        assert seen[f"127.0.0.1:{p}"] == {"version": "1.6.18", "curr_connections": "3", "curr_items": "7"}
     assert seen[f"127.0.0.1:{closed_port}"] == {} and seen[f"127.0.0.1:{ports[2]}"] == {}
+    for out in outs:  # each node's lines under its own header, never the other's
+        seen = parse_memcached_probe(out)
+        for p, items in ((ports[0], "7"), (ports[1], "8")):
+            assert seen[f"127.0.0.1:{p}"] == {"version": "1.6.18", "curr_connections": "3", "curr_items": items}, out
     assert memcached_probe_script([]) == ""

@@ -22,10 +22,12 @@ from tcsession.rollback import rollback
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("scale")
-    three = write_lab_inventory(tmp, tomcats=3, name="tcsscale", subnet="10.153.35.0/24")
+def scale_lab(tmp_path_factory, name: str, subnet: str, extra: str = ""):
+    """Fresh hosts for a scale test: the 3-Tomcat inventory (the lab's), and beside it two.toml
+    (without tomcat3) and removed.toml (tomcat3 with remove = true); yields the running lab and
+    takes it down after."""
+    tmp = tmp_path_factory.mktemp(name)
+    three = write_lab_inventory(tmp, tomcats=3, name=name, subnet=subnet, extra=extra)
     text = three.read_text()
     start = text.index("[tomcat.tomcat3]")
     end = text.index("\n\n", start) + 2
@@ -36,6 +38,11 @@ def lab(tmp_path_factory):
         yield handle
     finally:
         handle.down()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    yield from scale_lab(tmp_path_factory, "tcsscale", "10.153.35.0/24")
 
 
 def active(lab, host: str) -> str:
@@ -111,19 +118,7 @@ def test_scale_out_then_in_while_serving(lab):
 @pytest.fixture(scope="module")
 def static_lab(tmp_path_factory):
     """Fresh hosts of their own: a 2-node cluster with static membership, then tomcat3 added."""
-    tmp = tmp_path_factory.mktemp("scale-static")
-    three = write_lab_inventory(tmp, tomcats=3, name="tcsscst", subnet="10.153.37.0/24",
-                                extra='\n[delta]\nmembership = "static"\n')
-    text = three.read_text()
-    start = text.index("[tomcat.tomcat3]")
-    end = text.index("\n\n", start) + 2
-    (tmp / "two.toml").write_text(text[:start] + text[end:])
-    (tmp / "removed.toml").write_text(text.replace("[tomcat.tomcat3]\n", "[tomcat.tomcat3]\nremove = true\n"))
-    handle = LabHandle(three).up()
-    try:
-        yield handle
-    finally:
-        handle.down()
+    yield from scale_lab(tmp_path_factory, "tcsscst", "10.153.37.0/24", '\n[delta]\nmembership = "static"\n')
 
 
 def static_members(lab, host: str) -> list[str]:

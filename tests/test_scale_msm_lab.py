@@ -12,31 +12,21 @@ import time
 
 import pytest
 
-from conftest import LabHandle, real_msm_repo, write_lab_inventory
+from conftest import real_msm_repo
 from tcsession import status
 from tcsession.client import SessionClient, parse_session_id
 from tcsession.deploy import deploy
 from tcsession.inventory import load_inventory
 from tcsession.load import Load
+from test_scale_lab import scale_lab
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    repo = real_msm_repo()
-    tmp = tmp_path_factory.mktemp("scalemsm")
-    three = write_lab_inventory(tmp, tomcats=3, name="tcsscalm", subnet="10.153.36.0/24",
-                                extra=f'\n[msm]\nmaven_repo = "{repo}"\nsticky = true\n')
-    text = three.read_text()
-    start = text.index("[tomcat.tomcat3]")
-    end = text.index("\n\n", start) + 2
-    (tmp / "two.toml").write_text(text[:start] + text[end:])
-    handle = LabHandle(three).up()
-    try:
-        yield handle
-    finally:
-        handle.down()
+    yield from scale_lab(tmp_path_factory, "tcsscalm", "10.153.36.0/24",
+                         f'\n[msm]\nmaven_repo = "{real_msm_repo()}"\nsticky = true\n')
 
 
 def memcached_nodes(lab, host: str) -> str:
