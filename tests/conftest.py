@@ -100,7 +100,7 @@ def assert_fails_over(lab, inv, unit: str = "tomcat10", mode: str = "delta", bef
     assert run.ok and run.last_count == before, run.to_dict()
     serving = run.last_node
     if mode == "msm":
-        time.sleep(0.5)  # MSM backs the last request up asynchronously
+        time.sleep(1.5)  # MSM backs the last request up asynchronously (0.5 s was not always enough in CI)
     assert lab.run(serving, f"systemctl stop {unit}").ok
     try:
         for _ in range(after):
