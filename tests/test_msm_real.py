@@ -294,7 +294,11 @@ def non_sticky_run(real, variant: str):
     client.request()
     assert client.run.ok and client.run.last_count == 1
     counts, nodes, errors = concurrent_requests(inv, client.run.cookie)
-    client.request()  # one more, alone: the count the session really reached
+    # one more, alone: the count the session really reached, once the last concurrent request's
+    # asynchronous backup is stored (two CI runs read one less here, 1 of 101, with no MSM lock
+    # timeout logged; whether the counts themselves repeated is now in the failure message)
+    time.sleep(1.5)
+    client.request()
     final = client.run.last_count
     lost = 101 - (final - 1)  # 1 + 100 concurrent updates, then this one
     return counts, nodes, errors, lost
@@ -331,8 +335,10 @@ def test_non_sticky_concurrent_requests_lose_no_update(real):
            f" (nodes {sorted(nodes)}, MSM lock timeouts {timeouts})")
     assert nodes == {"tomcat1", "tomcat2"}, nodes
     if not clean:
+        repeated = sorted({c for c in counts if counts.count(c) > 1})
         assert timeouts > 0, ("updates lost or another session served while MSM held its locks",
-                              errors[:3], sorted(counts)[:5], lost, log)
+                              errors[:3], f"{len(counts)} counts, {len(set(counts))} distinct, repeated {repeated}, "
+                              f"range {min(counts, default=0)}..{max(counts, default=0)}", lost, log)
 
 
 def test_non_sticky_without_locking_races(real):
