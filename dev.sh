@@ -3,7 +3,8 @@
 #   ./dev.sh demo   install what is needed, bring up the lab, deploy the delta cluster, show status
 #   ./dev.sh demo msm  the same lab in msm mode (memcached-session-manager), with the jars of
 #                   ../shared/fixtures/msm/repo (or TCSESSION_MAVEN_REPO), Tomcat 10.1 converted
-#   ./dev.sh test   install what is needed, run the whole test suite (unit + lab tests)
+#   ./dev.sh test   install what is needed, run the whole test suite (unit + lab tests);
+#                   ./dev.sh test -m measure runs the measurements it leaves out
 #   ./dev.sh setup  only install (apt packages, .venv); then `. .venv/bin/activate` and use `inv`
 set -euo pipefail
 cd "$(dirname "$0")"
