@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 
 from tcsession import apps as applications
-from tcsession import clusterkey, lab, maven, msmjars, preflight
+from tcsession import clusterkey, maven, msmjars, preflight
 from tcsession import plan as planning
 from tcsession.apply import Interpreter, Outcome
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, gather, gather_reachable
 from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
-from tcsession.remote import Remote
+from tcsession.session import Session, open_session
 from tcsession.steps import Plan
-from tcsession.ui import Progress
 
 
 @dataclasses.dataclass
@@ -35,10 +33,6 @@ class DeployReport:
     executed: list = dataclasses.field(default_factory=list)  # the steps run, in order
     installed: dict = dataclasses.field(default_factory=dict)  # host -> the packages this deploy installed
     previewed: list = dataclasses.field(default_factory=list)  # the steps the plans showed
-
-
-def new_deploy_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
 def prepare_msm_jars(inv: Inventory, facts: dict[str, HostFacts], installs: dict, progress: Progress,
@@ -94,87 +88,98 @@ def _installs(inv: Inventory, facts: dict[str, HostFacts], mode: Mode) -> dict[s
 
 def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool = False,
            on_event=None) -> DeployReport:
+    """`inv deploy`: in a session of its own (tcsession.session.open_session)."""
+    with open_session(inv, quiet) as session:
+        return run_deploy(session, mode, dry_run, on_event)
+
+
+def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_event=None) -> DeployReport:
+    inv, remote, progress = session.inv, session.remote, session.ui
     mode = mode_named(mode)
-    progress = Progress(quiet)
-    started = time.monotonic()
-    deploy_id = new_deploy_id()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    lab.check_up(inv)
-    with Remote(inv) as remote:
-        t = time.monotonic()
-        facts = gather(remote, list(inv.hosts), inv.apps)
-        progress.line("all", f"facts from {len(inv.hosts)} hosts", time.monotonic() - t)
-        for h in inv.hosts:
-            if facts[h.name].package_manager is None:
-                raise TcsessionError(f"{h.name}: no apt-get, dnf or yum found; tcsession supports "
-                                     "Debian/Ubuntu (apt) and the RHEL family (yum/dnf)")
-        for a in mode.advice(inv):
-            progress.say(f"  advice: {a}", "yellow")
-        if inv.removed:  # remove = true: stopped once nginx no longer sends to them (if reachable)
-            gone, notes = gather_reachable(remote, list(inv.removed), inv.apps)
-            facts.update(gone)
-            for n in notes:
-                progress.say(f"  note: {n}", "yellow")
-        before = {h.name: dict(facts[h.name].active) for h in inv.hosts + inv.removed if h.name in facts}
-        installs = _installs(inv, facts, mode)
-        # msm: the jars, resolved and checked on this machine before any host is changed
-        jars = prepare_msm_jars(inv, facts, installs, progress) if mode.memcached else {}
-        key = clusterkey.key_for(inv.delta.key_file) if mode.cluster and inv.delta.encrypt else ""
-        wars = prepare_wars(inv, facts, installs, mode, progress)  # the applications, likewise
-        the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, wars=wars, key=key)
-        # preflight: what breaks clusters most, before any change (a failure changes nothing);
-        # a deploy with nothing to change changes nothing, and skips its network probes
-        if dry_run or not the_plan.empty:
-            t = time.monotonic()
-            checked = preflight.run_checks(remote, inv, mode, facts, installs)
-            if not checked.ok:
-                raise TcsessionError(preflight.refusal(checked))
-            progress.line("all", f"preflight: {sum(len(h.checks) for h in checked.hosts)} checks passed",
-                          time.monotonic() - t)
-        report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps))
-        if dry_run:
-            progress.plan(the_plan, diffs=True, hosts=[h.name for h in inv.hosts])
-            if the_plan.empty:
-                progress.say("no changes", "green")
-            report.seconds, report.commands = time.monotonic() - started, remote.commands
-            return report
+    started = session.clock()
+    deploy_id = session.new_id()
+    stamp = session.stamp()
+    t = session.clock()
+    facts = gather(remote, list(inv.hosts), inv.apps)
+    progress.line("all", f"facts from {len(inv.hosts)} hosts", session.clock() - t)
+    for h in inv.hosts:
+        if facts[h.name].package_manager is None:
+            raise TcsessionError(f"{h.name}: no apt-get, dnf or yum found; tcsession supports "
+                                 "Debian/Ubuntu (apt) and the RHEL family (yum/dnf)")
+    for a in mode.advice(inv):
+        progress.say(f"  advice: {a}", "yellow")
+    if inv.removed:  # remove = true: stopped once nginx no longer sends to them (if reachable)
+        gone, notes = gather_reachable(remote, list(inv.removed), inv.apps)
+        facts.update(gone)
+        for n in notes:
+            progress.say(f"  note: {n}", "yellow")
+    before = {h.name: dict(facts[h.name].active) for h in inv.hosts + inv.removed if h.name in facts}
+    installs = _installs(inv, facts, mode)
+    # msm: the jars, resolved and checked on this machine before any host is changed
+    jars = prepare_msm_jars(inv, facts, installs, progress) if mode.memcached else {}
+    key = clusterkey.key_for(inv.delta.key_file) if mode.cluster and inv.delta.encrypt else ""
+    wars = prepare_wars(inv, facts, installs, mode, progress)  # the applications, likewise
+    the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, wars=wars, key=key)
+    # preflight: what breaks clusters most, before any change (a failure changes nothing);
+    # a deploy with nothing to change changes nothing, and skips its network probes
+    if dry_run or not the_plan.empty:
+        t = session.clock()
+        checked = preflight.run_checks(remote, inv, mode, facts, installs)
+        if not checked.ok:
+            raise TcsessionError(preflight.refusal(checked))
+        progress.line("all", f"preflight: {sum(len(h.checks) for h in checked.hosts)} checks passed",
+                      session.clock() - t)
+    report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps))
+    if dry_run:
+        progress.plan(the_plan, diffs=True, hosts=[h.name for h in inv.hosts])
         if the_plan.empty:
-            progress.plan(the_plan, diffs=False, hosts=[h.name for h in inv.hosts])
             progress.say("no changes", "green")
-            report.seconds, report.commands = time.monotonic() - started, remote.commands
-            return report
-        report.deploy_id = deploy_id
+        report.seconds, report.commands = session.clock() - started, remote.commands
+        return report
+    if the_plan.empty:
+        progress.plan(the_plan, diffs=False, hosts=[h.name for h in inv.hosts])
+        progress.say("no changes", "green")
+        report.seconds, report.commands = session.clock() - started, remote.commands
+        return report
+    report.deploy_id = deploy_id
 
-        def on(e):
-            progress.event(e)
-            if on_event:
-                on_event(e)
+    def on(e):
+        progress.event(e)
+        if on_event:
+            on_event(e)
 
-        interp = Interpreter(remote, {h.name: h for h in inv.hosts + inv.removed}, on)
-        names = [h.name for h in inv.hosts + inv.removed if h.name in facts]
+    interp = Interpreter(remote, {h.name: h for h in inv.hosts + inv.removed}, on)
+    names = [h.name for h in inv.hosts + inv.removed if h.name in facts]
+    outcome = interp.apply(the_plan, names)
+    report.executed += outcome.done
+    if outcome.ok and outcome.stopped_at is not None:  # packages installed: plan the files now
+        report.executed.append(outcome.stopped_at)
+        installed = {s.host: s.packages for s in outcome.done}
+        report.installed = installed
+        facts.update(gather(remote, [inv.host(n) for n in installed], inv.apps))
+        if mode.memcached:  # a Tomcat whose major was known only once installed
+            jars = prepare_msm_jars(inv, facts, {}, progress, have=jars)
+        wars = prepare_wars(inv, facts, {}, mode, progress, have=wars)
+        try:
+            the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, installed, wars, key=key)
+        except TcsessionError as e:
+            raise TcsessionError(f"{e} -- deploy {deploy_id} stopped after installing packages "
+                                 f"({', '.join(sorted(installed))}), before writing any file; fix it and "
+                                 "deploy again (the install is recorded; `inv rollback` stops what it started)") from None
+        report.plan = the_plan
+        report.previewed += the_plan.steps
+        progress.say("planned now that the packages are installed:")
+        progress.plan(the_plan, diffs=False, hosts=[h.name for h in inv.hosts])
         outcome = interp.apply(the_plan, names)
         report.executed += outcome.done
-        if outcome.ok and outcome.stopped_at is not None:  # packages installed: plan the files now
-            report.executed.append(outcome.stopped_at)
-            installed = {s.host: s.packages for s in outcome.done}
-            report.installed = installed
-            facts.update(gather(remote, [inv.host(n) for n in installed], inv.apps))
-            if mode.memcached:  # a Tomcat whose major was known only once installed
-                jars = prepare_msm_jars(inv, facts, {}, progress, have=jars)
-            wars = prepare_wars(inv, facts, {}, mode, progress, have=wars)
-            try:
-                the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, installed, wars, key=key)
-            except TcsessionError as e:
-                raise TcsessionError(f"{e} -- deploy {deploy_id} stopped after installing packages "
-                                     f"({', '.join(sorted(installed))}), before writing any file; fix it and "
-                                     "deploy again (the install is recorded; `inv rollback` stops what it started)") from None
-            report.plan = the_plan
-            report.previewed += the_plan.steps
-            outcome = interp.apply(the_plan, names)
-            report.executed += outcome.done
-        if not outcome.ok:
-            raise TcsessionError(_stopped(outcome, deploy_id, report.executed))
-        report.seconds, report.commands = time.monotonic() - started, remote.commands
+        if outcome.ok and outcome.stopped_at is not None:  # still packages to install: the install did not
+            missing = ", ".join(f"{s.host}: {' '.join(s.packages)}" for s in the_plan.steps if hasattr(s, "packages"))
+            raise TcsessionError(f"deploy {deploy_id} stopped: the package manager reported success but the packages "
+                                 f"are still missing ({missing}); install them by hand to see why, then deploy again "
+                                 "(`inv rollback` undoes what was done)")
+    if not outcome.ok:
+        raise TcsessionError(_stopped(outcome, deploy_id, report.executed))
+    report.seconds, report.commands = session.clock() - started, remote.commands
     progress.say(f"deployed {mode.name} ({deploy_id}) in {report.seconds:.1f} s", "green")
     return report
 

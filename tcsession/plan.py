@@ -18,14 +18,14 @@ from collections.abc import Iterable
 
 from tcsession import apps as applications
 from tcsession import firewall as firewall_rules
-from tcsession import msm, nginx, serverxml, state, webapp
+from tcsession import msm, nginx, rollout, serverxml, state, webapp
 from tcsession.errors import TcsessionError
 from tcsession.facts import FileFact, HostFacts
 from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
 from tcsession.msmjars import MANAGED_JAR
-from tcsession.steps import (ApplyFirewall, ApplyNginx, CheckMemcached, CheckPorts, Drain, FileChange, InstallPackages, Plan,
-                             Replan, RestartMemcached, RestartTomcat, StopService, WriteFiles, manifest_for, sha256)
+from tcsession.steps import (ApplyFirewall, ApplyNginx, FileChange, InstallPackages, Plan, Replan, RestartMemcached,
+                             StopService, WriteFiles, manifest_for, sha256)
 from tcsession.tomcat import TOMCAT_PREFERENCE, Layout
 
 MANAGED_HEADER = "Managed by tcsession"
@@ -347,23 +347,26 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
                                  "prepare the WARs before planning); tcsession changed nothing")
         hosts[t.name] = tomcat_changes(inv, t, facts[t.name], mode, (jars or {}).get(t.name, ()),
                                        (wars or {}).get(t.name, ()), key)
-    steps: list = []
+    files: list = []
     for h in inv.hosts:
         c = hosts[h.name]
         deferred = getattr(c, "deferred", ())
         if c.files or deferred:
-            steps.append(WriteFiles(h.name, "differs from what the inventory asks", deploy_id,
+            files.append(WriteFiles(h.name, "differs from what the inventory asks", deploy_id,
                                     manifest_for(deploy_id, mode.name, time, c.files + deferred,
                                                  (installed or {}).get(h.name, ()), before[h.name]), c.files,
                                     deferred))
     for h, f in retiring:  # a Tomcat to stop: its services as they were, recorded first
-        steps.append(WriteFiles(h.name, "remove = true: taken out of the cluster", deploy_id,
+        files.append(WriteFiles(h.name, "remove = true: taken out of the cluster", deploy_id,
                                 manifest_for(deploy_id, mode.name, time, (), (), before.get(h.name, dict(f.active))), ()))
+    services: dict[str, list] = {}
     for t in inv.tomcats:  # memcached first (MSM connects at start), one host at a time
         if hosts[t.name].memcached:
-            steps.append(RestartMemcached(t.name, hosts[t.name].memcached, hosts[t.name].memcached_digest))
+            services.setdefault(t.name, []).append(
+                RestartMemcached(t.name, hosts[t.name].memcached, hosts[t.name].memcached_digest))
         if hosts[t.name].firewall:
-            steps.append(ApplyFirewall(t.name, hosts[t.name].firewall, remove=hosts[t.name].firewall_remove))
+            services.setdefault(t.name, []).append(
+                ApplyFirewall(t.name, hosts[t.name].firewall, remove=hosts[t.name].firewall_remove))
     n = hosts[inv.nginx.name]
     site_change = next((c for c in n.files if c.path == nginx.SITE), None)
     site = site_change.after if site_change else facts[inv.nginx.name].content(nginx.SITE)
@@ -372,28 +375,21 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     # its own start (once it serves and, in delta mode, holds the sessions) puts it in service.
     # One its package started with the stock configuration is not serving the cluster: it is not
     # counted as running (no wave leans on it) until its restart in this plan.
-    joining = (joining_nodes(inv, facts[inv.nginx.name].content(nginx.SITE), running,
-                             {t.name for t in inv.tomcats if hosts[t.name].restart})
+    joining = (rollout.joining_nodes(inv, facts[inv.nginx.name].content(nginx.SITE), running,
+                                     {t.name for t in inv.tomcats if hosts[t.name].restart})
                if site is not None and site_change is not None else [])
-    running -= set(joining)
+    nginx_steps = []
     if n.restart:
         out = [(inv.host(j).address, inv.host(j).http_port) for j in joining]
-        steps.append(ApplyNginx(inv.nginx.name, n.restart + (f" ({', '.join(joining)} marked down until it has joined)"
-                                                             if joining else ""), n.digest,
-                                start=facts[inv.nginx.name].active.get("nginx") != "active",
-                                site=nginx.drain_all(site.decode(), out).encode() if joining else None))
-    steps += [StopService(h.name, "remove = true: nginx no longer sends to it, the other Tomcats hold its sessions",
-                          f.tomcat.unit) for h, f in retiring]
+        nginx_steps.append(ApplyNginx(inv.nginx.name, n.restart + (f" ({', '.join(joining)} marked down until it has joined)"
+                                                                   if joining else ""), n.digest,
+                                      start=facts[inv.nginx.name].active.get("nginx") != "active",
+                                      site=nginx.drain_all(site.decode(), out).encode() if joining else None))
+    retire_steps = [StopService(h.name, "remove = true: nginx no longer sends to it, the other Tomcats hold its sessions",
+                                f.tomcat.unit) for h, f in retiring]
     restart = {t.name: hosts[t.name] for t in inv.tomcats if hosts[t.name].restart}
-    if restart:  # (reading every server.xml's Cluster costs: only when something restarts)
-        for s in tomcat_restarts(inv, mode, restart, running, site,
-                                 {t.name: inv.app.test_page for t in inv.tomcats},
-                                 members_now=cluster_members_now(inv, facts, running) if mode.cluster else set(),
-                                 joining=set(joining)):
-            steps.append(s)
-    if steps:
-        steps += checks(inv, mode, {t.name: hosts[t.name].unit for t in inv.tomcats})
-    return Plan(f"deploy {mode.name}", tuple(steps))
+    return rollout.rollout(inv, mode, f"deploy {mode.name}", facts, files, services, nginx_steps, retire_steps,
+                           restart, site, {t.name: inv.app.test_page for t in inv.tomcats}, joining, rollout.DEPLOY)
 
 
 # EncryptInterceptor: usable with AES/GCM from 9.0.14; replay protection (a timestamp inside the
@@ -427,61 +423,6 @@ def check_encryptable(inv: Inventory, facts: dict[str, HostFacts]) -> None:
                              f"({listing}); upgrade them all to one side first")
 
 
-def wave_limit(inv: Inventory, mode: Mode) -> tuple[int, str]:
-    """How many Tomcats may restart at once, and why (the preview says it).
-
-    DeltaManager: every node holds every session, so up to half may restart while the other half
-    serves (never all). BackupManager: one backup per session, so one at a time. msm: the
-    sessions live in memcached, so up to half too. Bounded by `[rolling] max_unavailable`."""
-    n = len(inv.tomcats)
-    if mode.cluster and inv.delta.manager == "backup":
-        allowed, rule = 1, "BackupManager keeps one backup per session: one node at a time"
-    elif mode.cluster:
-        allowed, rule = max(1, n // 2), "DeltaManager: every node holds every session, up to half at once"
-    else:
-        allowed, rule = max(1, n // 2), "msm: sessions are in memcached, up to half at once"
-    limit = inv.rolling.limit(n)
-    size = max(1, min(allowed, limit, n - 1))
-    if limit < allowed:
-        rule += f"; [rolling] max_unavailable = {json.dumps(inv.rolling.max_unavailable)} allows {limit}"
-    return size, rule
-
-
-def waves(inv: Inventory, mode: Mode, restart: Iterable[str], running: set[str],
-          served: set[str] | None = None, members_now: set[str] | None = None) -> list[tuple[str, ...]]:
-    """The Tomcats that restart, in waves (inventory order). Each wave leaves at least one running
-    node outside it when any runs (one nginx sends to, when `served` names them); when none runs
-    (or, in the cluster modes, none is a cluster member yet: `members_now`), the first node starts
-    alone, so that the cluster forms around it and the next waves receive its state (nodes
-    starting together with nobody else would ask each other for a state none has yet)."""
-    size, _ = wave_limit(inv, mode)
-    todo = [t.name for t in inv.tomcats if t.name in set(restart)]
-    up = set(running)
-    members = set(running if members_now is None else members_now)
-    out: list[tuple[str, ...]] = []
-    while todo:
-        serving = (up & served) or up if served is not None else up
-        k = 1 if not up or (mode.cluster and not members) else min(size, len(todo))
-        while k > 1 and not (serving - set(todo[:k])):
-            k -= 1
-        wave, todo = tuple(todo[:k]), todo[k:]
-        out.append(wave)
-        up |= set(wave)
-        members |= set(wave)
-    return out
-
-
-def joining_nodes(inv: Inventory, site_now: bytes | None, running: set[str], restarting: set[str]) -> list[str]:
-    """The Tomcats joining a serving cluster (one that nginx's site as it is now sends to runs):
-    not in that site, and not running or restarting in this plan (a Tomcat that runs but will not
-    restart keeps serving as it does)."""
-    listed = nginx.servers(site_now.decode()) if site_now is not None else set()
-    new = [t.name for t in inv.tomcats if (t.address, t.http_port) not in listed]
-    if not any(t.name in running for t in inv.tomcats if t.name not in new):
-        return []
-    return [n for n in new if n not in running or n in restarting]
-
-
 def retire(inv: Inventory, facts: dict[str, HostFacts], mode: Mode) -> list[tuple[Host, HostFacts]]:
     """The Tomcats with `remove = true` that still run (those that did not answer have no facts):
     each is stopped (and disabled) once nginx's site without them is loaded, its services as they
@@ -510,7 +451,7 @@ def check_encryption_switch(inv: Inventory, facts: dict[str, HostFacts], planned
     key, is what a rolling restart heals.)"""
     running = {t.name for t in inv.tomcats if facts[t.name].tomcat
                and facts[t.name].active.get(facts[t.name].tomcat.unit) == "active"}
-    current = {n: c["encryption_key"] for n, c in running_clusters(inv, facts, running).items()}
+    current = {n: c["encryption_key"] for n, c in rollout.running_clusters(inv, facts, running).items()}
     if len(current) >= 2 and planned not in current.values():
         what = ("turning [delta] encrypt on" if planned and all(v is None for v in current.values()) else
                 "turning [delta] encrypt off" if planned is None else "changing the cluster key")
@@ -519,91 +460,3 @@ def check_encryption_switch(inv: Inventory, facts: dict[str, HostFacts], planned
                              "with the new setting cannot read the others' messages, so it gets no sessions); "
                              "stop the Tomcats first in a maintenance window (sessions end), then deploy; "
                              "tcsession changed nothing")
-
-
-def running_clusters(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> dict[str, dict]:
-    """The `running` Tomcats whose server.xml now carries tcsession's Cluster: name ->
-    serverxml.read_cluster's summary (a server.xml that cannot be read counts as none)."""
-    out = {}
-    for t in inv.tomcats:
-        f = facts.get(t.name)
-        layout = f.tomcat if f else None
-        data = f.content(layout.server_xml) if layout else None
-        if t.name not in running or not data:
-            continue
-        try:
-            cluster = serverxml.read_cluster(data, f"{t.name}:{layout.server_xml}")
-        except TcsessionError:
-            continue
-        if cluster and cluster["managed"]:
-            out[t.name] = cluster
-    return out
-
-
-def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> set[str]:
-    """The running Tomcats that are members of the cluster a restarted node joins: their server.xml
-    now carries tcsession's Cluster with the inventory's kind of membership (a Tomcat still on its
-    package's server.xml, or in msm mode, is no member, so a node restarted before it cannot wait
-    to see it). A changed multicast address or port is not compared: document, do not guess."""
-    return {n for n, c in running_clusters(inv, facts, running).items() if c["membership"] == inv.delta.membership}
-
-
-def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges], running: set[str],
-                    site: bytes | None, test_page: dict[str, bool] | None = None,
-                    members_now: set[str] | None = None, joining: set[str] | None = None) -> list[RestartTomcat]:
-    """The Tomcats that restart, in waves (`waves`). While another node runs (and nginx has a
-    site), a wave's nodes are out of service in nginx together during their restart (one reload);
-    with DeltaManager each waits for the session state a node outside the wave sends, and in the
-    cluster modes each waits until it sees as members every other Tomcat that is one by then: the
-    restarted ones and `members_now` (default: every running one) that do not restart later."""
-    members_now = set(running) if members_now is None else set(members_now)
-    up = set(running)
-    later = set(restart)
-    out = []
-    # Only the nodes the site sends to are drained (a rollback's restored site may not list a node).
-    listed = nginx.servers(site.decode()) if site is not None else set()
-    served = {t.name for t in inv.tomcats if (t.address, t.http_port) in listed} if site is not None else None
-    planned = waves(inv, mode, restart, running, served, members_now)
-    pending = set(joining or ())  # joining nodes not started yet: kept down in every drain's sites
-    for number, wave in enumerate(planned, 1):
-        peers = up - set(wave)
-        drained = None
-        pending -= set(wave)
-        address = lambda n: (inv.host(n).address, inv.host(n).http_port)  # noqa: E731
-        out_of_service = [address(n) for n in wave if address(n) in listed]
-        if out_of_service and peers:
-            still_down = [address(t.name) for t in inv.tomcats if t.name in pending]
-            back = nginx.drain_all(site.decode(), still_down).encode() if still_down else site
-            drained = Drain(inv.nginx.name, nginx.drain_all(site.decode(), out_of_service + still_down).encode(), back)
-        after = up | set(wave)
-        later -= set(wave)
-        # members: restarted by now (this plan), or members now and not restarting (or not yet):
-        # a node later in the plan still runs its old configuration, a member only if it is one now
-        seen = (after - later) | (members_now & after)
-        for name in wave:
-            t, c = inv.host(name), restart[name]
-            members = len(seen - {name}) if mode.cluster else 0
-            out.append(RestartTomcat(t.name, c.restart, c.unit, t.address, t.http_port, c.digest,
-                                     (test_page or {}).get(t.name, True), drained,
-                                     bool(peers) and mode.waits_for_state(inv),
-                                     wave=number, waves=len(planned), wave_hosts=wave, members=members,
-                                     files=c.deferred, app_contexts=c.app_contexts,
-                                     clear=tuple(applications.derived_dirs(c.layout, c.deferred)) if c.layout else ()))
-        up = after
-    return out
-
-
-def checks(inv: Inventory, mode: Mode, units: dict[str, str]) -> list:
-    """After the changes: every expected port listening, and in msm mode every memcached node
-    reachable from every Tomcat."""
-    out: list = []
-    ports = mode.expected_ports(inv)
-    for h in inv.hosts:
-        mine = tuple(e for e in ports if e.host == h.name)
-        names = (("nginx", "nginx"),) if h.role == "nginx" else (("tomcat", units.get(h.name, "tomcat")),
-                                                                 ("memcached", "memcached"))
-        out.append(CheckPorts(h.name, "the cluster needs them", mine, names))
-    nodes = mode.memcached_nodes(inv)
-    if nodes:
-        out += [CheckMemcached(t.name, "MSM needs every node from every Tomcat", nodes) for t in inv.tomcats]
-    return out

@@ -28,13 +28,12 @@ import ipaddress
 import re
 import time
 
-from tcsession import lab, shell
+from tcsession import shell
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, gather, preflight_sections, require_ok, split_sections
 from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
 from tcsession.probes import parse_ss
-from tcsession.remote import Remote
 
 CLOCK_TOLERANCE = 2.0  # seconds, beyond the measurement's own uncertainty
 JAVA_MIN = {7: 6, 8: 7, 9: 8, 10: 11, 11: 17}
@@ -363,20 +362,27 @@ def run_checks(remote, inv: Inventory, mode: Mode, facts: dict[str, HostFacts],
 
 
 def preflight(inv: Inventory, mode: Mode | str) -> PreflightReport:
-    """`inv preflight`: the facts, the clocks and the multicast probe; nothing is changed."""
+    """`inv preflight`, in a session of its own."""
+    from tcsession.session import open_session
+
+    with open_session(inv, quiet=True) as session:
+        return run_preflight(session, mode)
+
+
+def run_preflight(session, mode: Mode | str) -> PreflightReport:
+    """The facts, the clocks and the multicast probe; nothing is changed."""
     from tcsession.plan import packages_to_install
 
+    inv, remote = session.inv, session.remote
     mode = mode_named(mode)
-    lab.check_up(inv)
-    with Remote(inv) as remote:
-        facts = gather(remote, list(inv.hosts))
-        installs = {}
-        for h in inv.hosts:
-            try:
-                installs[h.name] = packages_to_install(h, facts[h.name], mode)
-            except TcsessionError:
-                installs[h.name] = ("tomcat",)
-        return run_checks(remote, inv, mode, facts, installs)
+    facts = gather(remote, list(inv.hosts))
+    installs = {}
+    for h in inv.hosts:
+        try:
+            installs[h.name] = packages_to_install(h, facts[h.name], mode)
+        except TcsessionError:
+            installs[h.name] = ("tomcat",)
+    return run_checks(remote, inv, mode, facts, installs)
 
 
 def refusal(report: PreflightReport) -> str:

@@ -10,21 +10,19 @@ state before the deploy (memcached before its Tomcat, nginx, the Tomcats one at 
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from tcsession import apps as applications
-from tcsession import firewall, lab, msm, nginx, serverxml, state
+from tcsession import firewall, msm, nginx, rollout, serverxml, state
 from tcsession import plan as planning
 from tcsession.apply import Interpreter
 from tcsession.errors import TcsessionError
+from tcsession.session import Session, open_session
 from tcsession.facts import FileFact, HostFacts, gather, parse_files, require_ok, split_sections
 from tcsession.inventory import Inventory
-from tcsession.modes import DELTA, NONE, Mode
-from tcsession.remote import Remote
+from tcsession.modes import DELTA, MSM, NONE, Mode
 from tcsession.shell import files_script, history_script
 from tcsession.state import Record
 from tcsession.steps import (ApplyFirewall, ApplyNginx, FileChange, Plan, RestartMemcached, RestoreFiles, StopService, sha256)
-from tcsession.ui import Progress
 
 
 # --------------------------------------------------------------------------- planning (pure)
@@ -74,7 +72,6 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
         raise TcsessionError(f"rollback of {deploy_id} refused: changed since that deploy: "
                              f"{', '.join(conflicts)}; keep your edits, or use --force (the edited "
                              "files are kept in the deploy's state directory)")
-    steps: list = [restores[h.name] for h in inv.hosts if h.name in restores]
     after = {h: {c.path: c.after for c in s.changes} for h, s in restores.items()}
 
     def content(host: str, path: str) -> bytes | None:
@@ -83,20 +80,18 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
     # nginx: back to how it was before the deploy
     n = inv.nginx.name
     site = content(n, nginx.SITE)
-    nginx_stays = True
+    nginx_steps: list = []
     if n in records:
         if records[n].manifest.was_active("nginx"):
-            steps.append(ApplyNginx(n, "reload with the restored site", planning.config_digest({nginx.SITE: site}),
-                                    start=facts[n].active.get("nginx") != "active"))
+            nginx_steps.append(ApplyNginx(n, "reload with the restored site", planning.config_digest({nginx.SITE: site}),
+                                          start=facts[n].active.get("nginx") != "active"))
         else:
-            nginx_stays = False
-            steps.append(StopService(n, f"it was {records[n].manifest.service_before('nginx') or 'absent'} before "
-                                        f"{deploy_id}", "nginx"))
+            nginx_steps.append(StopService(n, f"it was {records[n].manifest.service_before('nginx') or 'absent'} "
+                                              f"before {deploy_id}", "nginx"))
+            site = None  # nginx stops: it sends to nobody, so no restart is drained
     restart: dict[str, planning.HostChanges] = {}
     test_page: dict[str, bool] = {}
-    running = {t.name for t in inv.tomcats if facts[t.name].tomcat
-               and facts[t.name].active.get(facts[t.name].tomcat.unit) == "active"}
-    tomcat_steps: dict[str, list] = {}
+    services: dict[str, list] = {}
     for t in inv.tomcats:
         r, layout = records.get(t.name), facts[t.name].tomcat
         if r is None or layout is None:
@@ -113,49 +108,33 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
             rules = content(t.name, firewall.RULES)
             own.append(ApplyFirewall(t.name, "load the restored rules" if rules is not None else
                                      f"there were no tcsession rules before {deploy_id}", remove=rules is None))
+        # The files a running Tomcat watches (applications, web.xml, context descriptors) go back inside
+        # the node's drained restart (stopped, in its wave), never on every running node at once:
+        # Tomcat's autoDeploy would redeploy them everywhere together.
+        watched = tuple(c for c in restores[t.name].changes if applications.watched_by_tomcat(layout, c.path))
         if r.manifest.was_active(layout.unit):
             digest = planning.config_digest({p: content(t.name, p) for p in planning.tomcat_config_paths(layout)})
-            restart[t.name] = planning.HostChanges(t, (), layout.unit, digest, "restart with the restored files")
+            contexts = tuple("/" + c.path.rsplit("/", 1)[1][:-4].replace("#", "/") for c in watched
+                             if c.path.endswith(".war") and c.after is not None)
+            restart[t.name] = planning.HostChanges(t, (), layout.unit, digest, "restart with the restored files",
+                                                   layout=layout, deferred=watched, app_contexts=contexts)
             test_page[t.name] = content(t.name, layout.test_page) is not None
+            if watched:
+                restores[t.name] = dataclasses.replace(
+                    restores[t.name], changes=tuple(c for c in restores[t.name].changes if c not in watched))
         else:
             own.append(StopService(t.name, f"it was {r.manifest.service_before(layout.unit) or 'absent'} before "
                                            f"{deploy_id}", layout.unit))
-        tomcat_steps[t.name] = own
-    restarts = planning.tomcat_restarts(inv, restored_mode(inv, facts, content), restart, running,
-                                        site if nginx_stays else None, test_page,
-                                        planning.cluster_members_now(inv, facts, running))
-    # The files a running Tomcat watches (applications, web.xml, context descriptors) go back inside
-    # each node's drained restart (stopped, in its wave), never on every running node at once:
-    # Tomcat's autoDeploy would redeploy them everywhere together.
-    for i, r in enumerate(restarts):
-        layout = facts[r.host].tomcat
-        app_changes = tuple(c for c in restores[r.host].changes if applications.watched_by_tomcat(layout, c.path))
-        if not app_changes:
-            continue
-        idx = steps.index(restores[r.host])
-        steps[idx] = restores[r.host] = dataclasses.replace(
-            restores[r.host], changes=tuple(c for c in restores[r.host].changes if c not in app_changes))
-        contexts = tuple("/" + c.path.rsplit("/", 1)[1][:-4].replace("#", "/") for c in app_changes
-                         if c.path.endswith(".war") and c.after is not None)
-        restarts[i] = dataclasses.replace(r, files=app_changes, app_contexts=contexts,
-                                          clear=tuple(applications.derived_dirs(layout, app_changes)))
-    # The hosts that do not restart first (their stops), then wave by wave: the wave's own steps
-    # (memcached before its Tomcat, one host at a time), then the wave's restarts together.
-    restarting = {s.host for s in restarts}
-    for t in inv.tomcats:
-        if t.name not in restarting:
-            steps += tomcat_steps.get(t.name, [])
-    for i, s in enumerate(restarts):
-        if i == 0 or restarts[i - 1].wave != s.wave:
-            wave = [r for r in restarts[i:] if r.wave == s.wave]
-            for r in wave:
-                steps += tomcat_steps.get(r.host, [])
-            steps += wave
-    return Plan(f"rollback {deploy_id}", tuple(steps))
+        services[t.name] = own
+    files = [restores[h.name] for h in inv.hosts if h.name in restores]
+    return rollout.rollout(inv, restored_mode(inv, facts, content), f"rollback {deploy_id}", facts, files, services,
+                           nginx_steps, [], restart, site, test_page, (), rollout.ROLLBACK)
 
 
 def restored_mode(inv: Inventory, facts: dict[str, HostFacts], content) -> Mode:
-    """The mode the Tomcats run once the files are restored (what their restart then waits for)."""
+    """The mode the Tomcats run once the files are restored (what their restart then waits for,
+    and what the checks after the rollback expect): tcsession's Cluster in a server.xml is delta,
+    memcached-session-manager's Manager in a context is msm, neither is none."""
     for t in inv.tomcats:
         layout = facts[t.name].tomcat
         data = content(t.name, layout.server_xml) if layout else None
@@ -166,32 +145,18 @@ def restored_mode(inv: Inventory, facts: dict[str, HostFacts], content) -> Mode:
                 continue
             if cluster and cluster["managed"]:
                 return DELTA
+    for t in inv.tomcats:
+        layout = facts[t.name].tomcat
+        for path in (layout.app_context, layout.context_xml) if layout else ():
+            if msm.MANAGER_CLASS.encode() in (content(t.name, path) or b""):
+                return MSM
     return NONE
-
-
-def simulate(current: dict[str, dict[str, FileFact]], facts: dict[str, HostFacts], the_plan: Plan):
-    """The files and services as they will be once `the_plan` (a rollback) ran: for planning the
-    next rollback of a --to chain in a dry run."""
-    import dataclasses
-
-    current = {h: dict(files) for h, files in current.items()}
-    facts = dict(facts)
-    for s in the_plan.steps:
-        f = facts[s.host]
-        if isinstance(s, RestoreFiles):
-            for c in s.changes:
-                fact = FileFact(c.path, c.after, c.mode, c.owner, c.after_link)
-                current[s.host][c.path] = fact
-                facts[s.host] = f = dataclasses.replace(f, files={**f.files, c.path: fact})
-        elif isinstance(s, StopService):
-            facts[s.host] = dataclasses.replace(f, active={**f.active, s.unit: "inactive"})
-    return current, facts
 
 
 # --------------------------------------------------------------------------- reading the hosts
 
 
-def read_history(remote: Remote, inv: Inventory) -> tuple[dict[str, list[Record]], list[str]]:
+def read_history(remote, inv: Inventory) -> tuple[dict[str, list[Record]], list[str]]:
     results = remote.run_all(inv.hosts, history_script())
     require_ok(results, "reading the deploy history")
     hist, notes = {}, []
@@ -212,10 +177,10 @@ def with_removed(inv: Inventory) -> Inventory:
 
 
 def history_with_notes(inv: Inventory) -> tuple[dict[str, list[Record]], list[str]]:
+    """`inv history`, in a session of its own."""
     inv = with_removed(inv)
-    lab.check_up(inv)
-    with Remote(inv) as remote:
-        return read_history(remote, inv)
+    with open_session(inv, quiet=True) as session:
+        return read_history(session.remote, inv)
 
 
 def _targets(hist: dict[str, list[Record]], to: str | None) -> list[str]:
@@ -232,7 +197,7 @@ def _targets(hist: dict[str, list[Record]], to: str | None) -> list[str]:
     return [i for i in reversed(applied) if i > to]
 
 
-def _read_current(remote: Remote, inv: Inventory, records: dict[str, Record]) -> dict[str, dict[str, FileFact]]:
+def _read_current(remote, inv: Inventory, records: dict[str, Record]) -> dict[str, dict[str, FileFact]]:
     paths = {h: [e.path for e in r.files] + [f"{state.deploy_dir(r.id)}/{e.saved}" for e in r.files if e.saved]
              for h, r in records.items()}
     results = remote.run_all([inv.host(h) for h in records], lambda h: files_script(paths[h.name]))
@@ -242,49 +207,53 @@ def _read_current(remote: Remote, inv: Inventory, records: dict[str, Record]) ->
 
 def rollback(inv: Inventory, to: str | None = None, force: bool = False, quiet: bool = False,
              dry_run: bool = False, plans: list | None = None) -> list[str]:
+    """`inv rollback`, in a session of its own (tcsession.session.open_session)."""
+    inv = with_removed(inv)
+    with open_session(inv, quiet) as session:
+        return run_rollback(session, to, force, dry_run, plans)
+
+
+def run_rollback(session: Session, to: str | None = None, force: bool = False, dry_run: bool = False,
+                 plans: list | None = None) -> list[str]:
     """Undo the latest deploy (or every deploy after `to`) on every host; returns the ids undone
     (with dry_run: the ids that would be). `plans`, if given, receives each Plan (the dry run's
-    or the executed one) and the steps executed, as (plan, executed) pairs."""
-    progress = Progress(quiet)
-    done = []
-    inv = with_removed(inv)
-    lab.check_up(inv)
-    with Remote(inv) as remote:
-        hist, _ = read_history(remote, inv)
-        targets = _targets(hist, to)
-        if not targets:
-            progress.say(f"already at {to}: nothing to roll back", "green")
-        sim = None
-        for deploy_id in targets:
-            started = time.monotonic()
-            records = {h: r for h, recs in hist.items() for r in recs if r.id == deploy_id and not r.rolled_back}
-            if sim is None:
-                current = _read_current(remote, inv, records)
-                facts = gather(remote, list(inv.hosts))
-            else:  # a dry run of a chain: the state the previous rollbacks would leave
-                current, facts = sim
-                missing = {h: r for h, r in records.items() if h not in current or any(
-                    e.path not in current[h] for e in r.files)}
-                if missing:
-                    extra = _read_current(remote, inv, missing)
-                    for h, files in extra.items():
-                        current[h] = {**files, **current.get(h, {})}
-            the_plan = plan_rollback(inv, records, current, facts, force)
-            if dry_run:
-                progress.plan(the_plan, diffs=True)
-                if plans is not None:
-                    plans.append((the_plan, []))
-                sim = simulate(current, facts, the_plan)
-                done.append(deploy_id)
-                continue
-            interp = Interpreter(remote, {h.name: h for h in inv.hosts}, progress.event)
-            outcome = interp.apply(the_plan, [h.name for h in inv.hosts])
-            if plans is not None:
-                plans.append((the_plan, list(outcome.done)))
-            if not outcome.ok:
-                raise TcsessionError(f"{outcome.error} -- rollback of {deploy_id} stopped; hosts: "
-                                     f"{outcome.summary()}; fix the cause and run `inv rollback` again")
-            progress.say(f"rolled back {deploy_id} in {time.monotonic() - started:.1f} s", "green")
+    or the executed one) and the steps executed, as (plan, executed) pairs.
+
+    A dry run of several deploys shows the first rollback's plan in full, exactly as it will run;
+    each later one is planned from the hosts as the previous rollback leaves them, so it is listed
+    (its hosts and files, from the records) as planned once the previous one ran."""
+    inv, remote, progress = session.inv, session.remote, session.ui
+    done: list[str] = []
+    hist, _ = read_history(remote, inv)
+    targets = _targets(hist, to)
+    if not targets:
+        progress.say(f"already at {to}: nothing to roll back", "green")
+    for deploy_id in targets:
+        started = session.clock()
+        records = {h: r for h, recs in hist.items() for r in recs if r.id == deploy_id and not r.rolled_back}
+        if dry_run and done:
+            files = sum(len(r.files) for r in records.values())
+            progress.say(f"then undo {deploy_id}: planned once the previous rollback ran (hosts "
+                         f"{', '.join(sorted(records))}; {files} recorded file(s))", "yellow")
             done.append(deploy_id)
-            hist, _ = read_history(remote, inv)
+            continue
+        current = _read_current(remote, inv, records)
+        facts = gather(remote, list(inv.hosts))
+        the_plan = plan_rollback(inv, records, current, facts, force)
+        if dry_run:
+            progress.plan(the_plan, diffs=True)
+            if plans is not None:
+                plans.append((the_plan, []))
+            done.append(deploy_id)
+            continue
+        interp = Interpreter(remote, {h.name: h for h in inv.hosts}, progress.event)
+        outcome = interp.apply(the_plan, [h.name for h in inv.hosts])
+        if plans is not None:
+            plans.append((the_plan, list(outcome.done)))
+        if not outcome.ok:
+            raise TcsessionError(f"{outcome.error} -- rollback of {deploy_id} stopped; hosts: "
+                                 f"{outcome.summary()}; fix the cause and run `inv rollback` again")
+        progress.say(f"rolled back {deploy_id} in {session.clock() - started:.1f} s", "green")
+        done.append(deploy_id)
+        hist, _ = read_history(remote, inv)
     return done

@@ -13,7 +13,7 @@ import json as jsonlib
 import re
 
 from tcsession import apps as applications
-from tcsession import lab, msm, msmjars, nginx, serverxml, shell
+from tcsession import msm, msmjars, nginx, serverxml, shell
 from tcsession.client import SessionRun, check_path, check_session, parse_session_id
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, parse_facts, parse_members, status_script
@@ -22,7 +22,7 @@ from tcsession.maven import lock_path_for
 from tcsession.modes import DELTA, MSM, NONE, Mode, mode_named, port_listening
 from tcsession.plan import msm_family_jars
 from tcsession.probes import is_wildcard, parse_memcached_probe, reachable_on
-from tcsession.remote import Remote
+from tcsession.session import Session, open_session
 from tcsession.steps import sha256
 from tcsession.tomcat import Layout
 
@@ -350,12 +350,11 @@ def detect_mode(inv: Inventory, facts: dict[str, HostFacts]) -> str | None:
 # --------------------------------------------------------------------------- gathering
 
 
-def _gather(inv: Inventory, script_for) -> tuple[dict[str, HostStatus | HostFacts], int]:
+def _gather(session: Session, script_for) -> tuple[dict[str, HostStatus | HostFacts], int]:
     """Facts by host (or a HostStatus for a host that was not reached or sent what cannot be
     read), and the SSH commands issued."""
-    lab.check_up(inv)
-    with Remote(inv) as remote:
-        results = remote.run_all(inv.hosts, script_for)
+    inv, remote = session.inv, session.remote
+    results = remote.run_all(inv.hosts, script_for)
     out: dict = {}
     for h in inv.hosts:
         r = results[h.name]
@@ -371,7 +370,8 @@ def _gather(inv: Inventory, script_for) -> tuple[dict[str, HostStatus | HostFact
 
 def host_report(inv: Inventory) -> Report:
     """The lab view: reachable, OS, systemd state, packages."""
-    gathered, commands = _gather(inv, shell.facts_script())
+    with open_session(inv, quiet=True) as session:
+        gathered, commands = _gather(session, shell.facts_script())
     return Report(tuple(g if isinstance(g, HostStatus) else
                         HostStatus(h.name, h.role, h.address, True, facts=g)
                         for h, g in ((h, gathered[h.name]) for h in inv.hosts)), commands=commands)
@@ -382,9 +382,16 @@ SKIPPED = ("skipped: [app] test_page = false (no test page to follow a session w
 
 
 def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
+    """`inv status`, in a session of its own (one set of connections for everything it reads)."""
+    with open_session(inv, quiet=True) as session:
+        return run_status(session, session_requests)
+
+
+def run_status(session: Session, session_requests: int = 10) -> Report:
     """The full view: every host judged, then one session through nginx."""
+    inv = session.inv
     nodes = tuple((t.address, inv.msm.memcached_port) for t in inv.tomcats if t.memcached)
-    gathered, commands = _gather(inv, lambda h: status_script(nodes, inv.apps, h.address, h.http_port)
+    gathered, commands = _gather(session, lambda h: status_script(nodes, inv.apps, h.address, h.http_port)
                                  if h.role == "tomcat" else status_script(()))
     facts = {n: g for n, g in gathered.items() if isinstance(g, HostFacts)}
     mode = detect_mode(inv, facts)
@@ -407,7 +414,7 @@ def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
             note = SKIPPED
     memcached, session_node = (), None
     if mode == "msm" and session is not None and session.session_ids and inv.app.test_page:
-        memcached, more = memcached_after_check(inv, facts)
+        memcached, more = memcached_after_check(session, facts)
         commands += more
         session_node = parse_session_id(session.session_ids[-1], "msm").node
     apps = tuple((a.context, tuple((t.name, sha, code) for t in inv.tomcats if t.name in facts
@@ -418,14 +425,15 @@ def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
                   session_note=note)
 
 
-def memcached_after_check(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[tuple, int]:
-    """Each memcached node's item count, read after the session check from one Tomcat host."""
+def memcached_after_check(session: Session, facts: dict[str, HostFacts]) -> tuple[tuple, int]:
+    """Each memcached node's item count, read after the session check from one Tomcat host
+    (over the session's connections: no second login, no second sudo prompt)."""
+    inv = session.inv
     ids = {f"{a}:{p}": n for n, a, p in msm.manager_spec(0, inv.tomcats, inv.msm).memcached_nodes}
     probe_from = next((t for t in inv.tomcats if t.name in facts), None)
     if probe_from is None:
         return (), 0
-    with Remote(inv) as remote:
-        r = remote.run(probe_from, shell.memcached_probe_script(MSM.memcached_nodes(inv)))
+    r = session.remote.run(probe_from, shell.memcached_probe_script(MSM.memcached_nodes(inv)))
     stats = parse_memcached_probe(r.stdout) if r.exit is not None else {}
     out = []
     for addr, node in ids.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fakeremote import Expect, FakeRemote
-from tcsession import state
+from tcsession import rollout, state
 from tcsession import plan as planning
 from tcsession.apply import Interpreter, batch_script, split_output
 from tcsession.errors import TcsessionError
@@ -130,7 +130,7 @@ def test_a_host_that_is_not_reached_fails_its_step_and_stops(inv, deployed):
 
 
 def test_a_failed_check_reads_the_service_log(inv, deployed):
-    checks = planning.checks(inv, planning.mode_named("delta"), {"tomcat1": "tomcat10", "tomcat2": "tomcat10"})
+    checks = rollout.checks(inv, planning.mode_named("delta"), deployed)
     p = dataclasses.replace(change_plan(inv, deployed), steps=tuple(checks))
     fake = FakeRemote([Expect("nginx", "ss -Hntl", PORTS["nginx"]), Expect("tomcat1", "ss -Hntl", "@@udp\n"),
                        Expect("tomcat2", "ss -Hntl", PORTS["tomcat2"]),
@@ -171,12 +171,15 @@ def test_rollback_of_a_change_restores_every_file_and_restarts_like_a_deploy(inv
     current, records = applied(deployed, p)
     rb = plan_rollback(inv, records, current, deployed)
     kinds = [type(s).__name__ for s in rb.steps]
-    assert kinds == ["RestoreFiles", "RestoreFiles", "RestartTomcat", "RestartTomcat"]
+    # ...and ends like a deploy: every port of what runs afterwards checked
+    assert kinds == ["RestoreFiles", "RestoreFiles", "RestartTomcat", "RestartTomcat", "CheckPorts", "CheckPorts",
+                     "CheckPorts"]
+    assert [s.host for s in rb.steps[4:]] == ["nginx", "tomcat1", "tomcat2"]
     for s in rb.steps[:2]:
         (c,) = s.changes
         assert c.path == "/etc/tomcat10/server.xml"
         assert c.after == deployed[s.host].files[c.path].content and (c.mode, c.owner) == ("640", "root:tomcat")
-    assert all(s.drain for s in rb.steps[2:])
+    assert all(s.drain for s in rb.steps[2:4])
 
 
 def test_rollback_of_a_first_deploy_stops_what_was_not_running(inv, deployed):
@@ -189,7 +192,9 @@ def test_rollback_of_a_first_deploy_stops_what_was_not_running(inv, deployed):
     stops = [s for s in rb.steps if isinstance(s, StopService)]
     assert [(s.host, s.unit) for s in stops] == [("tomcat1", "tomcat10"), ("tomcat2", "tomcat10")]
     assert not any(isinstance(s, RestartTomcat) for s in rb.steps)
-    assert [line.split("  ", 1)[1] for line in rb.lines()][-1] == "stop tomcat10 (it was inactive before 20261201T100000Z-abcdef)"
+    assert [line.split("  ", 1)[1] for line in rb.lines()][-2] == "stop tomcat10 (it was inactive before 20261201T100000Z-abcdef)"
+    # the checks after it: nginx (untouched, running) only; no port of a stopped Tomcat is expected
+    assert [(s.host, type(s).__name__, len(s.ports)) for s in rb.steps[-1:]] == [("nginx", "CheckPorts", 1)]
 
 
 def test_rollback_restores_created_changed_and_linked_files_and_refuses_edits():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tcsession import lab, nginx
+from tcsession import lab, nginx, rollout
 from tcsession import plan as planning
 from tcsession.errors import TcsessionError
 from tcsession.facts import parse_facts
@@ -102,11 +102,11 @@ def test_who_joins_a_serving_cluster(two_running):
     restarts in this plan; one that runs and will not restart (configured, only the site missed
     it: a deploy stopped before nginx's reload) keeps serving and is put in service at once."""
     inv, site = inventory(), two_running["nginx"].content(nginx.SITE)
-    assert planning.joining_nodes(inv, site, {"tomcat1", "tomcat2"}, set()) == ["tomcat3"]
-    assert planning.joining_nodes(inv, site, {"tomcat1", "tomcat2", "tomcat3"}, {"tomcat3"}) == ["tomcat3"]
-    assert planning.joining_nodes(inv, site, {"tomcat1", "tomcat2", "tomcat3"}, {"tomcat1"}) == []
-    assert planning.joining_nodes(inv, site, {"tomcat3"}, {"tomcat3"}) == []  # nobody serves: no cluster to join
-    assert planning.joining_nodes(inv, None, {"tomcat1"}, {"tomcat1", "tomcat2"}) == []  # no site yet
+    assert rollout.joining_nodes(inv, site, {"tomcat1", "tomcat2"}, set()) == ["tomcat3"]
+    assert rollout.joining_nodes(inv, site, {"tomcat1", "tomcat2", "tomcat3"}, {"tomcat3"}) == ["tomcat3"]
+    assert rollout.joining_nodes(inv, site, {"tomcat1", "tomcat2", "tomcat3"}, {"tomcat1"}) == []
+    assert rollout.joining_nodes(inv, site, {"tomcat3"}, {"tomcat3"}) == []  # nobody serves: no cluster to join
+    assert rollout.joining_nodes(inv, None, {"tomcat1"}, {"tomcat1", "tomcat2"}) == []  # no site yet
 
 
 def test_a_first_deploy_has_nobody_joining(two_running):

@@ -12,7 +12,7 @@ import pytest
 from fakeremote import Expect, FakeRemote
 import dataclasses
 
-from tcsession import lab, nginx, state
+from tcsession import lab, nginx, rollout, state
 from tcsession import plan as planning
 from tcsession.apply import Interpreter
 from tcsession.errors import TcsessionError
@@ -38,7 +38,7 @@ def names(n: int) -> list[str]:
 
 def waves(inv, mode, running=None):
     all_ = [t.name for t in inv.tomcats]
-    return [list(w) for w in planning.waves(inv, mode, all_, set(all_ if running is None else running))]
+    return [list(w) for w in rollout.waves(inv, mode, all_, set(all_ if running is None else running))]
 
 
 @pytest.mark.parametrize("n, extra, mode, sizes", [
@@ -258,7 +258,8 @@ def test_rollback_restarts_in_the_same_waves(eight):
     # each wave's restarts are consecutive (the interpreter runs them together)
     kinds = [type(s).__name__ for s in rb.steps]
     first = kinds.index("RestartTomcat")
-    assert kinds[first:] == ["RestartTomcat"] * 8 and "ApplyNginx" not in kinds
+    assert kinds[first:first + 8] == ["RestartTomcat"] * 8 and "ApplyNginx" not in kinds
+    assert kinds[first + 8:] == ["CheckPorts"] * 9  # then every port checked, as after a deploy
 
 
 def test_a_rollback_whose_site_lists_fewer_nodes_keeps_one_listed_node_serving(eight_after_two):
@@ -379,8 +380,9 @@ def test_the_rollback_of_a_context_xml_change_restores_it_in_each_nodes_wave():
     ctx = "/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"
     kinds = [(type(s).__name__, s.host, getattr(s, "wave", 0)) for s in rb.steps]
     # only the context.xml changed: it goes back inside each node's restart, in its wave
-    assert kinds == [("RestoreFiles", "tomcat1", 0), ("RestoreFiles", "tomcat2", 0),
-                     ("RestartTomcat", "tomcat1", 1), ("RestartTomcat", "tomcat2", 2)]
+    assert kinds[:4] == [("RestoreFiles", "tomcat1", 0), ("RestoreFiles", "tomcat2", 0),
+                         ("RestartTomcat", "tomcat1", 1), ("RestartTomcat", "tomcat2", 2)]
+    assert {k for k, _, _ in kinds[4:]} == {"CheckPorts", "CheckMemcached"}  # msm restored: its checks
     assert rb.steps[0].changes == () and "rolled-back" in rb.steps[0].script()
     restart = rb.steps[2]
     assert [c.path for c in restart.files] == [ctx]
