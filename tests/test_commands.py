@@ -1,0 +1,114 @@
+"""The commands' own logic in a Session built by hand: the strict TEST DOUBLE of fakeremote.py for
+SSH (any command it was not told to expect fails the test), a recording UI, a fixed clock and
+fixed ids. It proves what the commands send and decide, in milliseconds; the lab tests prove what
+hosts then do."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from fakeremote import Expect, FakeRemote
+from tcsession.deploy import run_deploy
+from tcsession.errors import TcsessionError
+from tcsession.facts import parse_facts
+from tcsession.inventory import load_inventory
+from tcsession.rollback import run_rollback
+from tcsession.session import Session
+from tcsession.steps import manifest_for
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data" / "facts"
+HOSTS = ("nginx", "tomcat1", "tomcat2")
+
+
+class RecordingUI:
+    """Everything a command shows, as (kind, text) in order."""
+
+    def __init__(self):
+        self.shown: list[tuple[str, str]] = []
+
+    def line(self, host, what, seconds=None, style=""):
+        self.shown.append(("line", f"{host}  {what}"))
+
+    def say(self, text, style=""):
+        self.shown.append(("say", text))
+
+    def event(self, e):
+        self.shown.append((e.kind, f"{e.step.host}  {e.text}"))
+
+    def diff(self, diff):
+        self.shown.append(("diff", diff))
+
+    def plan(self, plan, diffs, hosts=None):
+        self.shown += [("plan", line) for line in plan.lines()] or [("plan", f"{h}  up to date") for h in hosts or ()]
+
+
+def session(fake, inv=None) -> Session:
+    ticks = iter(range(1000))
+    return Session(inv or load_inventory(ROOT / "hosts.toml"), fake, RecordingUI(), clock=lambda: float(next(ticks)),
+                   stamp=lambda: "2026-12-01T10:00:00Z", new_id=lambda: "20261201T100000Z-abcdef")
+
+
+def facts_answers(prefix: str = "deployed") -> list[Expect]:
+    """Each host's answer to deploy's facts round trip, as captured on a lab host."""
+    return [Expect(h, "os-release", (DATA / f"{prefix}-{h}.txt").read_text()) for h in HOSTS]
+
+
+def test_a_deploy_with_nothing_to_change_reads_each_host_once_and_changes_nothing():
+    assert "os-release" in __import__("tcsession.facts", fromlist=["x"]).deploy_script()
+    fake = FakeRemote(facts_answers())
+    s = session(fake)
+    report = run_deploy(s, "delta")
+    fake.assert_done()
+    assert not report.changed and report.deploy_id is None and report.executed == []
+    assert fake.commands == 3  # no preflight round trips, no change: one read per host
+    assert s.ui.shown[-1] == ("say", "no changes")
+    assert ("plan", "tomcat1  up to date") in s.ui.shown
+
+
+def test_a_dry_run_of_a_mode_switch_sends_only_reads_before_its_checks():
+    """The msm stand-in cluster planned back to delta, stopped by a strict fake at preflight's
+    first probe: nothing past the facts and the checks is ever sent (a dry run changes nothing)."""
+    fake = FakeRemote(facts_answers("msm-sticky") + [Expect("nginx", "never", "")])
+    with pytest.raises(AssertionError, match="unexpected command"):
+        run_deploy(session(fake), "delta", dry_run=True)
+    sent = [body for _, body in fake.log]
+    assert len(sent) == 3 and not any("base64 -d" in b or "systemctl restart" in b for b in sent)
+
+
+def history_answer(deploy_id: str, host: str, rolled_back: bool = False) -> str:
+    m = manifest_for(deploy_id, "delta", "t", (), (), {"tomcat10": "active"})
+    data = base64.b64encode(m.to_json() if isinstance(m.to_json(), bytes) else m.to_json().encode()).decode()
+    return f"@@deploy {deploy_id} {'rolled-back' if rolled_back else 'applied'}\n{data}\n@@dirs {deploy_id}\n"
+
+
+def test_a_rollback_with_nothing_recorded_reads_the_history_only():
+    fake = FakeRemote([Expect(h, "@@deploy", "") for h in HOSTS])
+    with pytest.raises(TcsessionError, match="nothing to roll back"):
+        run_rollback(session(fake))
+    fake.assert_done()
+    assert fake.commands == 3
+
+
+def test_rollback_to_an_unknown_id_is_refused_after_reading_the_history_only():
+    fake = FakeRemote([Expect(h, "@@deploy", history_answer("20261130T090000Z-aaaaaa", h)) for h in HOSTS])
+    with pytest.raises(TcsessionError, match=r"--to 20261129T000000Z-bbbbbb: no such deploy"):
+        run_rollback(session(fake), to="20261129T000000Z-bbbbbb")
+    fake.assert_done()
+
+
+def test_rollback_to_the_latest_id_says_there_is_nothing_to_do():
+    fake = FakeRemote([Expect(h, "@@deploy", history_answer("20261130T090000Z-aaaaaa", h)) for h in HOSTS])
+    s = session(fake)
+    assert run_rollback(s, to="20261130T090000Z-aaaaaa") == []
+    fake.assert_done()
+    assert s.ui.shown == [("say", "already at 20261130T090000Z-aaaaaa: nothing to roll back")]
+
+
+def test_the_captured_facts_parse_as_deployed_hosts():
+    """(The doubles above answer with these captures: they must be what they say.)"""
+    f = parse_facts((DATA / "deployed-tomcat1.txt").read_text())
+    assert f.tomcat is not None and f.active.get("tomcat10") == "active"
