@@ -117,7 +117,12 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     installs = _installs(inv, facts, mode)
     # msm: the jars, resolved and checked on this machine before any host is changed
     jars = prepare_msm_jars(inv, facts, installs, progress) if mode.memcached else {}
-    key = clusterkey.key_for(inv.delta.key_file) if mode.cluster and inv.delta.encrypt else ""
+    key = ""
+    if mode.cluster and inv.delta.encrypt:  # a dry run writes no key file: a new key stands in (masked in diffs)
+        key = clusterkey.key_for(inv.delta.key_file, create=not dry_run) or clusterkey.DRY_RUN_KEY
+    elif mode.memcached and inv.delta.encrypt:
+        progress.say(f"  note: {inv.path}: [delta] encrypt = true applies to delta mode only; msm mode sends "
+                     "sessions to memcached unencrypted (keep memcached on a private network)", "yellow")
     wars = prepare_wars(inv, facts, installs, mode, progress)  # the applications, likewise
     the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, wars=wars, key=key)
     # preflight: what breaks clusters most, before any change (a failure changes nothing);

@@ -262,8 +262,20 @@ def _address(v: str) -> str | None:
     try:
         ip = ipaddress.ip_address(v)
     except ValueError:
+        if "://" in v:
+            return 'is a URL, not an address; write the host\'s own IPv4 address such as "192.0.2.10"'
         if "/" in v:
-            return f'is a network, not an address; write the host\'s own address, e.g. "{v.split("/")[0]}"'
+            try:
+                net = ipaddress.IPv4Network(v, strict=False)
+            except ValueError:
+                net = None
+            if net is not None and "/" in v:
+                return f'is a network, not an address; write the host\'s own address, e.g. "{v.split("/")[0]}"'
+        odd = sorted({c for c in v if not (c.isalnum() or c in ".-")})
+        if odd:
+            shown = " ".join(f'"{c}"' if c != " " else "a space" for c in odd)
+            return (f'is not an IPv4 address (it contains {shown}); write the host\'s own address such as '
+                    '"192.0.2.10"')
         if len(v) <= 253 and _HOSTNAME.fullmatch(v) and not v.split(".")[-1].isdigit():
             return (f"is a host name; tcsession needs the host's IPv4 address (it goes into server.xml, "
                     f"nginx and memcached settings and is compared with what the host listens on), so "
@@ -827,9 +839,6 @@ def private_key_problem(path: Path, agent: bool = False) -> str | None:
     (tcsession never asks for a passphrase; the agent holds decrypted keys)."""
     try:
         st = path.stat()
-        if st.st_mode & 0o077:
-            return (f"{path} can be read by group or others (mode {st.st_mode & 0o777:04o}) and OpenSSH "
-                    f"refuses such a key; make it private: chmod 600 {path}")
         if st.st_size > 64 * 1024:
             return f"{path} is {st.st_size} bytes, too big for a private key; give the private key file"
         data = path.read_bytes()
@@ -837,11 +846,17 @@ def private_key_problem(path: Path, agent: bool = False) -> str | None:
         return f"cannot read {path} ({e.strerror}); check its owner and permissions"
     text = data.decode("ascii", "replace").replace("\r\n", "\n")
     first = text.lstrip().split("\n", 1)[0]
+    # what the file is, before how it is kept: a public key needs no chmod, it needs replacing
+    if re.match(r"(ssh-|ecdsa-|sk-)\S+ AAAA", first):
+        private = path.with_suffix("") if path.suffix == ".pub" else None
+        return (f"{path} is a public key; give the private key"
+                + (f" ({private})" if private else " (the file without .pub)"))
+    if st.st_mode & 0o077:
+        return (f"{path} can be read by group or others (mode {st.st_mode & 0o777:04o}) and OpenSSH "
+                f"refuses such a key; make it private: chmod 600 {path}")
     generate = f"generate one (ssh-keygen -t ed25519 -f {path}) or use agent = true"
     if not text.strip():
         return f"{path} is empty; {generate}"
-    if re.match(r"(ssh-|ecdsa-|sk-)\S+ AAAA", first):
-        return f"{path} is a public key; give the private key (the file without .pub)"
     if first.startswith("PuTTY-User-Key-File"):
         return f"{path} is a PuTTY key; convert it: puttygen {path} -O private-openssh -o {path.with_suffix('')}"
     encrypted = (f"{path} is encrypted with a passphrase, which tcsession never asks for; load it into the "

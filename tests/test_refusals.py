@@ -1,0 +1,97 @@
+"""Issue 19's bad and careless inputs: each refused with one line naming the file, table, key or
+host and a fix that works, before any changing command (the strict TEST DOUBLE of fakeremote.py
+stands in for SSH where hosts are needed: it fails on any command it was not told to expect)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tcsession import clusterkey
+from tcsession.errors import TcsessionError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------- 4. the cluster key file
+
+
+def test_a_key_file_that_is_a_directory_is_told_so_not_chmod(tmp_path):
+    with pytest.raises(TcsessionError) as e:
+        clusterkey.key_for(tmp_path)
+    assert f"{tmp_path}: the cluster key file ([delta] key_file) is a directory" in str(e.value)
+    assert "chmod" not in str(e.value)
+
+
+def test_a_dangling_key_link_is_named_and_nothing_is_generated(tmp_path):
+    link = tmp_path / "hosts.cluster-key"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(TcsessionError, match=r"is a link to a file that does not exist; point the link"):
+        clusterkey.key_for(link)
+    assert not (tmp_path / "gone").exists()  # not generated through the link
+
+
+def test_a_key_file_the_operator_cannot_read_names_the_file_and_the_fix(tmp_path):
+    """Run as an unprivileged user for real (root reads anything): the key under a root-only
+    directory cannot even be looked at."""
+    path = tmp_path / "hosts.cluster-key"
+    clusterkey.key_for(path)
+    os.chmod(tmp_path, 0o700)
+    code = ("import sys; from tcsession import clusterkey; from tcsession.errors import TcsessionError\n"
+            "try: clusterkey.key_for(sys.argv[1])\nexcept TcsessionError as e: print(e)\n")
+    r = subprocess.run(["/usr/bin/python3", "-c", code, str(path)], capture_output=True, text=True, user=65534,
+                       cwd="/", env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")}, timeout=60)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    assert r.stdout.strip() == (f"{path}: the cluster key file ([delta] key_file) cannot be read (Permission denied); "
+                                f"{clusterkey.FIX}")
+
+
+def test_a_dry_run_writes_no_key_file(tmp_path):
+    path = tmp_path / "hosts.cluster-key"
+    assert clusterkey.key_for(path, create=False) == ""
+    assert not path.exists()
+
+
+# --------------------------------------------------------------------------- 5, 6. the inventory
+
+
+def inventory_error(tmp_path, text: str) -> str:
+    from tcsession.inventory import load_inventory
+
+    path = tmp_path / "hosts.toml"
+    path.write_text(text)
+    with pytest.raises(TcsessionError) as e:
+        load_inventory(path)
+    return str(e.value)
+
+
+def real_servers(address: str = "192.0.2.11", ssh: str = "") -> str:
+    return (f'[ssh]\nuser = "root"\n{ssh}\n[nginx.nginx]\naddress = "192.0.2.10"\n'
+            f'[tomcat.tomcat1]\naddress = "{address}"\n[tomcat.tomcat2]\naddress = "192.0.2.12"\n')
+
+
+def test_a_public_key_is_told_first_that_it_is_public_whatever_its_mode(tmp_path):
+    pub = tmp_path / "id_ed25519.pub"
+    pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB1c2VyQGhvc3QAAAAAAAAAAAAAAAAAAAAAAAAAAAAA user@host\n")
+    os.chmod(pub, 0o644)  # as ssh-keygen leaves a public key: readable by all
+    kh = tmp_path / "known_hosts"
+    kh.write_text("")
+    msg = inventory_error(tmp_path, real_servers(ssh=f'key = "{pub}"\nknown_hosts = "{kh}"\n'))
+    assert f"{pub} is a public key; give the private key ({tmp_path / 'id_ed25519'})" in msg
+    assert "chmod" not in msg
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("192.0.2.11; touch x", 'is not an IPv4 address (it contains a space ";"); write the host\'s own address such as "192.0.2.10"'),
+    ("$(reboot)", 'is not an IPv4 address (it contains "$" "(" ")"); write the host\'s own address such as "192.0.2.10"'),
+    ("http://192.0.2.11/", 'is a URL, not an address; write the host\'s own IPv4 address such as "192.0.2.10"'),
+    ("192.0.2.11/x", 'is not an IPv4 address (it contains "/"); write the host\'s own address such as "192.0.2.10"'),
+    ("192.0.2.0/24", 'is a network, not an address; write the host\'s own address, e.g. "192.0.2.0"'),
+])
+def test_an_address_that_is_not_one_is_told_what_it_is_and_what_is_expected(tmp_path, value, expected):
+    msg = inventory_error(tmp_path, real_servers(address=value, ssh="agent = true\n"))
+    assert "[tomcat.tomcat1]" in msg and "address" in msg and expected in msg, msg
