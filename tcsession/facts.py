@@ -42,12 +42,37 @@ def app_files(apps=()) -> list[str]:
     return [p for lay in all_layouts() for a in apps for p in (war_path(lay, a), context_path(lay, a))]
 
 
-def deploy_script(apps=()) -> str:
-    """What deploy reads of every host: the host, its packages and services, listeners, the
-    files it plans from (the applications' too), and the jars of MSM's family in Tomcat's lib."""
+END = "@@end"  # the last line of every facts answer: one without it was cut short
+
+
+def end_marked(script: str) -> str:
+    return script + f"echo {END}\n"
+
+
+def complete(stdout: str) -> bool:
+    """Did the answer reach its end marker (a dropped connection or a login script that exits
+    leaves a shorter answer, which must never be read as facts: missing files would be planned)?"""
+    lines = stdout.rstrip("\n").rsplit("\n", 1)
+    return lines[-1] == END
+
+
+def incomplete(host: str) -> str:
+    return (f"{host}: incomplete answer to tcsession's facts (it did not reach its end marker: the connection "
+            "dropped, or a login script printed or exited); nothing was read from it and nothing changed; run "
+            "again, and check the host's shell start-up files if it happens again")
+
+
+def _deploy_body(apps=()) -> str:
     return (shell.facts_script()
             + shell.files_script(files_to_read() + app_files(apps), [lay.lib for lay in all_layouts()],
                                  MANAGED_JAR_GLOBS))
+
+
+def deploy_script(apps=()) -> str:
+    """What deploy reads of every host: the host, its packages and services, listeners, the
+    files it plans from (the applications' too), and the jars of MSM's family in Tomcat's lib;
+    ended by the end marker."""
+    return end_marked(_deploy_body(apps))
 
 
 def status_script(memcached_nodes=(), apps=(), address: str = "", port: int = 8080) -> str:
@@ -55,7 +80,7 @@ def status_script(memcached_nodes=(), apps=(), address: str = "", port: int = 80
     every memcached node's stats as seen from it and each application's answer on this node."""
     contexts = sorted({p for lay in all_layouts() for p in (lay.context_xml, lay.app_context)})
     probe = shell.memcached_probe_script(memcached_nodes)
-    return (deploy_script(apps) + shell.membership_script()
+    return end_marked(_deploy_body(apps) + shell.membership_script()
             # only a Tomcat whose context names memcached nodes (MSM) asks them: not in delta mode
             + (f"if grep -qs memcachedNodes {' '.join(shell.q(p) for p in contexts)}; then\n{probe}fi\n"
                if probe else "")
@@ -67,6 +92,9 @@ def gather(remote, hosts, apps=()) -> dict[str, "HostFacts"]:
     not reached or whose answer cannot be read stops here, before anything changes."""
     results = remote.run_all(hosts, deploy_script(apps))
     require_ok(results, "reading facts")
+    for name, r in results.items():
+        if not complete(r.stdout):
+            raise TcsessionError(incomplete(name))
     return {name: parse_facts(r.stdout, name) for name, r in results.items()}
 
 
@@ -77,8 +105,11 @@ def gather_reachable(remote, hosts, apps=()) -> tuple[dict[str, "HostFacts"], li
     results = remote.run_all(hosts, deploy_script(apps))
     facts, notes = {}, []
     for name, r in results.items():
-        if r.ok:
+        if r.ok and complete(r.stdout):
             facts[name] = parse_facts(r.stdout, name)
+        elif r.ok:
+            notes.append(f"{incomplete(name)} (remove = true: it is taken out of nginx and its peers' "
+                         "configuration all the same)")
         else:
             notes.append(f"{name} (remove = true) did not answer ({r.why()}); it is taken out of nginx and "
                          "its peers' configuration, but its services could not be stopped")

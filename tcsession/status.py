@@ -16,7 +16,7 @@ from tcsession import apps as applications
 from tcsession import msm, msmjars, nginx, serverxml, shell
 from tcsession.client import SessionRun, check_path, check_session, parse_session_id
 from tcsession.errors import TcsessionError
-from tcsession.facts import HostFacts, parse_facts, parse_members, status_script
+from tcsession.facts import HostFacts, complete, end_marked, incomplete, parse_facts, parse_members, status_script
 from tcsession.inventory import Host, Inventory
 from tcsession.maven import lock_path_for
 from tcsession.modes import DELTA, MSM, NONE, Mode, mode_named, port_listening
@@ -361,6 +361,9 @@ def _gather(session: Session, script_for) -> tuple[dict[str, HostStatus | HostFa
         if r.exit is None:
             out[h.name] = HostStatus(h.name, h.role, h.address, False, r.why())
             continue
+        if not complete(r.stdout):
+            out[h.name] = HostStatus(h.name, h.role, h.address, False, incomplete(h.name))
+            continue
         try:
             out[h.name] = parse_facts(r.stdout, h.name)
         except TcsessionError as e:
@@ -371,7 +374,7 @@ def _gather(session: Session, script_for) -> tuple[dict[str, HostStatus | HostFa
 def host_report(inv: Inventory) -> Report:
     """The lab view: reachable, OS, systemd state, packages."""
     with open_session(inv, quiet=True) as session:
-        gathered, commands = _gather(session, shell.facts_script())
+        gathered, commands = _gather(session, end_marked(shell.facts_script()))
     return Report(tuple(g if isinstance(g, HostStatus) else
                         HostStatus(h.name, h.role, h.address, True, facts=g)
                         for h, g in ((h, gathered[h.name]) for h in inv.hosts)), commands=commands)

@@ -54,7 +54,7 @@ def session(fake, inv=None) -> Session:
 
 def facts_answers(prefix: str = "deployed") -> list[Expect]:
     """Each host's answer to deploy's facts round trip, as captured on a lab host."""
-    return [Expect(h, "os-release", (DATA / f"{prefix}-{h}.txt").read_text()) for h in HOSTS]
+    return [Expect(h, "os-release", (DATA / f"{prefix}-{h}.txt").read_text() + "@@end\n") for h in HOSTS]
 
 
 def test_a_deploy_with_nothing_to_change_reads_each_host_once_and_changes_nothing():
@@ -112,3 +112,16 @@ def test_the_captured_facts_parse_as_deployed_hosts():
     """(The doubles above answer with these captures: they must be what they say.)"""
     f = parse_facts((DATA / "deployed-tomcat1.txt").read_text())
     assert f.tomcat is not None and f.active.get("tomcat10") == "active"
+
+
+def test_a_facts_answer_cut_short_is_an_error_naming_the_host_never_facts():
+    """(#19.7) A login banner or a dropped connection with exit 0: the answer lacks its end marker.
+    Read as facts it would plan "server.xml missing; reinstall tomcat10"."""
+    answers = facts_answers()
+    text = answers[1].output
+    answers[1] = Expect("tomcat1", "os-release", text[:text.index("@@packages")])  # cut, exit 0
+    fake = FakeRemote(answers)
+    with pytest.raises(TcsessionError, match=r"^tomcat1: incomplete answer to tcsession's facts .*nothing changed"):
+        run_deploy(session(fake), "delta")
+    fake.assert_done()
+    assert fake.commands == 3  # the reads, nothing after them
