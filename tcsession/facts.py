@@ -148,6 +148,7 @@ class HostFacts:
     listeners: tuple[Listener, ...]
     files: dict  # path -> FileFact
     cluster_log: str = ""  # membership and MSM lines since the running Tomcat started (status only)
+    candidates: dict = dataclasses.field(default_factory=dict)  # name -> the version an install would bring (apt)
     memcached: dict = dataclasses.field(default_factory=dict)  # "addr:port" -> stats seen from here (status)
     app_http: dict = dataclasses.field(default_factory=dict)  # context -> HTTP status on this node (status)
     preflight: dict = dataclasses.field(default_factory=dict)  # section (without "pf-") -> lines (preflight)
@@ -266,7 +267,8 @@ def _parse_facts(text: str) -> HostFacts:
         failed_units=tuple(l.split()[0] for l in s.get("failed", []) if l.strip()),
         package_manager=first("pkgmgr") or None,
         packages=packages,
-        available=tuple(l.strip() for l in s.get("available", []) if l.strip()),
+        available=tuple(l.split()[0] for l in s.get("available", []) if l.strip()),
+        candidates={l.split()[0]: l.split()[1] for l in s.get("available", []) if len(l.split()) >= 2},
         active=active,
         listeners=listeners,
         files=parse_files(s),

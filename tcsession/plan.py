@@ -328,6 +328,10 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     before = before or {h.name: dict(facts[h.name].active) for h in inv.hosts}
     installs = {h.name: packages_to_install(h, facts[h.name], mode, inv.firewall) for h in inv.hosts}
     if any(installs.values()):
+        # what the inventory and these first facts already refuse, refused before anything is installed
+        retire(inv, facts, mode)
+        if mode.cluster and inv.delta.encrypt:
+            check_encryptable(inv, facts, installs)
         steps = [InstallPackages(h.name, "missing for its role", facts[h.name].package_manager, installs[h.name],
                                  manifest_for(deploy_id, mode.name, time, (), installs[h.name], before[h.name]))
                  for h in inv.hosts if installs[h.name]]
@@ -398,20 +402,32 @@ ENCRYPT_FROM = {9: (9, 0, 14), 10: (10, 0, 0), 11: (11, 0, 0)}
 REPLAY_FROM = {9: (9, 0, 119), 10: (10, 1, 56), 11: (11, 0, 23)}
 
 
-def tomcat_version(facts: HostFacts) -> tuple[int, ...] | None:
-    """The installed Tomcat's upstream version ("10.1.60-1~deb12u1" -> (10, 1, 60))."""
+def tomcat_version(facts: HostFacts, install: tuple[str, ...] = ()) -> tuple[int, ...] | None:
+    """The installed Tomcat's upstream version ("10.1.60-1~deb12u1" -> (10, 1, 60)), or the version
+    the Tomcat package in `install` would bring (its candidate, where the package manager says)."""
     layout = facts.tomcat
-    m = re.match(r"(?:\d+:)?(\d+)\.(\d+)\.(\d+)", facts.packages.get(layout.package, "") if layout else "")
+    if layout is not None:
+        text = facts.packages.get(layout.package, "")
+    else:
+        text = next((facts.candidates.get(p, "") for p in install if re.fullmatch(r"tomcat\d*", p)), "")
+    m = re.match(r"(?:\d+:)?(\d+)\.(\d+)\.(\d+)", text)
     return tuple(int(x) for x in m.groups()) if m else None
 
 
-def check_encryptable(inv: Inventory, facts: dict[str, HostFacts]) -> None:
+def check_encryptable(inv: Inventory, facts: dict[str, HostFacts], installs: dict | None = None) -> None:
     """Every Tomcat has an EncryptInterceptor with AES/GCM, and all are on the same side of the
-    replay-protection change (a rolling change across it would split the cluster)."""
+    replay-protection change (a rolling change across it would split the cluster). Before an
+    install (`installs`), a Tomcat to be installed is judged by its candidate version; one whose
+    candidate is not known is judged once installed."""
     sides = {}
     for t in inv.tomcats:
-        v = tomcat_version(facts[t.name])
+        install = (installs or {}).get(t.name, ())
+        v = tomcat_version(facts[t.name], install)
+        if v is None and facts[t.name].tomcat is None and installs is not None:
+            continue
         shown = ".".join(map(str, v)) if v else "unknown"
+        if facts[t.name].tomcat is None:
+            shown += " (the version its install would bring)"
         if v is None or v[0] not in ENCRYPT_FROM or v < ENCRYPT_FROM[v[0]]:
             raise TcsessionError(f"{inv.path}: [delta] encrypt = true: {t.name} runs Tomcat {shown}, which has no "
                                  f"EncryptInterceptor with AES/GCM (9.0.14 or newer); upgrade it or set encrypt = false")

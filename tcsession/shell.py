@@ -56,7 +56,7 @@ echo @@available
 # Only asked when something is missing (it is the slowest question here).
 case "$pkgs" in *tomcat*|*nginx*) ;; *)
 if command -v apt-cache >/dev/null 2>&1; then
-  apt-cache policy tomcat11 tomcat10 tomcat9 nginx memcached 2>/dev/null | awk '/^[a-z]/{{p=$1; sub(":$","",p)}} /Candidate:/{{ if ($2!="(none)") print p}}'
+  apt-cache policy tomcat11 tomcat10 tomcat9 nginx memcached 2>/dev/null | awk '/^[a-z]/{{p=$1; sub(":$","",p)}} /Candidate:/{{ if ($2!="(none)") print p, $2}}'
 elif command -v rpm >/dev/null 2>&1; then echo tomcat; echo nginx; echo memcached
 fi;;
 esac

@@ -125,3 +125,55 @@ def test_a_facts_answer_cut_short_is_an_error_naming_the_host_never_facts():
         run_deploy(session(fake), "delta")
     fake.assert_done()
     assert fake.commands == 3  # the reads, nothing after them
+
+
+class ScriptedHosts:
+    """A TEST DOUBLE for SSH that answers by what a command asks (facts, clocks, installs) and
+    records every command: for the flows whose length depends on the answers (an install that
+    changes nothing, asked again). It proves what tcsession sends and concludes, nothing about hosts."""
+
+    def __init__(self, answer):
+        self.answer = answer  # (host name, command) -> (exit code, stdout)
+        self.log: list[tuple[str, str]] = []
+        self.commands = 0
+
+    def run(self, host, command, stdin=None, timeout=None):
+        from tcsession.remote import Result
+
+        self.commands += 1
+        self.log.append((host.name, command))
+        code, out = self.answer(host.name, command)
+        return Result(host.name, command, code, out)
+
+    def run_all(self, hosts, command, stdin=None):
+        return {h.name: self.run(h, command(h) if callable(command) else command) for h in hosts}
+
+
+def test_an_install_that_leaves_the_package_missing_never_reports_success():
+    """(#19.2) The package manager exits 0 but the package is still missing: the deploy installs
+    again, and then stops with an error instead of printing "deployed" with no file written."""
+    import time as _time
+    from tcsession.inventory import parse_inventory
+
+    inv = parse_inventory((ROOT / "hosts.toml").read_text().partition("[delta]")[0]
+                          + '[delta]\nmembership = "static"\n', ROOT / "hosts.toml")
+    fresh = (Path(__file__).parent / "data" / "preflight" / "fresh-tomcat1.txt").read_text() + "@@end\n"
+
+    def answer(host, command):
+        if "os-release" in command:
+            return 0, fresh.replace("\ntomcat1\n", f"\n{host}\n", 1)
+        if command.strip() == "date +%s.%N":
+            return 0, f"{_time.time():.6f}\n"
+        if "apt-get install" in command:
+            return 0, ""  # "success", and nothing installed
+        raise AssertionError(f"unexpected command on {host}: {command[:200]!r}")
+
+    hosts = ScriptedHosts(answer)
+    s = session(hosts, inv)
+    with pytest.raises(TcsessionError, match=r"the package manager reported success but the packages are still "
+                                             r"missing \(nginx: nginx, tomcat1: tomcat10"):
+        run_deploy(s, "delta")
+    installs = [c for _, c in hosts.log if "apt-get install" in c]
+    assert len(installs) == 6  # three hosts, twice
+    assert not any("systemctl restart" in c or "base64 -d" in c for _, c in hosts.log)  # no file, no restart
+    assert not any(text.startswith("deployed") for _, text in s.ui.shown)

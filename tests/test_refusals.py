@@ -95,3 +95,67 @@ def test_a_public_key_is_told_first_that_it_is_public_whatever_its_mode(tmp_path
 def test_an_address_that_is_not_one_is_told_what_it_is_and_what_is_expected(tmp_path, value, expected):
     msg = inventory_error(tmp_path, real_servers(address=value, ssh="agent = true\n"))
     assert "[tomcat.tomcat1]" in msg and "address" in msg and expected in msg, msg
+
+
+# --------------------------------------------------------------------------- 1, 3. refused before the install
+
+
+DATA = Path(__file__).parent / "data" / "facts"
+
+
+def facts_of(name: str, **replace):
+    import dataclasses
+
+    from tcsession.facts import parse_facts
+
+    f = parse_facts((DATA / f"{name}.txt").read_text())
+    return dataclasses.replace(f, **replace) if replace else f
+
+
+def lab_inventory(tomcats: int, extra: str = "", remove: str = ""):
+    from tcsession import lab
+    from tcsession.inventory import parse_inventory
+
+    text = lab.render_inventory("tcsref", "bookworm", tomcats, "10.153.0.0/24")
+    if remove:
+        text = text.replace(f"[tomcat.{remove}]\n", f"[tomcat.{remove}]\nremove = true\n")
+    return parse_inventory(text + "\n" + extra, Path("/x/hosts.toml"))
+
+
+def test_msm_removal_is_refused_before_memcached_is_installed():
+    """(#19.1) tomcat1 and tomcat2 have no memcached yet: the refusal came only after installing it."""
+    from tcsession import plan as planning
+
+    inv = lab_inventory(3, remove="tomcat3")
+    facts = {"nginx": facts_of("deployed-nginx"), "tomcat1": facts_of("deployed-tomcat1"),
+             "tomcat2": facts_of("deployed-tomcat2"), "tomcat3": facts_of("deployed-tomcat2")}
+    assert planning.packages_to_install(inv.host("tomcat1"), facts["tomcat1"], "msm") == ("memcached",)
+    with pytest.raises(TcsessionError, match=r"\[tomcat\.tomcat3\] remove = true in msm mode: refused .*"
+                                             r"tcsession changed nothing$"):
+        planning.plan(inv, facts, "msm")
+
+
+def test_encryption_across_the_replay_change_is_refused_by_the_candidate_version_before_the_install():
+    """(#19.3) tomcat2 is fresh; apt would install 10.1.55 (before replay protection, 10.1.56)
+    beside tomcat1's 10.1.60: refused before the install, naming both versions."""
+    from tcsession import plan as planning
+
+    inv = lab_inventory(2, "[delta]\nencrypt = true\n")
+    fresh = facts_of("bookworm-fresh-tomcat1", candidates={"tomcat10": "10.1.55-1~deb12u1", "nginx": "1.22.1"})
+    facts = {"nginx": facts_of("deployed-nginx"), "tomcat1": facts_of("deployed-tomcat1"), "tomcat2": fresh}
+    with pytest.raises(TcsessionError, match=r"both sides of the replay-protection change .*tomcat1 10\.1\.60, "
+                                             r"tomcat2 10\.1\.55 \(the version its install would bring\)"):
+        planning.plan(inv, facts, "delta", key="ab" * 32)
+    # on the same side, the install goes ahead (and the check is made again once installed)
+    same = {**facts, "tomcat2": facts_of("bookworm-fresh-tomcat1", candidates={"tomcat10": "10.1.60-1~deb12u1"})}
+    p = planning.plan(inv, same, "delta", key="ab" * 32)
+    assert [type(s).__name__ for s in p.steps][-1] == "Replan"
+
+
+def test_the_candidate_versions_are_read_from_apt_cache_policy():
+    from tcsession.facts import parse_facts
+
+    text = (DATA / "bookworm-fresh-tomcat1.txt").read_text().replace(
+        "@@available\ntomcat10\nnginx\nmemcached\n", "@@available\ntomcat10 10.1.60-1~deb12u1\nnginx 1.22.1-9+deb12u12\n")
+    f = parse_facts(text)
+    assert f.available == ("tomcat10", "nginx") and f.candidates["tomcat10"] == "10.1.60-1~deb12u1"
