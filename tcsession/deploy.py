@@ -49,7 +49,7 @@ def prepare_msm_jars(inv: Inventory, facts: dict[str, HostFacts], installs: dict
             continue
         if major not in by_major:
             started = time.monotonic()
-            jars, warnings = msmjars.prepare_jars(inv.msm, major, maven.lock_path_for(inv.path))
+            jars, warnings = msmjars.prepare_jars(inv.msm, major, maven.lock_path_for(inv.path), inventory=inv.path)
             by_major[major] = jars
             converted = sum(j.converted for j in jars)
             progress.line("control", f"msm jars for Tomcat {major}: {len(jars)} verified"

@@ -60,7 +60,8 @@ LOCK_NAME = "msm.lock"
 TIMEOUT = 10.0  # seconds, per connection attempt and per read
 MAX_JAR_BYTES = 64 * 1024 * 1024
 _SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
-_REPO_HINT = "set [msm] maven_repo in hosts.toml to a repository or local Maven-layout directory that has it"
+def repo_hint(inventory: str | Path = "hosts.toml") -> str:
+    return f"set [msm] maven_repo in {inventory} to a repository or local Maven-layout directory that has it"
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,10 @@ class _Missing(Exception):
 class _Repo:
     """A repository: http(s) base URL or local directory, with one-line failures."""
 
-    def __init__(self, repo: str, timeout: float):
+    def __init__(self, repo: str, timeout: float, inventory: str | Path = "hosts.toml"):
+        self.hint = repo_hint(inventory)
         if not isinstance(repo, str) or not repo.strip():
-            raise TcsessionError(f"hosts.toml: [msm] maven_repo is empty; {_REPO_HINT}")
+            raise TcsessionError(f"{inventory}: [msm] maven_repo is empty; {self.hint}")
         self.repo = repo
         self.timeout = timeout
         scheme = urlsplit(repo).scheme.lower() if "://" in repo else ""
@@ -172,7 +174,7 @@ class _Repo:
             self.directory = None
         elif scheme:
             raise TcsessionError(
-                f'hosts.toml: [msm] maven_repo "{repo}" is not an http(s) URL or a directory; '
+                f'{inventory}: [msm] maven_repo "{repo}" is not an http(s) URL or a directory; '
                 f'use e.g. "{MAVEN_CENTRAL}" or a local directory path')
         else:
             self.url = None
@@ -190,7 +192,7 @@ class _Repo:
         if not self.directory.is_dir():
             raise TcsessionError(
                 f"{artifact}: the Maven repository directory {self.directory} does not exist; "
-                f"{_REPO_HINT}")
+                f"{self.hint}")
         path = self.directory / relpath
         try:
             with open(path, "rb") as f:
@@ -217,18 +219,18 @@ class _Repo:
                 raise _Missing(url, f"HTTP {e.code}") from None
             raise TcsessionError(
                 f"{artifact}: {url} answered HTTP {e.code} {e.reason}; check the repository "
-                f"(access rights, proxy), or {_REPO_HINT}") from None
+                f"(access rights, proxy), or {self.hint}") from None
         except urllib.error.URLError as e:
             raise TcsessionError(
                 f"{artifact}: cannot reach the Maven repository {self.repo} ({_reason(e.reason)}); "
-                f"check the network and proxy settings, or {_REPO_HINT}") from None
+                f"check the network and proxy settings, or {self.hint}") from None
         except (TimeoutError, socket.timeout):
             raise TcsessionError(
                 f"{artifact}: the Maven repository {self.repo} did not answer within {self.timeout:g} s "
-                f"({url}); check the network and proxy settings, or {_REPO_HINT}") from None
+                f"({url}); check the network and proxy settings, or {self.hint}") from None
         except (http.client.HTTPException, ConnectionError, OSError) as e:
             raise TcsessionError(
-                f"{artifact}: reading {url} failed ({_reason(e)}); retry, or {_REPO_HINT}") from None
+                f"{artifact}: reading {url} failed ({_reason(e)}); retry, or {self.hint}") from None
         if len(data) > limit:
             raise TcsessionError(f"{artifact}: {url} is larger than {limit} bytes; is it the right file?")
         return data
@@ -247,7 +249,7 @@ def _reason(reason: object) -> str:
     return text or type(reason).__name__
 
 
-def _parse_sha1(artifact: Artifact, where: str, data: bytes) -> str:
+def _parse_sha1(artifact: Artifact, where: str, data: bytes, hint: str = repo_hint()) -> str:
     """The digest in a ``.sha1`` sidecar: ``<hex>`` or ``<hex>  <filename>`` (or ``<hex> *file``)."""
     try:
         text = data.decode("ascii")
@@ -257,7 +259,7 @@ def _parse_sha1(artifact: Artifact, where: str, data: bytes) -> str:
     if not _SHA1.match(first):
         raise TcsessionError(
             f"{artifact}: {where} does not hold a SHA-1 checksum (40 hex digits); the repository "
-            f"is broken: {_REPO_HINT}")
+            f"is broken: {hint}")
     return first.lower()
 
 
@@ -275,7 +277,7 @@ def _cached(path: Path) -> bytes | None:
 
 
 def resolve(artifacts: Iterable[Artifact], repo: str, cache_dir: Path, lock_path: Path,
-            *, timeout: float = TIMEOUT) -> tuple[ResolvedJar, ...]:
+            *, timeout: float = TIMEOUT, inventory: str | Path = "hosts.toml") -> tuple[ResolvedJar, ...]:
     """Every artifact's jar in ``cache_dir``, verified (see the module docstring); in input order.
 
     Raises :class:`TcsessionError` on the first artifact that cannot be resolved, before
@@ -285,7 +287,8 @@ def resolve(artifacts: Iterable[Artifact], repo: str, cache_dir: Path, lock_path
     cache_dir = Path(cache_dir)
     lock_path = Path(lock_path)
     lock = read_lock(lock_path)
-    source = _Repo(repo, timeout)
+    source = _Repo(repo, timeout, inventory)
+    hint = source.hint
     new_jars: list[tuple[Path, bytes]] = []
     new_entries: dict[str, dict[str, str]] = {}
     resolved: list[ResolvedJar] = []
@@ -310,7 +313,7 @@ def resolve(artifacts: Iterable[Artifact], repo: str, cache_dir: Path, lock_path
         except _Missing as m:
             raise TcsessionError(
                 f"{artifact}: no jar at {m.where} ({m.detail}); check the coordinates and "
-                f"[msm] version, or {_REPO_HINT}") from None
+                f"[msm] version, or {hint}") from None
         try:
             sidecar = source.read(artifact, artifact.path + ".sha1", 4096)
         except _Missing as m:
@@ -318,7 +321,7 @@ def resolve(artifacts: Iterable[Artifact], repo: str, cache_dir: Path, lock_path
                 f"{artifact}: no checksum file at {m.where} ({m.detail}), so the jar cannot be "
                 f"verified; add {artifact.filename}.sha1 beside the jar (Maven Central publishes one) "
                 f"or use a repository that has it") from None
-        expected = _parse_sha1(artifact, sha1_where, sidecar)
+        expected = _parse_sha1(artifact, sha1_where, sidecar, hint)
         sha1, sha256 = _digests(data)
         if sha1 != expected:
             raise TcsessionError(

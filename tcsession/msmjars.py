@@ -105,9 +105,10 @@ def convert(jar: Path, sha256: str, cache_dir: Path) -> bytes:
 
 
 def prepare_jars(settings, tomcat_major: int, lock_path: Path, cache_dir: Path | None = None,
-                 ) -> tuple[tuple[Jar, ...], tuple[str, ...]]:
+                 inventory: str | Path = "hosts.toml") -> tuple[tuple[Jar, ...], tuple[str, ...]]:
     """The jars for a Tomcat of ``tomcat_major`` under the inventory's [msm] ``settings``, and the
-    warnings the operator should see. Raises TcsessionError (one line) on anything wrong."""
+    warnings the operator should see. Raises TcsessionError (one line) on anything wrong; messages
+    name ``inventory``, the file the settings came from."""
     cache_dir = Path(cache_dir) if cache_dir is not None else maven.default_cache_dir()
     jakarta = msm.needs_jakarta(tomcat_major)
     if jakarta and settings.jakarta == "refuse":
@@ -116,7 +117,7 @@ def prepare_jars(settings, tomcat_major: int, lock_path: Path, cache_dir: Path |
             "and [msm] jakarta = \"refuse\"; set it to \"convert\" (Apache's javax2jakarta) or \"supplied\" "
             "(jakarta builds in maven_repo), or use delta mode (tcsession changed nothing)")
     js = msm.jar_set(tomcat_major, settings.serializer, settings.version)
-    resolved = maven.resolve(js.artifacts, settings.maven_repo, cache_dir, lock_path)
+    resolved = maven.resolve(js.artifacts, settings.maven_repo, cache_dir, lock_path, inventory=inventory)
     jars = []
     for r in resolved:
         data = r.path.read_bytes()
@@ -133,7 +134,12 @@ def prepare_jars(settings, tomcat_major: int, lock_path: Path, cache_dir: Path |
                 f"{r.artifact}: {name} refers to {wrong}.servlet classes, which Tomcat {tomcat_major} does "
                 f"not have; refusing to copy it ({hint}; tcsession changed nothing)")
         jars.append(Jar(name, data, r.artifact.coordinate, converted))
-    return tuple(jars), js.warnings
+    warnings = tuple(js.warnings)
+    if isinstance(settings.maven_repo, str) and settings.maven_repo.lower().startswith("http://"):
+        warnings += (f"{inventory}: [msm] maven_repo {settings.maven_repo} is plain HTTP: the jars are only as safe "
+                     f"as their checksums' source, and the checksums come from the same unencrypted server (then "
+                     f"{lock_path} pins them); prefer https:// or a local directory",)
+    return tuple(jars), warnings
 
 
 def expected_digests(settings, tomcat_major: int, lock_path: Path, cache_dir: Path | None = None,

@@ -159,3 +159,50 @@ def test_the_candidate_versions_are_read_from_apt_cache_policy():
         "@@available\ntomcat10\nnginx\nmemcached\n", "@@available\ntomcat10 10.1.60-1~deb12u1\nnginx 1.22.1-9+deb12u12\n")
     f = parse_facts(text)
     assert f.available == ("tomcat10", "nginx") and f.candidates["tomcat10"] == "10.1.60-1~deb12u1"
+
+
+# --------------------------------------------------------------------------- 8. msm messages name the inventory
+
+
+def test_msm_jar_messages_name_the_inventory_given_not_hosts_toml(tmp_path):
+    import dataclasses
+
+    from tcsession import msmjars
+    from tcsession.inventory import load_inventory
+
+    settings = dataclasses.replace(load_inventory(ROOT / "hosts.toml").msm, maven_repo=str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TcsessionError) as e:
+        msmjars.prepare_jars(settings, 9, tmp_path / "msm.lock", tmp_path / "cache", inventory="/srv/ops/prod.toml")
+    assert "set [msm] maven_repo in /srv/ops/prod.toml to a repository" in str(e.value)
+    assert "hosts.toml" not in str(e.value)
+
+
+def test_a_plain_http_maven_repo_is_warned_about_by_name(tmp_path):
+    """A real HTTP server on loopback serves the tests' stand-in jars (tests/standin.py)."""
+    import dataclasses
+    import functools
+    import http.server
+    import threading
+
+    import standin
+    from tcsession import msmjars
+    from tcsession.inventory import load_inventory
+
+    repo = standin.write_repo(tmp_path / "repo", standin.standin_jars())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(repo))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        settings = dataclasses.replace(load_inventory(ROOT / "hosts.toml").msm, maven_repo=url)
+        jars, warnings = msmjars.prepare_jars(settings, 9, tmp_path / "msm.lock", tmp_path / "cache",
+                                              inventory="/srv/ops/prod.toml")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(jars) == 3
+    (w,) = [w for w in warnings if "plain HTTP" in w]
+    assert w.startswith(f"/srv/ops/prod.toml: [msm] maven_repo {url} is plain HTTP") and "https://" in w
