@@ -244,7 +244,8 @@ def parse_facts(text: str, host: str = "host") -> HostFacts:
         raise TcsessionError(f"{host}: could not read its facts: {e}") from None
     except (ValueError, IndexError, KeyError) as e:
         tail = text.strip().splitlines()[-1][:80] if text.strip() else "nothing"
-        raise TcsessionError(f"{host}: could not read its facts ({type(e).__name__}: {e}); "
+        detail = " ".join(str(e).split())[:120] or "a part of it is not in the expected form"
+        raise TcsessionError(f"{host}: could not read its facts (unexpected content: {detail}); "
                              f"its answer ended with {tail!r}; run the command again, or check the "
                              "host's shell (a login banner or profile printing to stdout?)") from None
 

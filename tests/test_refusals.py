@@ -206,3 +206,16 @@ def test_a_plain_http_maven_repo_is_warned_about_by_name(tmp_path):
     assert len(jars) == 3
     (w,) = [w for w in warnings if "plain HTTP" in w]
     assert w.startswith(f"/srv/ops/prod.toml: [msm] maven_repo {url} is plain HTTP") and "https://" in w
+
+
+def test_an_unreadable_facts_answer_names_the_host_without_a_python_exception_name():
+    """(#19.9) Shown in a status cell: the host and what to do, no "ValueError"."""
+    from tcsession.facts import parse_facts
+
+    text = (DATA / "deployed-tomcat1.txt").read_text()
+    garbled = text.replace("@@file /etc/tomcat10/server.xml", "@@file /etc/tomcat10/server.xml\nnot base64!", 1)
+    assert garbled != text
+    with pytest.raises(TcsessionError) as e:
+        parse_facts(garbled, "tomcat1")
+    msg = str(e.value)
+    assert msg.startswith("tomcat1: could not read its facts") and "Error" not in msg, msg
