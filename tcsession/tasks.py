@@ -1,0 +1,234 @@
+"""tcsession's command line: thin Invoke tasks over the tcsession package.
+
+`inv --list` shows them; `inv --help TASK` shows a task's options. Every task reads the
+inventory (hosts.toml by default, or -i/--inventory) and exits 1 with a one-line message on
+an expected failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from invoke import Collection, Exit, task
+
+DEFAULT_INVENTORY = "hosts.toml"
+
+
+DEBUG_ENV = "TCSESSION_DEBUG"  # set to 1 to see the traceback of an unexpected error
+
+
+def _fail_cleanly(fn):
+    """No traceback reaches the operator: an expected failure (TcsessionError) ends the task
+    with its one line; Ctrl-C with one line; anything else (a bug in tcsession) with one line
+    saying so, the traceback only with TCSESSION_DEBUG=1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import os
+
+        from tcsession.errors import TcsessionError
+
+        import signal
+
+        from tcsession.text import printable
+
+        def on_term(signum, frame):  # SIGTERM stops a run like Ctrl-C: cleanly, recorded
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            return fn(*args, **kwargs)
+        except TcsessionError as e:
+            raise Exit(printable(f"tcsession: {e}"), code=1) from None
+        except (Exit, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise Exit(f"tcsession: {fn.__name__.replace('_', '.')}: interrupted", code=130) from None
+        except Exception as e:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            detail = " ".join(str(e).split())[:300]
+            raise Exit(f"tcsession: internal error in {fn.__name__.replace('_', '.')}: {type(e).__name__}"
+                       f"{': ' + detail if detail else ''} -- this is a bug in tcsession; run again with "
+                       f"{DEBUG_ENV}=1 for the traceback and report it", code=1) from None
+
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+def _int_option(name: str, value, default: int, low: int, high: int) -> int:
+    """A task's integer option, checked by the task: one line naming the option and the range."""
+    from tcsession.errors import TcsessionError
+
+    if value is None:
+        return default
+    text = str(value).strip()
+    if not text.lstrip("+").isdigit() or not low <= int(text) <= high:
+        raise TcsessionError(f"--{name}={value}: not a whole number from {low} to {high}; "
+                             f"e.g. --{name}={default}")
+    return int(text)
+
+
+def _choice_option(name: str, value, choices: tuple[str, ...]):
+    from tcsession.errors import TcsessionError
+
+    if value is not None and value not in choices:
+        raise TcsessionError(f"--{name}={value}: not one of {', '.join(choices)}; e.g. --{name}={choices[0]}")
+    return value
+
+
+def _inventory(path: str):
+    from tcsession.inventory import load_inventory
+
+    return load_inventory(path)
+
+
+# ------------------------------------------------------------------------- lab
+
+
+def _lab_spec(inventory: str, tomcats: int | None, release: str | None):
+    from pathlib import Path
+
+    from tcsession import lab
+    from tcsession.inventory import lab_state_dir, parse_inventory
+
+    if tomcats is None and release is None:
+        return lab.spec_from_inventory(_inventory(inventory))
+    base = _inventory(inventory)
+    name = base.lab.name if base.lab else "tcsession"
+    text = lab.render_inventory(name=name, release=release or (base.lab.release if base.lab else "bookworm"),
+                                tomcats=tomcats or len(base.tomcats))
+    path = lab_state_dir(name).with_name(f"{name}.hosts.toml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"lab: inventory for this lab written to {path} (use -i {path})")
+    return lab.spec_from_inventory(parse_inventory(text, Path(path)))
+
+
+@task(help={"inventory": "inventory file (default hosts.toml)",
+            "tomcats": "number of Tomcat hosts (default: as in the inventory; writes a lab inventory)",
+            "release": "bookworm (Tomcat 10.1, default) or bullseye (Tomcat 9)"})
+@_fail_cleanly
+def lab_up(c, inventory=DEFAULT_INVENTORY, tomcats=None, release=None):
+    """Bring up the built-in lab: real hosts (systemd containers) on a bridge, SSH-ready."""
+    from tcsession import lab
+
+    count = _int_option("tomcats", tomcats, 3, 2, 100) if tomcats is not None else None
+    lab.up(_lab_spec(inventory, count, _choice_option("release", release, ("bookworm", "bullseye"))))
+
+
+@task(help={"inventory": "inventory file (default hosts.toml)"})
+@_fail_cleanly
+def lab_down(c, inventory=DEFAULT_INVENTORY):
+    """Take the lab down: no container, mount, bridge, veth or state left behind."""
+    from tcsession import lab
+
+    lab.down(lab.spec_from_inventory(_inventory(inventory)))
+
+
+@task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON instead of a table"})
+@_fail_cleanly
+def lab_status(c, inventory=DEFAULT_INVENTORY, json=False):
+    """Show each lab host: container running, reachable over SSH, OS release, systemd state."""
+    from tcsession import status, ui
+
+    report = status.host_report(_inventory(inventory))
+    ui.print_status(report, as_json=json)
+    if not report.healthy:
+        raise Exit(code=1)
+
+
+# ------------------------------------------------------------------------- main tasks
+
+
+@task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON for monitoring",
+            "requests": "requests in the end-to-end session check through nginx (default 10; 0: skip it)"})
+@_fail_cleanly
+def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None):
+    """Show hosts, services, ports, cluster membership, and a session through nginx. Exit 1 if unhealthy."""
+    from tcsession import status as st
+    from tcsession import ui
+
+    count = _int_option("requests", requests, 10, 0, 10000)
+    report = st.cluster_report(_inventory(inventory), session_requests=count)
+    ui.print_status(report, as_json=json)
+    if not report.healthy:
+        raise Exit(code=1)
+
+
+@task(help={"mode": "delta (default) or msm: the checks that mode needs", "inventory": "inventory file (default hosts.toml)",
+            "json": "print JSON"})
+@_fail_cleanly
+def preflight(c, mode="delta", inventory=DEFAULT_INVENTORY, json=False):
+    """Check, changing nothing, what breaks clusters most (names, clocks, multicast, ports, Java). Exit 1 on a failure."""
+    _choice_option("mode", mode, ("delta", "msm"))
+    from tcsession import preflight as pf
+    from tcsession import ui
+
+    report = pf.preflight(_inventory(inventory), mode)
+    ui.print_preflight(report, as_json=json)
+    if not report.ok:
+        raise Exit(code=1)
+
+
+@task(help={"mode": "delta (Tomcat's own cluster) or msm (memcached-session-manager)", "inventory": "inventory file (default hosts.toml)",
+            "dry_run": "show what would change (diffs, packages, restarts) and change nothing",
+            "quiet": "print nothing but errors"})
+@_fail_cleanly
+def deploy(c, mode, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False):
+    """Deploy the session cluster: install, patch, start one Tomcat at a time, check ports."""
+    _choice_option("mode", mode, ("delta", "msm"))
+    from tcsession.deploy import deploy as run_deploy
+
+    run_deploy(_inventory(inventory), mode, dry_run=dry_run, quiet=quiet)
+
+
+@task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON"})
+@_fail_cleanly
+def history(c, inventory=DEFAULT_INVENTORY, json=False):
+    """List the deploys recorded on the hosts (id, mode, time, hosts, files, applied or rolled back)."""
+    from tcsession import rollback as rb
+    from tcsession import ui
+
+    hist, notes = rb.history_with_notes(_inventory(inventory))
+    ui.print_history(hist, notes, as_json=json)
+
+
+@task(help={"inventory": "inventory file (default hosts.toml)",
+            "to": "roll back every deploy after this id (default: only the latest)",
+            "force": "restore even files someone changed after the deploy (their bytes are kept)",
+            "dry_run": "show every step the rollback would take (with diffs) and change nothing",
+            "quiet": "print nothing but errors"})
+@_fail_cleanly
+def rollback(c, inventory=DEFAULT_INVENTORY, to=None, force=False, dry_run=False, quiet=False):
+    """Undo the latest deploy on every host: files byte for byte, services as they were."""
+    import re
+
+    from tcsession.errors import TcsessionError
+
+    if to is not None and not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}", str(to)):
+        raise TcsessionError(f"--to={to!r}: not a deploy id (like 20261201T105219Z-1a2b3c); "
+                             "`inv history` lists the ids")
+    from tcsession import rollback as rb
+
+    rb.rollback(_inventory(inventory), to=to, force=force, quiet=quiet, dry_run=dry_run)
+
+
+lab = Collection("lab")
+lab.add_task(lab_up, "up")
+lab.add_task(lab_down, "down")
+lab.add_task(lab_status, "status")
+
+ns = Collection()
+ns.add_collection(lab)
+ns.add_task(status)
+ns.add_task(preflight)
+ns.add_task(deploy)
+ns.add_task(history)
+ns.add_task(rollback)
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    raise SystemExit("tcsession needs Python 3.11 or newer")

@@ -1,0 +1,55 @@
+"""The `tcsession` command (tcsession/cli.py), run for real as `python -m tcsession`: its own
+core flags, Invoke's that pretend refused, one line and exit code 2 for any usage mistake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tcsession(*args: str):
+    return subprocess.run([sys.executable, "-m", "tcsession", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_version_and_help_show_only_what_tcsession_accepts():
+    v = tcsession("--version")
+    assert v.returncode == 0 and v.stdout.startswith("tcsession ")
+    h = tcsession("--help")
+    assert h.returncode == 0
+    for pretend in ("--dry", "--echo", "--pty", "--warn-only", "--prompt-for-sudo-password", "--command-timeout",
+                    "--collection", "--search-root"):
+        assert pretend not in h.stdout
+    for command in ("deploy", "rollback", "status", "preflight", "history", "lab.up"):
+        assert command in h.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--dry", "deploy", "--mode=delta"), "tcsession: unknown option -R/--dry (an option of Invoke's that tcsession "
+                                          "does not use); tcsession's own options are -h/--help, -V/--version and "
+                                          "-l/--list; `tcsession deploy --dry-run` previews a deploy"),
+    (("-R", "deploy", "--mode=delta"), "tcsession: unknown option -R/--dry"),
+    (("-e", "status"), "tcsession: unknown option -e/--echo"),
+    (("status", "-d"), "tcsession: unknown option -d/--debug"),
+    (("--nope",), "tcsession: unknown option --nope; tcsession's own options are -h/--help"),
+    (("nosuch",), "tcsession: unknown command 'nosuch'; the commands: deploy, history, lab.down, lab.status, "
+                  "lab.up, preflight, rollback, status"),
+    (("deploy", "--mode=msm", "--bogus"), "tcsession: unknown option --bogus for deploy; `tcsession deploy --help` "
+                                          "lists its options"),
+    (("deploy",), "tcsession: deploy needs --mode=delta or --mode=msm; `tcsession deploy --help` lists its options"),
+])
+def test_a_usage_mistake_is_one_line_and_exit_2_and_runs_nothing(args, message):
+    p = tcsession(*args)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert p.stderr.startswith(message) and p.stderr.count("\n") == 1, p.stderr
+    assert p.stdout == ""
+
+
+def test_inv_in_the_checkout_runs_the_same_tasks():
+    p = subprocess.run([sys.executable, "-m", "invoke", "--list"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "deploy" in p.stdout and "lab.up" in p.stdout
