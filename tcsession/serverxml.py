@@ -7,6 +7,9 @@ What :func:`patch_server_xml` manages, and nothing else:
 - the ``jvmRoute`` attribute of ``Server/Service/Engine``;
 - exactly one ``<Cluster>`` directly inside that Engine, preceded by a marker comment
   (:data:`MARKER`). The marker is how a later run recognises the block as ours.
+- msm non-sticky: Tomcat's PersistentValve as the default Host's last child, preceded by
+  :data:`VALVE_MARKER` (:func:`patch_session_valve`: one request per session at a time in a
+  Tomcat, which MSM 2.3.2's lock alone does not give).
 
 Decisions, so that patching is predictable:
 
