@@ -95,6 +95,7 @@ class Msm:
     maven_repo: str  # http(s) URL, or an absolute local directory path
     jakarta: str  # "convert" | "supplied" | "refuse"
     version: str
+    backup: str = "sync"  # "sync": sessionBackupAsync="false"; "async": MSM's default
 
 
 @dataclass(frozen=True)
@@ -463,7 +464,10 @@ SSH_RUN_KEYS: dict[str, _Key] = {
 MSM_KEYS: dict[str, _Key] = {
     "sticky": _Key("bool", True),
     "serializer": _Key("str", "java", _one_of("java", "kryo", "javolution")),
-    "locking_mode": _Key("str", "auto", _locking_mode, max_len=1024),
+    "locking_mode": _Key("str", "all", _locking_mode, max_len=1024),
+    "backup": _Key("str", "sync", lambda v: None if v in ("sync", "async") else
+                   'is not "sync" or "async"; use "sync" (each update stored in memcached before the '
+                   'response) or "async" (stored after it: a Tomcat lost at once loses that update)'),
     "request_uri_ignore_pattern": _Key("str", r".*\.(ico|png|gif|jpg|css|js)$", _uri_pattern, max_len=1024),
     "scope": _Key("str", "app", _one_of("app", "global")),
     "memcached_port": _Key("int", 11211, _port),

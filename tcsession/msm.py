@@ -37,7 +37,17 @@ Debian's memcached 1.6.18-1+deb12u1 package; measurements in the shared tomcat n
 - Sticky sessions: ``failoverNodes`` names the memcached on the Tomcat's own host (so it
   differs per node), and only when there are two or more memcached nodes (MSM needs at least
   one node that is not a failover node). Non-sticky: no failoverNodes (the wiki: must not be
-  set), and a ``lockingMode`` (``auto`` measured: no lost update; ``none`` lost 22 of 100).
+  set), and a ``lockingMode``: ``all`` by default. Measured with the real 2.3.2 jars, 10 clients at
+  once on one session: ``auto`` and ``all`` alone both repeated 1 to 3 counts in 200 (the URI
+  cache of ``auto`` is not the cause). Two MSM causes: a request that waits longer than
+  operationTimeout for the lock goes on without it (``LockingStrategy.lock``, WARNING "Reached
+  timeout"), and concurrent requests of one session on the SAME Tomcat get past the lock (its
+  ``findSession`` hands out the in-memory session without a reference when the lookup counts as
+  the container's, and ``backupSession`` then finds it gone and stores nothing). The deploy
+  therefore also puts Tomcat's PersistentValve in the Host (:func:`tcsession.serverxml.patch_session_valve`).
+- ``backup``: ``sync`` sets ``sessionBackupAsync="false"`` (MSM stores the session inside the
+  request, before the response is sent) and ``sessionBackupTimeout`` 1000 ms (MSM's default, 100
+  ms, makes a slow store count as a failed node); ``async`` keeps MSM's defaults.
 - Tomcat 10 and 11: the tc9 jars (and the core jar, which uses javax.servlet) converted with
   ``javax2jakarta -profile=TOMCAT in.jar out.jar`` (Debian package tomcat-jakartaee-migration;
   the option is ``-profile=`` with the enum name, upper case, as the first argument).
@@ -104,6 +114,8 @@ _SELF_CLOSING = re.compile(r'; Context was self-closing: "([^"]*)"')
 _NODE_ID = re.compile(r"^[A-Za-z0-9_]+$")
 _COORD_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _LOCKING = re.compile(r"^(none|all|auto|uriPattern:.+)$", re.S)
+BACKUPS = ("sync", "async")
+SYNC_BACKUP_TIMEOUT_MS = "1000"  # MSM's operationTimeout default: what one memcached operation may take
 TOMCAT_INDENT = "    "  # Tomcat's own context.xml files indent by four spaces
 
 
@@ -263,6 +275,7 @@ class ManagerSpec:
     locking_mode: str | None  # None in sticky mode (MSM ignores it there)
     request_uri_ignore_pattern: str | None
     transcoder_factory_class: str | None  # None: Java serialization (MSM's default)
+    backup: str = "async"  # "sync": sessionBackupAsync="false" (stored before the response)
 
     @property
     def memcached_nodes_value(self) -> str:
@@ -280,6 +293,11 @@ class ManagerSpec:
             attrs.append(("requestUriIgnorePattern", self.request_uri_ignore_pattern))
         if self.transcoder_factory_class:
             attrs.append(("transcoderFactoryClass", self.transcoder_factory_class))
+        if self.backup == "sync":
+            # the backup inside the request: BackupSessionTask waits for memcached's answer up to
+            # sessionBackupTimeout (MSM's default 100 ms; on a timeout MSM logs "Could not store
+            # session" and marks the node unavailable), so give it MSM's operationTimeout
+            attrs += [("sessionBackupAsync", "false"), ("sessionBackupTimeout", SYNC_BACKUP_TIMEOUT_MS)]
         return attrs
 
 
@@ -345,7 +363,7 @@ def manager_spec(node_index: int, nodes: Sequence[Any], msm_settings: Any) -> Ma
         failover = (own_id,)
     locking = None
     if not sticky:
-        locking = msm_settings.locking_mode or "auto"
+        locking = msm_settings.locking_mode or "all"
         if not _LOCKING.match(locking):
             raise TcsessionError(
                 f'hosts.toml: [msm] locking_mode "{locking}" is invalid; use "none", "all", "auto" '
@@ -361,7 +379,15 @@ def manager_spec(node_index: int, nodes: Sequence[Any], msm_settings: Any) -> Ma
         locking_mode=locking,
         request_uri_ignore_pattern=msm_settings.request_uri_ignore_pattern or None,
         transcoder_factory_class=TRANSCODER_FACTORIES[serializer],
+        backup=_backup(getattr(msm_settings, "backup", "sync")),
     )
+
+
+def _backup(value: Any) -> str:
+    if value not in BACKUPS:
+        raise TcsessionError(f'hosts.toml: [msm] backup = {value!r} is invalid; use "sync" (the session stored in '
+                             f'memcached before the response) or "async" (after it, MSM\'s default)')
+    return value
 
 
 def _validate_spec(spec: ManagerSpec, source: str) -> None:
@@ -392,6 +418,8 @@ def _validate_spec(spec: ManagerSpec, source: str) -> None:
         if len(set(spec.failover_nodes)) >= len(ids):
             raise TcsessionError(
                 f"{source}: every memcached node is a failover node; MSM needs at least one regular node")
+    if spec.backup not in BACKUPS:
+        raise TcsessionError(f'{source}: backup "{spec.backup}" is invalid; use sync or async')
     if not spec.sticky and spec.locking_mode is not None and not _LOCKING.match(spec.locking_mode):
         raise TcsessionError(f'{source}: lockingMode "{spec.locking_mode}" is invalid; use none, all, auto or uriPattern:<regex>')
 

@@ -93,6 +93,8 @@ def plan_server_xml(inv: Inventory, host: Host, layout: Layout, data: bytes, mod
     """The mode's server.xml; the other mode's managed parts taken out first. In both modes the
     HTTP Connector listens on the node's own address and the shutdown port is off or on loopback."""
     data = serverxml.patch_listeners(data, host.address, host.http_port, source)
+    # msm non-sticky: one request per session at a time in each Tomcat (serverxml.patch_session_valve)
+    data = serverxml.patch_session_valve(data, bool(mode.memcached and not inv.msm.sticky), source)
     if mode.cluster:
         return serverxml.patch_server_xml(serverxml.patch_engine_route(data, None, source),
                                           cluster_spec(inv, host, layout, key), source)

@@ -111,10 +111,10 @@ def test_defaults(hosts_path, tmp_path, monkeypatch):
                               multicast_port=45564, receiver_port=4000, channel_send_options=6,
                               state_transfer_timeout=60, encrypt=False,
                               key_file=str(hosts_path.with_name(hosts_path.stem + ".cluster-key").absolute()))
-    assert inv.msm == Msm(sticky=True, serializer="java", locking_mode="auto",
+    assert inv.msm == Msm(sticky=True, serializer="java", locking_mode="all",
                           request_uri_ignore_pattern=r".*\.(ico|png|gif|jpg|css|js)$", scope="app",
                           memcached_port=11211, memcached_localhost=False, maven_repo="https://repo.maven.apache.org/maven2",
-                          jakarta="convert", version="2.3.2")
+                          jakarta="convert", version="2.3.2", backup="sync")
 
 
 def test_host_overrides_ssh_and_sudo_defaults_to_non_root(hosts_path):
@@ -239,6 +239,8 @@ BAD = [
     ("bad-serializer", GOOD + '[msm]\nserializer = "json"\n', ['[msm] serializer = "json"', '"kryo"']),
     ("bad-locking-mode", GOOD + '[msm]\nlocking_mode = "uriPattern:"\n',
      ['[msm] locking_mode = "uriPattern:" is invalid', "uriPattern:<regex>"]),
+    ("bad-backup", GOOD + '[msm]\nbackup = "later"\n',
+     ['[msm] backup = "later" is not "sync" or "async"', 'use "sync"']),
     ("bad-maven-repo", GOOD + '[msm]\nmaven_repo = "ftp://x/m2"\n', ['[msm] maven_repo = "ftp://x/m2"', "https://"]),
     ("port-clash", GOOD + "[delta]\nreceiver_port = 8080\n",
      ["[tomcat.tc1] http_port 8080 is the same as [delta] receiver_port", "different ports"]),

@@ -259,10 +259,10 @@ def test_non_sticky_has_no_failover_and_locks(tomcats):
     for i in range(tomcats):
         spec = manager_spec(i, inv.tomcats, inv.msm)
         assert spec.failover_nodes == () and not spec.sticky
-        assert spec.locking_mode == "auto"
+        assert spec.locking_mode == "all"  # the default: every request takes MSM's lock
         attrs = dict(spec.attributes())
         assert "failoverNodes" not in attrs
-        assert attrs["sticky"] == "false" and attrs["lockingMode"] == "auto"
+        assert attrs["sticky"] == "false" and attrs["lockingMode"] == "all"
 
 
 def test_non_sticky_locking_none_allowed_and_sticky_ignores_locking():
@@ -273,11 +273,52 @@ def test_non_sticky_locking_none_allowed_and_sticky_ignores_locking():
 def test_attributes_order_and_transcoder():
     spec = spec_for(0, 2, 'sticky = false\nserializer = "kryo"')
     assert [n for n, _ in spec.attributes()] == [
-        "className", "memcachedNodes", "sticky", "lockingMode", "requestUriIgnorePattern", "transcoderFactoryClass"]
+        "className", "memcachedNodes", "sticky", "lockingMode", "requestUriIgnorePattern", "transcoderFactoryClass",
+        "sessionBackupAsync", "sessionBackupTimeout"]
     assert dict(spec.attributes())["transcoderFactoryClass"] == "de.javakaffee.web.msm.serializer.kryo.KryoTranscoderFactory"
     assert spec_for(0, 2, 'serializer = "javolution"').transcoder_factory_class.endswith(".JavolutionTranscoderFactory")
     assert spec_for(0, 2).transcoder_factory_class is None
     assert dict(spec_for(0, 2, 'request_uri_ignore_pattern = ""').attributes()).get("requestUriIgnorePattern") is None
+
+
+@pytest.mark.parametrize("sticky", ["true", "false"])
+def test_backup_sync_is_the_default_and_async_is_msms_own(sticky):
+    """backup = "sync": sessionBackupAsync="false" (MSM stores the session inside the request,
+    BackupSessionTask waiting up to sessionBackupTimeout, given MSM's operationTimeout of 1000 ms);
+    "async": neither attribute, MSM's defaults (true, 100 ms)."""
+    attrs = dict(spec_for(0, 2, f"sticky = {sticky}").attributes())
+    assert attrs["sessionBackupAsync"] == "false" and attrs["sessionBackupTimeout"] == "1000"
+    attrs = dict(spec_for(0, 2, f'sticky = {sticky}\nbackup = "async"').attributes())
+    assert "sessionBackupAsync" not in attrs and "sessionBackupTimeout" not in attrs
+
+
+def test_backup_invalid_is_one_line_naming_file_and_key(tmp_path):
+    with pytest.raises(TcsessionError) as err:
+        inventory(2, 'backup = "later"')
+    msg = one_line(err)
+    assert "[msm] backup" in msg and '"later"' in msg and 'use "sync"' in msg and "hosts.toml" in msg
+
+
+def test_session_valve_in_the_default_host_only_for_non_sticky():
+    """msm non-sticky: Tomcat's PersistentValve (its per-session semaphore) as the default Host's
+    last child, with a marker; idempotent, removable byte for byte, on every stock server.xml."""
+    from tcsession import serverxml
+
+    for path in sorted(FIXTURES.glob("*/server.xml")):
+        data = path.read_bytes()
+        on = serverxml.patch_session_valve(data, True, str(path))
+        assert on.count(serverxml.SESSION_VALVE.encode()) == 1 and serverxml.VALVE_MARKER.encode() in on
+        assert serverxml.patch_session_valve(on, True, str(path)) == on
+        assert serverxml.patch_session_valve(on, False, str(path)) == data
+        assert serverxml.patch_session_valve(data, False, str(path)) == data
+        added = [l for l in difflib.unified_diff(data.decode().splitlines(), on.decode().splitlines(), lineterm="")
+                 if l.startswith("+") and not l.startswith("+++")]
+        assert len(added) == 2, added  # the marker and the valve, nothing else moves
+        text = on.decode()
+        after = text[text.index(serverxml.SESSION_VALVE):]
+        assert after.index("</Host>") < after.index("<", 1) + 1 or after.index("</Host>") == after.index("<", 1)
+    own = b'<Server><Service><Engine defaultHost="a"><Host name="a"><Valve className="%s"/></Host></Engine></Service></Server>' % serverxml.SESSION_VALVE.encode()
+    assert serverxml.patch_session_valve(own, False, "own") == own  # an operator's own valve stays
 
 
 def test_memcached_port_and_hosts_without_memcached():
@@ -360,7 +401,7 @@ def test_switching_mode_replaces_in_place(name):
     assert non_sticky == patch_context(stock(name), NON_STICKY, name)
     removed, added = diff(sticky, non_sticky)
     assert {line.strip() for line in removed} == {'failoverNodes="n1"', 'sticky="true"'}
-    assert {line.strip() for line in added} == {'sticky="false"', 'lockingMode="auto"'}
+    assert {line.strip() for line in added} == {'sticky="false"', 'lockingMode="all"'}
 
 
 def test_debian_root_app_context_self_closing():

@@ -235,15 +235,15 @@ def test_non_sticky_dry_run_then_apply(lab):
                           cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ})
     assert proc.returncode == 0, proc.stderr
     assert '-    <Engine name="Catalina" defaultHost="localhost" jvmRoute="tomcat1">' in proc.stdout
-    assert "lockingMode=\"auto\"" in proc.stdout and "restart tomcat10" in proc.stdout
+    assert "lockingMode=\"all\"" in proc.stdout and "restart tomcat10" in proc.stdout
     assert snapshot(lab) == before
     assert deploy(inv, "msm", quiet=True).changed
     for host in ("tomcat1", "tomcat2"):
         ctx = lab.run(host, f"cat {APP_CONTEXT}").stdout
-        assert 'sticky="false"' in ctx and 'lockingMode="auto"' in ctx and "failoverNodes" not in ctx
+        assert 'sticky="false"' in ctx and 'lockingMode="all"' in ctx and "failoverNodes" not in ctx
         engine = lab.run(host, "grep '<Engine' /etc/tomcat10/server.xml").stdout.splitlines()[-1]  # [0]: a comment
         assert engine == '    <Engine name="Catalina" defaultHost="localhost">', engine
-        assert "sticky=false failoverNodes=[] lockingMode=[auto]" in tomcat_log(lab, host)
+        assert "sticky=false failoverNodes=[] lockingMode=[all]" in tomcat_log(lab, host)
     site = lab.run("nginx", "cat /etc/nginx/conf.d/tcsession.conf").stdout
     assert "map $cookie_jsessionid" not in site and "round robin" in site
     assert not deploy(inv, "msm", quiet=True).changed

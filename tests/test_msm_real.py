@@ -7,11 +7,17 @@ jars fails instead of skipping (conftest.real_msm_repo).
 
 On bullseye (Tomcat 9: the jars as they are) and bookworm (Tomcat 10.1: converted with
 javax2jakarta): MSM starts and `inv status` is healthy; sticky sessions survive their Tomcat
-stopped and killed (MSM renames the id, base and count go on); a stopped memcached that holds the
-session, then the serving Tomcat; non-sticky concurrent requests over both nodes with
-lockingMode=auto (and what lockingMode=none loses); a rolling deploy and its rollback under
+stopped and killed (MSM renames the id, base and count go on) with no settle time (backup = "sync",
+the default: the session is in memcached before the response); answer-then-SIGKILL rounds; a
+stopped memcached that holds the session, then the serving Tomcat; non-sticky: 10 clients at once
+on one session over both nodes with the defaults (lockingMode=all, backup sync, one request per
+session at a time in each Tomcat) repeat and lose no count; a rolling deploy and its rollback under
 load; a session whose id was rotated (changeSessionId) failing over once its next request backed
 it up under the new id.
+
+Behind `-m measure` (`./dev.sh test tests/test_msm_real.py -m measure -s`): 5 rounds of 200 at 10
+clients, the same with 4 Tomcats, 20 SIGKILL rounds with sync and with async, what
+lockingMode=none loses, and the latency per request of each locking mode and backup setting.
 
 Each test prints `[release] what: requests=N failed=F lost=L` (run pytest with -s to see them).
 """
@@ -42,10 +48,13 @@ pytestmark = pytest.mark.lab
 
 RELEASES = {"bullseye": ("tomcat9", "10.153.13.0/24"), "bookworm": ("tomcat10", "10.153.14.0/24")}
 VARIANTS = {
-    "sticky": "sticky = true\n",
+    "sticky": "sticky = true\n",  # backup = "sync", the default
+    "sticky-async": 'sticky = true\nbackup = "async"\n',
     "sticky-changed": 'sticky = true\nrequest_uri_ignore_pattern = ".*\\\\.(ico|png|gif|jpg|css|js|svg)$"\n',
-    "nonsticky": 'sticky = false\nlocking_mode = "auto"\n',
+    "nonsticky": "sticky = false\n",  # the defaults: locking_mode = "all", backup = "sync"
+    "nonsticky-auto": 'sticky = false\nlocking_mode = "auto"\n',
     "nonsticky-none": 'sticky = false\nlocking_mode = "none"\n',
+    "nonsticky-async": 'sticky = false\nbackup = "async"\n',
 }
 
 
@@ -151,36 +160,21 @@ def test_msm_starts_and_status_is_healthy(real):
 
 
 def sticky_failover(real, how: str) -> None:
+    """40 requests, then the serving Tomcat goes at once (no settle: with backup = "sync" MSM stores
+    each request's session in memcached before its response), then 10 more on the other node."""
     inv = inventory(real, "sticky")
     client = SessionClient(inv.nginx.address, inv.nginx.http_port, mode="msm")
-    for _ in range(39):
+    for _ in range(40):
         client.request()
-    # MSM backs a session up after each response in a pool of threads (sessionBackupAsync): two
-    # backups of one session milliseconds apart can land out of order (one CI run: memcached held
-    # count 39 after 40, and the other Tomcat went on from 39). The claim is for a session whose
-    # last backup did not race an earlier one: the 40th request comes once the 39th is stored
-    # (1.5 s: a loaded CI machine runs the backup threads late).
-    time.sleep(1.5)
-    client.request()
     run = client.run
     assert run.ok and run.last_count == 40 and len(run.nodes) == 1, run.to_dict()
     serving, before = run.last_node, parse_session_id(run.session_ids[-1], "msm")
     other = other_of(serving)
-    # killed: the JVM's own pid, waited for until gone (Debian's tomcat9 unit restarts a crashed
-    # Tomcat by itself; the session's renamed id keeps it on the other node anyway)
-    command = (f"systemctl stop {real.unit}" if how == "stopped"
-               else f"pid=$(systemctl show -p MainPID --value {real.unit}); [ \"$pid\" -gt 0 ] && kill -KILL $pid && "
-                    "for i in $(seq 1 40); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.25; done; exit 1")
-    # MSM backs a session up asynchronously after each request (sessionBackupAsync, its default,
-    # which tcsession keeps; sessionBackupTimeout 100 ms): a node lost within that time, stopped
-    # or killed, loses that request's update (seen here: 1 of 40 on a loaded machine, either way).
-    # The claim is for the updates already backed up (1.5 s: a loaded CI machine runs them late).
-    time.sleep(1.5)
-    assert real.run(serving, command).ok
+    assert real.run(serving, f"systemctl stop {real.unit}").ok
     try:
         for _ in range(10):
             client.request()
-        record(real, f"sticky, serving Tomcat {how}", run.requests, run.failed, run.lost_updates)
+        record(real, f"sticky, serving Tomcat {how} right after its answer", run.requests, run.failed, run.lost_updates)
         assert run.ok and run.last_count == 50 and run.last_node == other, run.to_dict()
         after = parse_session_id(run.session_ids[-1], "msm")
         # MSM renamed it: the same base, the new owner's jvmRoute, another memcached node
@@ -194,8 +188,70 @@ def test_sticky_session_survives_its_tomcat_stopped(real):
     sticky_failover(real, "stopped")
 
 
-def test_sticky_session_survives_its_tomcat_killed(real):
-    sticky_failover(real, "killed with SIGKILL")
+def get(address: str, port: int, cookie: str):
+    """One test-page request with the session cookie: (parsed line or None, the cookie to send next)."""
+    conn = http.client.HTTPConnection(address, port, timeout=10)
+    try:
+        conn.request("GET", "/test.jsp", headers={"Cookie": f"JSESSIONID={cookie}"})
+        resp = conn.getresponse()
+        line = parse_test_line(resp.read().decode("utf-8", "replace"))
+        for name, value in resp.getheaders():
+            if name.lower() == "set-cookie" and value.startswith("JSESSIONID="):
+                cookie = value.split(";", 1)[0].split("=", 1)[1]
+        return line, cookie
+    finally:
+        conn.close()
+
+
+def kill_rounds(real, variant: str, rounds: int) -> tuple[int, list[str]]:
+    """Rounds of "answer, then SIGKILL the serving Tomcat at once": on the serving host itself, a
+    request to its own Tomcat and, the moment curl has the answer, kill -KILL of the JVM (a few
+    milliseconds: no SSH round trip in between). Then the same session on the other Tomcat, asked
+    directly (nginx's fail_timeout plays no part): its count must be the killed answer's + 1.
+    The killed Tomcat is started again (and waited for) before the next round, which kills the
+    other one. Returns (updates lost, one line per round)."""
+    inv = inventory(real, variant)
+    hosts = {t.name: t for t in inv.tomcats}
+    client = SessionClient(inv.nginx.address, inv.nginx.http_port, mode="msm")
+    client.request()
+    assert client.run.ok, client.run.to_dict()
+    cookie, serving = client.run.cookie, client.run.last_node
+    lost, lines = 0, []
+    for i in range(rounds):
+        h, other = hosts[serving], hosts[other_of(serving)]
+        r = real.run(serving, f"pid=$(systemctl show -p MainPID --value {real.unit}); [ \"$pid\" -gt 0 ] || exit 3; "
+                              f"curl -sf -b 'JSESSIONID={cookie}' http://{h.address}:{h.http_port}/test.jsp; rc=$?; "
+                              "kill -KILL $pid; for i in $(seq 1 40); do kill -0 $pid 2>/dev/null || exit $rc; sleep 0.1; done; exit 4")
+        answered = parse_test_line(r.stdout)
+        assert r.ok and answered is not None, r.why()
+        line, cookie = get(other.address, other.http_port, answered.session)
+        assert line is not None and line.node == other.name, (line, r.stdout[-300:])
+        assert parse_session_id(line.session, "msm").base == parse_session_id(answered.session, "msm").base
+        lost += answered.count + 1 - line.count
+        lines.append(f"round {i + 1}: {serving} answered {answered.count} and was killed; {other.name} went on "
+                     f"at {line.count}")
+        real.start_serving(serving, real.unit)
+        serving = other.name
+    return lost, lines
+
+
+def test_sticky_sync_loses_nothing_when_killed_right_after_answering(real):
+    """backup = "sync" (the default): 5 rounds of answer-then-SIGKILL, 0 updates lost (20 rounds, and
+    async for comparison, behind -m measure)."""
+    lost, lines = kill_rounds(real, "sticky", 5)
+    record(real, "sticky sync, answer then SIGKILL at once", len(lines), 0, lost, "\n  " + "\n  ".join(lines))
+    assert lost == 0, lines
+
+
+@pytest.mark.measure
+def test_measure_sigkill_rounds_sync_and_async(real):
+    """20 rounds each: sync asserted (0 lost), async reported (how many of 20 were lost)."""
+    lost, lines = kill_rounds(real, "sticky", 20)
+    record(real, "MEASURE sticky sync, 20 rounds answer-then-SIGKILL", 20, 0, lost)
+    lost_async, lines_async = kill_rounds(real, "sticky-async", 20)
+    record(real, "MEASURE sticky async, 20 rounds answer-then-SIGKILL (reported, not asserted)", 20, 0, lost_async,
+           "\n  " + "\n  ".join(lines_async))
+    assert lost == 0, lines
 
 
 def test_sticky_session_survives_its_memcached_then_its_tomcat(real):
@@ -287,21 +343,25 @@ def concurrent_requests(inv, cookie: str, workers: int = 4, each: int = 25):
     return counts, nodes, errors
 
 
-def non_sticky_run(real, variant: str):
-    inv = inventory(real, variant)
-    wait_for_both_nodes(inv)
+def concurrent_round(inv, clients: int = 10, each: int = 20) -> dict:
+    """One new session, then `clients` threads at once, `each` requests apiece, all with its cookie
+    through nginx (round robin over the Tomcats), then one more request alone: the count the
+    session reached. With the default settings every request is stored before its response and
+    MSM's lock is released only after that store, so the lone request reads the final count at once.
+    repeated: answers that showed a count another answer showed too (two requests read the same
+    value); lost: updates missing from the final count; failed: requests not answered by the test
+    page with this session."""
     client = SessionClient(inv.nginx.address, inv.nginx.http_port, mode="msm")
     client.request()
-    assert client.run.ok and client.run.last_count == 1
-    counts, nodes, errors = concurrent_requests(inv, client.run.cookie)
-    # one more, alone: the count the session really reached, once the last concurrent request's
-    # asynchronous backup is stored (two CI runs read one less here, 1 of 101, with no MSM lock
-    # timeout logged; whether the counts themselves repeated is now in the failure message)
-    time.sleep(1.5)
+    assert client.run.ok and client.run.last_count == 1, client.run.to_dict()
+    started = time.monotonic()
+    counts, nodes, errors = concurrent_requests(inv, client.run.cookie, workers=clients, each=each)
+    wall = time.monotonic() - started
     client.request()
     final = client.run.last_count
-    lost = 101 - (final - 1)  # 1 + 100 concurrent updates, then this one
-    return counts, nodes, errors, lost
+    return {"answers": len(counts), "failed": len(errors), "repeated": len(counts) - len(set(counts)),
+            "lost": (1 + len(counts) + 1) - final, "nodes": sorted(nodes), "wall": wall, "errors": errors[:3],
+            "repeated_counts": sorted({c for c in counts if counts.count(c) > 1})[:10]}
 
 
 def journal_since(real, since: float) -> str:
@@ -320,39 +380,81 @@ def journal_since(real, since: float) -> str:
 MSM_LOCK_TIMEOUT = "Reached timeout when trying to aquire lock for session"
 
 
+def assert_round_clean(real, what: str, r: dict, since: float) -> None:
+    record(real, what, r["answers"] + r["failed"], r["failed"], r["lost"],
+           f" (repeated {r['repeated']}, nodes {r['nodes']}, {r['wall']:.2f} s)")
+    if r["failed"] or r["repeated"] or r["lost"]:
+        log = journal_since(real, since)
+        pytest.fail(f"{what}: {r} ; MSM lock timeouts logged: {log.count(MSM_LOCK_TIMEOUT)}\n{log}")
+
+
 def test_non_sticky_concurrent_requests_lose_no_update(real):
-    """lockingMode=auto serialises the concurrent requests of one session over both nodes: no
-    update lost, none repeated, while MSM holds the lock. On an overloaded machine (this one with
-    other labs running) MSM gives up waiting for a lock after its operationTimeout and serves
-    the request without it, logging so; that run is reported with the count of such lines, and
-    any loss without them fails."""
+    """The defaults (lockingMode=all, backup sync, PersistentValve's per-session semaphore in each
+    Tomcat): 10 clients at once on one session, 200 requests over both nodes: every answer a
+    distinct count, none lost, none failed (5 rounds, and 4 Tomcats, behind -m measure)."""
+    inv = inventory(real, "nonsticky")
+    wait_for_both_nodes(inv)
     since = time.time()
-    counts, nodes, errors, lost = non_sticky_run(real, "nonsticky")
-    clean = not errors and sorted(counts) == list(range(2, 102)) and lost == 0
-    log = "" if clean else journal_since(real, since)
-    timeouts = log.count(MSM_LOCK_TIMEOUT)
-    record(real, "non-sticky lockingMode=auto, 100 concurrent", len(counts) + len(errors), len(errors), lost,
-           f" (nodes {sorted(nodes)}, MSM lock timeouts {timeouts})")
-    assert nodes == {"tomcat1", "tomcat2"}, nodes
-    if not clean:
-        repeated = sorted({c for c in counts if counts.count(c) > 1})
-        assert timeouts > 0, ("updates lost or another session served while MSM held its locks",
-                              errors[:3], f"{len(counts)} counts, {len(set(counts))} distinct, repeated {repeated}, "
-                              f"range {min(counts, default=0)}..{max(counts, default=0)}", lost, log)
+    r = concurrent_round(inv)
+    assert r["nodes"] == ["tomcat1", "tomcat2"], r
+    assert_round_clean(real, "non-sticky defaults, 10 clients x 20 on one session", r, since)
 
 
-def test_non_sticky_without_locking_races(real):
-    """lockingMode=none: the same load really races (reported, not asserted equal: how much it
-    loses depends on timing). Every request is still answered by the test page; what racing costs
-    is lost updates and, now and then, a node that did not find the session in memcached in time
-    and answered with a new one (seen once in a CI run: 3 of 100)."""
-    counts, nodes, errors, lost = non_sticky_run(real, "nonsticky-none")
-    failed = [e for e in errors if not e.startswith("another session: ")]
-    renewed = len(errors) - len(failed)
-    record(real, "non-sticky lockingMode=none, 100 concurrent", len(counts) + len(failed), len(failed), lost,
-           f" (repeated counts {len(counts) - len(set(counts))}, new sessions {renewed}, nodes {sorted(nodes)})")
-    assert not failed, failed[:3]
-    assert len(counts) == 100 and nodes == {"tomcat1", "tomcat2"} and lost >= 0
+@pytest.mark.measure
+def test_measure_non_sticky_five_rounds(real):
+    inv = inventory(real, "nonsticky")
+    wait_for_both_nodes(inv)
+    for i in range(5):
+        since = time.time()
+        r = concurrent_round(inv)
+        assert_round_clean(real, f"MEASURE non-sticky defaults, round {i + 1} of 5, 10 clients x 20", r, since)
+
+
+@pytest.mark.measure
+def test_measure_non_sticky_without_locking_races(real):
+    """lockingMode=none (and the valve, sync backup): the same load, reported (how much it loses
+    depends on timing): the MSM lock is what serialises the nodes."""
+    inv = inventory(real, "nonsticky-none")
+    wait_for_both_nodes(inv)
+    r = concurrent_round(inv)
+    record(real, "MEASURE non-sticky lockingMode=none, 10 clients x 20", r["answers"] + r["failed"], r["failed"],
+           r["lost"], f" (repeated {r['repeated']}, nodes {r['nodes']})")
+
+
+def sequential_latency(inv, n: int = 200) -> dict:
+    """One client, one session, `n` requests one after the other through nginx (a new connection
+    each, as SessionClient does): milliseconds per request."""
+    client = SessionClient(inv.nginx.address, inv.nginx.http_port, mode="msm")
+    client.request()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        client.request()
+        times.append((time.perf_counter() - t0) * 1000)
+    assert client.run.ok and client.run.last_count == n + 1, client.run.to_dict()
+    times.sort()
+    return {"mean": sum(times) / n, "p50": times[n // 2], "p90": times[int(n * 0.9)]}
+
+
+@pytest.mark.measure
+def test_measure_latency_per_locking_mode_and_backup(real):
+    """In one run, per variant: sequential requests (ms per request: mean, p50, p90) and, for
+    non-sticky, one concurrent round (10 x 20: wall time, repeated, lost)."""
+    rows = []
+    for variant in ("nonsticky", "nonsticky-auto", "nonsticky-none", "nonsticky-async", "sticky", "sticky-async"):
+        inv = inventory(real, variant)
+        if not inv.msm.sticky:
+            wait_for_both_nodes(inv)
+        seq = sequential_latency(inv)
+        extra = ""
+        if not inv.msm.sticky:
+            r = concurrent_round(inv)
+            extra = (f"; 10x20 at once: {r['wall']:.2f} s, {r['wall'] / 200 * 1000:.1f} ms/request, "
+                     f"repeated {r['repeated']}, lost {r['lost']}, failed {r['failed']}")
+        rows.append(f"{variant:16} locking={inv.msm.locking_mode if not inv.msm.sticky else '-':5} "
+                    f"backup={inv.msm.backup:5} sequential mean {seq['mean']:.1f} ms, p50 {seq['p50']:.1f}, "
+                    f"p90 {seq['p90']:.1f}{extra}")
+    print(f"\n[{real.release}] MEASURE latency per request\n  " + "\n  ".join(rows))
 
 
 def test_rolling_deploy_and_rollback_under_load_lose_nothing(real):
@@ -412,3 +514,41 @@ def test_a_rotated_session_id_still_fails_over(real):
         assert parse_session_id(run.session_ids[-1], "msm").base == new.base
     finally:
         start_again(real, serving)
+
+
+# Four Tomcats (measure only): its own lab, so that it can run beside the module's two-Tomcat one.
+FOUR = {"bullseye": ("tomcat9", "h18m4l", "10.153.52.0/24"), "bookworm": ("tomcat10", "h18m4k", "10.153.53.0/24")}
+
+
+@pytest.fixture(scope="module", params=list(FOUR))
+def four(request, tmp_path_factory):
+    repo = real_msm_repo()
+    release = request.param
+    unit, name, subnet = FOUR[release]
+    tmp = tmp_path_factory.mktemp(f"four-{release}")
+    base = write_lab_inventory(tmp, tomcats=4, release=release, name=name, subnet=subnet)
+    base.write_text(base.read_text() + f'\n[msm]\nmaven_repo = "{repo}"\nsticky = false\n')
+    handle = LabHandle(base).up()
+    handle.unit, handle.tmp, handle.release = unit, tmp, release
+    try:
+        assert deploy(handle.inv, "msm", quiet=True).changed
+        yield handle
+    finally:
+        handle.down()
+
+
+@pytest.mark.measure
+def test_measure_non_sticky_four_tomcats(four):
+    inv = four.inv
+    seen, deadline = set(), time.monotonic() + 30
+    while len(seen) < 4 and time.monotonic() < deadline:
+        c = SessionClient(inv.nginx.address, inv.nginx.http_port, mode="msm")
+        c.request()
+        seen.add(c.run.last_node)
+    assert len(seen) == 4, seen
+    for i in range(5):
+        r = concurrent_round(inv)
+        record(four, f"MEASURE non-sticky defaults, 4 Tomcats, round {i + 1} of 5, 10 clients x 20",
+               r["answers"] + r["failed"], r["failed"], r["lost"],
+               f" (repeated {r['repeated']}, nodes {r['nodes']}, {r['wall']:.2f} s)")
+        assert (r["failed"], r["repeated"], r["lost"]) == (0, 0, 0) and len(r["nodes"]) == 4, r

@@ -170,6 +170,7 @@ def jars_on(facts, lib="/var/lib/tomcat10/lib"):
 
 
 def test_an_msm_cluster_plans_nothing(inv, msm_deployed):
+    inv = with_settings(inv, '[msm]\nbackup = "async"\n')  # the captured cluster predates backup = "sync"
     jars = {t: jars_on(msm_deployed[t]) for t in ("tomcat1", "tomcat2")}
     assert [j.name for j in jars["tomcat1"]] == ["memcached-session-manager-2.3.2-jakarta.jar",
                                                  "memcached-session-manager-tc9-2.3.2-jakarta.jar", "spymemcached-2.12.3.jar"]
@@ -230,7 +231,7 @@ def test_non_sticky_msm_drops_jvmroute_and_routes_round_robin(inv, msm_deployed)
     server = changes["/etc/tomcat10/server.xml"]
     assert b'jvmRoute' not in server.after.split(b"<Engine")[-1].split(b">")[0]
     ctx = changes["/var/lib/tomcat10/webapps/ROOT/META-INF/context.xml"].after
-    assert b'sticky="false"' in ctx and b'lockingMode="auto"' in ctx and b"failoverNodes" not in ctx
+    assert b'sticky="false"' in ctx and b'lockingMode="all"' in ctx and b"failoverNodes" not in ctx
     site = host(p, "nginx").files[0].after.decode()
     assert "map $cookie_jsessionid" not in site and host(p, "nginx").restart
 
@@ -266,7 +267,7 @@ def test_msm_global_scope_moves_the_manager_to_conf_context_xml(inv, msm_deploye
 
 
 def test_msm_memcached_on_localhost_too_when_asked(inv, msm_deployed):
-    local = with_settings(inv, "[msm]\nmemcached_localhost = true\n")
+    local = with_settings(inv, '[msm]\nmemcached_localhost = true\nbackup = "async"\n')  # as captured
     jars = {t: jars_on(msm_deployed[t]) for t in ("tomcat1", "tomcat2")}
     hp = host(planning.plan(local, msm_deployed, "msm", jars), "tomcat2")
     (conf,) = [c for c in hp.files if c.path == "/etc/memcached.conf"]
