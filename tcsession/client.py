@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import re
+import ssl
 import time
 from collections import Counter
 
@@ -22,6 +23,7 @@ class SessionRun:
     last_count: int = 0
     errors: list = dataclasses.field(default_factory=list)
     cookie: str | None = None
+    cookie_attributes: tuple[str, ...] = ()  # of the last Set-Cookie: JSESSIONID (lowercase: "secure", "httponly", ...)
     last_node: str | None = None
     path: str = "/test.jsp"  # another path: only its HTTP status is judged (see check_path)
 
@@ -100,30 +102,60 @@ def judge_step(previous_id: str | None, previous_count: int, session_id: str, co
     return Step(same, lost, error)
 
 
+class VerifiedTls(http.client.HTTPSConnection):
+    """HTTPS to an address, verifying the certificate for `server_name` (sent as SNI and Host):
+    the way a browser reaches the site by its name, without a resolver."""
+
+    def __init__(self, address: str, port: int, server_name: str, context: ssl.SSLContext, timeout: float):
+        super().__init__(address, port, timeout=timeout, context=context)
+        self.server_name, self.tls_context = server_name, context
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self.tls_context.wrap_socket(self.sock, server_hostname=self.server_name)
+
+
+def tls_context(ca: str | None = None) -> ssl.SSLContext:
+    """Verification with the system's trust store, or with `ca` (a PEM file) alone."""
+    return ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+
+
+def connection(host: str, port: int, timeout: float, server_name: str | None = None,
+               context: ssl.SSLContext | None = None) -> http.client.HTTPConnection:
+    if server_name is None:
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+    return VerifiedTls(host, port, server_name, context or tls_context(), timeout)
+
+
 class SessionClient:
     """A cookie-keeping client for one session; `request()` does one step and checks it.
 
-    `mode` ("delta", "msm"; None: delta's format) says how session ids look (see `judge_step`)."""
+    `mode` ("delta", "msm"; None: delta's format) says how session ids look (see `judge_step`).
+    With `server_name`: over HTTPS, the certificate verified for that name (`context`: whose trust)."""
 
     def __init__(self, host: str, port: int = 80, path: str = "/test.jsp", timeout: float = 10.0,
-                 mode: str | None = "delta"):
+                 mode: str | None = "delta", server_name: str | None = None, context: ssl.SSLContext | None = None):
         self.host, self.port, self.path, self.timeout, self.mode = host, port, path, timeout, mode
+        self.server_name, self.context = server_name, context
         self.run = SessionRun()
 
     def request(self, rotate: bool = False) -> None:
         """One request; `rotate`: ask the test page for a new session id (`?rotate=1`)."""
         run = self.run
         run.requests += 1
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = connection(self.host, self.port, self.timeout, self.server_name, self.context)
         try:
             headers = {"Cookie": f"JSESSIONID={run.cookie}"} if run.cookie else {}
+            if self.server_name:
+                headers["Host"] = self.server_name if self.port == 443 else f"{self.server_name}:{self.port}"
             conn.request("GET", self.path + ("?rotate=1" if rotate else ""), headers=headers)
             resp = conn.getresponse()
             body = resp.read().decode("utf-8", "replace")
             for name, value in resp.getheaders():
                 if name.lower() == "set-cookie" and value.startswith("JSESSIONID="):
                     run.cookie = value.split(";", 1)[0].split("=", 1)[1]
-        except (OSError, http.client.HTTPException) as e:  # refused, reset, or not HTTP at all
+                    run.cookie_attributes = tuple(a.strip().split("=", 1)[0].lower() for a in value.split(";")[1:])
+        except (OSError, http.client.HTTPException) as e:  # refused, reset, not HTTP, or a certificate refused
             run.failed += 1
             run.errors.append(f"request {run.requests}: {e}")
             return
@@ -150,9 +182,11 @@ class SessionClient:
 
 
 def check_session(host: str, port: int = 80, requests: int = 10, interval: float = 0.0,
-                  mode: str | None = "delta") -> SessionRun:
-    """One session, `requests` requests in a row (bounded), each checked."""
-    client = SessionClient(host, port, mode=mode)
+                  mode: str | None = "delta", server_name: str | None = None,
+                  context: ssl.SSLContext | None = None) -> SessionRun:
+    """One session, `requests` requests in a row (bounded), each checked (over verified HTTPS
+    with `server_name`)."""
+    client = SessionClient(host, port, mode=mode, server_name=server_name, context=context)
     for _ in range(requests):
         client.request()
         if interval:
@@ -160,15 +194,16 @@ def check_session(host: str, port: int = 80, requests: int = 10, interval: float
     return client.run
 
 
-def check_path(host: str, port: int, path: str, requests: int = 10) -> SessionRun:
+def check_path(host: str, port: int, path: str, requests: int = 10, server_name: str | None = None,
+               context: ssl.SSLContext | None = None) -> SessionRun:
     """Without the test page: `path` through nginx, `requests` times (bounded); an answer below
     400 passes. Nothing about sessions can be judged from an operator's page."""
     run = SessionRun(path=path)
     for _ in range(requests):
         run.requests += 1
-        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn = connection(host, port, 10, server_name, context)
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers={"Host": server_name} if server_name else {})
             resp = conn.getresponse()
             resp.read()
         except (OSError, http.client.HTTPException) as e:

@@ -12,7 +12,7 @@ import dataclasses
 import time
 
 from tcsession import apps as applications
-from tcsession import clusterkey, maven, msmjars, preflight
+from tcsession import clusterkey, maven, msmjars, preflight, tls
 from tcsession import plan as planning
 from tcsession.apply import Interpreter, Outcome
 from tcsession.errors import TcsessionError
@@ -124,7 +124,8 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
         progress.say(f"  note: {inv.path}: [delta] encrypt = true applies to delta mode only; msm mode sends "
                      "sessions to memcached unencrypted (keep memcached on a private network)", "yellow")
     wars = prepare_wars(inv, facts, installs, mode, progress)  # the applications, likewise
-    the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, wars=wars, key=key)
+    tls_files = tls.read_pair(inv) if inv.tls else None  # [tls]: read and checked here, before any change
+    the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, wars=wars, key=key, tls_files=tls_files)
     # preflight: what breaks clusters most, before any change (a failure changes nothing);
     # a deploy with nothing to change changes nothing, and skips its network probes
     if dry_run or not the_plan.empty:
@@ -166,7 +167,8 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
             jars = prepare_msm_jars(inv, facts, {}, progress, have=jars)
         wars = prepare_wars(inv, facts, {}, mode, progress, have=wars)
         try:
-            the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, installed, wars, key=key)
+            the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, installed, wars, key=key,
+                                     tls_files=tls_files)
         except TcsessionError as e:
             raise TcsessionError(f"{e} -- deploy {deploy_id} stopped after installing packages "
                                  f"({', '.join(sorted(installed))}), before writing any file; fix it and "

@@ -71,6 +71,20 @@ class Lab:
 
 
 @dataclass(frozen=True)
+class Tls:
+    """[tls]: HTTPS at nginx. The certificate (full chain) and key are files on this machine; they
+    go to the nginx host root-only (tcsession.nginx.TLS_CERT, TLS_KEY)."""
+
+    certificate: Path
+    key: Path
+    server_name: str
+    https_port: int = 443
+    redirect_http: bool = True  # port 80 answers a redirect to https (false: it also serves, for a migration)
+    hsts: int = 0  # Strict-Transport-Security max-age in seconds (0: not sent)
+    ca: Path | None = None  # what status trusts for the certificate (None: the system's trust store)
+
+
+@dataclass(frozen=True)
 class Delta:
     manager: str  # "delta" | "backup"
     membership: str  # "multicast" | "static"
@@ -152,6 +166,7 @@ class Inventory:
     # Tomcats with remove = true: not in the cluster (nginx, peers, memcached nodes); deploy
     # stops their services once nginx no longer sends to them. Not in `hosts`.
     removed: tuple[Host, ...] = ()
+    tls: Tls | None = None  # [tls]: HTTPS at nginx (None: plain HTTP)
 
     @property
     def nginx(self) -> Host:
@@ -450,6 +465,22 @@ def _max_unavailable(v: int | str) -> str | None:
     return None
 
 
+def _server_name(v: str) -> str | None:
+    if len(v) <= 253 and _HOSTNAME.fullmatch(v) and not v.split(".")[-1].isdigit():
+        return None
+    return 'is not a DNS name; write the name clients use, such as "shop.example.com"'
+
+
+TLS_KEYS: dict[str, _Key] = {
+    "certificate": _Key("str", REQUIRED, _non_empty, '"tls/fullchain.pem"', max_len=_PATH_LEN),
+    "key": _Key("str", REQUIRED, _non_empty, '"tls/privkey.pem"', max_len=_PATH_LEN),
+    "server_name": _Key("str", REQUIRED, _server_name, '"shop.example.com"'),
+    "https_port": _Key("int", 443, _port),
+    "redirect_http": _Key("bool", True),
+    "hsts": _Key("int", 0, lambda v: None if 0 <= v <= 63072000 else
+                 "must be a max-age in seconds from 0 (off) to 63072000 (two years); e.g. 31536000"),
+    "ca": _Key("str", "", example='"tls/ca.pem"', max_len=_PATH_LEN),
+}
 FIREWALL_KEYS: dict[str, _Key] = {
     "backend": _Key("str", "none", _one_of("nftables", "none")),
 }
@@ -501,7 +532,7 @@ APP_SETTINGS: dict[str, _Key] = {
     "check_path": _Key("str", "", lambda v: None if v == "" or re.fullmatch(r"/[^\s?#]*(\?[^\s#]*)?", v) else
                        'must be a path on the Tomcats starting with "/", without spaces, e.g. "/health"'),
 }
-TOP_TABLES = ("lab", "ssh", "nginx", "tomcat", "delta", "msm", "rolling", "app", "firewall")
+TOP_TABLES = ("lab", "ssh", "nginx", "tomcat", "delta", "msm", "rolling", "app", "firewall", "tls")
 ROLE_KEYS = {"nginx": NGINX_KEYS, "tomcat": TOMCAT_KEYS}
 SECRET_KEYS = ("password", "sudo_password", "passphrase")
 LAB_PROVIDED = ("key", "agent", "known_hosts")
@@ -655,8 +686,27 @@ class _Parser:
         rolling = Rolling(mu if isinstance(mu, int) else mu.strip())
         apps, settings = self.apps(doc)
         firewall = self.with_defaults("[firewall]", doc.get("firewall", {}), FIREWALL_KEYS)["backend"]
+        tls = self.tls(doc["tls"], hosts) if "tls" in doc else None
         return Inventory(self.path, tuple(h for h in hosts if not h.remove), self.lab, delta, msm, rolling,
-                         max_parallel, apps, settings, firewall, tuple(h for h in hosts if h.remove))
+                         max_parallel, apps, settings, firewall, tuple(h for h in hosts if h.remove), tls)
+
+    def tls(self, raw: Any, hosts: list[Host]) -> Tls:
+        values = self.with_defaults("[tls]", raw, TLS_KEYS)
+        for key in ("certificate", "key", "ca"):
+            if key == "ca" and not values[key]:
+                values[key] = None
+                continue
+            path = self.resolve("[tls]", key, values[key])
+            if not path.is_file():
+                what = "is a directory, not a file" if path.is_dir() else "no such file"
+                self.fail("[tls]", f"{key} = {_show(values[key])}: {what} {path}; give the PEM file "
+                                   "(relative to the inventory file)")
+            values[key] = path
+        nginx = next((h for h in hosts if h.role == "nginx"), None)
+        if nginx is not None and values["https_port"] == nginx.http_port:
+            self.fail("[tls]", f"https_port = {values['https_port']} is the same as [nginx.{nginx.name}] http_port; "
+                               "give them different ports (443 and 80)")
+        return Tls(**values)
 
     def apps(self, doc: dict) -> tuple[tuple[App, ...], AppSettings]:
         section = doc.get("app", {})

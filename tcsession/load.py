@@ -31,11 +31,14 @@ class Load:
     """Start, do something, stop: `with Load(host) as load: ...; load.result`."""
 
     def __init__(self, host: str, port: int = 80, sessions: int = 5, rate: float = 20.0,
-                 max_seconds: float = 300.0, mode: str | None = "delta", path: str = "/test.jsp"):
+                 max_seconds: float = 300.0, mode: str | None = "delta", path: str = "/test.jsp",
+                 server_name: str | None = None, context=None):
         # mode: the session id format ("delta", "msm"), so that a failed-over msm session
         # (renamed by MSM) counts as the same session (tcsession.client.judge_step). path: any page
         # that answers the test page's `node=... session=... count=...` line (an application's too)
-        self.clients = [SessionClient(host, port, path=path, timeout=10, mode=mode) for _ in range(sessions)]
+        # server_name: over HTTPS, verified for that name (tcsession.client.SessionClient)
+        self.clients = [SessionClient(host, port, path=path, timeout=10, mode=mode, server_name=server_name,
+                                      context=context) for _ in range(sessions)]
         self.interval = sessions / rate  # each session's pause between its requests
         self.max_seconds = max_seconds  # bounded even if nobody stops it
         self._stop = threading.Event()

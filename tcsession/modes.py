@@ -69,6 +69,8 @@ class Mode:
 
     def expected_ports(self, inv: Inventory) -> list[ExpectedPort]:
         out = [ExpectedPort(inv.nginx.name, "tcp", inv.nginx.address, inv.nginx.http_port, "nginx")]
+        if inv.tls:
+            out.append(ExpectedPort(inv.nginx.name, "tcp", inv.nginx.address, inv.tls.https_port, "nginx"))
         for t in inv.tomcats:
             out.append(ExpectedPort(t.name, "tcp", t.address, t.http_port, "tomcat"))
             if self.memcached and t.memcached:

@@ -52,6 +52,15 @@ ALL_UPSTREAM = "tcs_all"
 #: Per-node upstreams are named UPSTREAM_PREFIX + jvm_route: can never equal ALL_UPSTREAM.
 UPSTREAM_PREFIX = "tcs_route_"
 
+#: [tls]: the certificate (full chain) and its key on the nginx host (the key root-only, 0600).
+TLS_DIR = "/etc/nginx/tcsession"
+TLS_CERT = f"{TLS_DIR}/tls.crt"
+TLS_KEY = f"{TLS_DIR}/tls.key"
+#: Mozilla's "intermediate" TLS 1.2 ciphers (TLS 1.3's suites need no list).
+TLS_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+               "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+               "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384")
+
 MAX_FAILS = 1
 FAIL_TIMEOUT = "5s"
 CONNECT_TIMEOUT = "2s"
@@ -74,13 +83,24 @@ class Backend:
     jvm_route: str | None = None
 
 
+@dataclass(frozen=True)
+class TlsSite:
+    """HTTPS at nginx ([tls]): the name served, its port, whether plain HTTP redirects to it, and
+    the Strict-Transport-Security max-age (0: not sent)."""
+
+    server_name: str
+    https_port: int = 443
+    redirect_http: bool = True
+    hsts: int = 0
+
+
 def upstream_name(jvm_route: str) -> str:
     """The upstream that prefers the node with this jvmRoute."""
     return UPSTREAM_PREFIX + jvm_route
 
 
 def render_site(backends: Sequence[Backend], *, listen_port: int = 80,
-                routing: str = "jvmroute", listen_ipv6: bool = False) -> str:
+                routing: str = "jvmroute", listen_ipv6: bool = False, tls: TlsSite | None = None) -> str:
     """The whole nginx site file (an `http`-level include: conf.d/*.conf or sites-enabled/).
 
     Deterministic: the same arguments give the same text; backends keep the order given.
@@ -98,7 +118,10 @@ def render_site(backends: Sequence[Backend], *, listen_port: int = 80,
             *_upstream(ALL_UPSTREAM, [(b, False) for b in backends]),
         ]
         target = ALL_UPSTREAM
-    out += _server(listen_port, listen_ipv6, target)
+    if tls is None:
+        out += _server(listen_port, listen_ipv6, target)
+    else:
+        out += _tls_servers(listen_port, listen_ipv6, target, tls)
     return "\n".join(out) + "\n"
 
 
@@ -138,7 +161,6 @@ def _upstream(name: str, members: list[tuple[Backend, bool]]) -> list[str]:
 
 
 def _server(listen_port: int, listen_ipv6: bool, target: str) -> list[str]:
-    host = "$host" if listen_port == 80 else "$host:$server_port"
     lines = [
         "server {",
         f"    listen {listen_port} default_server;",
@@ -149,6 +171,14 @@ def _server(listen_port: int, listen_ipv6: bool, target: str) -> list[str]:
         "    server_name _;",
         "    server_tokens off;",
         "",
+        *_location(target, "$host" if listen_port == 80 else "$host:$server_port"),
+        "}",
+    ]
+    return lines
+
+
+def _location(target: str, host: str) -> list[str]:
+    return [
         "    location / {",
         f"        proxy_pass http://{target};",
         "        proxy_http_version 1.1;",
@@ -159,8 +189,41 @@ def _server(listen_port: int, listen_ipv6: bool, target: str) -> list[str]:
         f"        proxy_connect_timeout {CONNECT_TIMEOUT};",
         "        proxy_next_upstream error timeout http_502 http_503;",
         "    }",
-        "}",
     ]
+
+
+def _tls_servers(listen_port: int, listen_ipv6: bool, target: str, tls: TlsSite) -> list[str]:
+    """Plain HTTP redirecting to HTTPS (or, for a migration, serving too), then the HTTPS server:
+    TLS 1.2 and 1.3, HTTP/2, Tomcat told the scheme by X-Forwarded-Proto (its RemoteIpValve)."""
+    if tls.redirect_http:
+        port = "" if tls.https_port == 443 else f":{tls.https_port}"
+        lines = ["server {", f"    listen {listen_port} default_server;"]
+        if listen_ipv6:
+            lines.append(f"    listen [::]:{listen_port} default_server;")
+        lines += ["    server_name _;", "    server_tokens off;", f"    return 301 https://$host{port}$request_uri;",
+                  "}", ""]
+    else:
+        lines = ["# [tls] redirect_http = false: plain HTTP still served (a migration)", *_server(
+            listen_port, listen_ipv6, target), ""]
+    lines += ["server {", f"    listen {tls.https_port} ssl http2 default_server;"]
+    if listen_ipv6:
+        lines.append(f"    listen [::]:{tls.https_port} ssl http2 default_server;")
+    lines += [
+        f"    server_name {tls.server_name};",
+        "    server_tokens off;",
+        "",
+        f"    ssl_certificate {TLS_CERT};",
+        f"    ssl_certificate_key {TLS_KEY};",
+        "    ssl_protocols TLSv1.2 TLSv1.3;",
+        f"    ssl_ciphers {TLS_CIPHERS};",
+        "    ssl_prefer_server_ciphers off;",
+        "    ssl_session_cache shared:tcsession_tls:10m;",
+        "    ssl_session_timeout 1d;",
+        "    ssl_session_tickets off;",
+    ]
+    if tls.hsts:
+        lines.append(f'    add_header Strict-Transport-Security "max-age={tls.hsts}" always;')
+    lines += ["", *_location(target, "$host" if tls.https_port == 443 else "$host:$server_port"), "}"]
     return lines
 
 

@@ -91,10 +91,13 @@ def cluster_spec(inv: Inventory, host: Host, layout: Layout, key: str = "") -> s
 def plan_server_xml(inv: Inventory, host: Host, layout: Layout, data: bytes, mode: Mode, source: str,
                     key: str = "") -> bytes:
     """The mode's server.xml; the other mode's managed parts taken out first. In both modes the
-    HTTP Connector listens on the node's own address and the shutdown port is off or on loopback."""
+    HTTP Connector listens on the node's own address and the shutdown port is off or on loopback,
+    and with [tls] a RemoteIpValve trusts nginx's X-Forwarded-Proto and -For."""
     data = serverxml.patch_listeners(data, host.address, host.http_port, source)
     # msm non-sticky: one request per session at a time in each Tomcat (serverxml.patch_session_valve)
     data = serverxml.patch_session_valve(data, bool(mode.memcached and not inv.msm.sticky), source)
+    # behind nginx's HTTPS ([tls]): the scheme and the client's address from nginx, and from no one else
+    data = serverxml.patch_remote_ip(data, inv.nginx.address if inv.tls else None, source)
     if mode.cluster:
         return serverxml.patch_server_xml(serverxml.patch_engine_route(data, None, source),
                                           cluster_spec(inv, host, layout, key), source)
@@ -275,14 +278,29 @@ def plan_firewall(inv: Inventory, host: Host, facts: HostFacts, mode: Mode) -> t
     return changes, ("[firewall] backend is none: tcsession's rules removed" if changed or active else ""), True
 
 
-def nginx_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode) -> HostChanges:
+NGINX_CONFIG = (nginx.SITE, nginx.TLS_CERT, nginx.TLS_KEY)  # what nginx reads: a change reloads it
+
+
+def nginx_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode,
+                  tls_files: tuple[bytes, bytes] | None = None) -> HostChanges:
+    """nginx's site and, with [tls], its certificate (full chain) and key (root-only): `tls_files`,
+    read on this machine; without [tls], tcsession's certificate and key are removed (their bytes
+    saved: rollback puts them back)."""
     backends = [nginx.Backend(t.name, t.address, t.http_port, t.jvm_route) for t in inv.tomcats]
-    site = nginx.render_site(backends, listen_port=host.http_port, routing=mode.routing(inv)).encode()
+    tls = (nginx.TlsSite(inv.tls.server_name, inv.tls.https_port, inv.tls.redirect_http, inv.tls.hsts)
+           if inv.tls else None)
+    if tls is not None and tls_files is None:
+        raise TcsessionError(f"{inv.path}: [tls]: the certificate and key were not read (a bug: read them before "
+                             "planning); tcsession changed nothing")
+    site = nginx.render_site(backends, listen_port=host.http_port, routing=mode.routing(inv), tls=tls).encode()
+    cert, key = tls_files if tls is not None else (None, None)
     files = facts.files
     changes = (_change(_file(files, nginx.SITE), site, "644", "root:root"),
-               _change(_file(files, nginx.DEFAULT_SITE), None, "", ""))
+               _change(_file(files, nginx.DEFAULT_SITE), None, "", ""),
+               _change(_file(files, nginx.TLS_CERT), cert, "644", "root:root"),
+               _change(_file(files, nginx.TLS_KEY), key, "600", "root:root"))
     changes = tuple(c for c in changes if c is not None)
-    digest = config_digest({nginx.SITE: site})
+    digest = config_digest({nginx.SITE: site, nginx.TLS_CERT: cert, nginx.TLS_KEY: key})
     return HostChanges(host, changes, "nginx", digest, _restart_reason(bool(changes), facts, "nginx", digest))
 
 
@@ -319,7 +337,7 @@ def predicted_major(host: Host, facts: HostFacts, install: tuple[str, ...]) -> i
 def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: dict[str, tuple] | None = None,
          deploy_id: str = "dry-run", time: str = "", before: dict[str, dict] | None = None,
          installed: dict[str, tuple[str, ...]] | None = None, wars: dict[str, tuple] | None = None,
-         key: str = "") -> Plan:
+         key: str = "", tls_files: tuple[bytes, bytes] | None = None) -> Plan:
     """The whole deploy as data.
 
     jars: host name -> the msm jars for its Tomcat (msm mode); wars: host name -> its applications'
@@ -346,7 +364,7 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     if mode.cluster:
         check_encryption_switch(inv, facts, key if inv.delta.encrypt else None)
     retiring = retire(inv, facts, mode)
-    hosts = {inv.nginx.name: nginx_changes(inv, inv.nginx, facts[inv.nginx.name], mode)}
+    hosts = {inv.nginx.name: nginx_changes(inv, inv.nginx, facts[inv.nginx.name], mode, tls_files)}
     for t in inv.tomcats:
         if inv.apps and t.name not in (wars or {}):
             raise TcsessionError(f"{t.name}: its applications were not checked for its Tomcat (a bug: "

@@ -159,7 +159,8 @@ def judge_multicast(outputs: dict[str, str | None], tomcats: list[str], group: s
 def needed_ports(inv: Inventory, host: Host, mode: Mode) -> list[tuple[str, int, tuple[str, ...], str]]:
     """(proto, port, process names allowed to hold it, what for)."""
     if host.role == "nginx":
-        return [("tcp", host.http_port, ("nginx",), "nginx")]
+        return [("tcp", host.http_port, ("nginx",), "nginx")] + (
+            [("tcp", inv.tls.https_port, ("nginx",), "nginx HTTPS")] if inv.tls else [])
     out = [("tcp", host.http_port, ("java",), "Tomcat HTTP")]
     if mode.cluster:
         out.append(("tcp", inv.delta.receiver_port, ("java",), "cluster receiver"))

@@ -83,7 +83,8 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
     nginx_steps: list = []
     if n in records:
         if records[n].manifest.was_active("nginx"):
-            nginx_steps.append(ApplyNginx(n, "reload with the restored site", planning.config_digest({nginx.SITE: site}),
+            nginx_steps.append(ApplyNginx(n, "reload with the restored site", planning.config_digest(
+                {p: content(n, p) for p in planning.NGINX_CONFIG}),
                                           start=facts[n].active.get("nginx") != "active"))
         else:
             nginx_steps.append(StopService(n, f"it was {records[n].manifest.service_before('nginx') or 'absent'} "

@@ -84,6 +84,7 @@ __all__ = [
     "SUPPORTED_MAJORS",
     "patch_engine_route",
     "patch_listeners",
+    "patch_remote_ip",
     "patch_server_xml",
     "read_cluster",
     "render_cluster",
@@ -95,6 +96,9 @@ MARKER = "tcsession: managed cluster (tcsession deploy, mode delta); edits here 
 _MARKER_HEAD = MARKER.split(" (")[0]
 ROUTE_MARKER = "tcsession: managed jvmRoute (tcsession deploy, mode msm); edits here are replaced"
 _ROUTE_MARKER_HEAD = ROUTE_MARKER.split(" (")[0]
+REMOTE_IP_MARKER = "tcsession: managed RemoteIpValve ([tls]: nginx terminates HTTPS); edits here are replaced"
+_REMOTE_IP_MARKER_HEAD = REMOTE_IP_MARKER.split(" (")[0]
+REMOTE_IP_VALVE = "org.apache.catalina.valves.RemoteIpValve"
 _PRIOR_ROUTE = re.compile(r'; Engine jvmRoute before tcsession: "([^"]*)"')
 _ROUTE_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 VALVE_MARKER = ("tcsession: one request per session at a time in this Tomcat (tcsession deploy, mode msm "
@@ -433,9 +437,11 @@ def _restore_route(engine, prior: str | None) -> None:
         engine.set("jvmRoute", prior)
 
 
-def _canonical_place(engine):
-    """Where a new Cluster goes: ("after", node), ("before", node) or ("append", engine)."""
-    for node in engine:
+def _canonical_place(engine, cluster_comment: bool = True):
+    """Where a new Cluster goes: ("after", node), ("before", node) or ("append", engine); without
+    `cluster_comment`, where a new first element goes (before the comments that introduce the
+    Engine's first element)."""
+    for node in engine if cluster_comment else ():
         if node.tag is etree.Comment and "<Cluster" in (node.text or ""):
             return "after", node
     elements = element_children(engine)
@@ -733,3 +739,40 @@ def patch_session_valve(data: bytes, on: bool, source: str) -> bytes:
     insert_before(valve, marker)
     return doc.to_bytes()
 
+
+def patch_remote_ip(data: bytes, proxy_address: str | None, source: str) -> bytes:
+    """server.xml with a managed RemoteIpValve first in the Engine, trusting only nginx at
+    ``proxy_address`` (or removed, for None): Tomcat then takes the scheme from nginx's
+    X-Forwarded-Proto (so `request.isSecure()` is true behind HTTPS and the session cookie gets its
+    Secure flag) and the client's address from X-Forwarded-For, and from no other sender (the
+    application sees them; Tomcat's own access log shows the client only with its AccessLogValve's
+    requestAttributesEnabled="true", the operator's to set). Tomcat 7 to 11 have the valve. Idempotent; stock -> valve -> None gives the stock file back byte for byte."""
+    if proxy_address is not None:
+        _check_address(proxy_address, "the nginx address", source)
+    doc = XmlDocument(data, source)
+    engine = _find_engine(doc.root, source)
+    markers = [n for n in engine if is_marker(n, _REMOTE_IP_MARKER_HEAD)]
+    valves = [marker.getnext() for marker in markers
+              if marker.getnext() is not None and marker.getnext().get("className") == REMOTE_IP_VALVE]
+    if proxy_address is None:
+        if not markers:
+            return data
+        for node in valves + markers:
+            remove_node(node)
+        return doc.to_bytes()
+    attrs = {"className": REMOTE_IP_VALVE, "internalProxies": proxy_address.replace(".", "\\."),
+             "remoteIpHeader": "X-Forwarded-For", "protocolHeader": "X-Forwarded-Proto",
+             "protocolHeaderHttpsValue": "https"}
+    if valves and len(markers) == 1 and all(valves[0].get(k) == v for k, v in attrs.items()):
+        return data  # already so
+    for node in valves + markers:
+        remove_node(node)
+    text = "<Valve " + " ".join(f'{k}="{_attr_text(v)}"' for k, v in attrs.items()) + " />"
+    valve = doc.fragment(text)
+    how, where = _canonical_place(engine, cluster_comment=False)
+    if how == "before":
+        insert_before(where, valve)
+    else:
+        append_child(engine, valve)
+    insert_before(valve, etree.Comment(f" {REMOTE_IP_MARKER} "))
+    return doc.to_bytes()

@@ -14,7 +14,7 @@ import re
 
 from tcsession import apps as applications
 from tcsession import msm, msmjars, nginx, serverxml, shell
-from tcsession.client import SessionRun, check_path, check_session, parse_session_id
+from tcsession.client import SessionRun, check_path, check_session, parse_session_id, tls_context
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, complete, end_marked, incomplete, parse_facts, parse_members, status_script
 from tcsession.inventory import Host, Inventory
@@ -409,10 +409,15 @@ def run_status(session: Session, session_requests: int = 10) -> Report:
             hosts.append(judge_tomcat(inv, h, g, mode))
     session, note = None, None
     if session_requests and isinstance(gathered[inv.nginx.name], HostFacts):
+        # with [tls], as a browser would: HTTPS, the certificate verified for server_name
+        port = inv.tls.https_port if inv.tls else inv.nginx.http_port
+        name = inv.tls.server_name if inv.tls else None
+        context = tls_context(str(inv.tls.ca) if inv.tls.ca else None) if inv.tls else None
         if inv.app.test_page:
-            session = check_session(inv.nginx.address, inv.nginx.http_port, session_requests, mode=mode)
+            session = check_session(inv.nginx.address, port, session_requests, mode=mode, server_name=name,
+                                    context=context)
         elif inv.app.check_path:
-            session = check_path(inv.nginx.address, inv.nginx.http_port, inv.app.check_path, session_requests)
+            session = check_path(inv.nginx.address, port, inv.app.check_path, session_requests, name, context)
         else:
             note = SKIPPED
     memcached, session_node = (), None

@@ -50,7 +50,9 @@ class FileChange:
         return "remove" if self.after is None and self.after_link is None else "change"
 
     def diff(self) -> str:
-        if self.path.endswith((".jar", ".war")):
+        if self.path == nginx.TLS_KEY:  # never shown, in no form
+            return f"private key {self.path}: {self.verb} (not shown)\n"
+        if self.path.endswith((".jar", ".war", ".crt")):
             size = lambda b: "" if b is None else f" ({len(b)} bytes)"  # noqa: E731
             return (f"binary {self.path}: sha256 {sha256(self.before) or '(none)'}{size(self.before)} -> "
                     f"{sha256(self.after) or '(removed)'}{size(self.after)}\n")

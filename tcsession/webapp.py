@@ -330,6 +330,8 @@ _TEST_JSP = r"""<%@ page session="true" contentType="text/plain; charset=UTF-8" 
   Answers which node served the request, the session id and a counter kept in the session.
   The counter is set again on every request so that session replication sees the change.
   Machine-readable line: node=<node> session=<id> count=<n>
+  Then what the request looked like to Tomcat: scheme=<http|https> secure=<true|false> client=<address>
+  (behind nginx's HTTPS, Tomcat's RemoteIpValve makes them the browser's).
   With ?rotate=1 the session gets a new id first (changeSessionId); the line shows the new id.
   Tags touch (no line break between them) so that the answer starts with its first line.
 --%><%
@@ -369,6 +371,7 @@ _TEST_JSP = r"""<%@ page session="true" contentType="text/plain; charset=UTF-8" 
     node = node.trim().replaceAll("\\s+", "_");
 %>tcsession test application (reload: the count must keep rising whichever node answers) <%= rotated %>
 node=<%= node %> session=<%= session.getId() %> count=<%= count %>
+scheme=<%= request.getScheme() %> secure=<%= request.isSecure() %> client=<%= request.getRemoteAddr() %>
 """
 
 

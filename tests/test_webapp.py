@@ -235,7 +235,7 @@ def test_jsp_shape():
     assert 'session.setAttribute("count", Integer.valueOf(count))' in text
     assert 'response.setHeader("Cache-Control", "no-store' in text
     assert "node=<%= node %> session=<%= session.getId() %> count=<%= count %>\n" in text
-    assert text.endswith("count=<%= count %>\n")
+    assert text.endswith("client=<%= request.getRemoteAddr() %>\n")  # then what Tomcat saw of the request
     assert text.count("node=<%=") == 1
 
 

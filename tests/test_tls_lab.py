@@ -1,0 +1,173 @@
+"""[tls] on real hosts (delta mode, bookworm): a session over verified HTTPS through nginx (a CA
+and certificates the test makes, tests/tlsca.py) survives the loss of its Tomcat (stop, then
+SIGKILL); its cookie is Secure and HttpOnly; http:// answers a redirect to https://; Tomcat logs
+the client's address (RemoteIpValve); the key is root-only 0600 on the nginx host and in no
+output; a rotation under load reloads nginx, restarts no Tomcat, and loses nothing; a bad pair is
+refused before any change."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, LabHandle, write_lab_inventory
+from tcsession import status
+from tcsession.client import SessionClient, tls_context
+from tcsession.deploy import deploy
+from tcsession.errors import TcsessionError
+from tcsession.inventory import load_inventory
+from tcsession.load import Load
+from tcsession.nginx import TLS_CERT, TLS_KEY
+from tlsca import CA
+
+pytestmark = pytest.mark.lab
+
+NAME = "shop.tcsession.test"
+
+
+@pytest.fixture(scope="module")
+def tls_lab(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tls")
+    ca = CA()
+    cert, key = ca.issue(NAME)
+    (tmp / "tls").mkdir()
+    (tmp / "tls/fullchain.pem").write_bytes(cert)
+    (tmp / "tls/privkey.pem").write_bytes(key)
+    (tmp / "tls/ca.pem").write_bytes(ca.root_pem)
+    extra = (f'\n[tls]\ncertificate = "tls/fullchain.pem"\nkey = "tls/privkey.pem"\nserver_name = "{NAME}"\n'
+             'ca = "tls/ca.pem"\nhsts = 31536000\n')
+    handle = LabHandle(write_lab_inventory(tmp, name="tcstls", subnet="10.153.77.0/24", extra=extra)).up()
+    handle.tmp, handle.ca, handle.key = tmp, ca, key
+    try:
+        yield handle
+    finally:
+        handle.down()
+
+
+def ok(lab, host: str, command: str) -> str:
+    r = lab.run(host, command)
+    assert r.ok, (host, command, r.stdout, r.stderr)
+    return r.stdout
+
+
+def https_client(lab) -> SessionClient:
+    return SessionClient(lab.inv.nginx.address, 443, server_name=NAME, context=tls_context(str(lab.tmp / "tls/ca.pem")))
+
+
+def https_connection(lab):
+    from tcsession.client import VerifiedTls
+
+    return VerifiedTls(lab.inv.nginx.address, 443, NAME, tls_context(str(lab.tmp / "tls/ca.pem")), 10)
+
+
+def test_a_session_over_verified_https_survives_its_tomcat_and_its_cookie_is_secure(tls_lab):
+    lab = tls_lab
+    report = deploy(lab.inv, "delta", quiet=True)
+    assert report.changed
+    client = https_client(lab)
+    for _ in range(5):
+        client.request()
+    run = client.run
+    assert run.ok and run.last_count == 5, run.to_dict()
+    assert {"secure", "httponly"} <= set(run.cookie_attributes), run.cookie_attributes
+    # an untrusted client (the system's store knows not this CA) is refused: the check is real
+    stranger = SessionClient(lab.inv.nginx.address, 443, server_name=NAME)
+    stranger.request()
+    assert stranger.run.failed == 1 and "CERTIFICATE_VERIFY_FAILED" in stranger.run.errors[0]
+    # plain HTTP: a redirect to https, to the same path
+    conn = http.client.HTTPConnection(lab.inv.nginx.address, 80, timeout=10)
+    conn.request("GET", "/test.jsp?x=1", headers={"Host": NAME})
+    resp = conn.getresponse()
+    assert resp.status == 301 and resp.getheader("Location") == f"https://{NAME}/test.jsp?x=1"
+    conn.close()
+    # Tomcat (the test page) saw https and the client's address (RemoteIpValve), not nginx's
+    serving = run.last_node
+    conn = https_connection(lab)
+    conn.request("GET", "/test.jsp", headers={"Host": NAME, "Cookie": f"JSESSIONID={run.cookie}"})
+    body = conn.getresponse().read().decode()
+    conn.close()
+    assert f"scheme=https secure=true client={lab.spec.gateway}\n" in body, body
+    client.run.last_count += 1  # (that request counted too)
+    # the loss of its Tomcat: stopped, then (on the next node) killed; the count goes on
+    ok(lab, serving, "systemctl stop tomcat10")
+    client.request()
+    assert run.ok and run.last_count == 7 and run.last_node != serving, run.to_dict()
+    other = run.last_node
+    ok(lab, serving, "systemctl start tomcat10")
+    lab.start_serving(serving, "tomcat10")
+    client.request()  # DeltaManager: the restarted node has the state; the session still goes to `other`
+    ok(lab, other, "systemctl kill -s KILL tomcat10")
+    client.request()
+    assert run.ok and run.last_count == 9, run.to_dict()
+    lab.start_serving(other, "tomcat10")
+    health = status.cluster_report(lab.inv, session_requests=5)
+    assert health.healthy, [(h.name, h.problems) for h in health.hosts]
+    assert health.session is not None and health.session.ok
+
+
+def test_the_key_is_root_only_and_in_no_output(tls_lab):
+    lab = tls_lab
+    stat = ok(lab, "nginx", f"stat -c '%a %U:%G' {TLS_KEY} {TLS_CERT}").split("\n")
+    assert stat[:2] == ["600 root:root", "644 root:root"], stat
+    secret = lab.key.decode().splitlines()[1][:40]
+    outputs = []
+    for args in (["deploy", "--mode=delta", "--dry-run"], ["status", "--json"], ["history", "--json"], ["status"]):
+        p = subprocess.run([sys.executable, "-m", "invoke", *args, "-i", str(lab.inv_path)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=180)
+        outputs.append(p.stdout + p.stderr)
+    assert all(secret not in o and "PRIVATE KEY" not in o for o in outputs)
+
+
+def wait_for_requests(load, count: int, seconds: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while sum(c.run.requests for c in load.clients) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_rotation_under_load_reloads_nginx_only_and_loses_nothing(tls_lab):
+    lab = tls_lab
+    pids = {t: ok(lab, t, "systemctl show -p MainPID --value tomcat10").strip() for t in ("tomcat1", "tomcat2")}
+    cert, key = lab.ca.issue(NAME)
+    (lab.tmp / "tls/fullchain.pem").write_bytes(cert)
+    (lab.tmp / "tls/privkey.pem").write_bytes(key)
+    inv = load_inventory(lab.inv_path)
+    with Load(inv.nginx.address, 443, sessions=5, rate=20, server_name=NAME,
+              context=tls_context(str(lab.tmp / "tls/ca.pem"))) as load:
+        wait_for_requests(load, 20)  # sessions under way before the change
+        report = deploy(inv, "delta", quiet=True)
+        wait_for_requests(load, sum(c.run.requests for c in load.clients) + 20)  # and after it
+    r = load.result
+    print(f"\nrotation under load: {r.line()}")
+    assert report.changed and r.requests >= 40 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
+    assert [s.host for s in report.executed if type(s).__name__ != "CheckPorts"] == ["nginx", "nginx"], \
+        [s.describe() for s in report.executed]
+    assert {t: ok(lab, t, "systemctl show -p MainPID --value tomcat10").strip() for t in pids} == pids
+    assert ok(lab, "nginx", f"sha256sum {TLS_CERT}").split()[0] == __import__("hashlib").sha256(cert).hexdigest()
+
+
+@pytest.mark.parametrize("bad", ["other key", "expired", "other name"])
+def test_a_bad_pair_is_refused_before_any_change(tls_lab, bad):
+    lab = tls_lab
+    before = ok(lab, "nginx", f"sha256sum {TLS_CERT} {TLS_KEY} /etc/nginx/conf.d/tcsession.conf")
+    cert, key = lab.ca.issue(NAME)
+    if bad == "other key":
+        key = lab.ca.issue(NAME)[1]
+    elif bad == "expired":
+        cert, key = lab.ca.issue(NAME, days=5, start_days=-10)
+    else:
+        cert, key = lab.ca.issue("www.other.test")
+    d = lab.tmp / f"bad-{bad.replace(' ', '-')}"
+    d.mkdir()
+    (d / "c.pem").write_bytes(cert)
+    (d / "k.pem").write_bytes(key)
+    text = lab.inv_path.read_text().replace('"tls/fullchain.pem"', f'"{d}/c.pem"').replace('"tls/privkey.pem"', f'"{d}/k.pem"')
+    path = lab.tmp / f"{d.name}.toml"
+    path.write_text(text)
+    with pytest.raises(TcsessionError, match=r"\[tls\] (key|certificate)"):
+        deploy(load_inventory(path), "delta", quiet=True)
+    assert ok(lab, "nginx", f"sha256sum {TLS_CERT} {TLS_KEY} /etc/nginx/conf.d/tcsession.conf") == before
