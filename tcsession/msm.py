@@ -211,10 +211,10 @@ def jar_set(tomcat_major: int, serializer: str, version: str = CHECKED_VERSION) 
     if serializer not in SERIALIZERS:
         listed = ", ".join(f'"{s}"' for s in SERIALIZERS)
         raise TcsessionError(
-            f'hosts.toml: [msm] serializer "{serializer}" is not one of {listed}; use one of them')
+            f'the inventory\'s [msm] serializer "{serializer}" is not one of {listed}; use one of them')
     if not isinstance(version, str) or not re.fullmatch(r"\d+(\.\d+)*(-[A-Za-z0-9]+)*", version):
         raise TcsessionError(
-            f'hosts.toml: [msm] version {version!r} is not a version; write e.g. version = "2.3.2"')
+            f'the inventory\'s [msm] version {version!r} is not a version; write e.g. version = "2.3.2"')
     core = Artifact(MSM_GROUP, "memcached-session-manager", version)
     tc = Artifact(MSM_GROUP, f"memcached-session-manager-{module}", version)
     artifacts = [core, tc, SPYMEMCACHED]
@@ -232,7 +232,7 @@ def jar_set(tomcat_major: int, serializer: str, version: str = CHECKED_VERSION) 
         warnings.append(
             f"msm serializer javolution: msm-javolution-serializer was last released as "
             f"{JAVOLUTION_SERIALIZER_VERSION} and is combined here with MSM {version}, a pairing "
-            f'MSM never released or tested; prefer serializer = "kryo" or "java" in hosts.toml')
+            f'MSM never released or tested; prefer serializer = "kryo" or "java" in the inventory\'s [msm]')
         warnings.append(
             f"msm serializer javolution: it needs {JAVOLUTION.coordinate}, a custom build that was "
             f"only in MSM's own (now gone) repository and is not on Maven Central; put the jar and "
@@ -310,8 +310,8 @@ def _node_fields(node: Any, index: int) -> tuple[str, str, bool]:
     return name, node.address, bool(getattr(node, "memcached", True))
 
 
-def _check_memcached_host(name: str, address: str) -> None:
-    where = f"hosts.toml: [tomcat.{name}] address"
+def _check_memcached_host(name: str, address: str, source: str = "hosts.toml") -> None:
+    where = f"{source}: [tomcat.{name}] address"
     if not isinstance(address, str) or not address or any(c in address for c in " ,:\t\n"):
         if isinstance(address, str) and ":" in address:
             raise TcsessionError(
@@ -328,15 +328,16 @@ def _check_memcached_host(name: str, address: str) -> None:
             f"this memcached; give the host's own network address")
 
 
-def manager_spec(node_index: int, nodes: Sequence[Any], msm_settings: Any) -> ManagerSpec:
+def manager_spec(node_index: int, nodes: Sequence[Any], msm_settings: Any, source: str = "hosts.toml") -> ManagerSpec:
     """The Manager of Tomcat ``nodes[node_index]``.
 
     ``nodes``: every Tomcat, in inventory order (``Inventory.tomcats``; or ``(address, memcached)``
     pairs). Each Tomcat with memcached is node ``n<position>`` (tomcat1 -> n1, tomcat2 -> n2),
-    so ids stay put when one host has no memcached. ``msm_settings``: ``Inventory.msm``.
+    so ids stay put when one host has no memcached. ``msm_settings``: ``Inventory.msm``;
+    ``source``: the inventory file they came from (messages name it).
     """
     if not nodes:
-        raise TcsessionError("hosts.toml: msm needs at least one [tomcat.<name>] table; add the Tomcat hosts")
+        raise TcsessionError(f"{source}: msm needs at least one [tomcat.<name>] table; add the Tomcat hosts")
     if not isinstance(node_index, int) or not 0 <= node_index < len(nodes):
         raise TcsessionError(f"msm: node index {node_index!r} is outside the {len(nodes)} Tomcats; "
                              f"this is a tcsession bug, please report it")
@@ -345,16 +346,16 @@ def manager_spec(node_index: int, nodes: Sequence[Any], msm_settings: Any) -> Ma
     memcached_nodes = []
     for i, (name, address, has_memcached) in enumerate(fields):
         if has_memcached:
-            _check_memcached_host(name, address)
+            _check_memcached_host(name, address, source)
             memcached_nodes.append((f"n{i + 1}", address, port))
     if not memcached_nodes:
         raise TcsessionError(
-            "hosts.toml: msm mode needs memcached on at least one Tomcat host; set memcached = true in "
+            f"{source}: msm mode needs memcached on at least one Tomcat host; set memcached = true in "
             "the [tomcat.<name>] tables (best on every one)")
     hosts = [h for _, h, _ in memcached_nodes]
     if len(set(hosts)) != len(hosts):
         dup = next(h for h in hosts if hosts.count(h) > 1)
-        raise TcsessionError(f'hosts.toml: two Tomcat hosts share the address "{dup}"; give each its own address')
+        raise TcsessionError(f'{source}: two Tomcat hosts share the address "{dup}"; give each its own address')
 
     sticky = bool(msm_settings.sticky)
     own_id = f"n{node_index + 1}"
@@ -366,12 +367,12 @@ def manager_spec(node_index: int, nodes: Sequence[Any], msm_settings: Any) -> Ma
         locking = msm_settings.locking_mode or "all"
         if not _LOCKING.match(locking):
             raise TcsessionError(
-                f'hosts.toml: [msm] locking_mode "{locking}" is invalid; use "none", "all", "auto" '
+                f'{source}: [msm] locking_mode "{locking}" is invalid; use "none", "all", "auto" '
                 f'or "uriPattern:<regex>"')
     serializer = msm_settings.serializer
     if serializer not in TRANSCODER_FACTORIES:
         listed = ", ".join(f'"{s}"' for s in SERIALIZERS)
-        raise TcsessionError(f'hosts.toml: [msm] serializer "{serializer}" is not one of {listed}; use one of them')
+        raise TcsessionError(f'{source}: [msm] serializer "{serializer}" is not one of {listed}; use one of them')
     return ManagerSpec(
         memcached_nodes=tuple(memcached_nodes),
         failover_nodes=failover,
@@ -379,13 +380,13 @@ def manager_spec(node_index: int, nodes: Sequence[Any], msm_settings: Any) -> Ma
         locking_mode=locking,
         request_uri_ignore_pattern=msm_settings.request_uri_ignore_pattern or None,
         transcoder_factory_class=TRANSCODER_FACTORIES[serializer],
-        backup=_backup(getattr(msm_settings, "backup", "sync")),
+        backup=_backup(getattr(msm_settings, "backup", "sync"), source),
     )
 
 
-def _backup(value: Any) -> str:
+def _backup(value: Any, source: str = "hosts.toml") -> str:
     if value not in BACKUPS:
-        raise TcsessionError(f'hosts.toml: [msm] backup = {value!r} is invalid; use "sync" (the session stored in '
+        raise TcsessionError(f'{source}: [msm] backup = {value!r} is invalid; use "sync" (the session stored in '
                              f'memcached before the response) or "async" (after it, MSM\'s default)')
     return value
 

@@ -108,7 +108,7 @@ def plan_server_xml(inv: Inventory, host: Host, layout: Layout, data: bytes, mod
 def _plan_contexts(inv: Inventory, host: Host, layout: Layout, files: dict, mode: Mode) -> dict[str, bytes | None]:
     """The MSM Manager in the test application's Context (scope app) or in conf/context.xml
     (scope global), and nowhere else; in delta mode, in neither."""
-    spec = msm.manager_spec(inv.tomcats.index(host), inv.tomcats, inv.msm) if mode.memcached else None
+    spec = msm.manager_spec(inv.tomcats.index(host), inv.tomcats, inv.msm, str(inv.path)) if mode.memcached else None
     out = {}
     for path, wanted in ((layout.app_context, spec if inv.msm.scope == "app" else None),
                          (layout.context_xml, spec if inv.msm.scope == "global" else None)):
@@ -177,7 +177,7 @@ def plan_apps(inv: Inventory, host: Host, layout: Layout, files: dict, mode: Mod
     """Each application's WAR in webapps and, in msm mode with scope "app", its context
     descriptor with the Manager (a file tcsession owns; the WAR is never edited). Elsewhere the
     descriptor is removed (delta mode, or scope "global": conf/context.xml has the Manager)."""
-    spec = (msm.manager_spec(inv.tomcats.index(host), inv.tomcats, inv.msm)
+    spec = (msm.manager_spec(inv.tomcats.index(host), inv.tomcats, inv.msm, str(inv.path))
             if mode.memcached and inv.msm.scope == "app" else None)
     out = []
     for w in wars:
@@ -352,6 +352,8 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
         retire(inv, facts, mode)
         if mode.cluster and inv.delta.encrypt:
             check_encryptable(inv, facts, installs)
+        if mode.memcached:  # (memcached on no Tomcat, say)
+            msm.manager_spec(0, inv.tomcats, inv.msm, str(inv.path))
         steps = [InstallPackages(h.name, "missing for its role", facts[h.name].package_manager, installs[h.name],
                                  manifest_for(deploy_id, mode.name, time, (), installs[h.name], before[h.name]))
                  for h in inv.hosts if installs[h.name]]

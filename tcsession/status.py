@@ -281,7 +281,7 @@ def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: Layout, running:
     path = layout.app_context if inv.msm.scope == "app" else layout.context_xml
     fact = f.files.get(path)
     manager = msm.read_manager(fact.content, f"{host.name}:{path}") if fact and fact.content else None
-    want = msm.manager_spec(inv.tomcats.index(host), inv.tomcats, inv.msm)
+    want = msm.manager_spec(inv.tomcats.index(host), inv.tomcats, inv.msm, str(inv.path))
     ok = bool(manager and manager["managed"] and manager.get("memcachedNodes") == want.memcached_nodes_value
               and manager.get("failoverNodes", "") == " ".join(want.failover_nodes))
     checks.append(("msm Manager", ok, f"in {path}: memcachedNodes {manager.get('memcachedNodes')}, failoverNodes "
@@ -437,7 +437,7 @@ def memcached_after_check(session: Session, facts: dict[str, HostFacts]) -> tupl
     """Each memcached node's item count, read after the session check from one Tomcat host
     (over the session's connections: no second login, no second sudo prompt)."""
     inv = session.inv
-    ids = {f"{a}:{p}": n for n, a, p in msm.manager_spec(0, inv.tomcats, inv.msm).memcached_nodes}
+    ids = {f"{a}:{p}": n for n, a, p in msm.manager_spec(0, inv.tomcats, inv.msm, str(inv.path)).memcached_nodes}
     probe_from = next((t for t in inv.tomcats if t.name in facts), None)
     if probe_from is None:
         return (), 0

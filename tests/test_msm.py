@@ -212,7 +212,7 @@ def test_jar_set_refuses_unsupported_tomcat(major):
 def test_jar_set_refuses_unknown_serializer():
     with pytest.raises(TcsessionError) as err:
         jar_set(9, "xstream")
-    assert '"xstream"' in one_line(err) and "hosts.toml" in str(err.value)
+    assert '"xstream"' in one_line(err) and "[msm] serializer" in str(err.value)
 
 
 def test_artifact_maven_layout():

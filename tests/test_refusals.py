@@ -219,3 +219,19 @@ def test_an_unreadable_facts_answer_names_the_host_without_a_python_exception_na
         parse_facts(garbled, "tomcat1")
     msg = str(e.value)
     assert msg.startswith("tomcat1: could not read its facts") and "Error" not in msg, msg
+
+
+def test_msm_without_any_memcached_is_refused_before_the_install_naming_the_inventory():
+    """(#19.8) [tomcat.*] memcached = false everywhere: refused before memcached or anything is
+    installed, naming the inventory given, not hosts.toml."""
+    from tcsession import lab, plan as planning
+    from tcsession.inventory import parse_inventory
+
+    text = lab.render_inventory("tcsref", "bookworm", 2, "10.153.0.0/24").replace(
+        '[tomcat.tomcat1]\n', '[tomcat.tomcat1]\nmemcached = false\n').replace(
+        '[tomcat.tomcat2]\n', '[tomcat.tomcat2]\nmemcached = false\n')
+    inv = parse_inventory(text, Path("/srv/ops/prod.toml"))
+    facts = {"nginx": facts_of("deployed-nginx"), "tomcat1": facts_of("bookworm-fresh-tomcat1"),
+             "tomcat2": facts_of("bookworm-fresh-tomcat1")}
+    with pytest.raises(TcsessionError, match=r"^/srv/ops/prod.toml: msm mode needs memcached on at least one Tomcat"):
+        planning.plan(inv, facts, "msm")
