@@ -108,6 +108,9 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
                                  "Debian/Ubuntu (apt) and the RHEL family (yum/dnf)")
     for a in mode.advice(inv):
         progress.say(f"  advice: {a}", "yellow")
+    if mode.memcached and inv.delta.encrypt:
+        progress.say(f"  note: {inv.path}: [delta] encrypt = true applies to delta mode only; msm mode sends "
+                     "sessions to memcached unencrypted (keep memcached on a private network)", "yellow")
     if inv.removed:  # remove = true: stopped once nginx no longer sends to them (if reachable)
         gone, notes = gather_reachable(remote, list(inv.removed), inv.apps)
         facts.update(gone)
@@ -120,9 +123,7 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     key = ""
     if mode.cluster and inv.delta.encrypt:  # a dry run writes no key file: a new key stands in (masked in diffs)
         key = clusterkey.key_for(inv.delta.key_file, create=not dry_run) or clusterkey.DRY_RUN_KEY
-    elif mode.memcached and inv.delta.encrypt:
-        progress.say(f"  note: {inv.path}: [delta] encrypt = true applies to delta mode only; msm mode sends "
-                     "sessions to memcached unencrypted (keep memcached on a private network)", "yellow")
+
     wars = prepare_wars(inv, facts, installs, mode, progress)  # the applications, likewise
     tls_files = tls.read_pair(inv) if inv.tls else None  # [tls]: read and checked here, before any change
     the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, wars=wars, key=key, tls_files=tls_files)

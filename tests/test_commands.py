@@ -177,3 +177,23 @@ def test_an_install_that_leaves_the_package_missing_never_reports_success():
     assert len(installs) == 6  # three hosts, twice
     assert not any("systemctl restart" in c or "base64 -d" in c for _, c in hosts.log)  # no file, no restart
     assert not any(text.startswith("deployed") for _, text in s.ui.shown)
+
+
+def test_encrypt_in_msm_mode_is_said_not_silently_ignored(tmp_path):
+    """(#19.9) [delta] encrypt = true with --mode=msm: a note before anything else is done (here the
+    jars are then not found in an empty repository: nothing past the facts is sent)."""
+    from tcsession.inventory import parse_inventory
+
+    (tmp_path / "empty").mkdir()
+    text = (ROOT / "hosts.toml").read_text().replace("state_transfer_timeout = 60 ", "encrypt = true\nstate_transfer_timeout = 60 ")
+    text = text.replace('maven_repo = "https://repo.maven.apache.org/maven2"', f'maven_repo = "{tmp_path / "empty"}"')
+    inv = parse_inventory(text, tmp_path / "hosts.toml")
+    assert inv.delta.encrypt and inv.msm.maven_repo == str(tmp_path / "empty")
+    fake = FakeRemote(facts_answers("msm-sticky"))
+    s = session(fake, inv)
+    with pytest.raises(TcsessionError, match="maven_repo"):
+        run_deploy(s, "msm")
+    fake.assert_done()
+    notes = [t for k, t in s.ui.shown if k == "say" and "encrypt" in t]
+    assert notes == [f"  note: {tmp_path / 'hosts.toml'}: [delta] encrypt = true applies to delta mode only; msm mode "
+                     "sends sessions to memcached unencrypted (keep memcached on a private network)"]
