@@ -197,3 +197,43 @@ def test_encrypt_in_msm_mode_is_said_not_silently_ignored(tmp_path):
     notes = [t for k, t in s.ui.shown if k == "say" and "encrypt" in t]
     assert notes == [f"  note: {tmp_path / 'hosts.toml'}: [delta] encrypt = true applies to delta mode only; msm mode "
                      "sends sessions to memcached unencrypted (keep memcached on a private network)"]
+
+
+def test_a_dry_run_of_several_rollbacks_plans_the_first_in_full_and_lists_the_rest():
+    """rollback --to Z --dry-run with B and A after Z: B's plan shown exactly as it would run (the
+    files read, the hosts' facts), A listed as planned once B ran; nothing changing is sent."""
+    from tcsession import state
+    from tcsession.facts import parse_facts
+    from tcsession.steps import FileChange
+
+    server = "/etc/tomcat10/server.xml"
+    deployed = (DATA / "deployed-tomcat1.txt").read_text()
+    now = parse_facts(deployed).content(server)
+    older = now + b"<!-- before B -->\n"
+
+    def answer(deploy_id: str, before: bytes, after: bytes) -> str:
+        change = FileChange(server, before, after, "640", "root:tomcat", "640", "root:tomcat")
+        m = manifest_for(deploy_id, "delta", "t", (change,), (), {"tomcat10": "active"})
+        data = m.to_json() if isinstance(m.to_json(), bytes) else m.to_json().encode()
+        return f"@@deploy {deploy_id} applied\n{base64.b64encode(data).decode()}\n@@dirs {deploy_id}\n"
+
+    z, a, b = "20261129T000000Z-0000ff", "20261130T090000Z-aaaaaa", "20261201T100000Z-bbbbbb"
+    history = answer(z, b"z0", b"z1") + answer(a, b"a0", older) + answer(b, older, now)
+    current = (f"@@file {server} 640 root:tomcat\n{base64.b64encode(now).decode()}\n"
+               f"@@file {state.deploy_dir(b)}/files/0 600 root:root\n{base64.b64encode(older).decode()}\n")
+    fake = FakeRemote([Expect("nginx", "@@deploy", ""), Expect("tomcat1", "@@deploy", history),
+                       Expect("tomcat2", "@@deploy", ""), Expect("tomcat1", f"{state.deploy_dir(b)}/files/0", current),
+                       *facts_answers()])
+    s = session(fake)
+    plans = []
+    assert run_rollback(s, to=z, dry_run=True, plans=plans) == [b, a]
+    fake.assert_done()
+    (plan, executed), = plans
+    assert executed == [] and plan.kind == f"rollback {b}"
+    assert plan.lines()[0] == f"tomcat1  undo {b}: restore {server}"
+    assert [t for k, t in s.ui.shown if k == "plan"] == plan.lines()
+    assert s.ui.shown[-1] == ("say", f"then undo {a}: planned once the previous rollback ran (hosts tomcat1; "
+                                     "1 recorded file(s))")
+    restore = plan.steps[0]
+    assert restore.changes[0].after == older  # B's saved bytes, checked against its manifest
+    assert any(type(st).__name__ == "CheckPorts" for st in plan.steps)  # a rollback ends with its checks
