@@ -26,15 +26,20 @@ class SessionRun:
     cookie_attributes: tuple[str, ...] = ()  # of the last Set-Cookie: JSESSIONID (lowercase: "secure", "httponly", ...)
     last_node: str | None = None
     path: str = "/test.jsp"  # another path: only its HTTP status is judged (see check_path)
+    problems: list = dataclasses.field(default_factory=list)  # judged on the whole run (the cookie's flags)
 
     @property
     def ok(self) -> bool:
-        return self.requests > 0 and self.failed == 0 and self.lost_updates == 0
+        return self.requests > 0 and self.failed == 0 and self.lost_updates == 0 and not self.problems
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "requests": self.requests, "failed": self.failed, "lost_updates": self.lost_updates,
-                "nodes": dict(self.nodes), "last_count": self.last_count,
-                "session_ids": sorted(set(self.session_ids)), "errors": self.errors[:5]}
+        d = {"path": self.path, "requests": self.requests, "failed": self.failed, "lost_updates": self.lost_updates,
+             "nodes": dict(self.nodes), "last_count": self.last_count,
+             "session_ids": sorted(set(self.session_ids)), "errors": self.errors[:5]}
+        if self.cookie_attributes or self.problems:
+            d["cookie_attributes"] = list(self.cookie_attributes)
+            d["problems"] = list(self.problems)
+        return d
 
 
 #: Session id formats, by session mode. delta (and no mode): Tomcat's `<id>.<jvmRoute>`.

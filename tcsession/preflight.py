@@ -295,6 +295,19 @@ def judge_selinux(lines: list[str] | None) -> Check:
                               "(every request a 502); run setsebool -P httpd_can_network_connect 1 on this host")
 
 
+def judge_tls(inv: Inventory) -> Check:
+    """[tls]: the certificate and key on this machine (tcsession.tls.read_pair: they match, the
+    name is covered, valid now, the chain in order)."""
+    from tcsession import tls
+
+    try:
+        tls.read_pair(inv)
+    except TcsessionError as e:
+        return ("certificate and key", False, str(e))
+    return ("certificate and key", True, f"{inv.tls.certificate.name} covers {inv.tls.server_name}, "
+                                          f"{tls.days_left(inv.tls.certificate.read_bytes())} days left, key matches")
+
+
 def judge_host(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, installing: bool,
                extra: list[Check] = ()) -> HostPreflight:
     pf = facts.preflight
@@ -303,6 +316,8 @@ def judge_host(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, install
         checks += [judge_java(facts), judge_route(host, mode, inv), judge_firewall(inv, facts)]
     else:
         checks += [judge_nginx(pf.get("nginx")), judge_selinux(pf.get("selinux"))]
+        if inv.tls:
+            checks.append(judge_tls(inv))
     checks.append(judge_disk(pf.get("disk"), installing))
     return HostPreflight(host.name, host.role, host.address, tuple(checks))
 

@@ -13,7 +13,7 @@ import json as jsonlib
 import re
 
 from tcsession import apps as applications
-from tcsession import msm, msmjars, nginx, serverxml, shell
+from tcsession import msm, msmjars, nginx, serverxml, shell, tls
 from tcsession.client import SessionRun, check_path, check_session, parse_session_id, tls_context
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, complete, end_marked, incomplete, parse_facts, parse_members, status_script
@@ -321,7 +321,27 @@ def judge_nginx(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | Non
         site = f.files.get(nginx.SITE)
         checks.append(("tcsession site", bool(site and site.content), "present" if site and site.content
                        else f"{nginx.SITE} missing"))
+        if inv.tls:
+            ok = reachable_on(f.listeners, host.address, inv.tls.https_port)
+            checks.append((f"tcp {host.address}:{inv.tls.https_port} (https)", ok, "listening" if ok else "not listening"))
+            checks.append(judge_certificate(f.content(nginx.TLS_CERT)))
     return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks))
+
+
+def judge_certificate(pem: bytes | None, now=None) -> tuple[str, bool, str]:
+    """The certificate nginx serves: its days left (a warning under tls.WARN_DAYS, a failure when
+    expired or missing)."""
+    if not pem:
+        return ("certificate", False, f"{nginx.TLS_CERT} missing; run inv deploy")
+    try:
+        days = tls.days_left(pem, now)
+    except TcsessionError:
+        return ("certificate", False, f"{nginx.TLS_CERT} is not a PEM certificate; run inv deploy")
+    if days < 0:
+        return ("certificate", False, f"expired {-days} day(s) ago; renew it and run inv deploy")
+    if days < tls.WARN_DAYS:
+        return ("certificate", True, f"{days} days left: renew it soon (under {tls.WARN_DAYS})")
+    return ("certificate", True, f"{days} days left")
 
 
 def detect_mode(inv: Inventory, facts: dict[str, HostFacts]) -> str | None:
@@ -416,6 +436,13 @@ def run_status(session: Session, session_requests: int = 10) -> Report:
         if inv.app.test_page:
             session = check_session(inv.nginx.address, port, session_requests, mode=mode, server_name=name,
                                     context=context)
+            if inv.tls and session.cookie is not None:  # over HTTPS the session cookie must say so
+                flags = {"secure": "Secure", "httponly": "HttpOnly"}
+                missing = [v for k, v in flags.items() if k not in session.cookie_attributes]
+                if missing:
+                    session.problems.append(
+                        f"the session cookie lacks {' and '.join(missing)} over HTTPS (Tomcat does not see the "
+                        "requests as secure: is its RemoteIpValve there? run inv deploy)")
         elif inv.app.check_path:
             session = check_path(inv.nginx.address, port, inv.app.check_path, session_requests, name, context)
         else:

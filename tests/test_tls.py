@@ -150,3 +150,43 @@ def test_the_private_key_is_never_shown_in_a_diff(ca):
                    FileChange(nginx.TLS_KEY, key, ca.issue("shop.example.com")[1], "600", "root:root")):
         text = change.diff()
         assert "PRIVATE" not in text and key.decode()[40:80] not in text and "not shown" in text
+
+
+def test_status_judges_the_certificate_nginx_serves(ca):
+    import datetime
+
+    from tcsession.status import judge_certificate
+
+    cert, _ = ca.issue("shop.example.com", days=90)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert judge_certificate(cert, now) == ("certificate", True, "88 days left")  # issued a day ago, for 90
+    soon = judge_certificate(cert, now + datetime.timedelta(days=80))
+    assert soon[1] and "renew it soon (under 21)" in soon[2]
+    late = judge_certificate(cert, now + datetime.timedelta(days=95))
+    assert not late[1] and late[2].startswith("expired ") and "run inv deploy" in late[2]
+    assert judge_certificate(None) == ("certificate", False, f"{nginx.TLS_CERT} missing; run inv deploy")
+
+
+def test_a_session_cookie_without_secure_over_https_is_a_status_problem():
+    from tcsession.client import SessionRun
+
+    run = SessionRun(requests=3, cookie="X", cookie_attributes=("path", "httponly"))
+    assert run.ok
+    run.problems.append("the session cookie lacks Secure over HTTPS")
+    assert not run.ok and run.to_dict()["problems"] == ["the session cookie lacks Secure over HTTPS"]
+
+
+def test_preflight_judges_the_pair_on_this_machine(ca, tmp_path):
+    from tcsession.inventory import parse_inventory
+    from tcsession.preflight import judge_tls
+
+    cert, key = ca.issue("shop.example.com")
+    (tmp_path / "c.pem").write_bytes(cert)
+    (tmp_path / "k.pem").write_bytes(ca.issue("shop.example.com")[1])  # another key
+    text = (ROOT / "hosts.toml").read_text() + '\n[tls]\ncertificate = "c.pem"\nkey = "k.pem"\nserver_name = "shop.example.com"\n'
+    inv = parse_inventory(text, tmp_path / "hosts.toml")
+    what, ok, detail = judge_tls(inv)
+    assert not ok and "does not match the certificate" in detail
+    (tmp_path / "k.pem").write_bytes(key)
+    what, ok, detail = judge_tls(inv)
+    assert ok and detail == "c.pem covers shop.example.com, 88 days left, key matches"

@@ -104,8 +104,11 @@ def test_a_session_over_verified_https_survives_its_tomcat_and_its_cookie_is_sec
     assert run.ok and run.last_count == 9, run.to_dict()
     lab.start_serving(other, "tomcat10")
     health = status.cluster_report(lab.inv, session_requests=5)
-    assert health.healthy, [(h.name, h.problems) for h in health.hosts]
-    assert health.session is not None and health.session.ok
+    assert health.healthy, [(h.name, h.problems) for h in health.hosts] + [health.session.to_dict()]
+    assert health.session is not None and health.session.ok  # over verified HTTPS, Secure and HttpOnly
+    assert {"secure", "httponly"} <= set(health.session.cookie_attributes)
+    nginx_checks = {w: d for w, ok, d in next(h for h in health.hosts if h.role == "nginx").checks}
+    assert nginx_checks["certificate"] == "88 days left" and "(https)" in " ".join(nginx_checks)
 
 
 def test_the_key_is_root_only_and_in_no_output(tls_lab):
