@@ -406,15 +406,16 @@ SKIPPED = ("skipped: [app] test_page = false (no test page to follow a session w
 
 def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
     """`inv status`, in a session of its own (one set of connections for everything it reads)."""
-    with open_session(inv, quiet=True) as session:
-        return run_status(session, session_requests)
+    with open_session(inv, quiet=True) as world:
+        return run_status(world, session_requests)
 
 
-def run_status(session: Session, session_requests: int = 10) -> Report:
-    """The full view: every host judged, then one session through nginx."""
-    inv = session.inv
+def run_status(world: Session, session_requests: int = 10) -> Report:
+    """The full view: every host judged, then one session through nginx. (`world`: the command's
+    tcsession.session.Session; `session` below is the HTTP session checked.)"""
+    inv = world.inv
     nodes = tuple((t.address, inv.msm.memcached_port) for t in inv.tomcats if t.memcached)
-    gathered, commands = _gather(session, lambda h: status_script(nodes, inv.apps, h.address, h.http_port)
+    gathered, commands = _gather(world, lambda h: status_script(nodes, inv.apps, h.address, h.http_port)
                                  if h.role == "tomcat" else status_script(()))
     facts = {n: g for n, g in gathered.items() if isinstance(g, HostFacts)}
     mode = detect_mode(inv, facts)
@@ -449,7 +450,7 @@ def run_status(session: Session, session_requests: int = 10) -> Report:
             note = SKIPPED
     memcached, session_node = (), None
     if mode == "msm" and session is not None and session.session_ids and inv.app.test_page:
-        memcached, more = memcached_after_check(session, facts)
+        memcached, more = memcached_after_check(world, facts)
         commands += more
         session_node = parse_session_id(session.session_ids[-1], "msm").node
     apps = tuple((a.context, tuple((t.name, sha, code) for t in inv.tomcats if t.name in facts
@@ -460,15 +461,15 @@ def run_status(session: Session, session_requests: int = 10) -> Report:
                   session_note=note)
 
 
-def memcached_after_check(session: Session, facts: dict[str, HostFacts]) -> tuple[tuple, int]:
+def memcached_after_check(world: Session, facts: dict[str, HostFacts]) -> tuple[tuple, int]:
     """Each memcached node's item count, read after the session check from one Tomcat host
     (over the session's connections: no second login, no second sudo prompt)."""
-    inv = session.inv
+    inv = world.inv
     ids = {f"{a}:{p}": n for n, a, p in msm.manager_spec(0, inv.tomcats, inv.msm, str(inv.path)).memcached_nodes}
     probe_from = next((t for t in inv.tomcats if t.name in facts), None)
     if probe_from is None:
         return (), 0
-    r = session.remote.run(probe_from, shell.memcached_probe_script(MSM.memcached_nodes(inv)))
+    r = world.remote.run(probe_from, shell.memcached_probe_script(MSM.memcached_nodes(inv)))
     stats = parse_memcached_probe(r.stdout) if r.exit is not None else {}
     out = []
     for addr, node in ids.items():

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, LabHandle, write_lab_inventory
+from conftest import ROOT, LabHandle, real_msm_repo, write_lab_inventory
 from tcsession import status
 from tcsession.client import SessionClient, tls_context
 from tcsession.deploy import deploy
@@ -38,7 +38,7 @@ def tls_lab(tmp_path_factory):
     (tmp / "tls/privkey.pem").write_bytes(key)
     (tmp / "tls/ca.pem").write_bytes(ca.root_pem)
     extra = (f'\n[tls]\ncertificate = "tls/fullchain.pem"\nkey = "tls/privkey.pem"\nserver_name = "{NAME}"\n'
-             'ca = "tls/ca.pem"\nhsts = 31536000\n')
+             'ca = "tls/ca.pem"\nhsts = 31536000\n' f'\n[msm]\nmaven_repo = "{real_msm_repo()}"\n')
     handle = LabHandle(write_lab_inventory(tmp, name="tcstls", subnet="10.153.77.0/24", extra=extra)).up()
     handle.tmp, handle.ca, handle.key = tmp, ca, key
     try:
@@ -53,8 +53,9 @@ def ok(lab, host: str, command: str) -> str:
     return r.stdout
 
 
-def https_client(lab) -> SessionClient:
-    return SessionClient(lab.inv.nginx.address, 443, server_name=NAME, context=tls_context(str(lab.tmp / "tls/ca.pem")))
+def https_client(lab, mode: str = "delta") -> SessionClient:
+    return SessionClient(lab.inv.nginx.address, 443, server_name=NAME, context=tls_context(str(lab.tmp / "tls/ca.pem")),
+                         mode=mode)
 
 
 def https_connection(lab):
@@ -174,3 +175,24 @@ def test_a_bad_pair_is_refused_before_any_change(tls_lab, bad):
     with pytest.raises(TcsessionError, match=r"\[tls\] (key|certificate)"):
         deploy(load_inventory(path), "delta", quiet=True)
     assert ok(lab, "nginx", f"sha256sum {TLS_CERT} {TLS_KEY} /etc/nginx/conf.d/tcsession.conf") == before
+
+
+def test_msm_mode_over_https_keeps_the_session_through_a_killed_tomcat(tls_lab):
+    """The same front door in msm mode (the real memcached-session-manager jars, sticky, the
+    synchronous backup): a switch from delta, then a session over verified HTTPS whose Tomcat is
+    killed right after answering."""
+    lab = tls_lab
+    report = deploy(lab.inv, "msm", quiet=True)
+    assert report.changed
+    client = https_client(lab, "msm")  # (MSM renames the id's node suffix on failover)
+    for _ in range(4):
+        client.request()
+    run = client.run
+    assert run.ok and run.last_count == 4 and {"secure", "httponly"} <= set(run.cookie_attributes), run.to_dict()
+    serving = run.last_node
+    ok(lab, serving, "systemctl kill -s KILL tomcat10")
+    client.request()
+    assert run.ok and run.last_count == 5 and run.last_node != serving, run.to_dict()
+    lab.start_serving(serving, "tomcat10")
+    health = status.cluster_report(lab.inv, session_requests=5)
+    assert health.mode == "msm" and health.healthy, [(h.name, h.problems) for h in health.hosts]
