@@ -1,12 +1,13 @@
 """Bound to the private address, on real hosts (bookworm, Tomcat 10.1; the shared cluster of
 conftest, put back at the module's end): after a deploy in either mode, `ss -ntlu` on each Tomcat shows no cluster or HTTP port on a wildcard address,
-sessions go on through nginx, status is healthy, and status flags a wildcard when one is back."""
+sessions go on through nginx, status is healthy, and status flags a wildcard when one is back.
+In msm mode the ports are checked on the msm lab (tests/test_msm_lab.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from conftest import LabHandle, real_msm_repo, shared_cluster_for_module
+from conftest import LabHandle, shared_cluster_for_module
 from tcsession import status
 from tcsession.client import SessionClient
 from tcsession.deploy import deploy
@@ -94,17 +95,9 @@ def test_without_the_test_page(lab):
     sessions_go_on(lab.inv)
 
 
-def test_msm_binds_every_port_to_the_node(lab):
-    repo = real_msm_repo()
-    path = lab.tmp / "msm.toml"
-    path.write_text(lab.inv_path.read_text() + f'\n[msm]\nmaven_repo = "{repo}"\n')
-    inv = load_inventory(path)
-    assert deploy(inv, "msm", quiet=True).changed
-    for t in ("tomcat1", "tomcat2"):
-        assert wildcard_cluster_ports(lab, t) == [], t
-    sessions_go_on(inv)
-    assert deploy(lab.inv, "delta", quiet=True).changed  # the shared cluster back in delta mode
-    sessions_go_on(lab.inv)
+# msm: every port bound to the node is checked on the msm lab (tests/test_msm_lab.py::
+# test_msm_binds_every_port_to_the_node, deployed in msm mode there already); sessions going on
+# and status healthy in msm mode: tests/test_msm_real.py (the real jars).
 
 
 def test_the_log_gate_stops_the_rolling_restart(lab):
