@@ -19,6 +19,10 @@ TEST_SUBNET = "10.153.7.0/24"
 
 
 def pytest_collection_modifyitems(config, items):
+    # The tests on the shared cluster run last (in their modules' order): the cluster is then up
+    # only while they run, never idle beside another lab (sorted is stable: every other test keeps
+    # its place, and each module stays in one piece since all its tests use the cluster or none).
+    items[:] = sorted(items, key=lambda item: "shared_cluster" in getattr(item, "fixturenames", ()))
     if os.geteuid() == 0:
         return
     # Not a skip-forever: the lab needs root, and CI runs as root.
