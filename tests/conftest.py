@@ -19,6 +19,10 @@ TEST_SUBNET = "10.153.7.0/24"
 
 
 def pytest_collection_modifyitems(config, items):
+    # The tests on the shared cluster run last (in their modules' order): the cluster is then up
+    # only while they run, never idle beside another lab (sorted is stable: every other test keeps
+    # its place, and each module stays in one piece since all its tests use the cluster or none).
+    items[:] = sorted(items, key=lambda item: "shared_cluster" in getattr(item, "fixturenames", ()))
     if os.geteuid() == 0:
         return
     # Not a skip-forever: the lab needs root, and CI runs as root.
@@ -77,6 +81,20 @@ class LabHandle:
 
         with Remote(self.inv) as r:
             return r.run(self.inv.host(name), command)
+
+    def check(self, name: str, command: str) -> str:
+        """Run `command` on host `name`, assert that it succeeded, return its standard output.
+        Every helper that reads a host goes through here: a failed command's empty output must
+        never pass for "nothing changed"."""
+        r = self.run(name, command)
+        assert r.ok, f"{name}: {command[:200]}: {r.why()}"
+        return r.stdout
+
+    def pid(self, name: str, unit: str) -> str:
+        """The unit's MainPID (\"0\" when it does not run), the command checked."""
+        out = self.check(name, f"systemctl show -p MainPID --value {unit}").strip()
+        assert out.isdigit(), (name, unit, out)
+        return out
 
     def start_serving(self, name: str, unit: str) -> None:
         """Start a Tomcat that a test stopped, and wait (at most 60 s) until it serves the test page."""
@@ -146,11 +164,123 @@ def rollback_everything(inv) -> None:
             return
 
 
-@pytest.fixture(scope="module")
-def fresh_lab(tmp_path_factory):
-    """A lab of fresh hosts for one test module (boot takes about 2 s)."""
-    handle = LabHandle(write_lab_inventory(tmp_path_factory.mktemp("lab"))).up()
+def host_state(handle: LabHandle, host: str, files=(), units=(), globs=(), dirs=("/var/lib/tcsession/deploys",)) -> str:
+    """What a "nothing changed" claim compares, from ONE checked command (set -e, pipefail): the
+    sha256 of each of `files` (each must exist), of every file matching `globs` (may be none),
+    the MainPID of each of `units`, the listing of each of `dirs` (or that it is absent), and the
+    checksum of the installed packages' list."""
+    parts = ["set -e -o pipefail"]
+    if files:
+        parts.append("sha256sum " + " ".join(files))
+    for g in globs:
+        parts.append(f"for f in {g}; do if [ -e \"$f\" ]; then sha256sum \"$f\"; fi; done")
+    for u in units:
+        parts.append(f"pid=$(systemctl show -p MainPID --value {u}); echo \"{u} pid $pid\"")
+    for d in dirs:
+        parts.append(f"if [ -d {d} ]; then echo '{d}:'; ls -1 {d}; else echo 'no {d}'; fi")
+    parts.append("p=$(dpkg-query -W -f='${Package} ${Version}\\n' | sha256sum | cut -c1-64); echo \"packages $p\"")
+    out = handle.check(host, "; ".join(parts))
+    assert out.count("\n") >= len(files) + len(units) + 1 and "packages " in out, out
+    return out
+
+
+def running_lab(inv_path: Path, deploy_mode: str | None = None, prepare=None):
+    """THE lab fixture helper: bring up the lab of `inv_path`, let `prepare(handle)` adjust the
+    handle (e.g. point it at another inventory beside the lab's), deploy `deploy_mode` from the
+    fresh hosts when given (asserting it changed something), yield the handle; the lab is taken
+    down in the finalizer, whatever happened. Use as `yield from running_lab(...)` in a fixture."""
+    handle = LabHandle(inv_path).up()
     try:
+        if prepare is not None:
+            prepare(handle)
+        if deploy_mode is not None:
+            from tcsession.deploy import deploy
+
+            report = deploy(handle.inv, deploy_mode, quiet=True)
+            assert report.changed and report.deploy_id
         yield handle
     finally:
         handle.down()
+
+
+def new_lab(tmp_path_factory, name: str, subnet: str, *, tomcats: int = 2, release: str = "bookworm",
+            extra: str = "", deploy_mode: str | None = None, prepare=None):
+    """Fresh hosts of a test's own (lab `name` on `subnet`): see running_lab."""
+    path = write_lab_inventory(tmp_path_factory.mktemp(name), tomcats=tomcats, release=release, extra=extra,
+                               name=name, subnet=subnet)
+    yield from running_lab(path, deploy_mode, prepare)
+
+
+@pytest.fixture(scope="module")
+def fresh_lab(tmp_path_factory):
+    """A lab of fresh hosts for one test module (boot takes about 2 s)."""
+    yield from new_lab(tmp_path_factory, TEST_LAB, TEST_SUBNET)
+
+
+SHARED_LAB = "tcsshare"
+SHARED_SUBNET = "10.153.60.0/24"
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory):
+    """ONE delta cluster (bookworm, Tomcat 10.1, two Tomcats and nginx) deployed once from fresh
+    hosts and shared by every lab test that only reads it or changes it and puts it back: most
+    lab tests need a deployed cluster, not fresh hosts. Modules use it through a module fixture
+    built with `shared_cluster_for_module`, which checks at the module's end that the cluster is
+    back at the base deployment. A test that leaves it broken must not use it: it gets a lab of
+    its own (new_lab)."""
+    lab = new_lab(tmp_path_factory, SHARED_LAB, SHARED_SUBNET, deploy_mode="delta")
+    try:
+        handle = next(lab)
+        restore_base(handle)  # right after the deploy from fresh hosts: nothing owed, healthy
+        yield handle
+    finally:
+        lab.close()  # takes the lab down
+
+
+def restore_base(handle: LabHandle) -> None:
+    """Put the shared cluster back at its base deployment (a no-op when it is) and check it:
+    status healthy in delta mode with both Tomcats members of each other's cluster."""
+    from tcsession import status
+    from tcsession.deploy import deploy
+
+    deploy(handle.inv, "delta", quiet=True)
+    assert not deploy(handle.inv, "delta", quiet=True).changed
+    report = status.cluster_report(handle.inv, session_requests=3)
+    assert report.mode == "delta" and report.healthy, [(h.name, h.problems) for h in report.hosts]
+
+
+def shared_cluster_for_module(shared_cluster, tmp_path_factory, name: str):
+    """The shared cluster for one module, with a directory of the module's own for inventory
+    variants (`handle.tmp`); at the module's end the cluster is put back (restore_base)."""
+    shared_cluster.tmp = tmp_path_factory.mktemp(name)
+    try:
+        yield shared_cluster
+    finally:
+        restore_base(shared_cluster)
+
+
+def variant_inventory(handle: LabHandle, name: str, extra: str):
+    """The lab's inventory plus `extra` (other settings for the same hosts), written as
+    `name` in the handle's own directory (`handle.tmp`, else beside the lab's inventory)."""
+    from tcsession.inventory import load_inventory
+
+    where = getattr(handle, "tmp", None) or handle.inv_path.parent
+    path = Path(where) / name
+    path.write_text(handle.inv_path.read_text() + "\n" + extra)
+    return load_inventory(path)
+
+
+def wait_answered(load, each: int = 2, timeout: float = 30.0) -> None:
+    """Poll until every session of a running Load has had `each` more answered requests than
+    now (bounded): the load window's edges, instead of a fixed sleep. Before a change it proves
+    every session exists and is served; after it, that every session goes on after the change."""
+    import time
+
+    want = [len(c.run.session_ids) + each for c in load.clients]
+    deadline = time.monotonic() + timeout
+    while any(len(c.run.session_ids) < w for c, w in zip(load.clients, want)):
+        assert time.monotonic() < deadline, (
+            f"the load's sessions were not answered {each} more times in {timeout} s",
+            [c.run.errors[-3:] for c in load.clients])
+        time.sleep(0.05)

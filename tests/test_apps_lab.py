@@ -9,6 +9,10 @@ sha256 equal to version 1's on every node. Refused with nothing changed on any h
 PIDs compared): a WAR without <distributable/> in delta mode, a javax WAR onto Tomcat 10.1 with
 jakarta = "refuse".
 
+Both modes on ONE lab: the delta tests run first (deployed from fresh hosts), then the same hosts
+switch to msm with version 1 and the same tests run again. What Tomcat's own autoDeploy does is a
+measurement (`./dev.sh test -m measure`).
+
 Each rollout prints `[mode] what: requests=N failed=F lost=L` (pytest -s).
 """
 
@@ -20,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import LabHandle, real_msm_repo, write_lab_inventory
+from conftest import host_state, new_lab, real_msm_repo, wait_answered
 from sampleapp import build_war
 from tcsession import status
 from tcsession.apply import Event
@@ -34,33 +38,40 @@ from tcsession.ui import war_versions
 
 pytestmark = pytest.mark.lab
 
-LABS = {"delta": ("tcsadelta", "10.153.40.0/24"), "msm": ("tcsamsm", "10.153.41.0/24")}
+MODES = ("delta", "msm")
+LAB, SUBNET = "tcsadelta", "10.153.40.0/24"  # one lab for both modes (tcsamsm, 10.153.41.0/24: retired)
 WAR = "/var/lib/tomcat10/webapps/sample.war"
 
 
-@pytest.fixture(scope="module", params=list(LABS))
-def lab(request, tmp_path_factory):
-    mode = request.param
-    name, subnet = LABS[mode]
-    tmp = tmp_path_factory.mktemp(f"apps-{mode}")
-    base = write_lab_inventory(tmp, name=name, subnet=subnet).read_text()
-    if mode == "msm":
-        base += f'\n[msm]\nmaven_repo = "{real_msm_repo()}"\n'
-    wars = {"v1": build_war(tmp / "sample-v1.war", "1"), "v2": build_war(tmp / "sample-v2.war", "2"),
-            "nodist": build_war(tmp / "sample-nodist.war", "3", distributable=False),
-            "javax": build_war(tmp / "sample-javax.war", "4", javax_lib=True),
-            "broken": build_war(tmp / "sample-broken.war", "5", broken=True)}
-    for variant, war in wars.items():
-        extra = '\njakarta = "refuse"\n' if variant == "javax" else "\n"
-        (tmp / f"{variant}.toml").write_text(base + f'\n[app.sample]\nwar = "{war.name}"{extra}')
-    handle = LabHandle(tmp / "v1.toml").up()
-    handle.mode, handle.tmp = mode, tmp
-    handle.sha = {k: hashlib.sha256(w.read_bytes()).hexdigest() for k, w in wars.items()}
-    try:
-        assert deploy(handle.inv, mode, quiet=True).changed
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    """The lab (fresh hosts) and the sample WARs, for both modes."""
+    for handle in new_lab(tmp_path_factory, LAB, SUBNET):
+        tmp = handle.inv_path.parent
+        handle.wars = {"v1": build_war(tmp / "sample-v1.war", "1"), "v2": build_war(tmp / "sample-v2.war", "2"),
+                       "nodist": build_war(tmp / "sample-nodist.war", "3", distributable=False),
+                       "javax": build_war(tmp / "sample-javax.war", "4", javax_lib=True),
+                       "broken": build_war(tmp / "sample-broken.war", "5", broken=True)}
+        handle.sha = {k: hashlib.sha256(w.read_bytes()).hexdigest() for k, w in handle.wars.items()}
+        handle.base = handle.inv_path.read_text()
         yield handle
-    finally:
-        handle.down()
+
+
+@pytest.fixture(scope="module", params=MODES)
+def lab(request, hosts):
+    """The lab with version 1 deployed in one mode: delta from the fresh hosts, then msm (a mode
+    switch on the same hosts). Each mode's inventories in a directory of their own (msm.lock)."""
+    mode = request.param
+    tmp = hosts.inv_path.parent / mode
+    tmp.mkdir(exist_ok=True)
+    base = hosts.base + (f'\n[msm]\nmaven_repo = "{real_msm_repo()}"\n' if mode == "msm" else "")
+    for variant, war in hosts.wars.items():
+        extra = '\njakarta = "refuse"\n' if variant == "javax" else "\n"
+        (tmp / f"{variant}.toml").write_text(base + f'\n[app.sample]\nwar = "{war}"{extra}')
+    hosts.mode, hosts.tmp = mode, tmp
+    hosts.inv = load_inventory(tmp / "v1.toml")
+    assert deploy(hosts.inv, mode, quiet=True).changed
+    yield hosts
 
 
 def inv_for(lab, variant: str):
@@ -80,19 +91,16 @@ def node_page(inv, name: str) -> str:
 
 
 def war_sha(lab) -> dict[str, str]:
-    return {t: lab.run(t, f"sha256sum {WAR} | cut -d' ' -f1").stdout.strip() for t in ("tomcat1", "tomcat2")}
+    return {t: lab.check(t, f"sha256sum {WAR}").split()[0] for t in ("tomcat1", "tomcat2")}
 
 
 def snapshot(lab) -> dict:
-    """What must not change when a deploy is refused: every managed file's checksum and every PID."""
-    out = {}
-    for h in ("nginx", "tomcat1", "tomcat2"):
-        r = lab.run(h, "sha256sum /etc/nginx/conf.d/tcsession.conf /etc/tomcat10/server.xml "
-                       f"{WAR} /etc/tomcat10/Catalina/localhost/*.xml 2>/dev/null; "
-                       "ls /var/lib/tcsession/deploys 2>/dev/null; "
-                       "for u in tomcat10 nginx memcached; do systemctl show -p MainPID --value $u; done")
-        out[h] = r.stdout
-    return out
+    """What must not change when a deploy is refused: every managed file's checksum, every PID,
+    the packages, the deploy records (conftest.host_state: one checked command per host)."""
+    units = ("tomcat10", "memcached") if lab.mode == "msm" else ("tomcat10",)
+    return {"nginx": host_state(lab, "nginx", files=("/etc/nginx/conf.d/tcsession.conf",), units=("nginx",)),
+            **{t: host_state(lab, t, files=("/etc/tomcat10/server.xml", WAR), units=units,
+                             globs=("/etc/tomcat10/Catalina/localhost/*.xml",)) for t in ("tomcat1", "tomcat2")}}
 
 
 def diagnose(lab) -> str:
@@ -134,9 +142,9 @@ def test_rollout_to_version_2_and_rollback_under_load(lab):
     v1, v2 = inv_for(lab, "v1"), inv_for(lab, "v2")
     events: list[Event] = []
     with Load(v2.nginx.address, v2.nginx.http_port, sessions=5, rate=20, mode=lab.mode, path="/sample/") as load:
-        time.sleep(2)
+        wait_answered(load)
         report = deploy(v2, lab.mode, quiet=True, on_event=events.append)
-        time.sleep(2)
+        wait_answered(load)
     r = load.result
     record(lab, "rollout v1 -> v2 under load", r)
     assert report.changed and report.deploy_id
@@ -160,9 +168,9 @@ def test_rollout_to_version_2_and_rollback_under_load(lab):
     assert not st.app_problems and st.healthy, [(h.name, h.problems) for h in st.hosts]
 
     with Load(v1.nginx.address, v1.nginx.http_port, sessions=5, rate=20, mode=lab.mode, path="/sample/") as load:
-        time.sleep(2)
+        wait_answered(load)
         assert rollback(v1, quiet=True) == [report.deploy_id]
-        time.sleep(2)
+        wait_answered(load)
     r = load.result
     record(lab, "rollback v2 -> v1 under load", r)
     assert r.requests > 60 and (r.failed, r.lost_updates) == (0, 0), (r.errors, diagnose(lab))
@@ -187,7 +195,7 @@ def test_a_version_that_does_not_come_up_stops_the_rollout_on_its_node(lab):
     assert "tomcat1" in msg and "/sample answered 404 after the start" in msg and "last log lines" in msg, msg
     assert "no.such.Listener" in msg or "startup failed" in msg, msg
     assert war_sha(lab) == {"tomcat1": lab.sha["broken"], "tomcat2": lab.sha["v1"]}
-    assert lab.run("tomcat1", "systemctl is-active tomcat10").stdout.strip() != "active"
+    assert lab.check("tomcat1", "systemctl is-active tomcat10 || true").strip() != "active"
     assert "version=1" in node_page(v1, "tomcat2")
     client = SessionClient(v1.nginx.address, v1.nginx.http_port, path="/sample/", mode=lab.mode)
     for _ in range(5):
@@ -206,6 +214,7 @@ def test_a_version_that_does_not_come_up_stops_the_rollout_on_its_node(lab):
 AUTODEPLOY_SERVES_NEW_WAR = {"delta": True, "msm": False}
 
 
+@pytest.mark.measure
 def test_measured_autodeploy_redeploy_of_a_changed_war(lab):
     """What Tomcat's own autoDeploy does when the WAR of a running node changes (tcsession does not
     rely on it: it stops the drained node, writes, starts): is the new version served, and does a
@@ -218,9 +227,9 @@ def test_measured_autodeploy_redeploy_of_a_changed_war(lab):
     for _ in range(5):
         client.request()
     assert client.run.ok and client.run.last_count == 5, client.run.to_dict()
-    v2 = (lab.tmp / "sample-v2.war").read_bytes()
+    v2 = lab.wars["v2"].read_bytes()
     started = time.monotonic()
-    assert lab.run("tomcat1", shell_put(WAR, v2)).ok
+    lab.check("tomcat1", shell_put(WAR, v2))
     served = False
     for _ in range(60):  # bounded: 30 s
         if "version=2" in node_page(inv, "tomcat1"):

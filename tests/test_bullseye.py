@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import LabHandle, real_msm_repo, write_lab_inventory
+from conftest import new_lab, real_msm_repo
 from test_delta import session_survives_a_node
 from tcsession import status
 from tcsession.deploy import deploy
@@ -15,13 +15,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def cluster9(tmp_path_factory):
-    path = write_lab_inventory(tmp_path_factory.mktemp("bullseye"), release="bullseye",
-                               name="tcsbull", subnet="10.153.11.0/24")
-    handle = LabHandle(path).up()
-    try:
-        yield handle
-    finally:
-        handle.down()
+    yield from new_lab(tmp_path_factory, "tcsbull", "10.153.11.0/24", release="bullseye")
 
 
 def test_tomcat9_cluster_from_fresh_hosts(cluster9):
@@ -55,10 +49,10 @@ def test_tomcat9_switches_from_delta_to_msm_with_the_javax_jars(cluster9, tmp_pa
     report = deploy(inv, "msm", quiet=True)
     assert report.changed
     assert "memcached" in report.installed.get("tomcat1", ())
-    lib = cluster9.run("tomcat1", "ls /var/lib/tomcat9/lib").stdout.split()
+    lib = cluster9.check("tomcat1", "ls /var/lib/tomcat9/lib").split()
     assert lib == ["memcached-session-manager-2.3.2.jar", "memcached-session-manager-tc9-2.3.2.jar",
                    "spymemcached-2.12.3.jar"]
-    assert "tcsession: managed cluster" not in cluster9.run("tomcat1", "cat /etc/tomcat9/server.xml").stdout
+    assert "tcsession: managed cluster" not in cluster9.check("tomcat1", "cat /etc/tomcat9/server.xml")
     st = status.cluster_report(inv)
     assert st.mode == "msm" and st.healthy, ([(h.name, h.problems) for h in st.hosts], st.msm_problems)
     t2 = {w: d for w, ok, d in next(h for h in st.hosts if h.name == "tomcat2").checks}

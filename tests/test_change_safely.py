@@ -1,26 +1,23 @@
 """Change safely, on real hosts: a rolling configuration change and its rollback under client
 load with no failed request and no lost update; rollback refuses to lose an operator's edit;
-a host lost in the middle of a deploy; a malformed server.xml already on a host; and rolling
-everything back to the freshly installed packages."""
+a host lost in the middle of a deploy; a malformed server.xml already on a host. On the shared
+cluster of conftest, every test putting it back."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, LabHandle, rollback_everything, write_lab_inventory
+from conftest import ROOT, host_state, shared_cluster_for_module, variant_inventory, wait_answered
 from tcsession import lab, status
 from tcsession.deploy import deploy
 from tcsession.errors import TcsessionError
-from tcsession.inventory import load_inventory
 from tcsession.load import Load
 from tcsession.rollback import history, rollback
 from tcsession.steps import WriteFiles
@@ -28,47 +25,41 @@ from tcsession.steps import WriteFiles
 pytestmark = pytest.mark.lab
 
 SERVER_XML = "/etc/tomcat10/server.xml"
-DEBIAN_SERVER_XML = Path(__file__).parent / "data/debian-bookworm-tomcat10/server.xml"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    path = write_lab_inventory(tmp_path_factory.mktemp("chg"), name="tcschg", subnet="10.153.10.0/24")
-    handle = LabHandle(path).up()
-    try:
-        assert deploy(handle.inv, "delta", quiet=True).changed
-        yield handle
-    finally:
-        handle.down()
+def cluster(shared_cluster, tmp_path_factory):
+    """The shared cluster (conftest): every test here puts it back."""
+    yield from shared_cluster_for_module(shared_cluster, tmp_path_factory, "chg")
 
 
-def variant(handle, tmp_path, **delta):
-    path = tmp_path / f"hosts-{len(list(tmp_path.iterdir()))}.toml"
-    path.write_text(handle.inv_path.read_text() + "\n[delta]\n"
-                    + "".join(f"{k} = {json.dumps(v)}\n" for k, v in delta.items()))
-    return load_inventory(path)
+def variant(handle, **delta):
+    name = f"hosts-{len(list(handle.tmp.iterdir()))}.toml"
+    return variant_inventory(handle, name, "[delta]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in delta.items()))
 
 
 def shas(handle, host: str, *paths: str) -> str:
-    r = handle.run(host, "sha256sum " + " ".join(paths) + " 2>&1 || true")
-    return r.stdout
+    """The files' sha256 lines; the command checked (every file must exist)."""
+    out = handle.check(host, "sha256sum " + " ".join(paths))
+    assert len(out.splitlines()) == len(paths), out
+    return out
 
 
-def test_rolling_deploy_and_rollback_under_load_lose_nothing(cluster, tmp_path):
+def test_rolling_deploy_and_rollback_under_load_lose_nothing(cluster):
     before = {t: shas(cluster, t, SERVER_XML) for t in ("tomcat1", "tomcat2")}
-    changed = variant(cluster, tmp_path, channel_send_options=2)
+    changed = variant(cluster, channel_send_options=2)
     with Load(cluster.inv.nginx.address, sessions=5, rate=20) as load:
-        time.sleep(2)
+        wait_answered(load)
         report = deploy(changed, "delta", quiet=True)
-        time.sleep(2)
+        wait_answered(load)
     assert report.changed
     print(f"\nrolling deploy under load: {load.result.line()}")
     assert load.result.requests > 100
     assert (load.result.failed, load.result.lost_updates) == (0, 0), load.result.errors
     with Load(cluster.inv.nginx.address, sessions=5, rate=20) as load:
-        time.sleep(2)
+        wait_answered(load)
         assert rollback(cluster.inv, quiet=True) == [report.deploy_id]
-        time.sleep(2)
+        wait_answered(load)
     print(f"rollback under load: {load.result.line()}")
     assert load.result.requests > 100
     assert (load.result.failed, load.result.lost_updates) == (0, 0), load.result.errors
@@ -76,8 +67,8 @@ def test_rolling_deploy_and_rollback_under_load_lose_nothing(cluster, tmp_path):
     assert not deploy(cluster.inv, "delta", quiet=True).changed  # back where it was, nothing owed
 
 
-def test_rollback_refuses_to_lose_an_edit_and_force_keeps_it(cluster, tmp_path):
-    report = deploy(variant(cluster, tmp_path, channel_send_options=2), "delta", quiet=True)
+def test_rollback_refuses_to_lose_an_edit_and_force_keeps_it(cluster):
+    report = deploy(variant(cluster, channel_send_options=2), "delta", quiet=True)
     edit = "<!-- a note by the operator -->"
     assert cluster.run("tomcat1", f"echo '{edit}' >> {SERVER_XML}").ok
     edited = shas(cluster, "tomcat1", SERVER_XML)
@@ -86,14 +77,26 @@ def test_rollback_refuses_to_lose_an_edit_and_force_keeps_it(cluster, tmp_path):
     assert f"tomcat1:{SERVER_XML}" in str(err.value) and "--force" in str(err.value)
     assert shas(cluster, "tomcat1", SERVER_XML) == edited  # refused: nothing changed
     assert rollback(cluster.inv, force=True, quiet=True) == [report.deploy_id]
-    kept = cluster.run("tomcat1", f"grep -l \"{edit}\" /var/lib/tcsession/deploys/{report.deploy_id}/overwritten/*")
-    assert kept.ok and kept.stdout.strip()
+    kept = cluster.check("tomcat1", f"grep -l \"{edit}\" /var/lib/tcsession/deploys/{report.deploy_id}/overwritten/*")
+    assert kept.strip()
     assert not deploy(cluster.inv, "delta", quiet=True).changed
 
 
-def test_a_host_lost_mid_deploy_then_the_deploy_converges_and_rollback_restores(cluster, tmp_path):
+# How long a restarted Tomcat may take to serve and see its peers before the deploy stops:
+# tcsession's RestartTomcat.timeout is 120 s (not settable from the inventory). The lost-host test
+# waits that bound out (172 s measured); it plans with 30 s instead: the claim is what happens when
+# the bound is reached, not how long the bound is.
+LOST_HOST_TIMEOUT = 30.0
+
+
+def test_a_host_lost_mid_deploy_then_the_deploy_converges_and_rollback_restores(cluster, monkeypatch):
+    import functools
+
+    from tcsession import plan as planning
+    from tcsession.steps import RestartTomcat
+
     before = {t: shas(cluster, t, SERVER_XML) for t in ("tomcat1", "tomcat2")}
-    changed = variant(cluster, tmp_path, channel_send_options=2)
+    changed = variant(cluster, channel_send_options=2)
     outcome = {}
 
     def run():
@@ -101,6 +104,8 @@ def test_a_host_lost_mid_deploy_then_the_deploy_converges_and_rollback_restores(
             deploy(changed, "delta", quiet=True)
         except TcsessionError as e:
             outcome["error"] = str(e)
+
+    monkeypatch.setattr(planning, "RestartTomcat", functools.partial(RestartTomcat, timeout=LOST_HOST_TIMEOUT))
 
     t = threading.Thread(target=run)
     t.start()
@@ -119,7 +124,9 @@ def test_a_host_lost_mid_deploy_then_the_deploy_converges_and_rollback_restores(
         assert "stopped" in error and "tomcat1: restart tomcat10" in error, error
         assert "sees 0 of 1 cluster members" in error and "tomcat2: in progress" in error, error
         assert "inv rollback" in error
+        assert f"after {LOST_HOST_TIMEOUT:g} s" in error, error  # the bound this test set was the one reached
     finally:
+        monkeypatch.undo()
         lab.start_host(cluster.spec, "tomcat2")
     # Running the deploy again converges (tomcat2 booted with new files but owes a restart).
     report = deploy(changed, "delta", quiet=True)
@@ -132,33 +139,28 @@ def test_a_host_lost_mid_deploy_then_the_deploy_converges_and_rollback_restores(
     assert status.cluster_report(cluster.inv).healthy
 
 
-def test_a_malformed_server_xml_on_a_host_changes_nothing_anywhere(cluster, tmp_path):
+def test_a_malformed_server_xml_on_a_host_changes_nothing_anywhere(cluster):
     good = cluster.run("tomcat2", f"cp -p {SERVER_XML} /root/server.xml.good && head -c 2000 {SERVER_XML} > /tmp/x "
                        f"&& cat /tmp/x > {SERVER_XML}")
     assert good.ok
     before = {t: shas(cluster, t, SERVER_XML, "/var/lib/tomcat10/bin/setenv.sh") for t in ("tomcat1", "tomcat2")}
     try:
         with pytest.raises(TcsessionError) as err:
-            deploy(variant(cluster, tmp_path, channel_send_options=2), "delta", quiet=True)
+            deploy(variant(cluster, channel_send_options=2), "delta", quiet=True)
         msg = str(err.value)
         assert msg.startswith(f"tomcat2:{SERVER_XML}") and "\n" not in msg
         assert {t: shas(cluster, t, SERVER_XML, "/var/lib/tomcat10/bin/setenv.sh")
                 for t in ("tomcat1", "tomcat2")} == before
     finally:
-        cluster.run("tomcat2", f"cp -p /root/server.xml.good {SERVER_XML}")
+        cluster.check("tomcat2", f"cp -p /root/server.xml.good {SERVER_XML}")
 
 
 def snapshot(handle) -> dict:
-    """Per host: checksums of every file tcsession manages, the services' PIDs, the installed
-    packages (their list's checksum); each command checked."""
-    out = {}
-    for h in ("nginx", "tomcat1", "tomcat2"):
-        r = handle.run(h, "sha256sum /etc/tomcat10/server.xml /var/lib/tomcat10/bin/setenv.sh "
-                       "/etc/nginx/conf.d/tcsession.conf 2>/dev/null; systemctl show -p MainPID --value tomcat10 nginx; "
-                       "dpkg-query -W | sha256sum; ls /var/lib/tcsession/deploys 2>/dev/null | sort")
-        assert r.ok, r.why()
-        out[h] = r.stdout
-    return out
+    """Per host: checksums of every file tcsession manages there, the services' PIDs, the
+    installed packages (their list's checksum), the deploy records; one checked command each."""
+    tomcat = dict(files=(SERVER_XML, "/var/lib/tomcat10/bin/setenv.sh"), units=("tomcat10",))
+    return {"nginx": host_state(handle, "nginx", files=("/etc/nginx/conf.d/tcsession.conf",), units=("nginx",)),
+            **{t: host_state(handle, t, **tomcat) for t in ("tomcat1", "tomcat2")}}
 
 
 def inv_deploy(*args: str) -> subprocess.CompletedProcess:
@@ -166,22 +168,24 @@ def inv_deploy(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-def test_refusals_that_reach_the_hosts_change_nothing_on_any_host(cluster, tmp_path):
+def test_refusals_that_reach_the_hosts_change_nothing_on_any_host(cluster):
     """Bad inputs only the hosts can reveal: one line each, exit 1, and every host as it was."""
     before = snapshot(cluster)
     original = cluster.spec.known_hosts.read_text()
     kh = original.splitlines()
+    a_nginx, a_t1, a_t2 = (cluster.inv.host(n).address + " " for n in ("nginx", "tomcat1", "tomcat2"))
     cases = {
         # nginx's key missing from known_hosts: refused with the key's fingerprint
-        "unknown key": ("\n".join(l for l in kh if not l.startswith("10.153.10.111 ")) + "\n",
+        "unknown key": ("\n".join(l for l in kh if not l.startswith(a_nginx)) + "\n",
                         ["nginx", "SHA256:", "ssh-keyscan"]),
         # tomcat2's key replaced by tomcat1's: a changed key
-        "changed key": ("\n".join(("10.153.10.113 " + next(k for k in kh if k.startswith("10.153.10.112 ")).split(" ", 1)[1])
-                                  if l.startswith("10.153.10.113 ") else l for l in kh) + "\n", ["tomcat2", "CHANGED"]),
+        "changed key": ("\n".join((a_t2 + next(k for k in kh if k.startswith(a_t1)).split(" ", 1)[1])
+                                  if l.startswith(a_t2) else l for l in kh) + "\n", ["tomcat2", "CHANGED"]),
         # a line that is no key at all: every host blocked, the file and line named
         "malformed line": ("garbage\n" + original, ["line 1", "sed -i '1d'"]),
     }
-    target = variant(cluster, tmp_path, channel_send_options=2).path
+    target = variant(cluster, channel_send_options=2).path
+    assert len(kh) == 3 and all(any(l.startswith(a) for l in kh) for a in (a_nginx, a_t1, a_t2)), kh
     try:
         for what, (text, words) in cases.items():
             cluster.spec.known_hosts.write_text(text)
@@ -194,26 +198,26 @@ def test_refusals_that_reach_the_hosts_change_nothing_on_any_host(cluster, tmp_p
     # 3. a server.xml on one host that cannot be parsed (the deploy plans every host first)
     assert cluster.run("tomcat2", f"cp -p {SERVER_XML} /root/sx.good && printf '<Server><Service>' > {SERVER_XML}").ok
     try:
-        proc = inv_deploy("--mode=delta", "-i", str(variant(cluster, tmp_path, channel_send_options=2).path))
+        proc = inv_deploy("--mode=delta", "-i", str(variant(cluster, channel_send_options=2).path))
         assert proc.returncode == 1 and proc.stderr.strip().startswith(f"tcsession: tomcat2:{SERVER_XML}")
     finally:
         assert cluster.run("tomcat2", f"cp -p /root/sx.good {SERVER_XML}").ok
     assert snapshot(cluster) == before
 
 
-def test_an_interrupted_deploy_is_recorded_and_recoverable(cluster, tmp_path):
+def test_an_interrupted_deploy_is_recorded_and_recoverable(cluster):
     """SIGTERM while a Tomcat restarts: the node goes back in service in nginx, the deploy is
     recorded and says where each host is; the next deploy converges, rollback restores."""
     before = {t: shas(cluster, t, SERVER_XML) for t in ("tomcat1", "tomcat2")}
-    changed = variant(cluster, tmp_path, channel_send_options=2)
+    changed = variant(cluster, channel_send_options=2)
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--mode=delta", "-i", str(changed.path)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:  # until tomcat1 is out of service: its restart is under way
-            r = cluster.run("nginx", "grep -c ' down;' /etc/nginx/conf.d/tcsession.conf || true")
-            assert r.ok, r.why()
-            if r.stdout.strip() not in ("", "0"):
+            # grep -c: 1 when no line matched (prints 0), 2 on an error (which fails here)
+            r = cluster.check("nginx", "grep -c ' down;' /etc/nginx/conf.d/tcsession.conf; test $? -le 1")
+            if r.strip() not in ("", "0"):
                 break
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
@@ -224,7 +228,7 @@ def test_an_interrupted_deploy_is_recorded_and_recoverable(cluster, tmp_path):
     err = err.strip()
     assert proc.returncode == 1 and len(err.splitlines()) == 1, err
     assert "interrupted during tomcat1: restart tomcat10" in err and "inv rollback" in err, err
-    assert "down;" not in cluster.run("nginx", "cat /etc/nginx/conf.d/tcsession.conf").stdout
+    assert "down;" not in cluster.check("nginx", "cat /etc/nginx/conf.d/tcsession.conf")
     ids = {r.id for recs in history(cluster.inv).values() for r in recs if not r.rolled_back}
     assert ids, "the interrupted deploy left no record"
     assert deploy(changed, "delta", quiet=True).changed  # converges: the restarts it still owed
@@ -233,15 +237,8 @@ def test_an_interrupted_deploy_is_recorded_and_recoverable(cluster, tmp_path):
     assert {t: shas(cluster, t, SERVER_XML) for t in ("tomcat1", "tomcat2")} == before
 
 
-def test_rolling_everything_back_returns_the_hosts_to_their_packages(cluster):
-    rollback_everything(cluster.inv)
-    hist = history(cluster.inv)
-    assert hist["tomcat1"] and all(r.rolled_back for recs in hist.values() for r in recs)
-    want = hashlib.sha256(DEBIAN_SERVER_XML.read_bytes()).hexdigest()
-    for t in ("tomcat1", "tomcat2"):
-        assert shas(cluster, t, SERVER_XML).split()[0] == want  # Debian's file, byte for byte
-        r = cluster.run(t, "systemctl is-active tomcat10; ls /var/lib/tomcat10/bin /var/lib/tomcat10/webapps/ROOT")
-        assert r.stdout.split()[0] in ("inactive", "failed") and "setenv.sh" not in r.stdout
-        assert "test.jsp" not in r.stdout and "WEB-INF" not in r.stdout
-    r = cluster.run("nginx", "readlink /etc/nginx/sites-enabled/default; ls /etc/nginx/conf.d; systemctl is-active nginx")
-    assert r.stdout.split() == ["/etc/nginx/sites-available/default", "inactive"]
+# Rolling everything back to the freshly installed packages (Debian's server.xml byte for byte,
+# Tomcat stopped, the test page and setenv.sh gone, nginx's default site back and nginx stopped)
+# is proven in tests/test_msm_lab.py::test_rollback_of_everything_returns_the_hosts_as_installed,
+# on a lab that ends there anyway: on the shared cluster it would walk back through every other
+# module's deploys (a BackupManager switch among them, which cannot be rolled node by node).

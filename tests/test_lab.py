@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import ROOT, LabHandle, write_lab_inventory
+from test_lab_down import _left_of
 from tcsession import lab, status
 from tcsession.errors import TcsessionError
 from tcsession.remote import Remote
@@ -43,6 +44,29 @@ def test_sshd_active_and_hostname_resolves_to_the_real_address(fresh_lab):
         assert active == "active"
         # Never 127.0.1.1: a Tomcat Receiver with address="auto" would advertise it.
         assert resolved.split()[0] == h.address
+
+
+def test_preflight_passes_on_fresh_hosts(fresh_lab):
+    """inv preflight before any deploy (moved here from test_preflight_lab.py: fresh hosts are
+    this module's; it runs before the package install below touches the nginx host)."""
+    from tcsession import preflight as pf
+
+    report = pf.preflight(fresh_lab.inv, "delta")
+    assert report.ok, report.problems
+    c = {what: (ok, detail) for what, ok, detail in next(h for h in report.hosts if h.name == "tomcat1").checks}
+    assert c["multicast"] == (True, "228.0.0.4:45564 heard from 1 peer(s)")
+    assert c["java"][0] and "not installed yet" in c["java"][1]
+    where = os.environ.get("TCSESSION_CAPTURE")
+    if where:  # tests/data/preflight/ came from such a run
+        from pathlib import Path
+
+        from tcsession import facts as factsmod
+        from tcsession import shell
+
+        with Remote(fresh_lab.inv) as r:
+            out = r.run(fresh_lab.inv.host("tomcat1"), factsmod.deploy_script() + shell.preflight_facts_script())
+        assert out.ok, out.why()
+        Path(where, "fresh-tomcat1.txt").write_text(out.stdout)
 
 
 def test_packages_install_inside_a_host_without_internet(fresh_lab):
@@ -89,12 +113,15 @@ def test_lifecycle_up_twice_stale_lab_and_down_leaves_nothing(tmp_path):
     # Its own lab name and subnet: it runs beside the module's lab.
     spec = LabHandle(write_lab_inventory(tmp_path, name="tcslife",
                                          subnet="10.153.8.0/24")).spec
+    recorded: set[int] = set()
     try:
         started = time.monotonic()
         lab.up(spec, log=lambda *_: None)
         first_up = time.monotonic() - started
         pids = lab.host_pids(spec)
         assert all(pids.values()) and lab.is_up(spec)
+        recorded = set(pids.values())
+        assert _left_of(spec, recorded)  # the check sees a running lab
         lab.up(spec, log=lambda *_: None)  # twice is safe: the same containers keep running
         assert lab.host_pids(spec) == pids
         # A stale lab: processes gone (as when a session ends), kernel state left behind.
@@ -107,9 +134,12 @@ def test_lifecycle_up_twice_stale_lab_and_down_leaves_nothing(tmp_path):
         assert any(x.startswith("bridge") for x in lab.leftovers(spec))
         lab.up(spec, log=lambda *_: None)
         assert lab.is_up(spec) and lab.host_pids(spec) != pids
+        recorded = {p for p in lab.host_pids(spec).values() if p}  # the killed ones are gone
         print(f"lab up on a cached root: {first_up:.1f} s")
     finally:
         lab.down(spec, log=lambda *_: None)
+        left = _left_of(spec, recorded)  # right away, no waiting (test_lab_down.py's in-process case)
+    assert left == []
     assert lab.leftovers(spec) == []
     assert not lab.is_up(spec)
 

@@ -38,10 +38,12 @@ def _left_of(spec, recorded: set[int]) -> list[str]:
     return left
 
 
-@pytest.mark.parametrize("how", ["inv", "in-process"])
+@pytest.mark.parametrize("how", ["inv"])
 def test_down_returns_when_no_process_is_left(tmp_path, how):
     """`inv lab.up` and `inv lab.down` as an operator runs them (the containers are not children
-    of the process that takes them down), and in one process as the tests do."""
+    of the process that takes them down). In one process, as the tests do: the same check right
+    after `lab.down` in tests/test_lab.py::test_lifecycle_up_twice_stale_lab_and_down_leaves_nothing
+    (one lab brought up fewer)."""
     inv_path = write_lab_inventory(tmp_path, name="tcsb1", subnet="10.153.20.0/24")
     spec = LabHandle(inv_path).spec
 

@@ -23,13 +23,13 @@ import sys
 import pytest
 
 import standin
-from conftest import ROOT, LabHandle, rollback_everything, write_lab_inventory
+from conftest import ROOT, host_state, new_lab, rollback_everything
 from tcsession import status
 from tcsession.deploy import deploy
 from tcsession.errors import TcsessionError
 from tcsession.inventory import load_inventory
 from tcsession.msmjars import servlet_namespaces
-from tcsession.rollback import rollback
+from tcsession.rollback import history, rollback
 
 pytestmark = pytest.mark.lab
 
@@ -54,21 +54,17 @@ def lab(tmp_path_factory):
     old_cache = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp / "cache")  # never the user's cache
     repo = standin.write_repo(tmp / "repo", standin.standin_jars())
-    (tmp / "base").mkdir()
-    base = write_lab_inventory(tmp / "base", name="tcsmsm", subnet="10.153.12.0/24")
-    handle = LabHandle(base).up()
     try:
         with standin.serve(repo) as url:
-            inv_path = tmp / "hosts.toml"
-            inv_path.write_text(inventory_text(base, url))
-            handle.inv_path, handle.inv = inv_path, load_inventory(inv_path)
-            handle.url, handle.repo, handle.tmp = url, repo, tmp
-            handle.stock = snapshot(handle)
-            report = deploy(handle.inv, "msm", quiet=True)
-            assert report.changed and report.deploy_id
-            yield handle
+            def prepare(handle):  # the lab's inventory plus [msm] with the stand-in's URL
+                inv_path = tmp / "hosts.toml"
+                inv_path.write_text(inventory_text(handle.inv_path, url))
+                handle.base_path = handle.inv_path
+                handle.inv_path, handle.inv = inv_path, load_inventory(inv_path)
+                handle.url, handle.repo, handle.tmp = url, repo, tmp
+
+            yield from new_lab(tmp_path_factory, "tcsmsm", "10.153.12.0/24", deploy_mode="msm", prepare=prepare)
     finally:
-        handle.down()
         if old_cache is None:
             os.environ.pop("XDG_CACHE_HOME", None)
         else:
@@ -78,18 +74,16 @@ def lab(tmp_path_factory):
 def variant(handle, name: str, **msm_settings):
     """The same lab with other [msm] settings, beside hosts.toml (so it shares msm.lock)."""
     path = handle.tmp / name
-    path.write_text(inventory_text(handle.inv_path.parent / "base" / "hosts.toml", handle.url, **msm_settings))
+    path.write_text(inventory_text(handle.base_path, handle.url, **msm_settings))
     return load_inventory(path)
 
 
 def snapshot(handle) -> dict:
-    out = {}
-    for t in ("tomcat1", "tomcat2"):
-        r = handle.run(t, f"sha256sum {' '.join(WATCHED)} 2>/dev/null; ls -l --time-style=+ {LIB}; "
-                       "systemctl show -p MainPID --value tomcat10 memcached")
-        out[t] = r.stdout
-    r = handle.run("nginx", "sha256sum /etc/nginx/conf.d/tcsession.conf 2>/dev/null; systemctl show -p MainPID --value nginx")
-    out["nginx"] = r.stdout
+    """What "nothing changed" compares: checksums of the watched files (each must exist), the
+    jars in Tomcat's lib (mode, owner, checksum), the PIDs, the packages; each command checked."""
+    out = {t: host_state(handle, t, files=WATCHED, units=("tomcat10", "memcached"), dirs=())
+           + "\n".join(f"{k} {v}" for k, v in sorted(lib_listing(handle, t).items())) for t in ("tomcat1", "tomcat2")}
+    out["nginx"] = host_state(handle, "nginx", files=("/etc/nginx/conf.d/tcsession.conf",), units=("nginx",), dirs=())
     return out
 
 
@@ -101,8 +95,8 @@ def lib_listing(handle, host: str) -> dict[str, str]:
 
 
 def tomcat_log(handle, host: str) -> str:
-    return handle.run(host, "journalctl -u tomcat10 --since \"$(systemctl show -p ActiveEnterTimestamp --value tomcat10)\" "
-                      "--no-pager -o cat").stdout
+    return handle.check(host, "since=$(systemctl show -p ActiveEnterTimestamp --value tomcat10) && "
+                        "journalctl -u tomcat10 --since \"$since\" --no-pager -o cat")
 
 
 def test_fresh_deploy_places_verified_converted_jars(lab):
@@ -132,18 +126,27 @@ def test_tomcat_started_the_manager_and_reaches_every_memcached(lab):
         assert re.search(r"n1@10\.153\.12\.112:11211=VERSION_1\.", line), line
         assert re.search(r"n2@10\.153\.12\.113:11211=VERSION_1\.", line), line
         assert "SEVERE" not in log
-        ctx = lab.run(host, f"cat {APP_CONTEXT}").stdout
+        ctx = lab.check(host, f"cat {APP_CONTEXT}")
         assert 'className="de.javakaffee.web.msm.MemcachedBackupSessionManager"' in ctx
         assert 'memcachedNodes="n1:10.153.12.112:11211,n2:10.153.12.113:11211"' in ctx
-        server = lab.run(host, "cat /etc/tomcat10/server.xml").stdout
+        server = lab.check(host, "cat /etc/tomcat10/server.xml")
         assert f'jvmRoute="{host}"' in server and "tcsession: managed jvmRoute" in server
         assert "tcsession: managed cluster" not in server
 
 
 def test_memcached_listens_only_on_its_own_address(lab):
     for host, addr in (("tomcat1", "10.153.12.112"), ("tomcat2", "10.153.12.113")):
-        r = lab.run(host, "ss -Hntl 'sport = :11211'")
-        assert [l.split()[3] for l in r.stdout.splitlines()] == [f"{addr}:11211"], r.stdout
+        out = lab.check(host, "ss -Hntl 'sport = :11211'")
+        assert [l.split()[3] for l in out.splitlines()] == [f"{addr}:11211"], out
+
+
+def test_msm_binds_every_port_to_the_node(lab):
+    """No HTTP, memcached or cluster port on a wildcard address in msm mode (moved here from
+    test_bind_lab.py, whose shared cluster runs delta: one mode switch fewer)."""
+    from test_bind_lab import wildcard_cluster_ports
+
+    for t in ("tomcat1", "tomcat2"):
+        assert wildcard_cluster_ports(lab, t) == [], t
 
 
 def test_second_deploy_changes_nothing(lab):
@@ -224,7 +227,7 @@ def test_changed_or_missing_jars_stop_the_deploy_before_any_host_changes(lab, tm
 
 def load_inventory_with_repo(lab, url):
     path = lab.tmp / "hosts-other-repo.toml"
-    path.write_text(inventory_text(lab.tmp / "base" / "hosts.toml", url))
+    path.write_text(inventory_text(lab.base_path, url))
     return load_inventory(path)
 
 
@@ -239,12 +242,12 @@ def test_non_sticky_dry_run_then_apply(lab):
     assert snapshot(lab) == before
     assert deploy(inv, "msm", quiet=True).changed
     for host in ("tomcat1", "tomcat2"):
-        ctx = lab.run(host, f"cat {APP_CONTEXT}").stdout
+        ctx = lab.check(host, f"cat {APP_CONTEXT}")
         assert 'sticky="false"' in ctx and 'lockingMode="all"' in ctx and "failoverNodes" not in ctx
-        engine = lab.run(host, "grep '<Engine' /etc/tomcat10/server.xml").stdout.splitlines()[-1]  # [0]: a comment
+        engine = lab.check(host, "grep '<Engine' /etc/tomcat10/server.xml").splitlines()[-1]  # [0]: a comment
         assert engine == '    <Engine name="Catalina" defaultHost="localhost">', engine
         assert "sticky=false failoverNodes=[] lockingMode=[all]" in tomcat_log(lab, host)
-    site = lab.run("nginx", "cat /etc/nginx/conf.d/tcsession.conf").stdout
+    site = lab.check("nginx", "cat /etc/nginx/conf.d/tcsession.conf")
     assert "map $cookie_jsessionid" not in site and "round robin" in site
     assert not deploy(inv, "msm", quiet=True).changed
 
@@ -272,24 +275,28 @@ def test_switch_to_delta_and_back(lab):
     assert report.changed
     for host in ("tomcat1", "tomcat2"):
         assert lib_listing(lab, host) == {}
-        assert "MemcachedBackupSessionManager" not in lab.run(host, f"cat {APP_CONTEXT}").stdout
-        assert lab.run(host, "grep -c 'tcsession: managed cluster' /etc/tomcat10/server.xml").stdout.strip() == "1"
-        assert not lab.run(host, "test -e /var/lib/tcsession/msm-jars").ok
+        assert "MemcachedBackupSessionManager" not in lab.check(host, f"cat {APP_CONTEXT}")
+        assert lab.check(host, "grep -c 'tcsession: managed cluster' /etc/tomcat10/server.xml").strip() == "1"
+        assert lab.check(host, "test -e /var/lib/tcsession/msm-jars && echo there || echo absent").strip() == "absent"
     delta = status.cluster_report(lab.inv, session_requests=10)
     assert delta.mode == "delta" and delta.healthy, [(h.name, h.problems) for h in delta.hosts]
     # rolling back the switch returns the msm configuration, byte for byte
     assert rollback(lab.inv, quiet=True) == [report.deploy_id]
     after = snapshot(lab)
     for host in ("tomcat1", "tomcat2", "nginx"):
-        strip_pids = lambda s: "\n".join(l for l in s.splitlines() if not l.strip().isdigit())  # noqa: E731
+        strip_pids = lambda s: "\n".join(l for l in s.splitlines() if " pid " not in l)  # noqa: E731
         assert strip_pids(after[host]) == strip_pids(msm_state[host])
     assert status.cluster_report(lab.inv, session_requests=0).mode == "msm"
 
 
 def test_rollback_of_everything_returns_the_hosts_as_installed(lab):
     """Back past the first deploy: the packages it installed stay, every file is the package's
-    own again (Debian's stock files, kept in tests/data), the jars are gone, services stopped."""
+    own again (Debian's stock files, kept in tests/data), the jars, the test page and setenv.sh
+    are gone, nginx has Debian's default site again, services stopped; every deploy recorded as
+    rolled back."""
     rollback_everything(lab.inv)
+    hist = history(lab.inv)
+    assert hist["tomcat1"] and all(r.rolled_back for recs in hist.values() for r in recs)
     data = ROOT / "tests" / "data"
     stock = {"/etc/tomcat10/server.xml": data / "debian-bookworm-tomcat10" / "server.xml",
              "/etc/tomcat10/context.xml": data / "debian-bookworm-tomcat10" / "context.xml",
@@ -299,12 +306,18 @@ def test_rollback_of_everything_returns_the_hosts_as_installed(lab):
     assert lib_listing(lab, "tomcat2") == {}
     for host in ("tomcat1", "tomcat2"):
         for path, local in stock.items():
-            now = lab.run(host, f"sha256sum < {path}").stdout.split()[0]
+            now = lab.check(host, f"sha256sum < {path}").split()[0]
             assert now == hashlib.sha256(local.read_bytes()).hexdigest(), path
-        assert not lab.run(host, "test -e /var/lib/tomcat10/bin/setenv.sh").ok
-        assert 'MemcachedBackupSessionManager' not in lab.run(host, f"cat {APP_CONTEXT}").stdout
+        assert lab.check(host, "test -e /var/lib/tomcat10/bin/setenv.sh && echo there || echo absent").strip() == "absent"
+        assert 'MemcachedBackupSessionManager' not in lab.check(host, f"cat {APP_CONTEXT}")
         for unit in ("memcached", "tomcat10"):
-            assert lab.run(host, f"systemctl is-active {unit}").stdout.strip() != "active", unit
+            assert lab.check(host, f"systemctl is-active {unit} || true").strip() != "active", unit
+        # (moved here from test_change_safely.py's rolling-everything-back test)
+        out = lab.check(host, "for f in bin/setenv.sh webapps/ROOT/test.jsp webapps/ROOT/WEB-INF; do "
+                              "if [ -e /var/lib/tomcat10/$f ]; then echo \"left: $f\"; fi; done; ls /var/lib/tomcat10/webapps/ROOT")
+        assert "left:" not in out, out
+    out = lab.check("nginx", "readlink /etc/nginx/sites-enabled/default; ls /etc/nginx/conf.d; systemctl is-active nginx || true")
+    assert out.split() == ["/etc/nginx/sites-available/default", "inactive"], out  # Debian's site back, nginx stopped
 
 
 def test_a_script_longer_than_one_argument_runs_over_stdin(lab):
@@ -322,4 +335,4 @@ def test_a_script_longer_than_one_argument_runs_over_stdin(lab):
     digest, leftovers = res.stdout.split()
     assert digest == hashlib.sha256(payload.encode()).hexdigest()
     assert leftovers == "1"  # only the running script's own file; it is removed afterwards
-    assert lab.run("tomcat1", count).stdout.strip() == "0"
+    assert lab.check("tomcat1", count).strip() == "0"

@@ -1,5 +1,7 @@
-"""inv preflight on real hosts (bookworm): passes on fresh and on deployed hosts (the deploy
-runs it first), and each check that can be provoked on a lab host fails: a host name resolving
+"""inv preflight on real hosts (bookworm): passes on fresh hosts (tests/test_lab.py, on its
+fresh lab: test_preflight_passes_on_fresh_hosts) and on deployed hosts (here: the shared cluster
+of conftest, put back at the module's end); the deploy runs it first (a held port stops it);
+and each check that can be provoked on a lab host fails: a host name resolving
 to 127.0.1.1, a port held by another process (python3 -m http.server on the receiver port:
 the deploy then stops with nothing changed), multicast blocked towards one host (the lab
 bridge's flooding off on its port; inside the hosts there is no nftables/iptables and no tc
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, LabHandle, write_lab_inventory
+from conftest import ROOT, LabHandle, shared_cluster_for_module
 from tcsession import facts as factsmod
 from tcsession import preflight as pf
 from tcsession import shell
@@ -30,13 +32,8 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    handle = LabHandle(write_lab_inventory(tmp_path_factory.mktemp("pf"), name="tcsh10c",
-                                           subnet="10.153.32.0/24")).up()
-    try:
-        yield handle
-    finally:
-        handle.down()
+def lab(shared_cluster, tmp_path_factory):
+    yield from shared_cluster_for_module(shared_cluster, tmp_path_factory, "pf")
 
 
 def capture(name: str, text: str) -> None:
@@ -50,51 +47,44 @@ def checks(report, host: str) -> dict:
     return {what: (ok, detail) for what, ok, detail in h.checks}
 
 
-def test_fresh_hosts_pass_and_deploy_runs_it(lab):
-    report = pf.preflight(lab.inv, "delta")
-    assert report.ok, report.problems
-    c = checks(report, "tomcat1")
-    assert c["multicast"] == (True, "228.0.0.4:45564 heard from 1 peer(s)")
-    assert c["java"][0] and "not installed yet" in c["java"][1]
-    with Remote(lab.inv) as r:
-        capture("fresh-tomcat1.txt", r.run(lab.inv.host("tomcat1"), factsmod.deploy_script() + shell.preflight_facts_script()).stdout)
-    assert deploy(lab.inv, "delta", quiet=True).changed
+def test_deployed_hosts_pass(lab):
+    """Fresh hosts: tests/test_lab.py::test_preflight_passes_on_fresh_hosts."""
     report = pf.preflight(lab.inv, "delta")
     assert report.ok, report.problems
     c = checks(report, "tomcat2")
     assert c["java"] == (True, "Java 17 for Tomcat 10") and c["ports"][0]
+    assert c["multicast"] == (True, "228.0.0.4:45564 heard from 1 peer(s)")
     with Remote(lab.inv) as r:
         capture("deployed-tomcat2.txt", r.run(lab.inv.host("tomcat2"), factsmod.deploy_script() + shell.preflight_facts_script()).stdout)
 
 
 def test_a_port_held_by_another_process_stops_the_deploy_with_nothing_changed(lab):
     t2 = lab.inv.host("tomcat2")
-    r = lab.run("tomcat2", "systemctl stop tomcat10 && (setsid timeout 120 python3 -m http.server 4000 "
-                f"--bind {t2.address} >/dev/null 2>&1 & echo $! > /tmp/tcsh-httpd.pid) && sleep 1 && "
-                "ss -Hntl | grep -q ':4000 '")
-    assert r.ok, r.why()
+    lab.check("tomcat2", "systemctl stop tomcat10 && (setsid timeout 120 python3 -m http.server 4000 "
+              f"--bind {t2.address} >/dev/null 2>&1 & echo $! > /tmp/tcsh-httpd.pid) && "
+              "for i in $(seq 1 100); do ss -Hntl | grep -q ':4000 ' && exit 0; sleep 0.1; done; exit 1")
     try:
-        before = lab.run("tomcat2", "sha256sum /etc/tomcat10/server.xml").stdout
+        before = lab.check("tomcat2", "sha256sum /etc/tomcat10/server.xml")
         report = pf.preflight(lab.inv, "delta")
         ok, detail = checks(report, "tomcat2")["ports"]
         assert not ok and "tcp 4000 (cluster receiver) is held by python3" in detail, detail
         with Remote(lab.inv) as rem:
             capture("port-held-tomcat2.txt", rem.run(t2, shell.preflight_facts_script()).stdout)
-        changed = lab.inv_path.parent / "changed.toml"
+        changed = lab.tmp / "changed.toml"
         changed.write_text(lab.inv_path.read_text() + "\n[delta]\nchannel_send_options = 2\n")
         with pytest.raises(TcsessionError) as e:
             deploy(load_inventory(changed), "delta", quiet=True)
         assert str(e.value).startswith("preflight: tomcat2: ports: tcp 4000 (cluster receiver) is held by python3")
         assert "nothing was changed" in str(e.value)
-        assert lab.run("tomcat2", "sha256sum /etc/tomcat10/server.xml").stdout == before
+        assert lab.check("tomcat2", "sha256sum /etc/tomcat10/server.xml") == before
     finally:
-        assert lab.run("tomcat2", "kill $(cat /tmp/tcsh-httpd.pid); rm -f /tmp/tcsh-httpd.pid; "
-                                  "sleep 0.5; systemctl start tomcat10").ok
+        lab.check("tomcat2", "kill $(cat /tmp/tcsh-httpd.pid); rm -f /tmp/tcsh-httpd.pid; "
+                  "for i in $(seq 1 40); do ss -Hntl | grep -q ':4000 ' || break; sleep 0.1; done")
+        lab.start_serving("tomcat2", "tomcat10")
 
 
 def test_a_name_resolving_to_loopback_fails(lab):
-    r = lab.run("tomcat1", 'cp /etc/hosts /tmp/tcsh-hosts && printf "127.0.1.1\\t%s\\n" "$(hostname)" >> /etc/hosts')
-    assert r.ok, r.why()
+    lab.check("tomcat1", 'cp /etc/hosts /tmp/tcsh-hosts && printf "127.0.1.1\\t%s\\n" "$(hostname)" >> /etc/hosts')
     try:
         ok, detail = checks(pf.preflight(lab.inv, "delta"), "tomcat1")["host name"]
         assert not ok and "resolves to 127.0.1.1" in detail, detail
@@ -106,7 +96,7 @@ def test_a_name_resolving_to_loopback_fails(lab):
         with Remote(lab.inv) as rem:
             capture("loopback-name-tomcat1.txt", rem.run(lab.inv.host("tomcat1"), shell.preflight_facts_script()).stdout)
     finally:
-        assert lab.run("tomcat1", "cat /tmp/tcsh-hosts > /etc/hosts").ok
+        lab.check("tomcat1", "cat /tmp/tcsh-hosts > /etc/hosts")
     assert checks(pf.preflight(lab.inv, "delta"), "tomcat1")["host name"][0]
 
 

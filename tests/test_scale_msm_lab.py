@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import real_msm_repo
+from conftest import real_msm_repo, wait_answered
 from tcsession import status
 from tcsession.client import SessionClient, parse_session_id
 from tcsession.deploy import deploy
@@ -30,35 +30,33 @@ def lab(tmp_path_factory):
 
 
 def memcached_nodes(lab, host: str) -> str:
-    r = lab.run(host, "grep -o 'memcachedNodes=\"[^\"]*\"' /var/lib/tomcat10/webapps/ROOT/META-INF/context.xml")
-    assert r.ok, r.stderr
-    return r.stdout.strip()
+    return lab.check(host, "grep -o 'memcachedNodes=\"[^\"]*\"' /var/lib/tomcat10/webapps/ROOT/META-INF/context.xml").strip()
 
 
 def test_msm_scale_out_while_serving(lab):
     two = load_inventory(lab.inv_path.with_name("two.toml"))
     assert [t.name for t in two.tomcats] == ["tomcat1", "tomcat2"]
     assert deploy(two, "msm", quiet=True).changed
-    r = lab.run("tomcat3", "dpkg-query -W -f='${db:Status-Abbrev}' tomcat10 memcached 2>/dev/null || true")
-    assert "ii" not in r.stdout, r.stdout
+    out = lab.check("tomcat3", "dpkg-query -W -f='${db:Status-Abbrev}' tomcat10 memcached 2>/dev/null; test $? -le 1")
+    assert "ii" not in out, out
     assert "n3:" not in memcached_nodes(lab, "tomcat1")
     early = SessionClient(two.nginx.address, two.nginx.http_port, mode="msm")
     for _ in range(5):
         early.request()
         time.sleep(0.3)  # each request's backup lands before the next (MSM backs up asynchronously)
     assert early.run.ok and early.run.last_count == 5, early.run.to_dict()
-    pids = {t.name: lab.run(t.name, "systemctl show -p MainPID --value tomcat10").stdout.strip() for t in two.tomcats}
+    pids = {t.name: lab.pid(t.name, "tomcat10") for t in two.tomcats}
 
     three = lab.inv
     with Load(three.nginx.address, three.nginx.http_port, sessions=10, rate=20, mode="msm") as load:
-        time.sleep(2)
+        wait_answered(load)
         report = deploy(three, "msm", quiet=True)
-        time.sleep(2)
+        wait_answered(load)
     res = load.result
     print(f"\nmsm scale out 2 -> 3: requests={res.requests} failed={res.failed} lost={res.lost_updates}")
     assert report.changed and res.requests > 60 and (res.failed, res.lost_updates) == (0, 0), res.errors[:5]
     for t in two.tomcats:  # the old Tomcats restarted with the third node in their lists
-        assert lab.run(t.name, "systemctl show -p MainPID --value tomcat10").stdout.strip() != pids[t.name]
+        assert lab.pid(t.name, "tomcat10") != pids[t.name]
         assert "n3:" in memcached_nodes(lab, t.name), memcached_nodes(lab, t.name)
     assert "n1:" in memcached_nodes(lab, "tomcat3")
 

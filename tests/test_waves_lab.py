@@ -9,11 +9,10 @@ settings changed through variants of the inventory."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
-from conftest import LabHandle, real_msm_repo, write_lab_inventory
+from conftest import new_lab, real_msm_repo, wait_answered
 from tcsession import status
 from tcsession.deploy import deploy
 from tcsession.inventory import load_inventory
@@ -27,13 +26,7 @@ TOMCATS = [f"tomcat{i}" for i in range(1, 9)]
 
 @pytest.fixture(scope="module")
 def eight(tmp_path_factory):
-    path = write_lab_inventory(tmp_path_factory.mktemp("waves"), tomcats=8, name="tcswlab", subnet="10.153.51.0/24")
-    handle = LabHandle(path).up()
-    try:
-        assert deploy(handle.inv, "delta", quiet=True).changed
-        yield handle
-    finally:
-        handle.down()
+    yield from new_lab(tmp_path_factory, "tcswlab", "10.153.51.0/24", tomcats=8, deploy_mode="delta")
 
 
 def variant(handle, name: str, extra: str):
@@ -43,12 +36,8 @@ def variant(handle, name: str, extra: str):
 
 
 def pids(handle) -> dict[str, str]:
-    out = {}
-    for t in TOMCATS:
-        r = handle.run(t, "systemctl show -p MainPID --value tomcat10")
-        assert r.ok, r.why()
-        out[t] = r.stdout.strip()
-        assert out[t] not in ("", "0"), (t, r.stdout)
+    out = {t: handle.pid(t, "tomcat10") for t in TOMCATS}
+    assert "0" not in out.values(), out
     return out
 
 
@@ -63,9 +52,9 @@ def waves_of(report) -> list[list[str]]:
 def change_under_load(handle, inv, mode="delta"):
     before = pids(handle)
     with Load(inv.nginx.address, sessions=10, rate=20, mode=mode) as load:
-        time.sleep(2)
+        wait_answered(load)
         report = deploy(inv, mode, quiet=True)
-        time.sleep(2)
+        wait_answered(load)
     after = pids(handle)
     print(f"\n{inv.path.name}: waves {waves_of(report)}; {load.result.line()}")
     assert report.changed
