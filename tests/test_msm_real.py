@@ -71,10 +71,39 @@ def real(request, tmp_path_factory):
     handle = LabHandle(tmp / "sticky.toml").up()
     handle.unit, handle.tmp, handle.release = unit, tmp, release
     try:
-        assert deploy(handle.inv, "msm", quiet=True).changed
+        if release == "bullseye":  # first Tomcat's own cluster on Tomcat 9 from fresh hosts, then the switch
+            tomcat9_delta_then_the_switch_to_msm(handle)
+        else:
+            assert deploy(handle.inv, "msm", quiet=True).changed
         yield handle
     finally:
         handle.down()
+
+
+def tomcat9_delta_then_the_switch_to_msm(handle) -> None:
+    """Debian 11 (Tomcat 9, its own paths and unit, discovered, not assumed): the delta cluster
+    from fresh hosts, healthy, a session that survives the loss of its node, a second deploy that
+    changes nothing; then delta to msm with the real javax jars (unconverted), memcached
+    installed, the Cluster gone. (This lab also made tests/test_bullseye.py's claims: one lab.)"""
+    from test_delta import session_survives_a_node
+
+    delta = load_inventory(handle.tmp / "base" / "hosts.toml")
+    report = deploy(delta, "delta", quiet=True)
+    assert report.installed["tomcat1"][0] == "tomcat9"
+    assert {"/etc/tomcat9/server.xml", "/var/lib/tomcat9/bin/setenv.sh"} <= {c.path for c in report.plan.files("tomcat1")}
+    st = status.cluster_report(delta)
+    assert st.healthy, [(h.name, h.problems) for h in st.hosts]
+    facts = next(h for h in st.hosts if h.name == "tomcat2").facts
+    assert facts.os["VERSION_CODENAME"] == "bullseye" and facts.packages["tomcat9"].startswith("9.0.")
+    assert not deploy(delta, "delta", quiet=True).changed
+    session_survives_a_node(handle, delta, unit="tomcat9")
+    report = deploy(handle.inv, "msm", quiet=True)
+    assert report.changed and "memcached" in report.installed.get("tomcat1", ())
+    lib = handle.check("tomcat1", "ls /var/lib/tomcat9/lib").split()
+    assert lib == ["memcached-session-manager-2.3.2.jar", "memcached-session-manager-tc9-2.3.2.jar",
+                   "spymemcached-2.12.3.jar"]
+    assert "tcsession: managed cluster" not in handle.check("tomcat1", "cat /etc/tomcat9/server.xml")
+    assert not deploy(handle.inv, "msm", quiet=True).changed
 
 
 def inventory(real, variant: str):

@@ -38,13 +38,26 @@ def test_a_dangling_key_link_is_named_and_nothing_is_generated(tmp_path):
 def test_a_key_file_the_operator_cannot_read_names_the_file_and_the_fix(tmp_path):
     """Run as an unprivileged user for real (root reads anything): the key under a root-only
     directory cannot even be looked at."""
+    import shutil
+    import tempfile
+
     path = tmp_path / "hosts.cluster-key"
     clusterkey.key_for(path)
     os.chmod(tmp_path, 0o700)
-    code = ("import sys; from tcsession import clusterkey; from tcsession.errors import TcsessionError\n"
-            "try: clusterkey.key_for(sys.argv[1])\nexcept TcsessionError as e: print(e)\n")
-    r = subprocess.run(["/usr/bin/python3", "-c", code, str(path)], capture_output=True, text=True, user=65534,
-                       cwd="/", env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")}, timeout=60)
+    # the two modules it needs, where the unprivileged user can read them (the checkout may not be)
+    code_dir = Path(tempfile.mkdtemp(prefix="tcs-nobody-"))
+    try:
+        os.chmod(code_dir, 0o755)
+        (code_dir / "tcsession").mkdir(mode=0o755)
+        for name in ("__init__.py", "clusterkey.py", "errors.py"):
+            shutil.copy(ROOT / "tcsession" / name, code_dir / "tcsession" / name)
+            os.chmod(code_dir / "tcsession" / name, 0o644)
+        code = ("import sys; from tcsession import clusterkey; from tcsession.errors import TcsessionError\n"
+                "try: clusterkey.key_for(sys.argv[1])\nexcept TcsessionError as e: print(e)\n")
+        r = subprocess.run(["/usr/bin/python3", "-c", code, str(path)], capture_output=True, text=True, user=65534,
+                           cwd="/", env={"PYTHONPATH": str(code_dir), "PATH": os.environ.get("PATH", "")}, timeout=60)
+    finally:
+        shutil.rmtree(code_dir)
     assert r.returncode == 0 and not r.stderr, r.stderr
     assert r.stdout.strip() == (f"{path}: the cluster key file ([delta] key_file) cannot be read (Permission denied); "
                                 f"{clusterkey.FIX}")

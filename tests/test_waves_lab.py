@@ -80,6 +80,8 @@ def test_delta_manager_changes_in_waves_of_four_under_load(eight):
     every_node_sees_its_peers(inv)
 
 
+@pytest.mark.measure  # at 8 nodes: 16 restarts one after the other; CI proves the order by the unit tests
+# (test_waves: one at a time, each waiting for 7 members) and BackupManager on the shared cluster (test_delta)
 def test_backup_manager_changes_one_node_at_a_time_under_load(eight):
     switched = variant(eight, "backup", '[delta]\nmanager = "backup"\n')
     assert waves_of(deploy(switched, "delta", quiet=True)) == [[t] for t in TOMCATS]  # the switch: no load
@@ -90,6 +92,8 @@ def test_backup_manager_changes_one_node_at_a_time_under_load(eight):
     every_node_sees_its_peers(inv)
 
 
+@pytest.mark.measure  # at 8 nodes; CI proves msm's rolling change under load with the real jars on two
+# Tomcats of each release (test_msm_real) and the waves of four here with DeltaManager
 def test_msm_with_the_real_jars_changes_in_waves_under_load(eight):
     repo = real_msm_repo()
     switched = variant(eight, "msm", f'[msm]\nmaven_repo = "{repo}"\n')
