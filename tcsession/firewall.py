@@ -12,7 +12,7 @@ in one transaction (`nft -f`: declare, delete, define), so a change has no momen
 
 firewalld is not driven: with firewalld active, its own zones also decide (a packet must pass
 every table's input chain), so preflight refuses "nftables" there until firewalld is told
-(documented in the README). Pure: renders text; tcsession.shell applies it.
+(documented in docs/security.md). Pure: renders text; tcsession.shell applies it.
 """
 
 from __future__ import annotations
