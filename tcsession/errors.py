@@ -1,5 +1,34 @@
-"""The one exception type for expected failures: the task prints its message and exits 1."""
+"""The exception types for expected failures: the task prints the message and exits with the
+error's `code` (tcsession's exit codes, docs/cli.md: 1 failed, 2 usage or inventory, 3 hosts
+unreachable)."""
+
+from __future__ import annotations
+
+#: tcsession's exit codes (docs/cli.md): what a script can rely on.
+OK, FAILED, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class TcsessionError(Exception):
     """An expected failure, told to the operator as one line (file/host/key, what, what to do)."""
+
+    code = FAILED
+
+
+class UsageError(TcsessionError):
+    """A command line tcsession cannot run (a bad option value, no inventory file): exit 2."""
+
+    code = USAGE
+
+
+class InventoryError(UsageError):
+    """Every problem of one inventory file, one line each (table, key, fix): exit 2."""
+
+    def __init__(self, errors: list[str] | tuple[str, ...]):
+        self.errors = tuple(errors)
+        super().__init__("\n".join(self.errors))
+
+
+class UnreachableError(TcsessionError):
+    """Hosts that could not be reached over SSH (nothing was judged or changed on them): exit 3."""
+
+    code = UNREACHABLE

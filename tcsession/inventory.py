@@ -1,8 +1,8 @@
 """The inventory: hosts.toml, loaded once into frozen dataclasses.
 
 Every check of the file happens here, so the rest of tcsession can trust an
-Inventory.  Any problem raises TcsessionError with one line naming the file,
-the table/key and the fix.  Pure code: it reads the file and checks that the
+Inventory.  Problems raise InventoryError (a TcsessionError) listing every problem
+of the file, one line each naming the file, the table/key and the fix.  Pure code: it reads the file and checks that the
 SSH key file exists, nothing else.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from tcsession.errors import TcsessionError
+from tcsession.errors import InventoryError, TcsessionError
 
 LAB_ROOT = Path("/var/lib/tcsession/lab")
 
@@ -548,17 +548,17 @@ def load_inventory(path: str | Path) -> Inventory:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise TcsessionError(
+        raise InventoryError([
             f"{path}: no such file; create it, e.g. copy hosts.toml (the built-in lab) or "
-            f"examples/hosts.real.toml (real servers) from tcsession and edit it") from None
+            f"examples/hosts.real.toml (real servers) from tcsession and edit it"]) from None
     except IsADirectoryError:
-        raise TcsessionError(f"{path}: is a directory; give the path of the hosts.toml file") from None
+        raise InventoryError([f"{path}: is a directory; give the path of the hosts.toml file"]) from None
     except OSError as e:
-        raise TcsessionError(f"{path}: cannot read it ({e.strerror}); check the path and its permissions") from None
+        raise InventoryError([f"{path}: cannot read it ({e.strerror}); check the path and its permissions"]) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise TcsessionError(f"{path}: not UTF-8 text (bad byte at offset {e.start}); save it as UTF-8") from None
+        raise InventoryError([f"{path}: not UTF-8 text (bad byte at offset {e.start}); save it as UTF-8"]) from None
     return parse_inventory(text, path)
 
 
@@ -567,17 +567,40 @@ def parse_inventory(text: str, path: Path) -> Inventory:
     return _Parser(Path(path)).parse(text)
 
 
+class _Abort(Exception):
+    """The table (or key, or host) under way cannot be read further; its error is recorded."""
+
+
 class _Parser:
+    """Reads the whole file however many problems it has: each is recorded (`error`) and the
+    parse goes on with the next key, host or table (`fail` records and gives up on the one
+    under way), so that one run lists them all."""
+
     def __init__(self, path: Path):
         self.path = path
         self.base = Path(os.path.abspath(path)).parent
         self.lab: Lab | None = None
+        self.errors: list[str] = []
+        self.bad: set[tuple[str, str]] = set()  # (table, key) given but refused; (table, "*"): the table
 
     # -- helpers
 
-    def fail(self, where: str, msg: str) -> None:
+    def error(self, where: str, msg: str) -> None:
         line = f"{self.path}: {where} {msg}" if where else f"{self.path}: {msg}"
-        raise TcsessionError(" ".join(line.split()))  # always one line
+        line = " ".join(line.split())  # always one line
+        if line not in self.errors:
+            self.errors.append(line)
+
+    def fail(self, where: str, msg: str) -> None:
+        self.error(where, msg)
+        raise _Abort
+
+    def attempt(self, fn: Callable[[], Any], default: Any = None) -> Any:
+        """fn(), or `default` when it gave up (its errors recorded)."""
+        try:
+            return fn()
+        except _Abort:
+            return default
 
     def resolve(self, where: str, key: str, value: str) -> Path:
         try:
@@ -590,9 +613,31 @@ class _Parser:
               ) -> dict[str, Any]:
         """Check the keys present in one table against spec (+extra); return them, without defaults."""
         if not isinstance(raw, dict):
+            self.bad.add((where, "*"))
             self.fail("", f"{where} must be a table, not {_kind_of(raw)}; write it as a {where} section")
         known = {**spec, **(extra or {})}
+        good: dict[str, Any] = {}
+        gave_up = False
         for key, value in raw.items():
+            try:
+                self.key(where, key, value, known)
+                good[key] = value
+            except _Abort:
+                self.bad.add((where, key))
+                gave_up = gave_up or (key in spec and spec[key].default is REQUIRED)
+        unknown = [key for key in raw if key not in known]
+        for key, k in spec.items():
+            if k.default is REQUIRED and key not in raw:
+                if not any(difflib.get_close_matches(u, list(known), n=1) == [key] for u in unknown):
+                    self.error(where, f"has no {key}; add {key} = {k.example}")  # (else: "did you mean")
+                gave_up = True
+        if gave_up:  # a required key missing or wrong: the table cannot be used
+            raise _Abort
+        return good
+
+    def key(self, where: str, key: str, value: Any, known: dict[str, _Key]) -> None:
+        """Check one key of a table (fail on its first problem)."""
+        if True:
             if key in SECRET_KEYS:
                 fix = ("load the key into ssh-agent and set agent = true" if key == "passphrase" else
                        "set TCSESSION_SUDO_PASSWORD in the environment or let tcsession prompt")
@@ -619,10 +664,6 @@ class _Parser:
             problem = k.check(value) if k.check else None
             if problem:
                 self.fail(where, f"{key} = {_short(value)} {problem}")
-        for key, k in spec.items():
-            if k.default is REQUIRED and key not in raw:
-                self.fail(where, f"has no {key}; add {key} = {k.example}")
-        return dict(raw)
 
     def with_defaults(self, where: str, raw: Any, spec: dict[str, _Key]) -> dict[str, Any]:
         return {k: s.default for k, s in spec.items()} | self.table(where, raw, spec)
@@ -631,7 +672,7 @@ class _Parser:
         if self.lab:
             for key in LAB_PROVIDED:
                 if key in values:
-                    self.fail(where, f"{key}: the lab provides the SSH key and known_hosts "
+                    self.error(where, f"{key}: the lab provides the SSH key and known_hosts "
                                      f"({self.lab.state_dir}); remove {key} (or remove [lab] for real hosts)")
 
     # -- the file
@@ -646,30 +687,66 @@ class _Parser:
                 where, msg = f"line {m[1]}, column {m[2]}", msg[:m.start()]
             else:
                 where, msg = "end of file", re.sub(r"\s*\(at end of document\)$", "", msg)
-            self.fail("", f"invalid TOML at {where}: {msg}; fix the syntax")
+            self.error("", f"invalid TOML at {where}: {msg}; fix the syntax")
+            raise InventoryError(self.errors) from None
+        try:
+            inv = self.document(doc)
+        except _Abort:
+            inv = None
+        if self.errors:
+            raise InventoryError(self.errors)
+        assert inv is not None
+        return inv
 
+    def document(self, doc: dict) -> Inventory:
         for key in doc:
             if key not in TOP_TABLES:
                 close = difflib.get_close_matches(key, TOP_TABLES, n=1)
                 hint = f"did you mean [{close[0]}]?" if close else "remove it"
-                self.fail("", f'unknown table or key "{key}"; {hint} (known: {", ".join(TOP_TABLES)})')
+                self.error("", f'unknown table or key "{key}"; {hint} (known: {", ".join(TOP_TABLES)})')
 
+        lab_ok = True
         if "lab" in doc:
-            lab = self.with_defaults("[lab]", doc["lab"], LAB_KEYS)
+            before = len(self.errors)
+            lab = self.attempt(lambda: self.with_defaults("[lab]", doc["lab"], LAB_KEYS))
+            lab_ok = lab is not None and len(self.errors) == before
+            lab = lab or {k: s.default for k, s in LAB_KEYS.items()}
             self.lab = Lab(lab["name"], lab["release"], ipaddress.IPv4Network(lab["subnet"]))
 
-        ssh_set = self.table("[ssh]", doc.get("ssh", {}), SSH_KEYS, SSH_RUN_KEYS)
+        ssh_set = self.attempt(lambda: self.table("[ssh]", doc.get("ssh", {}), SSH_KEYS, SSH_RUN_KEYS), {})
         self.no_lab_provided("[ssh]", ssh_set)
         max_parallel = ssh_set.pop("max_parallel", SSH_RUN_KEYS["max_parallel"].default)
 
+        before = len(self.errors)
         hosts = [h for role in ("nginx", "tomcat") for h in self.hosts(role, doc, ssh_set)]
-        self.check_hosts(hosts)
+        self.check_hosts(hosts, complete=len(self.errors) == before, lab=lab_ok)
 
+        delta = self.attempt(lambda: self.delta(doc))
+        msm = self.attempt(lambda: self.msm(doc))
+        if delta is not None and msm is not None:
+            self.check_ports(hosts, delta, msm)
+        rolling = self.attempt(lambda: self.with_defaults("[rolling]", doc.get("rolling", {}), ROLLING_KEYS))
+        if rolling is not None:
+            mu = rolling["max_unavailable"]
+            rolling = Rolling(mu if isinstance(mu, int) else mu.strip())
+        apps_settings = self.attempt(lambda: self.apps(doc))
+        firewall = self.attempt(
+            lambda: self.with_defaults("[firewall]", doc.get("firewall", {}), FIREWALL_KEYS)["backend"])
+        tls = self.attempt(lambda: self.tls(doc["tls"], hosts)) if "tls" in doc else None
+        if self.errors:
+            raise _Abort
+        apps, settings = apps_settings
+        return Inventory(self.path, tuple(h for h in hosts if not h.remove), self.lab, delta, msm, rolling,
+                         max_parallel, apps, settings, firewall, tuple(h for h in hosts if h.remove), tls)
+
+    def delta(self, doc: dict) -> Delta:
         delta = self.with_defaults("[delta]", doc.get("delta", {}), DELTA_KEYS)
         delta["channel_send_options"] = send_options_value(delta["channel_send_options"])
         delta["key_file"] = str(self.resolve("[delta]", "key_file", delta["key_file"]) if delta["key_file"]
                                 else self.path.with_name(self.path.stem + ".cluster-key").absolute())
-        delta = Delta(**delta)
+        return Delta(**delta)
+
+    def msm(self, doc: dict) -> Msm:
         msm = self.with_defaults("[msm]", doc.get("msm", {}), MSM_KEYS)
         if "://" not in msm["maven_repo"]:
             repo = self.resolve("[msm]", "maven_repo", msm["maven_repo"])
@@ -679,19 +756,11 @@ class _Parser:
                                    f"Maven-layout directory holding the jars (e.g. a copy of ~/.m2/repository) "
                                    f'or at a repository URL such as "https://repo.maven.apache.org/maven2"')
             msm["maven_repo"] = str(repo)
-        msm = Msm(**msm)
-        self.check_ports(hosts, delta, msm)
-        rolling = self.with_defaults("[rolling]", doc.get("rolling", {}), ROLLING_KEYS)
-        mu = rolling["max_unavailable"]
-        rolling = Rolling(mu if isinstance(mu, int) else mu.strip())
-        apps, settings = self.apps(doc)
-        firewall = self.with_defaults("[firewall]", doc.get("firewall", {}), FIREWALL_KEYS)["backend"]
-        tls = self.tls(doc["tls"], hosts) if "tls" in doc else None
-        return Inventory(self.path, tuple(h for h in hosts if not h.remove), self.lab, delta, msm, rolling,
-                         max_parallel, apps, settings, firewall, tuple(h for h in hosts if h.remove), tls)
+        return Msm(**msm)
 
     def tls(self, raw: Any, hosts: list[Host]) -> Tls:
         values = self.with_defaults("[tls]", raw, TLS_KEYS)
+        before = len(self.errors)
         for key in ("certificate", "key", "ca"):
             if key == "ca" and not values[key]:
                 values[key] = None
@@ -699,13 +768,15 @@ class _Parser:
             path = self.resolve("[tls]", key, values[key])
             if not path.is_file():
                 what = "is a directory, not a file" if path.is_dir() else "no such file"
-                self.fail("[tls]", f"{key} = {_show(values[key])}: {what} {path}; give the PEM file "
-                                   "(relative to the inventory file)")
+                self.error("[tls]", f"{key} = {_show(values[key])}: {what} {path}; give the PEM file "
+                                    "(relative to the inventory file)")
             values[key] = path
         nginx = next((h for h in hosts if h.role == "nginx"), None)
         if nginx is not None and values["https_port"] == nginx.http_port:
-            self.fail("[tls]", f"https_port = {values['https_port']} is the same as [nginx.{nginx.name}] http_port; "
+            self.error("[tls]", f"https_port = {values['https_port']} is the same as [nginx.{nginx.name}] http_port; "
                                "give them different ports (443 and 80)")
+        if len(self.errors) > before:
+            raise _Abort
         return Tls(**values)
 
     def apps(self, doc: dict) -> tuple[tuple[App, ...], AppSettings]:
@@ -715,15 +786,22 @@ class _Parser:
                           'write one [app.NAME] table per application, with war = "..." under it')
         apps: list[App] = []
         settings = {k: v for k, v in section.items() if not isinstance(v, dict)}
-        for name in settings:
+        for name in list(settings):
             if name not in APP_SETTINGS:
-                self.fail("[app]", f"{name} = {_show(settings[name])} is neither a setting of [app] "
+                del settings[name]
+                self.error("[app]", f"{name} = {_show(settings[name])} is neither a setting of [app] "
                                    f"({', '.join(APP_SETTINGS)}) nor an application table; for an application "
                                    f'write [app.{name}] with war = "path/to/app.war" under it')
         for name, raw in section.items():
+            if isinstance(raw, dict):
+                app = self.attempt(lambda: self.app(name, raw, apps))
+                if app is not None:
+                    apps.append(app)
+        return tuple(apps), AppSettings(**self.with_defaults("[app]", settings, APP_SETTINGS))
+
+    def app(self, name: str, raw: dict, apps: list[App]) -> App:
+        if True:
             where = f"[app.{name}]"
-            if not isinstance(raw, dict):
-                continue
             if name in APP_SETTINGS:
                 self.fail(where, f'"{name}" is a setting of [app], not an application name; '
                                  "give the application another name")
@@ -744,16 +822,23 @@ class _Parser:
                 if other.base_name.lower() == app.base_name.lower():
                     self.fail(where, f"context {_show(context)} is already used by [app.{other.name}] "
                                      f"({_show(other.context)}); give each application its own context path")
-            apps.append(app)
-        return tuple(apps), AppSettings(**self.with_defaults("[app]", settings, APP_SETTINGS))
+            return app
 
     def hosts(self, role: str, doc: dict, ssh_set: dict) -> list[Host]:
         section = doc.get(role, {})
         if not isinstance(section, dict):
-            self.fail("", f"{role} must be tables like [{role}.NAME], not {_kind_of(section)}; "
-                          f"write one [{role}.NAME] table per host")
+            self.error("", f"{role} must be tables like [{role}.NAME], not {_kind_of(section)}; "
+                           f"write one [{role}.NAME] table per host")
+            return []
         hosts = []
         for name, raw in section.items():
+            host = self.attempt(lambda: self.host(role, name, raw, ssh_set))
+            if host is not None:
+                hosts.append(host)
+        return hosts
+
+    def host(self, role: str, name: str, raw: Any, ssh_set: dict) -> Host:
+        if True:
             where = f"[{role}.{name}]"
             if not isinstance(raw, dict):
                 self.fail(f"[{role}]", f"{name} = {_show(raw)} is not a host table; put each host in its own "
@@ -767,14 +852,13 @@ class _Parser:
             self.no_lab_provided(where, host_ssh)
             own = {k: s.default for k, s in spec.items()} | {k: v for k, v in values.items() if k in spec}
             tomcat = role == "tomcat"
-            hosts.append(Host(
+            return Host(
                 name=name, role=role, address=own["address"], ssh=self.ssh(where, ssh_set, host_ssh),
                 http_port=own["http_port"],
                 jvm_route=(own["jvm_route"] or name) if tomcat else None,
                 memcached=own["memcached"] if tomcat else False,
                 remove=own.get("remove", False) if tomcat else False,
-            ))
-        return hosts
+            )
 
     def ssh(self, where: str, ssh_set: dict, host_set: dict) -> Ssh:
         """The effective SSH settings of one host: defaults < [ssh] < the host's own table."""
@@ -783,11 +867,14 @@ class _Parser:
         def origin(*keys: str) -> str:
             return where if any(k in host_set for k in keys) else "[ssh]"
 
+        def refused(*keys: str) -> bool:  # already an error: said once, not again as a consequence
+            return any((t, k) in self.bad for t in (where, "[ssh]") for k in (*keys, "*"))
+
         sudo = v["sudo"]
         if sudo is None:
             sudo = v["user"] != "root"
-        elif not sudo and v["user"] != "root":
-            self.fail(origin("user", "sudo"), f'user = {_show(v["user"])} with sudo = false: tcsession needs root '
+        elif not sudo and v["user"] != "root" and not refused("user", "sudo"):
+            self.error(origin("user", "sudo"), f'user = {_show(v["user"])} with sudo = false: tcsession needs root '
                                               f'on the hosts; set sudo = true or user = "root"')
         if self.lab:
             key, agent = self.lab.state_dir / "id_ed25519", False
@@ -798,34 +885,43 @@ class _Parser:
                 key = self.resolve(origin("key"), "key", v["key"])
                 if not key.is_file():
                     what = "is a directory, not a key file" if key.is_dir() else "no such file"
-                    self.fail(origin("key"), f"key = {_show(v['key'])}: {what} {key}; create it "
-                                             f"(ssh-keygen -t ed25519 -f {key}), fix the path, or use agent = true")
-                problem = private_key_problem(key, agent)
+                    self.error(origin("key"), f"key = {_show(v['key'])}: {what} {key}; create it "
+                                              f"(ssh-keygen -t ed25519 -f {key}), fix the path, or use agent = true")
+                problem = private_key_problem(key, agent) if key.is_file() else None
                 if problem:
-                    self.fail(origin("key"), f"key = {_show(v['key'])}: {problem}")
-            elif not agent:
-                self.fail(origin("key", "agent"), 'has no SSH key: set key = "~/.ssh/id_ed25519" '
+                    self.error(origin("key"), f"key = {_show(v['key'])}: {problem}")
+            elif not agent and not refused("key", "agent"):
+                self.error(origin("key", "agent"), 'has no SSH key: set key = "~/.ssh/id_ed25519" '
                                                   "(an existing private key) or agent = true")
             known_hosts = self.resolve(origin("known_hosts"), "known_hosts", v["known_hosts"])
         return Ssh(user=v["user"], port=v["port"], key=key, agent=agent, known_hosts=known_hosts, sudo=sudo,
                    connect_timeout=float(v["connect_timeout"]), command_timeout=float(v["command_timeout"]))
 
-    def check_hosts(self, hosts: list[Host]) -> None:
+    def check_hosts(self, hosts: list[Host], complete: bool = True, lab: bool = True) -> None:
+        """Across hosts: one nginx, two Tomcats or more (counted only when every host table could be
+        read), names, addresses and jvm_routes unique, lab addresses in the lab's subnet."""
         nginx = [h for h in hosts if h.role == "nginx"]
         tomcats = [h for h in hosts if h.role == "tomcat"]
+        if complete:
+            self.check_counts(nginx, tomcats)
+        self.check_unique(hosts, lab)
+
+    def check_counts(self, nginx: list[Host], tomcats: list[Host]) -> None:
         if not nginx:
-            self.fail("", 'has no nginx host; add one [nginx.NAME] table, e.g. [nginx.nginx] with address = "..."')
+            self.error("", 'has no nginx host; add one [nginx.NAME] table, e.g. [nginx.nginx] with address = "..."')
         if len(nginx) > 1:
-            self.fail(f"[nginx.{nginx[1].name}]", f"is a second nginx host besides [nginx.{nginx[0].name}]; "
+            self.error(f"[nginx.{nginx[1].name}]", f"is a second nginx host besides [nginx.{nginx[0].name}]; "
                                                   f"keep exactly one [nginx.NAME] table")
         if len(tomcats) < 2:
             have = f"only [tomcat.{tomcats[0].name}]" if tomcats else "none"
-            self.fail("", f"needs at least two [tomcat.NAME] tables, has {have}; add another Tomcat host")
+            self.error("", f"needs at least two [tomcat.NAME] tables, has {have}; add another Tomcat host")
+            return
         staying = [h for h in tomcats if not h.remove]
         if len(staying) < 2:
-            self.fail(f"[tomcat.{tomcats[-1].name}]", f"remove = true leaves {len(staying)} Tomcat(s) in the cluster; "
+            self.error(f"[tomcat.{tomcats[-1].name}]", f"remove = true leaves {len(staying)} Tomcat(s) in the cluster; "
                                                       "keep at least two (remove fewer, or add another Tomcat host)")
 
+    def check_unique(self, hosts: list[Host], lab: bool) -> None:
         seen_name: dict[str, Host] = {}
         seen_addr: dict[Any, Host] = {}
         seen_route: dict[str, Host] = {}
@@ -833,13 +929,13 @@ class _Parser:
             where = f"[{h.role}.{h.name}]"
             if h.name in seen_name:
                 other = seen_name[h.name]
-                self.fail(where, f"has the same name as [{other.role}.{other.name}]; host names must be unique, "
+                self.error(where, f"has the same name as [{other.role}.{other.name}]; host names must be unique, "
                                  f"rename one of them")
             seen_name[h.name] = h
             addr = _address_key(h.address)
             if addr in seen_addr:
                 other = seen_addr[addr]
-                self.fail(where, f"address {_show(h.address)} is already used by [{other.role}.{other.name}]; "
+                self.error(where, f"address {_show(h.address)} is already used by [{other.role}.{other.name}]; "
                                  f"give each host its own address")
             seen_addr[addr] = h
             if h.jvm_route is not None:
@@ -848,10 +944,10 @@ class _Parser:
                     other = seen_route[route]
                     same = ("is already used by" if other.jvm_route == h.jvm_route else
                             f"differs only in case from {_show(other.jvm_route)} of")
-                    self.fail(where, f"jvm_route {_show(h.jvm_route)} {same} [tomcat.{other.name}] "
+                    self.error(where, f"jvm_route {_show(h.jvm_route)} {same} [tomcat.{other.name}] "
                                      f"(nginx ignores case in upstream names); give each Tomcat its own jvm_route")
                 seen_route[route] = h
-            if self.lab:
+            if self.lab and lab:
                 self.check_lab_address(where, h.address)
 
     def check_lab_address(self, where: str, address: str) -> None:
@@ -860,13 +956,15 @@ class _Parser:
         try:
             ip = ipaddress.IPv4Address(address)
         except ValueError:
-            self.fail(where, f"address {_show(address)} is not an IPv4 address; the lab needs one in {net}: {usable}")
+            self.error(where, f"address {_show(address)} is not an IPv4 address; the lab needs one in {net}: {usable}")
+            return
         if ip not in net:
-            self.fail(where, f"address {_show(address)} is outside the lab subnet {net}; {usable}")
+            self.error(where, f"address {_show(address)} is outside the lab subnet {net}; {usable}")
+            return
         special = {net.network_address: "the network address", net.network_address + 1:
                    "the control machine's address", net.broadcast_address: "the broadcast address"}
         if ip in special:
-            self.fail(where, f"address {_show(address)} is {special[ip]} of the lab subnet {net}; {usable}")
+            self.error(where, f"address {_show(address)} is {special[ip]} of the lab subnet {net}; {usable}")
 
     def check_ports(self, hosts: list[Host], delta: Delta, msm: Msm) -> None:
         """Ports that would meet on one host must differ."""
@@ -879,7 +977,7 @@ class _Parser:
             for i, (a, pa) in enumerate(ports):
                 for b, pb in ports[i + 1:]:
                     if pa == pb:
-                        self.fail("", f"{a} {pa} is the same as {b} on host {h.name}; give them different ports")
+                        self.error("", f"{a} {pa} is the same as {b} on host {h.name}; give them different ports")
 
 
 _KEY_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----\s*\n(.*?)-----END \1PRIVATE KEY-----", re.S)

@@ -39,8 +39,9 @@ def _fail_cleanly(fn):
         previous = signal.signal(signal.SIGTERM, on_term)
         try:
             return fn(*args, **kwargs)
-        except TcsessionError as e:
-            raise Exit(printable(f"tcsession: {e}"), code=1) from None
+        except TcsessionError as e:  # one line per problem (an inventory's are all listed)
+            lines = str(e).splitlines() or [type(e).__name__]
+            raise Exit("\n".join(printable(f"tcsession: {line}") for line in lines), code=e.code) from None
         except (Exit, SystemExit):
             raise
         except KeyboardInterrupt:
@@ -61,7 +62,7 @@ def _fail_cleanly(fn):
 
 def _int_option(name: str, value, default: int, low: int, high: int) -> int:
     """A task's integer option, checked by the task: one line naming the option and the range."""
-    from tcsession.errors import TcsessionError
+    from tcsession.errors import UsageError as TcsessionError
 
     if value is None:
         return default
@@ -73,7 +74,7 @@ def _int_option(name: str, value, default: int, low: int, high: int) -> int:
 
 
 def _choice_option(name: str, value, choices: tuple[str, ...]):
-    from tcsession.errors import TcsessionError
+    from tcsession.errors import UsageError as TcsessionError
 
     if value is not None and value not in choices:
         raise TcsessionError(f"--{name}={value}: not one of {', '.join(choices)}; e.g. --{name}={choices[0]}")
@@ -207,7 +208,7 @@ def rollback(c, inventory=DEFAULT_INVENTORY, to=None, force=False, dry_run=False
     """Undo the latest deploy on every host: files byte for byte, services as they were."""
     import re
 
-    from tcsession.errors import TcsessionError
+    from tcsession.errors import UsageError as TcsessionError
 
     if to is not None and not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}", str(to)):
         raise TcsessionError(f"--to={to!r}: not a deploy id (like 20261201T105219Z-1a2b3c); "

@@ -1,5 +1,5 @@
-"""Bad inputs a demanding user tries (issue 9), each refused before anything connects: exit 1
-from `inv`, one line naming the file, the table and key, and the fix; never a traceback.
+"""Bad inputs a demanding user tries (issue 9), each refused before anything connects: exit 2
+(a usage or inventory error, docs/cli.md) from `inv`, one line naming the file, the table and key, and the fix; never a traceback.
 
 Beyond tests/test_inventory.py's cases. Inventory files are named site-a.toml (not hosts.toml)
 so that a message naming "hosts.toml" whatever -i said would fail. Host-facing bad inputs
@@ -238,14 +238,14 @@ CLI = [  # (id, case id or None, extra inventory text, task arguments, fragments
 
 
 @pytest.mark.parametrize("case,text,args,fragments", [c[1:] for c in CLI], ids=[c[0] for c in CLI])
-def test_inv_exits_1_with_one_line(site, case, text, args, fragments):
+def test_inv_exits_2_with_one_line(site, case, text, args, fragments):
     text = text if text is not None else next(c[1] for c in CASES if c[0] == case)
     site.write_text(text)
     env = {k: v for k, v in os.environ.items() if k != "TCSESSION_DEBUG"}
     p = subprocess.run([str(INV), *args, "-i", str(site)], cwd=ROOT, capture_output=True, text=True,
                        timeout=60, stdin=subprocess.DEVNULL, env=env)
     out = (p.stdout + p.stderr).strip()
-    assert p.returncode == 1, out
+    assert p.returncode == 2, out
     assert "Traceback" not in out and "\n" not in out, out
     assert out.startswith("tcsession: ")
     if case is not None:

@@ -242,8 +242,8 @@ BAD = [
     ("bad-backup", GOOD + '[msm]\nbackup = "later"\n',
      ['[msm] backup = "later" is not "sync" or "async"', 'use "sync"']),
     ("bad-maven-repo", GOOD + '[msm]\nmaven_repo = "ftp://x/m2"\n', ['[msm] maven_repo = "ftp://x/m2"', "https://"]),
-    ("port-clash", GOOD + "[delta]\nreceiver_port = 8080\n",
-     ["[tomcat.tc1] http_port 8080 is the same as [delta] receiver_port", "different ports"]),
+    ("port-clash", GOOD.replace(TC1, TC1 + "http_port = 4000\n"),
+     ["[tomcat.tc1] http_port 4000 is the same as [delta] receiver_port", "different ports"]),
     ("toml-syntax", SSH + NGINX + "address = \n" + TC1 + TC2,
      ["invalid TOML at line 5, column 11", "Invalid value", "fix the syntax"]),
     ("toml-duplicate-key", GOOD + 'address = "192.0.2.13"\n', ["invalid TOML", "fix the syntax"]),
@@ -315,3 +315,52 @@ def test_load_uses_the_path_as_given(hosts_path, monkeypatch):
     assert str(info.value).startswith('hosts.toml: [ssh] key = "gone"')
     hosts_path.write_text(GOOD)
     assert load_inventory("hosts.toml").nginx.ssh.key == hosts_path.parent / "id_test"
+
+
+# --------------------------------------------------------------------------- every error at once
+
+
+def test_every_error_of_the_file_at_once_one_line_each(hosts_path):
+    """Mistakes in several tables, hosts and keys: all listed in one run, in file order, one line
+    each naming the table and key, none a consequence of another (a refused key is not reported
+    again as missing)."""
+    from tcsession.errors import InventoryError
+
+    text = ('bogus = 1\n'
+            '[ssh]\nkey = 5\nuser = "ops"\n'
+            '[nginx.web]\naddress = "web.example"\n'
+            '[tomcat.tc1]\nadress = "192.0.2.11"\n'
+            '[tomcat.tc2]\naddress = "192.0.2.12"\nhttp_port = 99999\n'
+            '[tomcat.tc3]\naddress = "192.0.2.12"\n'
+            '[delta]\nmanager = "mesh"\nreceiver_port = "4000"\n'
+            '[msm]\nserializer = "xml"\n'
+            '[rolling]\nmax_unavailable = 0\n')
+    with pytest.raises(InventoryError) as info:
+        parse(text, hosts_path)
+    errors = info.value.errors
+    assert str(info.value) == "\n".join(errors)
+    expected = ['unknown table or key "bogus"',
+                "[ssh] key = 5 is an integer, expected a string",
+                '[nginx.web] address = "web.example" is a host name',
+                '[tomcat.tc1] unknown key "adress"; did you mean "address"?',
+                "[tomcat.tc2] http_port = 99999 is not a port number",
+                '[tomcat.tc3] address "192.0.2.12" is already used by [tomcat.tc2]',
+                '[delta] manager = "mesh" is not one of "delta", "backup"',
+                '[delta] receiver_port = "4000" is a string, expected an integer',
+                '[msm] serializer = "xml" is not one of',
+                "[rolling] max_unavailable = 0 must be at least 1"]
+    assert len(errors) == len(expected), "\n".join(errors)
+    for line, fragment in zip(errors, expected):
+        assert line.startswith(f"{hosts_path}: ") and "\n" not in line
+        assert fragment in line, (fragment, line)
+        assert ";" in line  # what is wrong; then the fix
+
+
+def test_a_clash_on_every_tomcat_is_one_line_per_host(hosts_path):
+    from tcsession.errors import InventoryError
+
+    with pytest.raises(InventoryError) as info:
+        parse(GOOD + "[delta]\nreceiver_port = 8080\n", hosts_path)
+    assert [e.split(": ", 1)[1] for e in info.value.errors] == [
+        f"[tomcat.{h}] http_port 8080 is the same as [delta] receiver_port on host {h}; give them different ports"
+        for h in ("tc1", "tc2")]
