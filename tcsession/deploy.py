@@ -49,7 +49,10 @@ def prepare_msm_jars(inv: Inventory, facts: dict[str, HostFacts], installs: dict
             continue
         if major not in by_major:
             started = time.monotonic()
-            jars, warnings = msmjars.prepare_jars(inv.msm, major, maven.lock_path_for(inv.path), inventory=inv.path)
+            read_from, note = maven.lock_to_read(inv.path)
+            jars, warnings = msmjars.prepare_jars(inv.msm, major, maven.lock_path_for(inv.path), inventory=inv.path,
+                                                  read_from=read_from)
+            warnings = (note, *warnings) if note else warnings
             by_major[major] = jars
             converted = sum(j.converted for j in jars)
             progress.line("control", f"msm jars for Tomcat {major}: {len(jars)} verified"

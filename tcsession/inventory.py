@@ -549,8 +549,8 @@ def load_inventory(path: str | Path) -> Inventory:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InventoryError([
-            f"{path}: no such file; create it, e.g. copy hosts.toml (the built-in lab) or "
-            f"examples/hosts.real.toml (real servers) from tcsession and edit it"]) from None
+            f"{path}: no such file; create it: `tcsession init` writes a starter for real servers, or "
+            f"copy hosts.toml (the built-in lab) or examples/hosts.real.toml from tcsession and edit it"]) from None
     except IsADirectoryError:
         raise InventoryError([f"{path}: is a directory; give the path of the hosts.toml file"]) from None
     except OSError as e:

@@ -19,7 +19,7 @@ raises :class:`TcsessionError` (one line: the artifact, where tcsession looked, 
 and leaves the cache's jars and the lock file as they were, so the deploy stops before any
 host is changed.
 
-The lock file (``msm.lock`` beside hosts.toml; the caller passes its path) is TOML: one table
+The lock file (``<stem>.msm.lock`` beside the inventory, e.g. hosts.msm.lock; the caller passes its path) is TOML: one table
 per artifact coordinate with ``sha1``, ``sha256`` and the ``source`` it was first fetched
 from. Entries are added, never changed: a jar whose digests differ from its entry is refused
 until the operator deletes that entry (when the change is intended).
@@ -56,7 +56,8 @@ __all__ = [
 ]
 
 MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"
-LOCK_NAME = "msm.lock"
+LOCK_SUFFIX = ".msm.lock"  # <inventory stem>.msm.lock beside the inventory: hosts.toml -> hosts.msm.lock
+LEGACY_LOCK_NAME = "msm.lock"  # its name before, one per directory; read while the new one is absent
 TIMEOUT = 10.0  # seconds, per connection attempt and per read
 MAX_JAR_BYTES = 64 * 1024 * 1024
 _SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -79,8 +80,22 @@ def default_cache_dir() -> Path:
 
 
 def lock_path_for(inventory_path: str | Path) -> Path:
-    """``msm.lock`` beside the inventory file."""
-    return Path(os.path.abspath(inventory_path)).parent / LOCK_NAME
+    """``<stem>.msm.lock`` beside the inventory file (hosts.toml -> hosts.msm.lock), where
+    tcsession writes the lock."""
+    path = Path(os.path.abspath(inventory_path))
+    return path.with_name(path.stem + LOCK_SUFFIX)
+
+
+def lock_to_read(inventory_path: str | Path) -> tuple[Path, str | None]:
+    """The lock file to read for this inventory, and a note when it is the old name: the new
+    ``<stem>.msm.lock`` when it exists, else an ``msm.lock`` of before in the same directory (the
+    next resolution writes its entries under the new name; the old file is left as it is)."""
+    new = lock_path_for(inventory_path)
+    old = new.with_name(LEGACY_LOCK_NAME)
+    if os.path.lexists(new) or not os.path.lexists(old):
+        return new, None
+    return old, (f"{old} read: the lock file beside {Path(inventory_path).name} is now {new.name} (named after "
+                 f"the inventory); the next deploy writes it there: commit {new.name}, then remove {old.name}")
 
 
 # --------------------------------------------------------------------------- the lock file
@@ -277,8 +292,11 @@ def _cached(path: Path) -> bytes | None:
 
 
 def resolve(artifacts: Iterable[Artifact], repo: str, cache_dir: Path, lock_path: Path,
-            *, timeout: float = TIMEOUT, inventory: str | Path = "hosts.toml") -> tuple[ResolvedJar, ...]:
+            *, timeout: float = TIMEOUT, inventory: str | Path = "hosts.toml",
+            read_from: Path | None = None) -> tuple[ResolvedJar, ...]:
     """Every artifact's jar in ``cache_dir``, verified (see the module docstring); in input order.
+    The lock is read from ``read_from`` (default ``lock_path``: another is the lock's old name) and
+    written to ``lock_path``, with every entry read, when anything was added or it was read elsewhere.
 
     Raises :class:`TcsessionError` on the first artifact that cannot be resolved, before
     anything is written (all-or-nothing).
@@ -286,7 +304,8 @@ def resolve(artifacts: Iterable[Artifact], repo: str, cache_dir: Path, lock_path
     artifacts = list(dict.fromkeys(artifacts))  # drop repeats, keep the order
     cache_dir = Path(cache_dir)
     lock_path = Path(lock_path)
-    lock = read_lock(lock_path)
+    read_from = Path(read_from) if read_from is not None else lock_path
+    lock = read_lock(read_from)
     source = _Repo(repo, timeout, inventory)
     hint = source.hint
     new_jars: list[tuple[Path, bytes]] = []
@@ -331,9 +350,9 @@ def resolve(artifacts: Iterable[Artifact], repo: str, cache_dir: Path, lock_path
         if locked is not None:
             if sha1 != locked["sha1"].lower() or sha256 != locked["sha256"]:
                 raise TcsessionError(
-                    f"{artifact}: {jar_where} (SHA-256 {sha256}) differs from {lock_path} "
+                    f"{artifact}: {jar_where} (SHA-256 {sha256}) differs from {read_from} "
                     f"(SHA-256 {locked['sha256']}); if the change is intended, delete its entry in "
-                    f"{lock_path.name} (tcsession changed nothing)")
+                    f"{read_from.name} (tcsession changed nothing)")
         else:
             new_entries[key] = {"sha1": sha1, "sha256": sha256, "source": jar_where}
         new_jars.append((cache_path, data))
@@ -342,7 +361,7 @@ def resolve(artifacts: Iterable[Artifact], repo: str, cache_dir: Path, lock_path
     # everything checked: now write
     for path, data in new_jars:
         _atomic_write(path, data, "cached jar")
-    if new_entries:
+    if new_entries or read_from != lock_path:
         merged = dict(lock)
         merged.update(new_entries)
         _atomic_write(lock_path, _render_lock(merged).encode("utf-8"), "lock file")

@@ -105,7 +105,8 @@ def convert(jar: Path, sha256: str, cache_dir: Path) -> bytes:
 
 
 def prepare_jars(settings, tomcat_major: int, lock_path: Path, cache_dir: Path | None = None,
-                 inventory: str | Path = "hosts.toml") -> tuple[tuple[Jar, ...], tuple[str, ...]]:
+                 inventory: str | Path = "hosts.toml", read_from: Path | None = None,
+                 ) -> tuple[tuple[Jar, ...], tuple[str, ...]]:
     """The jars for a Tomcat of ``tomcat_major`` under the inventory's [msm] ``settings``, and the
     warnings the operator should see. Raises TcsessionError (one line) on anything wrong; messages
     name ``inventory``, the file the settings came from."""
@@ -117,7 +118,8 @@ def prepare_jars(settings, tomcat_major: int, lock_path: Path, cache_dir: Path |
             "and [msm] jakarta = \"refuse\"; set it to \"convert\" (Apache's javax2jakarta) or \"supplied\" "
             "(jakarta builds in maven_repo), or use delta mode (tcsession changed nothing)")
     js = msm.jar_set(tomcat_major, settings.serializer, settings.version)
-    resolved = maven.resolve(js.artifacts, settings.maven_repo, cache_dir, lock_path, inventory=inventory)
+    resolved = maven.resolve(js.artifacts, settings.maven_repo, cache_dir, lock_path, inventory=inventory,
+                             read_from=read_from)
     jars = []
     for r in resolved:
         data = r.path.read_bytes()

@@ -18,7 +18,7 @@ from tcsession.client import SessionRun, check_path, check_session, parse_sessio
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, complete, end_marked, incomplete, parse_facts, parse_members, status_script
 from tcsession.inventory import Host, Inventory
-from tcsession.maven import lock_path_for
+from tcsession.maven import lock_to_read
 from tcsession.modes import DELTA, MSM, NONE, Mode, mode_named, port_listening
 from tcsession.plan import msm_family_jars
 from tcsession.probes import is_wildcard, parse_memcached_probe, reachable_on
@@ -287,7 +287,8 @@ def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: Layout, running:
     checks.append(("msm Manager", ok, f"in {path}: memcachedNodes {manager.get('memcachedNodes')}, failoverNodes "
                    f"{manager.get('failoverNodes') or 'none'}, sticky {manager.get('sticky')}" if manager
                    else f"no MemcachedBackupSessionManager in {path}"))
-    expected, why = msmjars.expected_digests(inv.msm, layout.major, lock_path_for(inv.path))
+    lock = lock_to_read(inv.path)[0]
+    expected, why = msmjars.expected_digests(inv.msm, layout.major, lock)
     if expected is None:
         checks.append(("msm jars", False, f"cannot check them: {why}"))
     else:
@@ -295,7 +296,7 @@ def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: Layout, running:
         bad = [n for n, sha in expected.items() if have.get(n) != sha]
         extra = sorted(set(have) - set(expected))
         checks.append(("msm jars", not bad and not extra,
-                       f"{len(expected)} in {layout.lib} match msm.lock" if not bad and not extra else
+                       f"{len(expected)} in {layout.lib} match {lock.name}" if not bad and not extra else
                        "; ".join(([f"missing or different: {', '.join(bad)}"] if bad else [])
                                  + ([f"not expected: {', '.join(extra)}"] if extra else []))))
     nodes = [f"{t.address}:{port}" for t in inv.tomcats if t.memcached]

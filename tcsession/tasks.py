@@ -12,7 +12,9 @@ import sys
 
 from invoke import Collection, Exit, task
 
-DEFAULT_INVENTORY = "hosts.toml"
+DEFAULT_INVENTORY = None  # -i/--inventory, else $TCSESSION_INVENTORY, else ./hosts.toml (inventory_path)
+INVENTORY_ENV = "TCSESSION_INVENTORY"
+INVENTORY_HELP = "inventory file (default: $TCSESSION_INVENTORY, else hosts.toml in this directory)"
 
 
 DEBUG_ENV = "TCSESSION_DEBUG"  # set to 1 to see the traceback of an unexpected error
@@ -81,10 +83,27 @@ def _choice_option(name: str, value, choices: tuple[str, ...]):
     return value
 
 
-def _inventory(path: str):
+def inventory_path(given: str | None) -> str:
+    """The inventory: -i PATH, else $TCSESSION_INVENTORY, else ./hosts.toml; UsageError (exit 2)
+    naming all three when none of them names a file."""
+    import os
+
+    from tcsession.errors import UsageError
+
+    if given:
+        return given
+    if os.environ.get(INVENTORY_ENV):
+        return os.environ[INVENTORY_ENV]
+    if not os.path.lexists("hosts.toml"):
+        raise UsageError(f"no inventory: no -i PATH given, {INVENTORY_ENV} is not set and there is no hosts.toml in "
+                         f"{os.getcwd()}; write one here with `tcsession init`, or give -i PATH")
+    return "hosts.toml"
+
+
+def _inventory(path: str | None):
     from tcsession.inventory import load_inventory
 
-    return load_inventory(path)
+    return load_inventory(inventory_path(path))
 
 
 # ------------------------------------------------------------------------- lab
@@ -109,7 +128,7 @@ def _lab_spec(inventory: str, tomcats: int | None, release: str | None):
     return lab.spec_from_inventory(parse_inventory(text, Path(path)))
 
 
-@task(help={"inventory": "inventory file (default hosts.toml)",
+@task(help={"inventory": INVENTORY_HELP,
             "tomcats": "number of Tomcat hosts (default: as in the inventory; writes a lab inventory)",
             "release": "bookworm (Tomcat 10.1, default) or bullseye (Tomcat 9)"})
 @_fail_cleanly
@@ -121,7 +140,7 @@ def lab_up(c, inventory=DEFAULT_INVENTORY, tomcats=None, release=None):
     lab.up(_lab_spec(inventory, count, _choice_option("release", release, ("bookworm", "bullseye"))))
 
 
-@task(help={"inventory": "inventory file (default hosts.toml)"})
+@task(help={"inventory": INVENTORY_HELP})
 @_fail_cleanly
 def lab_down(c, inventory=DEFAULT_INVENTORY):
     """Take the lab down: no container, mount, bridge, veth or state left behind."""
@@ -130,7 +149,7 @@ def lab_down(c, inventory=DEFAULT_INVENTORY):
     lab.down(lab.spec_from_inventory(_inventory(inventory)))
 
 
-@task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON instead of a table"})
+@task(help={"inventory": INVENTORY_HELP, "json": "print JSON instead of a table"})
 @_fail_cleanly
 def lab_status(c, inventory=DEFAULT_INVENTORY, json=False):
     """Show each lab host: container running, reachable over SSH, OS release, systemd state."""
@@ -145,7 +164,7 @@ def lab_status(c, inventory=DEFAULT_INVENTORY, json=False):
 # ------------------------------------------------------------------------- main tasks
 
 
-@task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON for monitoring",
+@task(help={"inventory": INVENTORY_HELP, "json": "print JSON for monitoring",
             "requests": "requests in the end-to-end session check through nginx (default 10; 0: skip it)"})
 @_fail_cleanly
 def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None):
@@ -160,7 +179,7 @@ def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None):
         raise Exit(code=1)
 
 
-@task(help={"mode": "delta (default) or msm: the checks that mode needs", "inventory": "inventory file (default hosts.toml)",
+@task(help={"mode": "delta (default) or msm: the checks that mode needs", "inventory": INVENTORY_HELP,
             "json": "print JSON"})
 @_fail_cleanly
 def preflight(c, mode="delta", inventory=DEFAULT_INVENTORY, json=False):
@@ -175,7 +194,7 @@ def preflight(c, mode="delta", inventory=DEFAULT_INVENTORY, json=False):
         raise Exit(code=1)
 
 
-@task(help={"mode": "delta (Tomcat's own cluster) or msm (memcached-session-manager)", "inventory": "inventory file (default hosts.toml)",
+@task(help={"mode": "delta (Tomcat's own cluster) or msm (memcached-session-manager)", "inventory": INVENTORY_HELP,
             "dry_run": "show what would change (diffs, packages, restarts) and change nothing",
             "quiet": "print nothing but errors"})
 @_fail_cleanly
@@ -187,7 +206,7 @@ def deploy(c, mode, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False):
     run_deploy(_inventory(inventory), mode, dry_run=dry_run, quiet=quiet)
 
 
-@task(help={"inventory": "inventory file (default hosts.toml)", "json": "print JSON"})
+@task(help={"inventory": INVENTORY_HELP, "json": "print JSON"})
 @_fail_cleanly
 def history(c, inventory=DEFAULT_INVENTORY, json=False):
     """List the deploys recorded on the hosts (id, mode, time, hosts, files, applied or rolled back)."""
@@ -198,7 +217,7 @@ def history(c, inventory=DEFAULT_INVENTORY, json=False):
     ui.print_history(hist, notes, as_json=json)
 
 
-@task(help={"inventory": "inventory file (default hosts.toml)",
+@task(help={"inventory": INVENTORY_HELP,
             "to": "roll back every deploy after this id (default: only the latest)",
             "force": "restore even files someone changed after the deploy (their bytes are kept)",
             "dry_run": "show every step the rollback would take (with diffs) and change nothing",

@@ -3,6 +3,7 @@ core flags, Invoke's that pretend refused, one line and exit code 2 for any usag
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,27 @@ def test_a_usage_mistake_is_one_line_and_exit_2_and_runs_nothing(args, message):
 def test_inv_in_the_checkout_runs_the_same_tasks():
     p = subprocess.run([sys.executable, "-m", "invoke", "--list"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "deploy" in p.stdout and "lab.up" in p.stdout
+
+
+def test_the_inventory_comes_from_i_then_the_environment_then_hosts_toml(tmp_path):
+    """-i PATH, else $TCSESSION_INVENTORY, else ./hosts.toml; none of them: exit 2 naming all three.
+    (Broken files, so that the run stops at reading them: which one it read is in the message.)"""
+    def run(*args, env_inventory=None):
+        env = {k: v for k, v in os.environ.items() if k != "TCSESSION_INVENTORY"}
+        if env_inventory:
+            env["TCSESSION_INVENTORY"] = str(env_inventory)
+        return subprocess.run([sys.executable, "-m", "tcsession", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+
+    p = run("status")
+    assert p.returncode == 2 and p.stderr == (
+        "tcsession: no inventory: no -i PATH given, TCSESSION_INVENTORY is not set and there is no hosts.toml in "
+        f"{tmp_path}; write one here with `tcsession init`, or give -i PATH\n")
+    for name in ("hosts.toml", "env.toml", "given.toml"):
+        (tmp_path / name).write_text(f"[{name.split('.')[0]}x]\n")
+    p = run("status")
+    assert p.returncode == 2 and p.stderr.startswith('tcsession: hosts.toml: unknown table or key "hostsx"'), p.stderr
+    p = run("status", env_inventory=tmp_path / "env.toml")
+    assert p.returncode == 2 and p.stderr.startswith(f'tcsession: {tmp_path / "env.toml"}: unknown table or key "envx"')
+    p = run("status", "-i", "given.toml", env_inventory=tmp_path / "env.toml")
+    assert p.returncode == 2 and p.stderr.startswith('tcsession: given.toml: unknown table or key "givenx"')

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 
 from tcsession.errors import TcsessionError
-from tcsession.maven import LOCK_NAME, default_cache_dir, lock_path_for, read_lock, resolve
+from tcsession.maven import default_cache_dir, lock_path_for, lock_to_read, read_lock, resolve
+
+LOCK_NAME = "hosts.msm.lock"
 from tcsession.msm import Artifact, jar_set
 
 CORE = Artifact("de.javakaffee.msm", "memcached-session-manager", "2.3.2")
@@ -368,6 +370,35 @@ def test_bad_lock_file_and_repo_settings(repo, cache, lock, tmp_path):
 
 
 def test_paths(tmp_path, monkeypatch):
-    assert lock_path_for(tmp_path / "hosts.toml") == tmp_path / "msm.lock"
+    assert lock_path_for(tmp_path / "hosts.toml") == tmp_path / "hosts.msm.lock"
+    assert lock_path_for(tmp_path / "prod.toml") == tmp_path / "prod.msm.lock"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "tcsession" / "maven"
+
+
+def test_an_old_msm_lock_is_read_and_migrated_without_loss(repo, cache, tmp_path):
+    """Before, the lock was msm.lock in the inventory's directory; now it is <stem>.msm.lock. An
+    old one is read while the new one is absent (a note says so), its pins still hold (a jar that
+    differs from it is refused), and the next resolution writes every entry under the new name,
+    leaving the old file as it was."""
+    inventory = tmp_path / "ops" / "prod.toml"
+    inventory.parent.mkdir()
+    old = inventory.parent / "msm.lock"
+    assert lock_to_read(inventory) == (inventory.parent / "prod.msm.lock", None)
+    published = {a: publish(repo, a) for a in (CORE, TC9)}
+    resolve([CORE], str(repo), cache, old)  # the old name, written as tcsession did before
+    old_text = old.read_text()
+    read_from, note = lock_to_read(inventory)
+    assert read_from == old
+    assert note == (f"{old} read: the lock file beside prod.toml is now prod.msm.lock (named after the inventory); "
+                    "the next deploy writes it there: commit prod.msm.lock, then remove msm.lock")
+    new = lock_path_for(inventory)
+    resolve([CORE, TC9], str(repo), cache, new, read_from=read_from)
+    assert set(read_lock(new)) == {a.coordinate for a in published} and old.read_text() == old_text
+    assert lock_to_read(inventory) == (new, None)
+    # the old pins held while it was read: a republished jar that differs is refused, naming the old file
+    new.unlink()
+    publish(repo, CORE, data=b"other bytes")
+    with pytest.raises(TcsessionError) as err:
+        resolve([CORE], str(repo), tmp_path / "fresh-cache", new, read_from=old)
+    assert f"differs from {old}" in one_line(err) and not new.exists()

@@ -72,7 +72,7 @@ def lab(tmp_path_factory):
 
 
 def variant(handle, name: str, **msm_settings):
-    """The same lab with other [msm] settings, beside hosts.toml (so it shares msm.lock)."""
+    """The same lab with other [msm] settings, beside hosts.toml (its own <name>.msm.lock, the same jar cache)."""
     path = handle.tmp / name
     path.write_text(inventory_text(handle.base_path, handle.url, **msm_settings))
     return load_inventory(path)
@@ -100,7 +100,7 @@ def tomcat_log(handle, host: str) -> str:
 
 
 def test_fresh_deploy_places_verified_converted_jars(lab):
-    lock = (lab.tmp / "msm.lock").read_text()
+    lock = (lab.tmp / "hosts.msm.lock").read_text()
     for coord in ("de.javakaffee.msm:memcached-session-manager:2.3.2",
                   "de.javakaffee.msm:memcached-session-manager-tc9:2.3.2", "net.spy:spymemcached:2.12.3"):
         assert f'["{coord}"]' in lock

@@ -66,7 +66,7 @@ def real(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"real-{release}")
     (tmp / "base").mkdir()
     base = write_lab_inventory(tmp / "base", release=release, name=f"tcsr{release[:4]}", subnet=subnet)
-    for name, settings in VARIANTS.items():  # side by side: they share msm.lock
+    for name, settings in VARIANTS.items():  # side by side: one jar cache, a <name>.msm.lock each
         (tmp / f"{name}.toml").write_text(base.read_text() + f'\n[msm]\nmaven_repo = "{repo}"\n' + settings)
     handle = LabHandle(tmp / "sticky.toml").up()
     handle.unit, handle.tmp, handle.release = unit, tmp, release

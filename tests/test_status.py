@@ -95,7 +95,7 @@ def test_msm_start_is_recognised_from_the_real_lines():
 
 
 def test_msm_mode_is_detected_and_judged(tmp_path):
-    path = tmp_path / "hosts.toml"  # no msm.lock beside it
+    path = tmp_path / "hosts.toml"  # no hosts.msm.lock (nor msm.lock) beside it
     path.write_text((ROOT / "hosts.toml").read_text())
     inv = load_inventory(path)
     all_facts = {n: msm_facts(n) for n in ("nginx", "tomcat1", "tomcat2")}
@@ -111,7 +111,7 @@ def test_msm_mode_is_detected_and_judged(tmp_path):
     assert checks["memcached reachable"] == (True, "10.153.0.112:11211 3 items, 10.153.0.113:11211 1 items")
     assert checks["msm initialized"] == (True, "finished initialization: node ids [n2], failover node ids [n1]")
     assert st.problems == [f"msm jars: cannot check them: de.javakaffee.msm:memcached-session-manager:2.3.2 not in "
-                           f"{tmp_path / 'msm.lock'}"]
+                           f"{tmp_path / 'hosts.msm.lock'}"]
 
 
 def test_msm_problems_are_named():
