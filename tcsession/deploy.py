@@ -33,6 +33,9 @@ class DeployReport:
     executed: list = dataclasses.field(default_factory=list)  # the steps run, in order
     installed: dict = dataclasses.field(default_factory=dict)  # host -> the packages this deploy installed
     previewed: list = dataclasses.field(default_factory=list)  # the steps the plans showed
+    mode: str = ""
+    switch: str | None = None  # the switch's first line when the deploy changes the mode
+    dry_run: bool = False
 
 
 def prepare_msm_jars(inv: Inventory, facts: dict[str, HostFacts], installs: dict, progress: Progress,
@@ -90,13 +93,17 @@ def _installs(inv: Inventory, facts: dict[str, HostFacts], mode: Mode) -> dict[s
 
 
 def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool = False,
-           on_event=None) -> DeployReport:
+           on_event=None, switch: bool = False) -> DeployReport:
     """`inv deploy`: in a session of its own (tcsession.session.open_session)."""
     with open_session(inv, quiet) as session:
-        return run_deploy(session, mode, dry_run, on_event)
+        return run_deploy(session, mode, dry_run, on_event, switch)
 
 
-def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_event=None) -> DeployReport:
+def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_event=None,
+               switch: bool = False) -> DeployReport:
+    """A deploy in `mode`. When the Tomcats run the other mode, the deploy is a switch: with
+    [cluster] mode in the inventory it needs `switch` (--switch-mode), and its first line says
+    what it removes (tcsession.modes.check_running)."""
     inv, remote, progress = session.inv, session.remote, session.ui
     mode = mode_named(mode)
     started = session.clock()
@@ -109,6 +116,13 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
         if facts[h.name].package_manager is None:
             raise TcsessionError(f"{h.name}: no apt-get, dnf or yum found; tcsession supports "
                                  "Debian/Ubuntu (apt) and the RHEL family (yum/dnf)")
+    from tcsession.modes import check_running
+    from tcsession.status import detect_mode
+
+    switching = check_running(inv, mode, detect_mode(inv, facts), switch)
+    report_switch = switching
+    if switching:
+        progress.say(switching, "bold yellow")
     for a in mode.advice(inv):
         progress.say(f"  advice: {a}", "yellow")
     if mode.memcached and inv.delta.encrypt:
@@ -139,7 +153,8 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
             raise TcsessionError(preflight.refusal(checked))
         progress.line("all", f"preflight: {sum(len(h.checks) for h in checked.hosts)} checks passed",
                       session.clock() - t)
-    report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps))
+    report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps), mode=mode.name,
+                          switch=report_switch, dry_run=dry_run)
     if dry_run:
         progress.plan(the_plan, diffs=True, hosts=[h.name for h in inv.hosts])
         if the_plan.empty:

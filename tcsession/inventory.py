@@ -167,6 +167,7 @@ class Inventory:
     # stops their services once nginx no longer sends to them. Not in `hosts`.
     removed: tuple[Host, ...] = ()
     tls: Tls | None = None  # [tls]: HTTPS at nginx (None: plain HTTP)
+    mode: str | None = None  # [cluster] mode: "delta" | "msm" (None: not set; deploy then needs --mode)
 
     @property
     def nginx(self) -> Host:
@@ -481,6 +482,9 @@ TLS_KEYS: dict[str, _Key] = {
                  "must be a max-age in seconds from 0 (off) to 63072000 (two years); e.g. 31536000"),
     "ca": _Key("str", "", example='"tls/ca.pem"', max_len=_PATH_LEN),
 }
+CLUSTER_KEYS: dict[str, _Key] = {
+    "mode": _Key("str", None, _one_of("delta", "msm"), '"delta"'),
+}
 FIREWALL_KEYS: dict[str, _Key] = {
     "backend": _Key("str", "none", _one_of("nftables", "none")),
 }
@@ -532,7 +536,7 @@ APP_SETTINGS: dict[str, _Key] = {
     "check_path": _Key("str", "", lambda v: None if v == "" or re.fullmatch(r"/[^\s?#]*(\?[^\s#]*)?", v) else
                        'must be a path on the Tomcats starting with "/", without spaces, e.g. "/health"'),
 }
-TOP_TABLES = ("lab", "ssh", "nginx", "tomcat", "delta", "msm", "rolling", "app", "firewall", "tls")
+TOP_TABLES = ("lab", "ssh", "cluster", "nginx", "tomcat", "delta", "msm", "rolling", "app", "firewall", "tls")
 ROLE_KEYS = {"nginx": NGINX_KEYS, "tomcat": TOMCAT_KEYS}
 SECRET_KEYS = ("password", "sudo_password", "passphrase")
 LAB_PROVIDED = ("key", "agent", "known_hosts")
@@ -733,11 +737,13 @@ class _Parser:
         firewall = self.attempt(
             lambda: self.with_defaults("[firewall]", doc.get("firewall", {}), FIREWALL_KEYS)["backend"])
         tls = self.attempt(lambda: self.tls(doc["tls"], hosts)) if "tls" in doc else None
+        cluster = self.attempt(lambda: self.with_defaults("[cluster]", doc.get("cluster", {}), CLUSTER_KEYS))
         if self.errors:
             raise _Abort
         apps, settings = apps_settings
         return Inventory(self.path, tuple(h for h in hosts if not h.remove), self.lab, delta, msm, rolling,
-                         max_parallel, apps, settings, firewall, tuple(h for h in hosts if h.remove), tls)
+                         max_parallel, apps, settings, firewall, tuple(h for h in hosts if h.remove), tls,
+                         cluster["mode"])
 
     def delta(self, doc: dict) -> Delta:
         delta = self.with_defaults("[delta]", doc.get("delta", {}), DELTA_KEYS)

@@ -101,3 +101,54 @@ def mode_named(name: str | Mode) -> Mode:
 
 def missing_ports(inv: Inventory, mode: Mode, listeners_by_host: dict) -> list[ExpectedPort]:
     return [e for e in mode.expected_ports(inv) if not port_listening(e, listeners_by_host[e.host])]
+
+
+# --------------------------------------------------------------------------- the mode a deploy uses
+
+#: What a deploy in the other mode takes out (docs/modes.md: switching modes).
+REMOVES = {
+    ("delta", "msm"): "the delta Cluster from every Tomcat's server.xml (and puts back the Engine's own jvmRoute): "
+                      "the Tomcats stop replicating sessions to each other",
+    ("msm", "delta"): "memcached-session-manager's Manager, the jars tcsession placed and the jvmRoute marker "
+                      "(memcached keeps running with its listen address)",
+}
+SWITCH_FLAG = "--switch-mode"
+
+
+def switch_line(old: str, new: str) -> str:
+    """The plan's first line when a deploy switches modes."""
+    return f"switching mode {old} -> {new}: this deploy removes {REMOVES[(old, new)]}"
+
+
+def choose(inv: Inventory, given: str | None, switch: bool = False) -> Mode:
+    """The mode a deploy uses, from --mode and the inventory's [cluster] mode. Pure; UsageError
+    (exit 2) when a --mode differs from the inventory's without the explicit switch, or when
+    neither names a mode. (What a switch removes depends on what the hosts run: check_running.)"""
+    from tcsession.errors import UsageError
+
+    where = f"{inv.path}: [cluster] mode"
+    if given is None and inv.mode is None:
+        raise UsageError(f'deploy needs a mode: set [cluster] mode = "delta" (or "msm") in {inv.path}, '
+                         "or give --mode=delta or --mode=msm")
+    if given is None or inv.mode is None or given == inv.mode:
+        return mode_named(given or inv.mode)
+    if not switch:
+        raise UsageError(f'--mode={given} differs from {where} = "{inv.mode}": a deploy in {given} mode removes '
+                         f"{REMOVES[(inv.mode, given)]}; to switch, set [cluster] mode = \"{given}\" (or give "
+                         f"{SWITCH_FLAG} with --mode={given}); to deploy {inv.mode}, drop --mode")
+    return mode_named(given)
+
+
+def check_running(inv: Inventory, mode: Mode, running: str | None, switch: bool) -> str | None:
+    """Against what the hosts run (status.detect_mode): a deploy whose mode differs from theirs is a
+    switch, made only when explicit (--switch-mode) if the inventory names a mode; the switch's
+    first line, or None. (Inventories without [cluster] mode keep --mode's meaning of before.)"""
+    from tcsession.errors import UsageError
+
+    if running is None or running == mode.name:
+        return None
+    if inv.mode is not None and not switch:
+        raise UsageError(f'the Tomcats run {running} mode and this deploy is {mode.name} ({inv.path}: [cluster] '
+                         f'mode = "{inv.mode}"): it would remove {REMOVES[(running, mode.name)]}; to switch, give '
+                         f"{SWITCH_FLAG}; to keep {running}, set [cluster] mode = \"{running}\" (nothing was changed)")
+    return switch_line(running, mode.name)

@@ -76,6 +76,7 @@ class Report:
     session_node: str | None = None
     advice: tuple[str, ...] = ()  # recommendations at this size (tcsession.modes.Mode.advice)
     session_note: str | None = None  # why the session check did not run (no test page)
+    expected_mode: str | None = None  # the inventory's [cluster] mode (None: not set)
 
     @property
     def msm_problems(self) -> list[str]:
@@ -105,12 +106,23 @@ class Report:
         return out
 
     @property
+    def mode_problems(self) -> list[str]:
+        """The Tomcats run another mode than the inventory's [cluster] mode (or none yet)."""
+        if self.expected_mode is None or self.mode == self.expected_mode:
+            return []
+        return [f"mode: the Tomcats run {self.mode + ' mode' if self.mode else 'neither mode'}, the inventory's "
+                f'[cluster] mode is "{self.expected_mode}"; deploy it (tcsession deploy)']
+
+    @property
     def healthy(self) -> bool:
         return (all(not h.problems for h in self.hosts) and (self.session is None or self.session.ok)
-                and not self.msm_problems and not self.app_problems)
+                and not self.msm_problems and not self.app_problems and not self.mode_problems)
 
     def to_dict(self) -> dict:
         d = {"healthy": self.healthy, "mode": self.mode, "hosts": [h.to_dict() for h in self.hosts]}
+        if self.expected_mode is not None:
+            d["inventory_mode"] = self.expected_mode
+            d["mode_problems"] = self.mode_problems
         if self.apps:
             d["applications"] = [{"context": ctx, "nodes": [{"node": n, "war_sha256": sha, "http": code}
                                                             for n, sha, code in nodes]} for ctx, nodes in self.apps]
@@ -459,7 +471,7 @@ def run_status(world: Session, session_requests: int = 10) -> Report:
                  for a in inv.apps)
     advice = tuple(mode_named(mode).advice(inv)) if mode in ("delta", "msm") else ()
     return Report(tuple(hosts), mode, session, commands, memcached, session_node, advice=advice, apps=apps,
-                  session_note=note)
+                  session_note=note, expected_mode=inv.mode)
 
 
 def memcached_after_check(world: Session, facts: dict[str, HostFacts]) -> tuple[tuple, int]:

@@ -179,31 +179,36 @@ def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None):
         raise Exit(code=1)
 
 
-@task(help={"mode": "delta (default) or msm: the checks that mode needs", "inventory": INVENTORY_HELP,
-            "json": "print JSON"})
+@task(help={"mode": "delta or msm: the checks that mode needs (default: the inventory's [cluster] mode, else delta)",
+            "inventory": INVENTORY_HELP, "json": "print JSON"})
 @_fail_cleanly
-def preflight(c, mode="delta", inventory=DEFAULT_INVENTORY, json=False):
+def preflight(c, mode=None, inventory=DEFAULT_INVENTORY, json=False):
     """Check, changing nothing, what breaks clusters most (names, clocks, multicast, ports, Java). Exit 1 on a failure."""
     _choice_option("mode", mode, ("delta", "msm"))
     from tcsession import preflight as pf
     from tcsession import ui
 
-    report = pf.preflight(_inventory(inventory), mode)
+    inv = _inventory(inventory)
+    report = pf.preflight(inv, mode or inv.mode or "delta")
     ui.print_preflight(report, as_json=json)
     if not report.ok:
         raise Exit(code=1)
 
 
-@task(help={"mode": "delta (Tomcat's own cluster) or msm (memcached-session-manager)", "inventory": INVENTORY_HELP,
+@task(help={"mode": "delta (Tomcat's own cluster) or msm (memcached-session-manager); default: the inventory's "
+                    "[cluster] mode", "inventory": INVENTORY_HELP,
             "dry_run": "show what would change (diffs, packages, restarts) and change nothing",
-            "quiet": "print nothing but errors"})
+            "quiet": "print nothing but errors",
+            "switch_mode": "allow a deploy that switches the cluster's mode (the other mode's configuration is removed)"})
 @_fail_cleanly
-def deploy(c, mode, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False):
+def deploy(c, mode=None, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False, switch_mode=False):
     """Deploy the session cluster: install, patch, start one Tomcat at a time, check ports."""
     _choice_option("mode", mode, ("delta", "msm"))
     from tcsession.deploy import deploy as run_deploy
+    from tcsession.modes import choose
 
-    run_deploy(_inventory(inventory), mode, dry_run=dry_run, quiet=quiet)
+    inv = _inventory(inventory)
+    run_deploy(inv, choose(inv, mode, switch_mode), dry_run=dry_run, quiet=quiet, switch=switch_mode)
 
 
 @task(help={"inventory": INVENTORY_HELP, "json": "print JSON"})

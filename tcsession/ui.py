@@ -146,6 +146,8 @@ def render_status(report, width: int = 100) -> list[tuple[str, str]]:
         out += [(line, "") for line in _wrap(printable(text), width, 4)]
     for p in getattr(report, "app_problems", ()):
         out += [(line, "red") for line in _wrap(printable(p), width, 4)]
+    for p in getattr(report, "mode_problems", ()):
+        out += [(line, "red") for line in _wrap(printable(p), width, 4)]
     for a in getattr(report, "advice", ()):
         out += [(line, "yellow") for line in _wrap(printable(f"advice: {a}"), width, 4)]
     out.append(("healthy" if report.healthy else "UNHEALTHY", "bold green" if report.healthy else "bold red"))

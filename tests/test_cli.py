@@ -42,7 +42,8 @@ def test_version_and_help_show_only_what_tcsession_accepts():
                   "lab.up, preflight, rollback, status"),
     (("deploy", "--mode=msm", "--bogus"), "tcsession: unknown option --bogus for deploy; `tcsession deploy --help` "
                                           "lists its options"),
-    (("deploy",), "tcsession: deploy needs --mode=delta or --mode=msm; `tcsession deploy --help` lists its options"),
+    (("deploy",), 'tcsession: deploy needs a mode: set [cluster] mode = "delta" (or "msm") in hosts.toml, or give '
+                  "--mode=delta or --mode=msm"),
 ])
 def test_a_usage_mistake_is_one_line_and_exit_2_and_runs_nothing(args, message):
     p = tcsession(*args)

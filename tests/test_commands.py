@@ -237,3 +237,57 @@ def test_a_dry_run_of_several_rollbacks_plans_the_first_in_full_and_lists_the_re
     restore = plan.steps[0]
     assert restore.changes[0].after == older  # B's saved bytes, checked against its manifest
     assert any(type(st).__name__ == "CheckPorts" for st in plan.steps)  # a rollback ends with its checks
+
+
+# --------------------------------------------------------------------------- the mode in the inventory
+
+
+def inventory_with_mode(tmp_path, mode: str):
+    path = tmp_path / "hosts.toml"
+    path.write_text((ROOT / "hosts.toml").read_text() + f'\n[cluster]\nmode = "{mode}"\n')
+    return load_inventory(path)
+
+
+def test_the_mode_comes_from_the_inventory_and_another_is_refused_without_the_switch(tmp_path):
+    from tcsession.errors import UsageError
+    from tcsession.modes import choose
+
+    inv = inventory_with_mode(tmp_path, "msm")
+    assert choose(inv, None).name == "msm" and choose(inv, "msm").name == "msm"
+    with pytest.raises(UsageError) as e:
+        choose(inv, "delta")
+    assert str(e.value) == (
+        f'--mode=delta differs from {inv.path}: [cluster] mode = "msm": a deploy in delta mode removes '
+        "memcached-session-manager's Manager, the jars tcsession placed and the jvmRoute marker (memcached keeps "
+        'running with its listen address); to switch, set [cluster] mode = "delta" (or give --switch-mode with '
+        "--mode=delta); to deploy msm, drop --mode")
+    assert choose(inv, "delta", switch=True).name == "delta"
+    bare = load_inventory(ROOT / "hosts.toml")  # no [cluster] mode: --mode as before
+    assert bare.mode is None and choose(bare, "msm").name == "msm"
+    with pytest.raises(UsageError, match=r'deploy needs a mode: set \[cluster\] mode = "delta"'):
+        choose(bare, None)
+
+
+def test_a_deploy_of_the_other_mode_than_the_hosts_run_needs_the_switch_and_says_what_it_removes(tmp_path):
+    """The Tomcats run msm (captured facts); the inventory now says delta. Without --switch-mode the
+    deploy stops after reading the hosts (nothing sent but the reads); with it, its first line says
+    what the switch removes."""
+    from tcsession.errors import UsageError
+
+    inv = inventory_with_mode(tmp_path, "delta")
+    fake = FakeRemote(facts_answers("msm-sticky"))
+    with pytest.raises(UsageError) as e:
+        run_deploy(session(fake, inv), "delta", dry_run=True)
+    assert str(e.value).startswith(f'the Tomcats run msm mode and this deploy is delta ({inv.path}: [cluster] mode = '
+                                   '"delta"): it would remove memcached-session-manager\'s Manager')
+    assert str(e.value).endswith('to switch, give --switch-mode; to keep msm, set [cluster] mode = "msm" '
+                                 "(nothing was changed)")
+    fake.assert_done()
+    assert fake.commands == 3
+    fake = FakeRemote(facts_answers("msm-sticky") + [Expect("nginx", "never", "")])
+    s = session(fake, inv)
+    with pytest.raises(AssertionError, match="unexpected command"):  # preflight's probes: past the refusal
+        run_deploy(s, "delta", dry_run=True, switch=True)
+    says = [text for kind, text in s.ui.shown if kind == "say"]
+    assert says[0] == ("switching mode msm -> delta: this deploy removes memcached-session-manager's Manager, the "
+                       "jars tcsession placed and the jvmRoute marker (memcached keeps running with its listen address)")

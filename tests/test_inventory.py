@@ -181,7 +181,7 @@ BAD = [
      ['[tomcat.tc1] unknown key "adress"', 'did you mean "address"?', "known: address, jvm_route"]),
     ("unknown-key-no-match", GOOD + "flavour = 1\n", ['[tomcat.tc2] unknown key "flavour"; remove it']),
     ("unknown-table", GOOD + "[sssh]\nport = 2\n", ['"sssh"', "did you mean [ssh]?"]),
-    ("unknown-top-key", "colour = 1\n" + GOOD, ['"colour"', "remove it", "known: lab, ssh"]),
+    ("unknown-top-key", "paint = 1\n" + GOOD, ['"paint"', "remove it", "known: lab, ssh"]),
     ("no-nginx", SSH + TC1 + TC2, ["no nginx host", "[nginx.NAME]"]),
     ("two-nginx", GOOD + '[nginx.web2]\naddress = "192.0.2.20"\n',
      ["[nginx.web2]", "second nginx", "[nginx.web]", "exactly one"]),

@@ -169,3 +169,15 @@ def test_msm_report_names_the_node_of_the_checks_session():
     assert not empty.healthy
     plain = _report("36F7C332B031851572AF7DFCFE0D6634.tomcat1", nodes)  # a Manager that is not MSM
     assert not plain.healthy and "names no memcached node (n1, n2)" in plain.msm_problems[0]
+
+
+def test_status_reads_the_inventory_mode_and_flags_hosts_that_run_another():
+    r = status.Report(hosts=(), mode="delta", expected_mode="msm")
+    assert r.mode_problems == ['mode: the Tomcats run delta mode, the inventory\'s [cluster] mode is "msm"; deploy it '
+                               "(tcsession deploy)"] and not r.healthy
+    assert status.Report(hosts=(), mode=None, expected_mode="delta").mode_problems[0].startswith(
+        "mode: the Tomcats run neither mode")
+    assert status.Report(hosts=(), mode="msm", expected_mode="msm").healthy
+    assert status.Report(hosts=(), mode="msm").healthy  # no [cluster] mode: judged by what runs, as before
+    d = status.Report(hosts=(), mode="delta", expected_mode="msm").to_dict()
+    assert d["inventory_mode"] == "msm" and d["mode_problems"] and d["healthy"] is False
