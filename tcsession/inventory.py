@@ -254,12 +254,16 @@ def _non_negative(v: int) -> str | None:
 
 def _one_of(*choices: str) -> Check:
     listed = ", ".join(json.dumps(c) for c in choices)
-    return lambda v: None if v in choices else f"is not one of {listed}; use one of them"
+    check = lambda v: None if v in choices else f"is not one of {listed}; use one of them"  # noqa: E731
+    check.choices = choices  # for the JSON Schema (tcsession.reference)
+    return check
 
 
 def _pattern(regex: str, fix: str) -> Check:
     rx = re.compile(regex)
-    return lambda v: None if rx.fullmatch(v) else f"is invalid; {fix}"
+    check = lambda v: None if rx.fullmatch(v) else f"is invalid; {fix}"  # noqa: E731
+    check.regex = regex  # for the JSON Schema (tcsession.reference)
+    return check
 
 
 def _non_empty(v: str) -> str | None:
@@ -717,6 +721,7 @@ class _Parser:
             lab = lab or {k: s.default for k, s in LAB_KEYS.items()}
             self.lab = Lab(lab["name"], lab["release"], ipaddress.IPv4Network(lab["subnet"]))
 
+        cluster = self.attempt(lambda: self.with_defaults("[cluster]", doc.get("cluster", {}), CLUSTER_KEYS))
         ssh_set = self.attempt(lambda: self.table("[ssh]", doc.get("ssh", {}), SSH_KEYS, SSH_RUN_KEYS), {})
         self.no_lab_provided("[ssh]", ssh_set)
         max_parallel = ssh_set.pop("max_parallel", SSH_RUN_KEYS["max_parallel"].default)
@@ -737,7 +742,6 @@ class _Parser:
         firewall = self.attempt(
             lambda: self.with_defaults("[firewall]", doc.get("firewall", {}), FIREWALL_KEYS)["backend"])
         tls = self.attempt(lambda: self.tls(doc["tls"], hosts)) if "tls" in doc else None
-        cluster = self.attempt(lambda: self.with_defaults("[cluster]", doc.get("cluster", {}), CLUSTER_KEYS))
         if self.errors:
             raise _Abort
         apps, settings = apps_settings

@@ -84,20 +84,9 @@ def _choice_option(name: str, value, choices: tuple[str, ...]):
 
 
 def inventory_path(given: str | None) -> str:
-    """The inventory: -i PATH, else $TCSESSION_INVENTORY, else ./hosts.toml; UsageError (exit 2)
-    naming all three when none of them names a file."""
-    import os
+    from tcsession.workdir import inventory_path as find
 
-    from tcsession.errors import UsageError
-
-    if given:
-        return given
-    if os.environ.get(INVENTORY_ENV):
-        return os.environ[INVENTORY_ENV]
-    if not os.path.lexists("hosts.toml"):
-        raise UsageError(f"no inventory: no -i PATH given, {INVENTORY_ENV} is not set and there is no hosts.toml in "
-                         f"{os.getcwd()}; write one here with `tcsession init`, or give -i PATH")
-    return "hosts.toml"
+    return find(given)
 
 
 def _inventory(path: str | None):
@@ -242,6 +231,45 @@ def rollback(c, inventory=DEFAULT_INVENTORY, to=None, force=False, dry_run=False
     rb.rollback(_inventory(inventory), to=to, force=force, quiet=quiet, dry_run=dry_run)
 
 
+# ------------------------------------------------------------------------- the operator's directory
+
+
+@task(help={"inventory": INVENTORY_HELP, "json": "print JSON (always, problems included)",
+            "schema": "print the inventory's JSON Schema (for editors) and nothing else"})
+@_fail_cleanly
+def check(c, inventory=DEFAULT_INVENTORY, json=False, schema=False):
+    """Check the inventory offline: every problem at once (exit 2), or the effective inventory with its defaults."""
+    import json as jsonlib
+    from importlib import resources
+
+    from tcsession import workdir
+
+    if schema:
+        sys.stdout.write(resources.files("tcsession").joinpath("inventory.schema.json").read_text())
+        return
+    report = workdir.check(inventory_path(inventory))
+    if json:
+        print(jsonlib.dumps(report.to_dict(), indent=2))
+    elif report.ok:
+        sys.stdout.write(workdir.render_check(report))
+    else:
+        sys.stderr.write(workdir.render_check(report))
+    if not report.ok:
+        raise Exit(code=2)
+
+
+@task
+@_fail_cleanly
+def init(c):
+    """Write a commented starter inventory for real servers, hosts.toml, here (never over an existing one)."""
+    from pathlib import Path
+
+    from tcsession import workdir
+
+    path = workdir.init(Path.cwd(), Path.home())
+    print(f"wrote {path}: set the addresses and the SSH user, then `tcsession check`")
+
+
 lab = Collection("lab")
 lab.add_task(lab_up, "up")
 lab.add_task(lab_down, "down")
@@ -254,6 +282,8 @@ ns.add_task(preflight)
 ns.add_task(deploy)
 ns.add_task(history)
 ns.add_task(rollback)
+ns.add_task(check)
+ns.add_task(init)
 
 if sys.version_info < (3, 11):  # pragma: no cover
     raise SystemExit("tcsession needs Python 3.11 or newer")

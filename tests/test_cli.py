@@ -38,8 +38,8 @@ def test_version_and_help_show_only_what_tcsession_accepts():
     (("-e", "status"), "tcsession: unknown option -e/--echo"),
     (("status", "-d"), "tcsession: unknown option -d/--debug"),
     (("--nope",), "tcsession: unknown option --nope; tcsession's own options are -h/--help"),
-    (("nosuch",), "tcsession: unknown command 'nosuch'; the commands: deploy, history, lab.down, lab.status, "
-                  "lab.up, preflight, rollback, status"),
+    (("nosuch",), "tcsession: unknown command 'nosuch'; the commands: check, deploy, history, init, lab.down, "
+                  "lab.status, lab.up, preflight, rollback, status"),
     (("deploy", "--mode=msm", "--bogus"), "tcsession: unknown option --bogus for deploy; `tcsession deploy --help` "
                                           "lists its options"),
     (("deploy",), 'tcsession: deploy needs a mode: set [cluster] mode = "delta" (or "msm") in hosts.toml, or give '
