@@ -258,16 +258,17 @@ def check(c, inventory=DEFAULT_INVENTORY, json=False, schema=False):
         raise Exit(code=2)
 
 
-@task
+@task(help={"lab": "write the built-in lab's inventory instead (containers on this machine: tcsession lab.up)"})
 @_fail_cleanly
-def init(c):
+def init(c, lab=False):
     """Write a commented starter inventory for real servers, hosts.toml, here (never over an existing one)."""
     from pathlib import Path
 
     from tcsession import workdir
 
-    path = workdir.init(Path.cwd(), Path.home())
-    print(f"wrote {path}: set the addresses and the SSH user, then `tcsession check`")
+    path = workdir.init(Path.cwd(), Path.home(), lab=lab)
+    print(f"wrote {path}: " + ("the built-in lab; then `tcsession lab.up` (as root)" if lab else
+                               "set the addresses and the SSH user, then `tcsession check`"))
 
 
 lab = Collection("lab")

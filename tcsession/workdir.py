@@ -113,10 +113,16 @@ def starter_text(home: Path) -> str:
     return template.substitute(key_lines=key_lines, known_hosts="~/.ssh/known_hosts", known_hosts_note=note)
 
 
-def init(directory: Path, home: Path) -> Path:
-    """Write the starter inventory into `directory`; never over an existing file (UsageError)."""
+def lab_text() -> str:
+    """The built-in lab's inventory (the checkout's hosts.toml, shipped in the package)."""
+    return resources.files("tcsession").joinpath("templates/lab.toml").read_text()
+
+
+def init(directory: Path, home: Path, lab: bool = False) -> Path:
+    """Write the starter inventory (or, with `lab`, the built-in lab's) into `directory`; never
+    over an existing file (UsageError)."""
     path = directory / DEFAULT_NAME
-    text = starter_text(home)
+    text = lab_text() if lab else starter_text(home)
     try:
         with open(path, "x", encoding="utf-8") as f:
             f.write(text)

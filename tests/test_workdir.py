@@ -111,3 +111,12 @@ def test_check_json_of_a_valid_inventory_and_the_schema(operator):
     s = tcsession(work, home, "check", "--schema")
     assert s.returncode == 0 and json.loads(s.stdout)["$id"] == "tcsession.inventory/1"
     assert s.stdout == (ROOT / "tcsession" / "inventory.schema.json").read_text()
+
+
+def test_init_lab_writes_the_lab_inventory_shipped_in_the_package(operator):
+    """The package carries the lab's inventory: the checkout's hosts.toml, byte for byte."""
+    assert (ROOT / "tcsession" / "templates" / "lab.toml").read_bytes() == (ROOT / "hosts.toml").read_bytes()
+    home, work = operator
+    p = tcsession(work, home, "init", "--lab")
+    assert p.returncode == 0 and p.stdout.endswith("the built-in lab; then `tcsession lab.up` (as root)\n")
+    assert (work / "hosts.toml").read_bytes() == (ROOT / "hosts.toml").read_bytes()
