@@ -38,6 +38,7 @@ class Outcome:
     failed: Step | None = None
     error: str | None = None
     stopped_at: Step | None = None  # a Replan reached: the caller plans the rest
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM
 
     @property
     def ok(self) -> bool:
@@ -111,7 +112,7 @@ class Interpreter:
             return self._apply(plan, outcome)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (tasks.py): stop here, say where each host is
             step = self._current[0] if self._current else None
-            outcome.failed = step
+            outcome.failed, outcome.interrupted = step, True
             outcome.error = ("interrupted" + (f" during {step.host}: {step.describe()}" if step else "")
                              + "; the step under way may have finished on its host")
             for s in self._current:

@@ -15,7 +15,7 @@ from tcsession import apps as applications
 from tcsession import clusterkey, maven, msmjars, preflight, tls
 from tcsession import plan as planning
 from tcsession.apply import Interpreter, Outcome
-from tcsession.errors import TcsessionError
+from tcsession.errors import Interrupted, TcsessionError
 from tcsession.facts import HostFacts, gather, gather_reachable
 from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
@@ -93,9 +93,9 @@ def _installs(inv: Inventory, facts: dict[str, HostFacts], mode: Mode) -> dict[s
 
 
 def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool = False,
-           on_event=None, switch: bool = False) -> DeployReport:
+           on_event=None, switch: bool = False, ui=None) -> DeployReport:
     """`inv deploy`: in a session of its own (tcsession.session.open_session)."""
-    with open_session(inv, quiet) as session:
+    with open_session(inv, quiet, ui) as session:
         return run_deploy(session, mode, dry_run, on_event, switch)
 
 
@@ -204,7 +204,7 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
                                  f"are still missing ({missing}); install them by hand to see why, then deploy again "
                                  "(`inv rollback` undoes what was done)")
     if not outcome.ok:
-        raise TcsessionError(_stopped(outcome, deploy_id, report.executed))
+        raise (Interrupted if outcome.interrupted else TcsessionError)(_stopped(outcome, deploy_id, report.executed))
     report.seconds, report.commands = session.clock() - started, remote.commands
     progress.say(f"deployed {mode.name} ({deploy_id}) in {report.seconds:.1f} s", "green")
     return report

@@ -29,6 +29,17 @@ class InventoryError(UsageError):
 
 
 class UnreachableError(TcsessionError):
-    """Hosts that could not be reached over SSH (nothing was judged or changed on them): exit 3."""
+    """Hosts that could not be reached over SSH (nothing was judged or changed on them): exit 3.
+    `hosts`: name -> why (one line each)."""
 
     code = UNREACHABLE
+
+    def __init__(self, message: str, hosts: dict[str, str]):
+        self.hosts = dict(hosts)
+        super().__init__(message)
+
+
+class Interrupted(TcsessionError):
+    """A run stopped by Ctrl-C or SIGTERM after the step under way (where each host is, said): 130."""
+
+    code = INTERRUPTED

@@ -13,7 +13,7 @@ import dataclasses
 import re
 
 from tcsession import firewall, msm, nginx, shell, state
-from tcsession.errors import TcsessionError
+from tcsession.errors import TcsessionError, UnreachableError
 from tcsession.msmjars import MANAGED_JAR_GLOBS
 from tcsession.probes import Listener, parse_memcached_probe, parse_os_release, parse_ss
 from tcsession.tomcat import Layout, all_layouts, installed_tomcat
@@ -117,10 +117,16 @@ def gather_reachable(remote, hosts, apps=()) -> tuple[dict[str, "HostFacts"], li
 
 
 def require_ok(results: dict, what: str) -> None:
+    """Every host answered (else TcsessionError; UnreachableError, exit 3, when a host was not
+    reached at all: a connection refused or timed out, nothing run on it)."""
     failed = [r for r in results.values() if not r.ok]
     if failed:
-        detail = "; ".join(f"{r.host}: {r.why()}" for r in failed)
-        raise TcsessionError(f"{what} failed on {len(failed)} host(s), nothing changed after it: {detail}")
+        detail = "; ".join(r.why() if r.why().startswith(f"{r.host} ") else f"{r.host}: {r.why()}" for r in failed)
+        message = f"{what} failed on {len(failed)} host(s), nothing changed after it: {detail}"
+        unreached = {r.host: r.why() for r in failed if r.exit is None}
+        if unreached:
+            raise UnreachableError(message, unreached)
+        raise TcsessionError(message)
 
 
 # --------------------------------------------------------------------------- parsing

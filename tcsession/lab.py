@@ -432,9 +432,11 @@ def check_up(inv: Inventory) -> None:
         return
     spec = spec_from_inventory(inv)
     if not is_up(spec):
-        raise TcsessionError(
+        from tcsession.errors import UnreachableError
+
+        raise UnreachableError(
             f"{inv.path}: the lab {spec.name!r} is down (its hosts {spec.subnet} do not exist); "
-            "run `inv lab.up` first")
+            "run `inv lab.up` first", {h.name: "the lab is down" for h in inv.hosts})
 
 
 def _cgroup_roots() -> list[Path]:

@@ -15,7 +15,7 @@ from tcsession import apps as applications
 from tcsession import firewall, msm, nginx, rollout, serverxml, state
 from tcsession import plan as planning
 from tcsession.apply import Interpreter
-from tcsession.errors import TcsessionError
+from tcsession.errors import Interrupted, TcsessionError
 from tcsession.session import Session, open_session
 from tcsession.facts import FileFact, HostFacts, gather, parse_files, require_ok, split_sections
 from tcsession.inventory import Inventory
@@ -207,10 +207,10 @@ def _read_current(remote, inv: Inventory, records: dict[str, Record]) -> dict[st
 
 
 def rollback(inv: Inventory, to: str | None = None, force: bool = False, quiet: bool = False,
-             dry_run: bool = False, plans: list | None = None) -> list[str]:
+             dry_run: bool = False, plans: list | None = None, ui=None) -> list[str]:
     """`inv rollback`, in a session of its own (tcsession.session.open_session)."""
     inv = with_removed(inv)
-    with open_session(inv, quiet) as session:
+    with open_session(inv, quiet, ui) as session:
         return run_rollback(session, to, force, dry_run, plans)
 
 
@@ -252,7 +252,8 @@ def run_rollback(session: Session, to: str | None = None, force: bool = False, d
         if plans is not None:
             plans.append((the_plan, list(outcome.done)))
         if not outcome.ok:
-            raise TcsessionError(f"{outcome.error} -- rollback of {deploy_id} stopped; hosts: "
+            raise (Interrupted if outcome.interrupted else TcsessionError)(
+                f"{outcome.error} -- rollback of {deploy_id} stopped; hosts: "
                                  f"{outcome.summary()}; fix the cause and run `inv rollback` again")
         progress.say(f"rolled back {deploy_id} in {session.clock() - started:.1f} s", "green")
         done.append(deploy_id)

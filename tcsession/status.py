@@ -110,6 +110,8 @@ class Report:
         """The Tomcats run another mode than the inventory's [cluster] mode (or none yet)."""
         if self.expected_mode is None or self.mode == self.expected_mode:
             return []
+        if any(not h.reachable for h in self.hosts if h.role == "tomcat"):
+            return []  # what they run is not known: the unreachable hosts are the problem said
         return [f"mode: the Tomcats run {self.mode + ' mode' if self.mode else 'neither mode'}, the inventory's "
                 f'[cluster] mode is "{self.expected_mode}"; deploy it (tcsession deploy)']
 

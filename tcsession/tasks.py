@@ -7,6 +7,7 @@ an expected failure.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 
@@ -89,6 +90,30 @@ def inventory_path(given: str | None) -> str:
     return find(given)
 
 
+@contextlib.contextmanager
+def _json_failures(command: str, as_json: bool):
+    """With --json, a command that stops still prints its JSON on stdout (tcsession.contract:
+    the exit code, the message, the unreachable hosts); the message goes to stderr as always."""
+    try:
+        yield
+    except (KeyboardInterrupt, Exception) as e:
+        from tcsession.errors import TcsessionError
+
+        if as_json and isinstance(e, (TcsessionError, KeyboardInterrupt)):
+            import json as jsonlib
+
+            from tcsession import contract
+
+            print(jsonlib.dumps(contract.failure_json(command, e), indent=2), flush=True)
+        raise
+
+
+def _print_json(d: dict) -> None:
+    import json as jsonlib
+
+    print(jsonlib.dumps(d, indent=2))
+
+
 def _inventory(path: str | None):
     from tcsession.inventory import load_inventory
 
@@ -161,11 +186,22 @@ def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None):
     from tcsession import status as st
     from tcsession import ui
 
-    count = _int_option("requests", requests, 10, 0, 10000)
-    report = st.cluster_report(_inventory(inventory), session_requests=count)
-    ui.print_status(report, as_json=json)
-    if not report.healthy:
-        raise Exit(code=1)
+    from tcsession import contract
+
+    with _json_failures("status", json):
+        count = _int_option("requests", requests, 10, 0, 10000)
+        inv = _inventory(inventory)
+        report = st.cluster_report(inv, session_requests=count)
+    if json:
+        _print_json(contract.status_json(report, inv))
+    else:
+        ui.print_status(report)
+    code = contract.status_exit(report)
+    if code == 3:
+        unreached = "; ".join(h.error or h.name for h in report.hosts if not h.reachable)
+        raise Exit(f"tcsession: status: not reached: {unreached}", code=3)
+    if code:
+        raise Exit(code=code)
 
 
 @task(help={"mode": "delta or msm: the checks that mode needs (default: the inventory's [cluster] mode, else delta)",
@@ -177,9 +213,15 @@ def preflight(c, mode=None, inventory=DEFAULT_INVENTORY, json=False):
     from tcsession import preflight as pf
     from tcsession import ui
 
-    inv = _inventory(inventory)
-    report = pf.preflight(inv, mode or inv.mode or "delta")
-    ui.print_preflight(report, as_json=json)
+    from tcsession import contract
+
+    with _json_failures("preflight", json):
+        inv = _inventory(inventory)
+        report = pf.preflight(inv, mode or inv.mode or "delta")
+    if json:
+        _print_json(contract.preflight_json(report, inv))
+    else:
+        ui.print_preflight(report)
     if not report.ok:
         raise Exit(code=1)
 
@@ -188,16 +230,23 @@ def preflight(c, mode=None, inventory=DEFAULT_INVENTORY, json=False):
                     "[cluster] mode", "inventory": INVENTORY_HELP,
             "dry_run": "show what would change (diffs, packages, restarts) and change nothing",
             "quiet": "print nothing but errors",
-            "switch_mode": "allow a deploy that switches the cluster's mode (the other mode's configuration is removed)"})
+            "switch_mode": "allow a deploy that switches the cluster's mode (the other mode's configuration is removed)",
+            "json": "print JSON on stdout (the deploy id, the steps; failures too); progress goes to stderr"})
 @_fail_cleanly
-def deploy(c, mode=None, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False, switch_mode=False):
+def deploy(c, mode=None, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False, switch_mode=False, json=False):
     """Deploy the session cluster: install, patch, start one Tomcat at a time, check ports."""
-    _choice_option("mode", mode, ("delta", "msm"))
+    from tcsession import contract
     from tcsession.deploy import deploy as run_deploy
     from tcsession.modes import choose
+    from tcsession.ui import Progress
 
-    inv = _inventory(inventory)
-    run_deploy(inv, choose(inv, mode, switch_mode), dry_run=dry_run, quiet=quiet, switch=switch_mode)
+    with _json_failures("deploy", json):
+        _choice_option("mode", mode, ("delta", "msm"))
+        inv = _inventory(inventory)
+        report = run_deploy(inv, choose(inv, mode, switch_mode), dry_run=dry_run, quiet=quiet, switch=switch_mode,
+                            ui=Progress(quiet, stderr=json))
+    if json:
+        _print_json(contract.deploy_json(report))
 
 
 @task(help={"inventory": INVENTORY_HELP, "json": "print JSON"})
@@ -207,28 +256,41 @@ def history(c, inventory=DEFAULT_INVENTORY, json=False):
     from tcsession import rollback as rb
     from tcsession import ui
 
-    hist, notes = rb.history_with_notes(_inventory(inventory))
-    ui.print_history(hist, notes, as_json=json)
+    from tcsession import contract
+
+    with _json_failures("history", json):
+        hist, notes = rb.history_with_notes(_inventory(inventory))
+    if json:
+        _print_json(contract.history_json(hist, notes))
+    else:
+        ui.print_history(hist, notes)
 
 
 @task(help={"inventory": INVENTORY_HELP,
             "to": "roll back every deploy after this id (default: only the latest)",
             "force": "restore even files someone changed after the deploy (their bytes are kept)",
             "dry_run": "show every step the rollback would take (with diffs) and change nothing",
-            "quiet": "print nothing but errors"})
+            "quiet": "print nothing but errors",
+            "json": "print JSON on stdout (the deploys undone, the steps; failures too); progress goes to stderr"})
 @_fail_cleanly
-def rollback(c, inventory=DEFAULT_INVENTORY, to=None, force=False, dry_run=False, quiet=False):
+def rollback(c, inventory=DEFAULT_INVENTORY, to=None, force=False, dry_run=False, quiet=False, json=False):
     """Undo the latest deploy on every host: files byte for byte, services as they were."""
     import re
 
-    from tcsession.errors import UsageError as TcsessionError
-
-    if to is not None and not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}", str(to)):
-        raise TcsessionError(f"--to={to!r}: not a deploy id (like 20261201T105219Z-1a2b3c); "
-                             "`inv history` lists the ids")
+    from tcsession import contract
     from tcsession import rollback as rb
+    from tcsession.errors import UsageError as TcsessionError
+    from tcsession.ui import Progress
 
-    rb.rollback(_inventory(inventory), to=to, force=force, quiet=quiet, dry_run=dry_run)
+    plans: list = []
+    with _json_failures("rollback", json):
+        if to is not None and not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}", str(to)):
+            raise TcsessionError(f"--to={to!r}: not a deploy id (like 20261201T105219Z-1a2b3c); "
+                                 "`inv history` lists the ids")
+        ids = rb.rollback(_inventory(inventory), to=to, force=force, quiet=quiet, dry_run=dry_run, plans=plans,
+                          ui=Progress(quiet, stderr=json))
+    if json:
+        _print_json(contract.rollback_json(ids, plans, dry_run))
 
 
 # ------------------------------------------------------------------------- the operator's directory

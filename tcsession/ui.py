@@ -15,17 +15,18 @@ from tcsession.apply import Event
 from tcsession.steps import Plan, RestartTomcat, RestoreFiles, WriteFiles
 from tcsession.text import printable
 
-def _console():
+def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, stderr=stderr)
 
 
 class Progress:
-    """Which host, which step, how long: one line per step (no markup from outside)."""
+    """Which host, which step, how long: one line per step (no markup from outside); on stderr
+    when stdout carries JSON (--json)."""
 
-    def __init__(self, quiet: bool = False):
-        self.console = _console()
+    def __init__(self, quiet: bool = False, stderr: bool = False):
+        self.console = _console(stderr)
         self.quiet = quiet
         self.started = time.monotonic()
 

@@ -245,6 +245,13 @@ def test_inv_exits_2_with_one_line(site, case, text, args, fragments):
     p = subprocess.run([str(INV), *args, "-i", str(site)], cwd=ROOT, capture_output=True, text=True,
                        timeout=60, stdin=subprocess.DEVNULL, env=env)
     out = (p.stdout + p.stderr).strip()
+    if "--json" in args:  # the JSON on stdout (failures too: docs/cli.md), the one line on stderr
+        import json
+
+        d = json.loads(p.stdout)
+        assert d["schema"] == f"tcsession.{args[0]}/1" and d["ok"] is False and d["exit"] == 2
+        assert d["errors"] == [p.stderr.strip()[len("tcsession: "):]]
+        out = p.stderr.strip()
     assert p.returncode == 2, out
     assert "Traceback" not in out and "\n" not in out, out
     assert out.startswith("tcsession: ")

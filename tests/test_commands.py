@@ -67,6 +67,11 @@ def test_a_deploy_with_nothing_to_change_reads_each_host_once_and_changes_nothin
     assert fake.commands == 3  # no preflight round trips, no change: one read per host
     assert s.ui.shown[-1] == ("say", "no changes")
     assert ("plan", "tomcat1  up to date") in s.ui.shown
+    from tcsession.contract import deploy_json
+
+    d = deploy_json(report)
+    assert (d["schema"], d["ok"], d["exit"], d["mode"], d["deploy_id"], d["changed"], d["steps"]) == (
+        "tcsession.deploy/1", True, 0, "delta", None, False, [])
 
 
 def test_a_dry_run_of_a_mode_switch_sends_only_reads_before_its_checks():
