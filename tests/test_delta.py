@@ -89,6 +89,11 @@ def test_status_task_json_and_exit_code(cluster):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["healthy"] and data["mode"] == "delta" and data["session_check"]["lost_updates"] == 0
+    # the contract (docs/cli.md): versioned, exit code inside, checks by stable id, hosts by name
+    assert (data["schema"], data["ok"], data["exit"]) == ("tcsession.status/1", True, 0)
+    t1 = next(h for h in data["hosts"] if h["name"] == "tomcat1")
+    ids = {c["id"]: c["ok"] for c in t1["checks"]}
+    assert ids["cluster.members"] and ids["port.receiver"] and ids["port.http"] and ids["service.tomcat"], ids
 
 
 def test_second_deploy_changes_nothing(cluster):
