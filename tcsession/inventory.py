@@ -728,7 +728,9 @@ class _Parser:
 
         before = len(self.errors)
         hosts = [h for role in ("nginx", "tomcat") for h in self.hosts(role, doc, ssh_set)]
-        self.check_hosts(hosts, complete=len(self.errors) == before, lab=lab_ok)
+        tables = {role: list(doc.get(role, {})) if isinstance(doc.get(role, {}), dict) else None  # None: not tables
+                  for role in ("nginx", "tomcat")}
+        self.check_hosts(hosts, complete=len(self.errors) == before, lab=lab_ok, tables=tables)
 
         delta = self.attempt(lambda: self.delta(doc))
         msm = self.attempt(lambda: self.msm(doc))
@@ -907,24 +909,31 @@ class _Parser:
         return Ssh(user=v["user"], port=v["port"], key=key, agent=agent, known_hosts=known_hosts, sudo=sudo,
                    connect_timeout=float(v["connect_timeout"]), command_timeout=float(v["command_timeout"]))
 
-    def check_hosts(self, hosts: list[Host], complete: bool = True, lab: bool = True) -> None:
-        """Across hosts: one nginx, two Tomcats or more (counted only when every host table could be
-        read), names, addresses and jvm_routes unique, lab addresses in the lab's subnet."""
-        nginx = [h for h in hosts if h.role == "nginx"]
-        tomcats = [h for h in hosts if h.role == "tomcat"]
-        if complete:
-            self.check_counts(nginx, tomcats)
+    def check_hosts(self, hosts: list[Host], complete: bool = True, lab: bool = True,
+                    tables: dict[str, list[str]] | None = None) -> None:
+        """Across hosts: one nginx and two Tomcats or more (the tables counted as written, even those
+        that could not be read), at least two Tomcats staying (when every host table could be read),
+        names, addresses and jvm_routes unique, lab addresses in the lab's subnet."""
+        if tables is None:
+            tables = {role: [h.name for h in hosts if h.role == role] for role in ("nginx", "tomcat")}
+        self.check_counts(tables["nginx"], tables["tomcat"],
+                          [h for h in hosts if h.role == "tomcat"] if complete else None)
         self.check_unique(hosts, lab)
 
-    def check_counts(self, nginx: list[Host], tomcats: list[Host]) -> None:
+    def check_counts(self, nginx: list[str] | None, tomcat_names: list[str] | None,
+                     tomcats: list[Host] | None) -> None:
+        if nginx is None or tomcat_names is None:
+            return  # [nginx] or [tomcat] is not a set of tables: said already
         if not nginx:
             self.error("", 'has no nginx host; add one [nginx.NAME] table, e.g. [nginx.nginx] with address = "..."')
         if len(nginx) > 1:
-            self.error(f"[nginx.{nginx[1].name}]", f"is a second nginx host besides [nginx.{nginx[0].name}]; "
-                                                  f"keep exactly one [nginx.NAME] table")
-        if len(tomcats) < 2:
-            have = f"only [tomcat.{tomcats[0].name}]" if tomcats else "none"
+            self.error(f"[nginx.{nginx[1]}]", f"is a second nginx host besides [nginx.{nginx[0]}]; "
+                                              f"keep exactly one [nginx.NAME] table")
+        if len(tomcat_names) < 2:
+            have = f"only [tomcat.{tomcat_names[0]}]" if tomcat_names else "none"
             self.error("", f"needs at least two [tomcat.NAME] tables, has {have}; add another Tomcat host")
+            return
+        if tomcats is None:
             return
         staying = [h for h in tomcats if not h.remove]
         if len(staying) < 2:
