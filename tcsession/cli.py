@@ -13,11 +13,11 @@ import re
 import sys
 from importlib import metadata
 
-from invoke import Program
+from invoke import Argument, Program
 from invoke.exceptions import Exit, ParseError
 
 #: The core flags tcsession keeps (Invoke's names): the rest are refused.
-CORE = ("help", "version", "list", "complete", "print-completion-script")
+CORE = ("help", "version", "list", "complete", "print-completion-script", "inventory")
 USAGE = 2
 
 
@@ -29,6 +29,22 @@ def version() -> str:
 
 
 class TcsessionProgram(Program):
+    def core_args(self) -> list:
+        """Invoke's core flags, and -i/--inventory before the command (`tcsession -i lab.toml status`):
+        the inventory of every command on the line, unless a command names its own with -i."""
+        return [*super().core_args(),
+                Argument(names=("inventory", "i"), help="the inventory file for the commands that follow")]
+
+    def parse_core(self, argv) -> None:
+        super().parse_core(argv)
+        given = self.args.inventory.value if "inventory" in self.args else None
+        if given:
+            import os
+
+            from tcsession.workdir import INVENTORY_ENV
+
+            os.environ[INVENTORY_ENV] = given  # -i before the command: in the order -i, env, ./hosts.toml
+
     def commands(self) -> list[str]:
         return sorted(self.collection.task_names) if getattr(self, "collection", None) else []
 
@@ -85,15 +101,17 @@ class TcsessionProgram(Program):
             raise Exit(self.explain(e), USAGE) from None
 
     def print_help(self) -> None:
-        print(f"Usage: {self.binary} [--help] [--version] [--list] COMMAND [OPTIONS] [COMMAND [OPTIONS] ...]")
+        print(f"Usage: {self.binary} [--help] [--version] [--list] [-i FILE] COMMAND [OPTIONS] [COMMAND [OPTIONS] ...]")
         print()
         print("Build and run a Tomcat cluster whose sessions survive the loss of a node, over SSH, from an")
-        print("inventory file (hosts.toml; -i/--inventory after a command names another).")
+        print("inventory file (-i FILE, before or after the command; else $TCSESSION_INVENTORY; else hosts.toml).")
         print()
         print("Options:")
         print("  -h, --help [COMMAND]   this help, or a command's options")
         print("  -V, --version          tcsession's version")
         print("  -l, --list             the commands")
+        print("  -i, --inventory FILE   the inventory for the commands that follow (default: $TCSESSION_INVENTORY,")
+        print("                         else ./hosts.toml; a command's own -i FILE goes after its name)")
         print()
         self.list_tasks()
 

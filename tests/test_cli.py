@@ -79,3 +79,8 @@ def test_the_inventory_comes_from_i_then_the_environment_then_hosts_toml(tmp_pat
     assert p.returncode == 2 and p.stderr.startswith(f'tcsession: {tmp_path / "env.toml"}: unknown table or key "envx"')
     p = run("status", "-i", "given.toml", env_inventory=tmp_path / "env.toml")
     assert p.returncode == 2 and p.stderr.startswith('tcsession: given.toml: unknown table or key "givenx"')
+    # -i before the command (tcsession -i FILE status) comes before the environment; a command's own -i first
+    p = run("-i", "given.toml", "status", env_inventory=tmp_path / "env.toml")
+    assert p.returncode == 2 and p.stderr.startswith('tcsession: given.toml: unknown table or key "givenx"')
+    p = run("-i", "given.toml", "status", "-i", "hosts.toml")
+    assert p.returncode == 2 and p.stderr.startswith('tcsession: hosts.toml: unknown table or key "hostsx"')
