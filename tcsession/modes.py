@@ -107,7 +107,7 @@ def missing_ports(inv: Inventory, mode: Mode, listeners_by_host: dict) -> list[E
 
 #: What a deploy in the other mode takes out (docs/modes.md: switching modes).
 REMOVES = {
-    ("delta", "msm"): "the delta Cluster from every Tomcat's server.xml (and puts back the Engine's own jvmRoute): "
+    ("delta", "msm"): "the delta Cluster from every Tomcat's server.xml (the Engine's own jvmRoute put back): "
                       "the Tomcats stop replicating sessions to each other",
     ("msm", "delta"): "memcached-session-manager's Manager, the jars tcsession placed and the jvmRoute marker "
                       "(memcached keeps running with its listen address)",

@@ -67,7 +67,8 @@ class CheckReport:
         return not self.errors
 
     def to_dict(self) -> dict:
-        d = {"schema": "tcsession.check/1", "ok": self.ok, "inventory": self.path, "errors": list(self.errors)}
+        d = {"schema": "tcsession.check/1", "ok": self.ok, "exit": 0 if self.ok else 2, "inventory": self.path,
+             "errors": list(self.errors)}
         if self.ok:
             d["effective"] = self.effective
             d["files"] = self.files

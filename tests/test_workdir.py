@@ -96,7 +96,7 @@ def test_check_lists_every_problem_at_once_and_exits_2(operator):
     j = tcsession(work, home, "check", "-i", "site.toml", "--json")
     assert j.returncode == 2
     d = json.loads(j.stdout)
-    assert d["schema"] == "tcsession.check/1" and d["ok"] is False and d["inventory"] == "site.toml"
+    assert d["schema"] == "tcsession.check/1" and d["ok"] is False and d["exit"] == 2 and d["inventory"] == "site.toml"
     assert d["errors"] == [l[len("tcsession: "):] for l in lines[1:]]
 
 
