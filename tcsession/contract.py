@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from tcsession.errors import FAILED, INTERRUPTED, OK, UNREACHABLE, UsageError, TcsessionError, UnreachableError
+from tcsession.errors import FAILED, INTERRUPTED, OK, UNREACHABLE, UnreachableError
 from tcsession.inventory import Inventory
 
 VERSION = 1
@@ -146,7 +146,3 @@ def failure_json(command: str, error: BaseException) -> dict:
     if isinstance(error, UnreachableError):
         d["unreachable"] = dict(error.hosts)
     return d
-
-
-__all__ = ["schema", "check_id", "status_json", "preflight_json", "history_json", "deploy_json",
-           "rollback_json", "failure_json", "status_exit", "TcsessionError", "UsageError"]

@@ -13,7 +13,6 @@ files in them are not run): the test checks that tcsession is imported from the 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
