@@ -309,7 +309,8 @@ def check(c, inventory=DEFAULT_INVENTORY, json=False, schema=False):
     if schema:
         sys.stdout.write(resources.files("tcsession").joinpath("inventory.schema.json").read_text())
         return
-    report = workdir.check(inventory_path(inventory))
+    with _json_failures("check", json):
+        report = workdir.check(inventory_path(inventory))
     if json:
         print(jsonlib.dumps(report.to_dict(), indent=2))
     elif report.ok:

@@ -108,6 +108,10 @@ def test_check_json_of_a_valid_inventory_and_the_schema(operator):
     assert env_run.returncode == 0 and d["ok"] and d["errors"] == []
     assert d["effective"]["tomcat.tomcat1"]["jvm_route"] == "tomcat1" and d["effective"]["lab"]["name"] == "tcsession"
     assert d["effective"]["cluster"] == {} and d["files"]["msm lock"].startswith(f"{work}/lab.msm.lock: absent")
+    none = tcsession(work, home, "check", "--json")  # no inventory here: still JSON, exit 2
+    d = json.loads(none.stdout)
+    assert none.returncode == 2 and (d["schema"], d["ok"], d["exit"]) == ("tcsession.check/1", False, 2)
+    assert d["error"].startswith("no inventory: no -i PATH given")
     s = tcsession(work, home, "check", "--schema")
     assert s.returncode == 0 and json.loads(s.stdout)["$id"] == "tcsession.inventory/1"
     assert s.stdout == (ROOT / "tcsession" / "inventory.schema.json").read_text()
