@@ -212,7 +212,7 @@ def json_schema() -> dict:
             props["app"] = table_schema(t, open_tables=table_schema(table("app.NAME")))
         elif t.name != "app.NAME":
             props[t.name] = table_schema(t)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
+    return {"$schema": "http://json-schema.org/draft-07/schema#", "$id": SCHEMA_ID,
             "title": "tcsession inventory (hosts.toml)",
             "description": "The inventory file tcsession reads (docs/inventory.md). Checked in full by "
                            "`tcsession check`, which also checks what a schema cannot (files that must exist, "
