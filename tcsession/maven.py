@@ -131,7 +131,8 @@ def read_lock(lock_path: Path) -> dict[str, dict[str, str]]:
 
 def _render_lock(entries: dict[str, dict[str, str]]) -> str:
     lines = [
-        "# msm.lock: checksums of the memcached-session-manager jars tcsession fetched (written by tcsession).",
+        "# The msm lock (<inventory>.msm.lock): checksums of the memcached-session-manager jars tcsession fetched "
+        "(written by tcsession).",
         "# A jar whose checksums differ from its entry is refused; if a change is intended, delete its entry.",
     ]
     for key in sorted(entries):
