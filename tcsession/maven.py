@@ -95,7 +95,8 @@ def lock_to_read(inventory_path: str | Path) -> tuple[Path, str | None]:
     if os.path.lexists(new) or not os.path.lexists(old):
         return new, None
     return old, (f"{old} read: the lock file beside {Path(inventory_path).name} is now {new.name} (named after "
-                 f"the inventory); the next deploy writes it there: commit {new.name}, then remove {old.name}")
+                 f"the inventory); an msm deploy writes it there with every entry: commit {new.name}, then "
+                 f"remove {old.name}")
 
 
 # --------------------------------------------------------------------------- the lock file

@@ -391,7 +391,7 @@ def test_an_old_msm_lock_is_read_and_migrated_without_loss(repo, cache, tmp_path
     read_from, note = lock_to_read(inventory)
     assert read_from == old
     assert note == (f"{old} read: the lock file beside prod.toml is now prod.msm.lock (named after the inventory); "
-                    "the next deploy writes it there: commit prod.msm.lock, then remove msm.lock")
+                    "an msm deploy writes it there with every entry: commit prod.msm.lock, then remove msm.lock")
     new = lock_path_for(inventory)
     resolve([CORE, TC9], str(repo), cache, new, read_from=read_from)
     assert set(read_lock(new)) == {a.coordinate for a in published} and old.read_text() == old_text

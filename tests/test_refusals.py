@@ -248,3 +248,44 @@ def test_msm_without_any_memcached_is_refused_before_the_install_naming_the_inve
              "tomcat2": facts_of("bookworm-fresh-tomcat1")}
     with pytest.raises(TcsessionError, match=r"^/srv/ops/prod.toml: msm mode needs memcached on at least one Tomcat"):
         planning.plan(inv, facts, "msm")
+
+
+def test_a_deploy_reads_an_old_msm_lock_says_so_and_writes_the_new_name(tmp_path, monkeypatch):
+    """The lock beside prod.toml is now prod.msm.lock; a directory with only the msm.lock of
+    before: the deploy's jar step reads it (its pins hold), says so on the operator's screen, and
+    writes prod.msm.lock with every entry; msm.lock stays as it was."""
+    import standin
+    from tcsession import deploy as deploying
+    from tcsession import msmjars
+    from tcsession.facts import parse_facts
+    from tcsession.inventory import load_inventory
+
+    repo = standin.write_repo(tmp_path / "repo", standin.standin_jars())
+    ops = tmp_path / "ops"
+    ops.mkdir()
+    (ops / "prod.toml").write_text((ROOT / "hosts.toml").read_text().replace(
+        'maven_repo = "https://repo.maven.apache.org/maven2"', f'maven_repo = "{repo}"'))
+    inv = load_inventory(ops / "prod.toml")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    msmjars.prepare_jars(inv.msm, 9, ops / "msm.lock")  # as tcsession wrote it before
+    old = (ops / "msm.lock").read_text()
+    fresh = parse_facts((DATA / "bookworm-fresh-tomcat1.txt").read_text())
+
+    class UI:
+        said: list[str] = []
+
+        def line(self, *args, **kwargs):
+            pass
+
+        def say(self, text, style=""):
+            self.said.append(text)
+
+    jars = deploying.prepare_msm_jars(inv, {t.name: fresh for t in inv.tomcats},
+                                      {t.name: ("tomcat9",) for t in inv.tomcats}, UI())
+    assert set(jars) == {"tomcat1", "tomcat2"}
+    assert UI.said == [f"  warning: {ops / 'msm.lock'} read: the lock file beside prod.toml is now prod.msm.lock "
+                       "(named after the inventory); an msm deploy writes it there with every entry: commit "
+                       "prod.msm.lock, then remove msm.lock"]
+    new = (ops / "prod.msm.lock").read_text()
+    assert (ops / "msm.lock").read_text() == old
+    assert [l for l in new.splitlines() if not l.startswith("#")] == [l for l in old.splitlines() if not l.startswith("#")]
