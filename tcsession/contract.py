@@ -145,4 +145,7 @@ def failure_json(command: str, error: BaseException) -> dict:
     d = {"schema": schema(command), "ok": False, "exit": code, "error": lines[0], "errors": lines}
     if isinstance(error, UnreachableError):
         d["unreachable"] = dict(error.hosts)
+    if getattr(error, "run_id", None):  # a deploy or rollback that stopped: which, and where each host is
+        d["deploy_id"] = error.run_id
+        d["hosts"] = dict(error.where or {})
     return d

@@ -204,7 +204,8 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
                                  f"are still missing ({missing}); install them by hand to see why, then deploy again "
                                  "(`inv rollback` undoes what was done)")
     if not outcome.ok:
-        raise (Interrupted if outcome.interrupted else TcsessionError)(_stopped(outcome, deploy_id, report.executed))
+        raise (Interrupted if outcome.interrupted else TcsessionError)(
+            _stopped(outcome, deploy_id, report.executed)).at(deploy_id, outcome.hosts)
     report.seconds, report.commands = session.clock() - started, remote.commands
     progress.say(f"deployed {mode.name} ({deploy_id}) in {report.seconds:.1f} s", "green")
     return report

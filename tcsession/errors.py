@@ -12,6 +12,13 @@ class TcsessionError(Exception):
     """An expected failure, told to the operator as one line (file/host/key, what, what to do)."""
 
     code = FAILED
+    run_id: str | None = None  # a deploy or rollback that stopped: its id (for --json)
+    where: dict[str, str] | None = None  # ... and where each host stands ("done", "failed: ...")
+
+    def at(self, run_id: str, where: dict[str, str]) -> "TcsessionError":
+        """This error, for a deploy or rollback `run_id` that stopped with its hosts `where`."""
+        self.run_id, self.where = run_id, dict(where)
+        return self
 
 
 class UsageError(TcsessionError):

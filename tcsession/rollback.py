@@ -253,8 +253,8 @@ def run_rollback(session: Session, to: str | None = None, force: bool = False, d
             plans.append((the_plan, list(outcome.done)))
         if not outcome.ok:
             raise (Interrupted if outcome.interrupted else TcsessionError)(
-                f"{outcome.error} -- rollback of {deploy_id} stopped; hosts: "
-                                 f"{outcome.summary()}; fix the cause and run `inv rollback` again")
+                f"{outcome.error} -- rollback of {deploy_id} stopped; hosts: {outcome.summary()}; fix the cause "
+                "and run `inv rollback` again").at(deploy_id, outcome.hosts)
         progress.say(f"rolled back {deploy_id} in {session.clock() - started:.1f} s", "green")
         done.append(deploy_id)
         hist, _ = read_history(remote, inv)

@@ -120,5 +120,10 @@ def test_failures_carry_their_exit_code():
     assert contract.failure_json("deploy", KeyboardInterrupt())["exit"] == 130
     d = contract.failure_json("check", InventoryError(["a: one", "a: two"]))
     assert (d["exit"], d["error"], d["errors"]) == (2, "a: one", ["a: one", "a: two"])
+    stopped = Interrupted("interrupted during tomcat1: restart tomcat10").at(
+        "20261205T213607Z-42e6c3", {"nginx": "done", "tomcat1": "interrupted during: restart tomcat10"})
+    d = contract.failure_json("deploy", stopped)
+    assert (d["exit"], d["deploy_id"], d["hosts"]["tomcat1"]) == (130, "20261205T213607Z-42e6c3",
+                                                                  "interrupted during: restart tomcat10")
     d = contract.failure_json("status", UnreachableError("not reached", {"web": "web (x): refused"}))
     assert d["exit"] == 3 and d["unreachable"] == {"web": "web (x): refused"}
