@@ -167,12 +167,18 @@ def lab_down(c, inventory=DEFAULT_INVENTORY):
 @_fail_cleanly
 def lab_status(c, inventory=DEFAULT_INVENTORY, json=False):
     """Show each lab host: container running, reachable over SSH, OS release, systemd state."""
-    from tcsession import status, ui
+    from tcsession import contract, status, ui
 
-    report = status.host_report(_inventory(inventory))
-    ui.print_status(report, as_json=json)
-    if not report.healthy:
-        raise Exit(code=1)
+    with _json_failures("lab.status", json):
+        inv = _inventory(inventory)
+        report = status.host_report(inv)
+    if json:
+        _print_json(contract.status_json(report, inv, command="lab.status"))
+    else:
+        ui.print_status(report)
+    code = contract.status_exit(report)
+    if code:
+        raise Exit(code=code)
 
 
 # ------------------------------------------------------------------------- main tasks
