@@ -14,7 +14,6 @@ import sys
 from invoke import Collection, Exit, task
 
 DEFAULT_INVENTORY = None  # -i/--inventory, else $TCSESSION_INVENTORY, else ./hosts.toml (inventory_path)
-INVENTORY_ENV = "TCSESSION_INVENTORY"
 INVENTORY_HELP = "inventory file (default: $TCSESSION_INVENTORY, else hosts.toml in this directory)"
 
 
