@@ -1,8 +1,9 @@
 """tcsession's command line: thin Invoke tasks over the tcsession package.
 
 `inv --list` shows them; `inv --help TASK` shows a task's options. Every task reads the
-inventory (hosts.toml by default, or -i/--inventory) and exits 1 with a one-line message on
-an expected failure.
+inventory (-i/--inventory, else $TCSESSION_INVENTORY, else ./hosts.toml) and ends an expected
+failure with one line per problem and the exit code of tcsession's contract (docs/cli.md: 1
+failed, 2 usage or inventory, 3 unreachable, 130 interrupted); with --json, its JSON on stdout.
 """
 
 from __future__ import annotations
