@@ -226,8 +226,11 @@ def test_changed_or_missing_jars_stop_the_deploy_before_any_host_changes(lab, tm
 
 
 def load_inventory_with_repo(lab, url):
+    """The lab's inventory with another repository, and the lock committed beside it (the lab's
+    own: the checksums pinned by the first deploy)."""
     path = lab.tmp / "hosts-other-repo.toml"
     path.write_text(inventory_text(lab.base_path, url))
+    (lab.tmp / "hosts-other-repo.msm.lock").write_text((lab.tmp / "hosts.msm.lock").read_text())
     return load_inventory(path)
 
 
