@@ -60,7 +60,7 @@ def hosts(tmp_path_factory):
 @pytest.fixture(scope="module", params=MODES)
 def lab(request, hosts):
     """The lab with version 1 deployed in one mode: delta from the fresh hosts, then msm (a mode
-    switch on the same hosts). Each mode's inventories in a directory of their own (msm.lock)."""
+    switch on the same hosts). Each mode's inventories in a directory of their own."""
     mode = request.param
     tmp = hosts.inv_path.parent / mode
     tmp.mkdir(exist_ok=True)
