@@ -40,6 +40,7 @@ LAB_FAILED_HINT = "/var/lib/tcsession/lab/<name>.failed-up/"
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "procps", "curl",
     "python3", "ca-certificates", "less", "libpam-systemd",
+    "sudo",  # a lab with sudo users ([lab] sudo_users, nopasswd_users) logs in as one of them
 )
 # Downloaded (not installed) into the root's apt cache: what deploy installs, per release.
 DEPLOY_PACKAGES = {
