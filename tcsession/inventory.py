@@ -909,7 +909,7 @@ class _Parser:
                     self.fail(where, f"jump host {hop.name}: IdentityFile {problem}")
         else:
             jump = tuple(Hop(h.name, h.host, h.port, h.user, key) for h in jump)
-        host = resolved.host if resolved is not None and resolved.host != address else (ssh_host or "")
+        host = resolved.host if resolved is not None else (ssh_host or "")  # HostName, or the alias itself
         return Ssh(user=v["user"], port=v["port"], key=key, agent=agent, known_hosts=known_hosts, sudo=sudo,
                    connect_timeout=float(v["connect_timeout"]), command_timeout=float(v["command_timeout"]),
                    host="" if host == address else host, jump=jump, nopasswd=bool(v["sudo_nopasswd"]) and sudo,
