@@ -26,6 +26,7 @@ from tcsession.errors import TcsessionError
 from tcsession.sshconfig import Hop, SshConfig, hop_problem, jump_chain, ssh_host_problem
 
 LAB_ROOT = Path("/var/lib/tcsession/lab")
+SSH_CONFIG_ENV = "TCSESSION_SSH_CONFIG"  # the SSH config when [ssh] config is not set (default ~/.ssh/config)
 
 
 def lab_state_dir(name: str) -> Path:
@@ -821,15 +822,22 @@ class _Parser:
         return hosts
 
     def load_ssh_config(self, value: str | None) -> SshConfig | None:
-        """[ssh] config: the OpenSSH client config, read once. Unset: ~/.ssh/config when it exists
-        (never for the lab, whose hosts are not the operator's); "none": no config."""
+        """[ssh] config: the OpenSSH client config, read once. Unset: TCSESSION_SSH_CONFIG, else
+        ~/.ssh/config when it exists (never for the lab, whose hosts are not the operator's);
+        "none": no config."""
         if value is not None and value.strip().lower() == "none":
             return None
         if value is None:
             if self.lab:
                 return None
-            path = Path("~/.ssh/config").expanduser()
+            env = os.environ.get(SSH_CONFIG_ENV, "")
+            if env.strip().lower() == "none":
+                return None
+            path = Path(env or "~/.ssh/config").expanduser()
             if not path.is_file():
+                if env:
+                    self.fail("", f"{SSH_CONFIG_ENV}={env}: no such file; point it at an OpenSSH client "
+                                  'config, or set it to "none"')
                 return None
         else:
             path = self.resolve("[ssh]", "config", value)

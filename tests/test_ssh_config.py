@@ -32,6 +32,7 @@ def home(tmp_path, monkeypatch):
     h = tmp_path / "home"
     (h / ".ssh").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(h))
+    monkeypatch.delenv("TCSESSION_SSH_CONFIG", raising=False)  # conftest's "none": here HOME is the test's
     return h
 
 
@@ -114,6 +115,17 @@ def test_default_config_is_home_ssh_config_and_none_turns_it_off(tmp_path, home)
     assert off.host("tc1").ssh.user == "root"
     (home / ".ssh" / "config").unlink()  # no ~/.ssh/config: nothing read, no error
     assert inventory(tmp_path, text).host("tc1").ssh.user == "root"
+
+
+def test_env_names_the_config(tmp_path, monkeypatch):
+    (tmp_path / "other_config").write_text("Host 192.0.2.11\n    Port 2022\n")
+    text = '[ssh]\nkey = "id_test"\n' + BASE
+    monkeypatch.setenv("TCSESSION_SSH_CONFIG", str(tmp_path / "other_config"))
+    assert inventory(tmp_path, text).host("tc1").ssh.port == 2022
+    monkeypatch.setenv("TCSESSION_SSH_CONFIG", "none")
+    assert inventory(tmp_path, text).host("tc1").ssh.port == 22
+    monkeypatch.setenv("TCSESSION_SSH_CONFIG", str(tmp_path / "missing"))
+    assert "TCSESSION_SSH_CONFIG=" in error(tmp_path, text) and "no such file" in error(tmp_path, text)
 
 
 def test_lab_inventory_reads_no_config_unless_given(tmp_path, home):
