@@ -800,6 +800,18 @@ def up(spec: LabSpec, log=print, ssh_timeout: float = 60.0) -> None:
         raise
     log(f"lab {spec.name}: {len(spec.hosts)} hosts SSH-ready in {time.monotonic() - started:.1f} s "
         f"on {spec.bridge} ({spec.gateway})")
+    said = []
+    if spec.sudo_users:
+        said.append(f"sudo users {', '.join(spec.sudo_users)} (their password is in {spec.sudo_password_file}, "
+                    "root-only; tcsession reads it when TCSESSION_SUDO_PASSWORD is not set)")
+    if spec.nopasswd_users:
+        said.append(f"NOPASSWD sudo users {', '.join(spec.nopasswd_users)}")
+    if not spec.root_login:
+        said.append("root cannot log in")
+    if spec.jump_host:
+        said.append(f"the other hosts take SSH logins only from {spec.jump_host}")
+    if said:
+        log(f"lab {spec.name}: " + "; ".join(said))
 
 
 def stop_host(spec: LabSpec, name: str) -> None:

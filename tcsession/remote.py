@@ -532,7 +532,7 @@ class Remote:
             self._conns.pop(host.name, None)
             kind = "timed out" if "Timeout" in type(e).__name__ else type(e).__name__
             return Result(host.name, command, None,
-                          error=f"{host.name} ({host.address}): {kind}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": "),
+                          error=f"{host.name} ({host.ssh_address}): {kind}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": "),
                           seconds=time.monotonic() - started)
 
     def _sudo_refused(self, host: Host, exited: int, stderr: str) -> str | None:
