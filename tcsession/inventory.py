@@ -987,13 +987,15 @@ class _Parser:
             if ssh.nopasswd and ssh.user in lab.sudo_users:
                 self.fail(where, f"sudo_nopasswd = true, but the lab's {ssh.user} needs a password for sudo "
                                  "(it is in sudo_users); move it to nopasswd_users or remove sudo_nopasswd")
-            for what, addr in [("SSH host", h.ssh_address)] + [(f"jump host {j.name}", j.host) for j in ssh.jump]:
+            ends = [(f"SSH host {h.ssh_address}", h.ssh_address)]
+            ends += [(f"jump host {j.name}" + (f" ({j.host})" if j.name != j.host else ""), j.host) for j in ssh.jump]
+            for what, addr in ends:
                 try:
                     inside = ipaddress.IPv4Address(addr) in lab.subnet
                 except ValueError:
                     inside = False
                 if not inside:
-                    self.fail(where, f"{what} {addr} is not an address of the lab subnet {lab.subnet}; "
+                    self.fail(where, f"{what} is not an address of the lab subnet {lab.subnet}; "
                                      "a lab inventory connects only to the lab's hosts")
 
     def check_lab_address(self, where: str, address: str) -> None:

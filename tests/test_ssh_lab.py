@@ -208,6 +208,9 @@ def test_nopasswd_sudo_deploys_checks_and_rolls_back_through_the_ssh_configs_pro
         healthy(changed)
         assert rollback(inv, quiet=True) == [report.deploy_id]
         healthy(inv)
+        with Remote(inv) as r:  # written as root by deploy's sudo -n: the record of the rollback
+            res = r.run(inv.nginx, f"stat -c %U /var/lib/tcsession/deploys/{report.deploy_id}/rolled-back")
+        assert res.ok and res.stdout == "root\n", res
         for name in ("tomcat1", "tomcat2"):
             logs = host_logs(inv, name)
             assert f"Accepted publickey for deploy from {NGINX} " in logs, logs[-2000:]
