@@ -370,3 +370,22 @@ def test_host_key_behind_jump_changed_is_refused_with_keyscan_through_the_jump(t
         assert msg.startswith(f"tc1 (127.0.0.1:{target.port}): host key CHANGED: {kh} line 2"), msg
         assert (f"ssh -p {jump.port} root@127.0.0.1 ssh-keyscan -p {target.port} -t ed25519 127.0.0.1 >> {kh}"
                 in msg), msg
+
+
+# ----------------------------------------------------------------- the lab's hosts, as rendered
+
+
+def test_lab_renders_root_login_jump_only_logins_and_sudoers(tmp_path):
+    from tcsession import lab
+
+    inv = parse_inventory(LAB + 'sudo_users = ["ops"]\nnopasswd_users = ["deploy"]\nroot_login = false\n'
+                          'jump_host = "web"\n[ssh]\nuser = "ops"\n' + LAB_HOSTS, tmp_path / "lab.toml")
+    spec = lab.spec_from_inventory(inv)
+    web, tc1 = spec.hosts[0], spec.hosts[1]
+    front, behind = lab.render_sshd_dropin(spec, web), lab.render_sshd_dropin(spec, tc1)
+    assert "PermitRootLogin no\n" in front and "AllowUsers" not in front  # the jump host: from anywhere
+    assert "PermitRootLogin no\n" in behind and behind.endswith("AllowUsers *@10.153.99.111\n")
+    assert lab.render_sudoers(spec).splitlines()[1:] == ["ops ALL=(ALL:ALL) ALL", "deploy ALL=(ALL:ALL) NOPASSWD: ALL"]
+    plain = lab.spec_from_inventory(parse_inventory(LAB + LAB_HOSTS, tmp_path / "plain.toml"))
+    assert lab.render_sshd_dropin(plain, plain.hosts[1]) == lab.SSHD_DROPIN  # labs without them: as before
+    assert plain.setup == lab._PLAIN_SETUP and spec.setup != plain.setup  # a change remakes the hosts
