@@ -989,11 +989,14 @@ class _Parser:
                                  "(it is in sudo_users); move it to nopasswd_users or remove sudo_nopasswd")
             ends = [(f"SSH host {h.ssh_address}", h.ssh_address)]
             ends += [(f"jump host {j.name}" + (f" ({j.host})" if j.name != j.host else ""), j.host) for j in ssh.jump]
-            for what, addr in ends:
+            for i, (what, addr) in enumerate(ends):
                 try:
                     inside = ipaddress.IPv4Address(addr) in lab.subnet
-                except ValueError:
-                    inside = False
+                except ValueError:  # a name: only a lab host's, resolved by the lab's jump host before it
+                    chain = [j.host for j in ssh.jump]  # ends[0] is reached from chain[-1], ends[i] from chain[i-2]
+                    before = (chain[-1] if chain else None) if i == 0 else (chain[i - 2] if i >= 2 else None)
+                    inside = addr in names and before is not None and before in [
+                        x.address for x in hosts if x.name == lab.jump_host]
                 if not inside:
                     self.fail(where, f"{what} is not an address of the lab subnet {lab.subnet}; "
                                      "a lab inventory connects only to the lab's hosts")

@@ -782,6 +782,8 @@ def up(spec: LabSpec, log=print, ssh_timeout: float = 60.0) -> None:
         for h in spec.hosts:
             merged, (ktype, kdata) = prepare_host(spec, h, pubkey)
             known.append(f"{h.address} {ktype} {kdata}")
+            if spec.jump_host and h.name != spec.jump_host:  # reached by name, resolved by the jump host
+                known.append(f"{h.name} {ktype} {kdata}")
             _mount_overlay(lower, merged.parent)
             make_users(spec, merged, pubkey, password)
             pids[h.name] = _spawn(spec, h, merged)

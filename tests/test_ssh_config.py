@@ -194,11 +194,24 @@ LAB_HOSTS = BASE.replace("192.0.2.", "10.153.99.").replace(".10\"", ".111\"").re
     ('sudo_users = "ops"\n', "", 'sudo_users = "ops" is a string, expected an array of strings'),
     ('jump_host = "bastion"\n', "", '[lab] jump_host = "bastion" is not a host of this inventory'),
     ("", 'jump = "192.0.2.1"\n', "[nginx.web] jump host 192.0.2.1 is not an address of the lab subnet 10.153.99.0/24"),
+
 ])
 def test_lab_ssh_settings_are_checked(tmp_path, lab, ssh, fragment):
     with pytest.raises(TcsessionError) as e:
         parse_inventory(LAB + lab + "[ssh]\n" + ssh + LAB_HOSTS, tmp_path / "lab.toml")
     assert fragment in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_lab_host_names_only_behind_the_labs_jump_host(tmp_path):
+    named = LAB_HOSTS.replace('[tomcat.tc1]\naddress = "10.153.99.112"\n',
+                              '[tomcat.tc1]\naddress = "10.153.99.112"\nssh_host = "tc1"\n')
+    behind = named.replace('ssh_host = "tc1"\n', 'ssh_host = "tc1"\njump = "10.153.99.111"\n')
+    inv = parse_inventory(LAB + 'jump_host = "web"\n' + behind, tmp_path / "lab.toml")
+    assert inv.host("tc1").ssh_address == "tc1" and inv.host("tc1").address == "10.153.99.112"
+    for lab, text in (('jump_host = "web"\n', named), ("", behind)):  # no jump; no jump host in the lab
+        with pytest.raises(TcsessionError) as e:
+            parse_inventory(LAB + lab + text, tmp_path / "lab.toml")
+        assert "[tomcat.tc1] SSH host tc1 is not an address of the lab subnet 10.153.99.0/24" in str(e.value)
 
 
 def test_lab_sudo_users_parse(tmp_path):

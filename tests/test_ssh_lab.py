@@ -7,7 +7,8 @@ reaches them went through nginx as a jump host.
   (jump = ...): deploys from fresh hosts (through the `inv` command, whose output never shows
   the password), checks status, deploys a change and rolls it back;
 - deploy, sudo_nopasswd = true, no password anywhere, everything from an SSH config file
-  ([ssh] config): Host aliases (ssh_host), User, HostName, and ProxyJump to the nginx host's
+  ([ssh] config): Host aliases (ssh_host), User, HostName (for the Tomcats a name that only the
+  jump host resolves, distinct from their cluster addresses), and ProxyJump to the nginx host's
   alias: deploys a change, checks status, rolls it back.
 The hosts' own sshd and sudo logs say who logged in from where, and that sudo ran as whom."""
 
@@ -84,9 +85,9 @@ SSH_CONFIG = f"""\
 Host front
     HostName {NGINX}
 Host tc1
-    HostName {TC1}
+    HostName tomcat1
 Host tc2
-    HostName {TC2}
+    HostName tomcat2
 Host tc*
     ProxyJump front
 Host *
@@ -199,7 +200,10 @@ def test_nopasswd_sudo_deploys_checks_and_rolls_back_through_the_ssh_configs_pro
     try:
         inv = load_inventory(sudo_lab.dir / "nopasswd.toml")
         tc1 = inv.host("tomcat1")
-        assert (tc1.ssh.user, tc1.ssh_address, tc1.ssh.alias, tc1.ssh.nopasswd) == ("deploy", TC1, "tc1", True)
+        # SSH goes to "tomcat1", a name only the jump host resolves (its /etc/hosts), not the
+        # cluster address TC1, which server.xml and nginx keep
+        assert (tc1.ssh.user, tc1.ssh_address, tc1.ssh.alias, tc1.ssh.nopasswd) == ("deploy", "tomcat1", "tc1", True)
+        assert tc1.address == TC1
         assert [(h.name, h.host, h.user) for h in tc1.ssh.jump] == [("front", NGINX, "deploy")]
         assert inv.nginx.ssh.jump == () and inv.nginx.ssh_address == NGINX
         changed = load_inventory(sudo_lab.dir / "nopasswd-8081.toml")
