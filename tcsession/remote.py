@@ -287,6 +287,7 @@ class Remote:
         self._conns: dict[str, object] = {}
         self._gateways: dict[tuple, object] = {}  # jump host connections, shared by the hosts behind them
         self._gateway_locks: dict[tuple, threading.Lock] = {}
+        self._chains: dict[str, list] = {}  # host name -> its jump host connections, first hop first
         self._sudo_password: str | None = None
         self._keys: dict[Path, Any] = {}
         self._known: dict[Path, list[KnownHost]] = {}
@@ -383,7 +384,7 @@ class Remote:
             chain = self._gateway_chain(host)
             conn = self._strict_connection(host, host.ssh_address, ssh.user, ssh.port, ssh.key,
                                            chain[-1][1] if chain else None)
-            conn.tcsession_chain = chain
+            self._chains[host.name] = chain
             self._conns[host.name] = conn
             return conn
 
@@ -436,7 +437,7 @@ class Remote:
         if conn.is_connected:
             return conn
         msg = None
-        for i, (ident, gateway) in enumerate(conn.tcsession_chain):
+        for i, (ident, gateway) in enumerate(self._chains.get(host.name, ())):
             with self._gateway_locks[ident]:  # hosts behind one jump host share its connection
                 if gateway.is_connected:
                     continue
