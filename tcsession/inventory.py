@@ -23,8 +23,10 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from tcsession.errors import InventoryError, TcsessionError
+from tcsession.sshconfig import Hop, SshConfig, hop_problem, jump_chain, ssh_host_problem
 
 LAB_ROOT = Path("/var/lib/tcsession/lab")
+SSH_CONFIG_ENV = "TCSESSION_SSH_CONFIG"  # the SSH config when [ssh] config is not set (default ~/.ssh/config)
 
 
 def lab_state_dir(name: str) -> Path:
@@ -45,6 +47,10 @@ class Ssh:
     sudo: bool
     connect_timeout: float
     command_timeout: float
+    host: str = ""  # where SSH connects (ssh_host, or the SSH config's HostName); "": the host's address
+    jump: tuple[Hop, ...] = ()  # jump hosts, first hop first (jump, or the SSH config's ProxyJump)
+    nopasswd: bool = False  # sudo_nopasswd: sudo needs no password (sudo -n), none is asked
+    alias: str = ""  # the name looked up in the SSH config (ssh_host, else the address)
 
 
 @dataclass(frozen=True)
@@ -58,12 +64,21 @@ class Host:
     memcached: bool  # False for nginx
     remove: bool = False  # [tomcat.NAME] remove = true: taken out of the cluster, its services stopped
 
+    @property
+    def ssh_address(self) -> str:
+        """Where SSH connects: ssh_host / the SSH config's HostName, else the cluster address."""
+        return self.ssh.host or self.address
+
 
 @dataclass(frozen=True)
 class Lab:
     name: str
     release: str  # "bookworm" (Tomcat 10.1) | "bullseye" (Tomcat 9)
     subnet: ipaddress.IPv4Network
+    sudo_users: tuple[str, ...] = ()  # made on every host, sudo with the lab's password
+    nopasswd_users: tuple[str, ...] = ()  # made on every host, sudo without a password
+    root_login: bool = True  # false: PermitRootLogin no on every host
+    jump_host: str = ""  # a host's name: the other hosts take SSH logins only from it
 
     @property
     def state_dir(self) -> Path:
@@ -197,6 +212,7 @@ _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
     "int|str": (lambda v: isinstance(v, (int, str)) and not isinstance(v, bool), "an integer or a string"),
+    "list": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "an array of strings"),
 }
 
 
@@ -317,6 +333,14 @@ def _address(v: str) -> str | None:
     return None
 
 
+def _users(v: list) -> str | None:
+    for u in v:
+        if u == "root" or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", u):
+            return (f"has {json.dumps(u)}, not a login name the lab can make; use lowercase names "
+                    'other than root, e.g. ["ops"]')
+    return None
+
+
 def _multicast(v: str) -> str | None:
     try:
         if ipaddress.IPv4Address(v).is_multicast:
@@ -426,13 +450,17 @@ SSH_KEYS: dict[str, _Key] = {
     "agent": _Key("bool", False),
     "known_hosts": _Key("str", "~/.ssh/known_hosts", _non_empty, max_len=_PATH_LEN),
     "sudo": _Key("bool", None, example="true"),  # None: true when user != "root"
+    "sudo_nopasswd": _Key("bool", False),  # sudoers has NOPASSWD for the user: sudo -n, no password asked
+    "jump": _Key("str", None, hop_problem, '"ops@bastion.example.com"', max_len=1024),
     "connect_timeout": _Key("number", 10, _positive),
     "command_timeout": _Key("number", 600, _positive),
 }
 _ADDRESS = _Key("str", REQUIRED, _address, '"192.0.2.10"')
+_SSH_HOST = _Key("str", None, ssh_host_problem, '"tc1.example.com"', max_len=253)
 NGINX_KEYS: dict[str, _Key] = {
     "address": _ADDRESS,
     "http_port": _Key("int", 80, _port),
+    "ssh_host": _SSH_HOST,  # where SSH connects, when not the address: a name, an address or a Host alias
 }
 TOMCAT_KEYS: dict[str, _Key] = {
     "address": _ADDRESS,
@@ -443,12 +471,17 @@ TOMCAT_KEYS: dict[str, _Key] = {
     "memcached": _Key("bool", True),
     "http_port": _Key("int", 8080, _port),
     "remove": _Key("bool", False),
+    "ssh_host": _SSH_HOST,
 }
 LAB_KEYS: dict[str, _Key] = {
     "name": _Key("str", "tcsession", _pattern(
         r"[a-z][a-z0-9-]{0,15}", "use a lowercase letter then up to 15 lowercase letters, digits or -")),
     "release": _Key("str", "bookworm", _one_of("bookworm", "bullseye")),
     "subnet": _Key("str", "10.153.0.0/24", _subnet),
+    "sudo_users": _Key("list", [], lambda v: _users(v), '["ops"]'),
+    "nopasswd_users": _Key("list", [], lambda v: _users(v), '["deploy"]'),
+    "root_login": _Key("bool", True),
+    "jump_host": _Key("str", "", example='"nginx"'),
 }
 DELTA_KEYS: dict[str, _Key] = {
     "manager": _Key("str", "delta", _one_of("delta", "backup")),
@@ -499,6 +532,9 @@ ROLLING_KEYS: dict[str, _Key] = {
 SSH_RUN_KEYS: dict[str, _Key] = {
     "max_parallel": _Key("int", 32, lambda v: None if 1 <= v <= 256 else
                          "must be from 1 to 256 (SSH sessions open at once); e.g. 32"),
+    # The OpenSSH client config read for HostName, User, Port, IdentityFile, ProxyJump; "none": none.
+    # Default: ~/.ssh/config when it exists (real servers); none for the lab unless set.
+    "config": _Key("str", None, _non_empty, '"~/.ssh/config"', max_len=_PATH_LEN),
 }
 MSM_KEYS: dict[str, _Key] = {
     "sticky": _Key("bool", True),
@@ -719,18 +755,28 @@ class _Parser:
             lab = self.attempt(lambda: self.with_defaults("[lab]", doc["lab"], LAB_KEYS))
             lab_ok = lab is not None and len(self.errors) == before
             lab = lab or {k: s.default for k, s in LAB_KEYS.items()}
-            self.lab = Lab(lab["name"], lab["release"], ipaddress.IPv4Network(lab["subnet"]))
+            both = sorted(set(lab["sudo_users"]) & set(lab["nopasswd_users"]))
+            if both:
+                self.error("[lab]", f"{both[0]} is in both sudo_users and nopasswd_users; keep it in one")
+                lab_ok = False
+            self.lab = Lab(lab["name"], lab["release"], ipaddress.IPv4Network(lab["subnet"]),
+                           tuple(lab["sudo_users"]), tuple(lab["nopasswd_users"]), lab["root_login"],
+                           lab["jump_host"])
 
         cluster = self.attempt(lambda: self.with_defaults("[cluster]", doc.get("cluster", {}), CLUSTER_KEYS))
         ssh_set = self.attempt(lambda: self.table("[ssh]", doc.get("ssh", {}), SSH_KEYS, SSH_RUN_KEYS), {})
         self.no_lab_provided("[ssh]", ssh_set)
         max_parallel = ssh_set.pop("max_parallel", SSH_RUN_KEYS["max_parallel"].default)
+        self.ssh_config = self.load_ssh_config(ssh_set.pop("config", None))
 
         before = len(self.errors)
         hosts = [h for role in ("nginx", "tomcat") for h in self.hosts(role, doc, ssh_set)]
         tables = {role: list(doc.get(role, {})) if isinstance(doc.get(role, {}), dict) else None  # None: not tables
                   for role in ("nginx", "tomcat")}
-        self.check_hosts(hosts, complete=len(self.errors) == before, lab=lab_ok, tables=tables)
+        complete = len(self.errors) == before
+        self.check_hosts(hosts, complete=complete, lab=lab_ok, tables=tables)
+        if self.lab and lab_ok and complete:
+            self.attempt(lambda: self.check_lab_ssh(hosts))
 
         delta = self.attempt(lambda: self.delta(doc))
         msm = self.attempt(lambda: self.msm(doc))
@@ -865,16 +911,71 @@ class _Parser:
             own = {k: s.default for k, s in spec.items()} | {k: v for k, v in values.items() if k in spec}
             tomcat = role == "tomcat"
             return Host(
-                name=name, role=role, address=own["address"], ssh=self.ssh(where, ssh_set, host_ssh),
+                name=name, role=role, address=own["address"],
+                ssh=self.ssh(where, ssh_set, host_ssh, own["address"], own["ssh_host"]),
                 http_port=own["http_port"],
                 jvm_route=(own["jvm_route"] or name) if tomcat else None,
                 memcached=own["memcached"] if tomcat else False,
                 remove=own.get("remove", False) if tomcat else False,
             )
 
-    def ssh(self, where: str, ssh_set: dict, host_set: dict) -> Ssh:
-        """The effective SSH settings of one host: defaults < [ssh] < the host's own table."""
+    def load_ssh_config(self, value: str | None) -> SshConfig | None:
+        """[ssh] config: the OpenSSH client config, read once. Unset: TCSESSION_SSH_CONFIG, else
+        ~/.ssh/config when it exists (never for the lab, whose hosts are not the operator's);
+        "none": no config."""
+        if value is not None and value.strip().lower() == "none":
+            return None
+        if value is None:
+            if self.lab:
+                return None
+            env = os.environ.get(SSH_CONFIG_ENV, "")
+            if env.strip().lower() == "none":
+                return None
+            path = Path(env or "~/.ssh/config").expanduser()
+            if not path.is_file():
+                if env:
+                    self.fail("", f"{SSH_CONFIG_ENV}={env}: no such file; point it at an OpenSSH client "
+                                  'config, or set it to "none"')
+                return None
+        else:
+            path = self.resolve("[ssh]", "config", value)
+            if not path.is_file():
+                what = "is a directory, not a file" if path.is_dir() else "no such file"
+                self.fail("[ssh]", f'config = {_show(value)}: {what} {path}; give the OpenSSH client config '
+                                   '(relative to the inventory file), or config = "none"')
+        try:
+            return SshConfig.load(path)
+        except TcsessionError as e:
+            self.fail("[ssh]", f"config: {e}")
+
+    def ssh(self, where: str, ssh_set: dict, host_set: dict, address: str = "",
+            ssh_host: str | None = None) -> Ssh:
+        """The effective SSH settings of one host: defaults < the SSH config ([ssh] config, for
+        ssh_host or the address) < [ssh] < the host's own table (what the inventory says wins,
+        as options on ssh's command line win over its config)."""
         v = {k: s.default for k, s in SSH_KEYS.items()} | ssh_set | host_set
+        given = ssh_set | host_set
+        alias = ssh_host or address
+        config = getattr(self, "ssh_config", None)
+        resolved = None
+        if config is not None and alias:
+            try:
+                resolved = config.lookup(alias)
+            except TcsessionError as e:
+                self.fail(where, f"ssh: {e}")
+            if resolved.proxy_command and "jump" not in given:
+                self.fail(where, f"{config.path}: ProxyCommand for {alias}, which tcsession does not run; "
+                                 'use ProxyJump there, or jump = "..." in this table')
+            if "user" not in given and resolved.user:
+                v["user"] = resolved.user
+            if "port" not in given and resolved.port:
+                v["port"] = resolved.port
+            if "jump" not in given and resolved.jump:
+                v["jump"] = resolved.jump
+            if "key" not in given and "agent" not in given and not self.lab:
+                found = next((k for k in resolved.keys if k.is_file()), None)
+                if found is not None:
+                    v["key"] = str(found)
 
         def origin(*keys: str) -> str:
             return where if any(k in host_set for k in keys) else "[ssh]"
@@ -906,8 +1007,22 @@ class _Parser:
                 self.error(origin("key", "agent"), 'has no SSH key: set key = "~/.ssh/id_ed25519" '
                                                   "(an existing private key) or agent = true")
             known_hosts = self.resolve(origin("known_hosts"), "known_hosts", v["known_hosts"])
+        try:
+            jump = jump_chain(config, v["jump"], v["user"], key)
+        except TcsessionError as e:
+            self.fail(origin("jump") if "jump" in given else where, f"jump: {e}")
+        if not self.lab:
+            for hop in jump:
+                problem = private_key_problem(hop.key, agent) if hop.key and hop.key != key else None
+                if problem:
+                    self.fail(where, f"jump host {hop.name}: IdentityFile {problem}")
+        else:
+            jump = tuple(Hop(h.name, h.host, h.port, h.user, key) for h in jump)
+        host = resolved.host if resolved is not None else (ssh_host or "")  # HostName, or the alias itself
         return Ssh(user=v["user"], port=v["port"], key=key, agent=agent, known_hosts=known_hosts, sudo=sudo,
-                   connect_timeout=float(v["connect_timeout"]), command_timeout=float(v["command_timeout"]))
+                   connect_timeout=float(v["connect_timeout"]), command_timeout=float(v["command_timeout"]),
+                   host="" if host == address else host, jump=jump, nopasswd=bool(v["sudo_nopasswd"]) and sudo,
+                   alias=alias if alias != address else "")
 
     def check_hosts(self, hosts: list[Host], complete: bool = True, lab: bool = True,
                     tables: dict[str, list[str]] | None = None) -> None:
@@ -969,6 +1084,40 @@ class _Parser:
             if self.lab and lab:
                 self.check_lab_address(where, h.address)
 
+    def check_lab_ssh(self, hosts: list[Host]) -> None:
+        """A lab inventory's SSH: only to the lab's own addresses, as users the lab makes."""
+        lab = self.lab
+        names = {h.name for h in hosts}
+        if lab.jump_host and lab.jump_host not in names:
+            self.fail("[lab]", f"jump_host = {_show(lab.jump_host)} is not a host of this inventory; "
+                               f"use one of {', '.join(sorted(names))}")
+        made = set(lab.sudo_users) | set(lab.nopasswd_users)
+        for h in hosts:
+            where = f"[{h.role}.{h.name}]"
+            ssh = h.ssh
+            if ssh.user == "root" and not lab.root_login:
+                self.fail(where, "logs in as root, but the lab's hosts refuse root (root_login = false); "
+                                 f"set user = one of [lab] sudo_users/nopasswd_users, or root_login = true")
+            if ssh.user != "root" and ssh.user not in made:
+                self.fail(where, f"user = {_show(ssh.user)} is not a user the lab makes; add it to [lab] "
+                                 "sudo_users (sudo with a password) or nopasswd_users")
+            if ssh.nopasswd and ssh.user in lab.sudo_users:
+                self.fail(where, f"sudo_nopasswd = true, but the lab's {ssh.user} needs a password for sudo "
+                                 "(it is in sudo_users); move it to nopasswd_users or remove sudo_nopasswd")
+            ends = [(f"SSH host {h.ssh_address}", h.ssh_address)]
+            ends += [(f"jump host {j.name}" + (f" ({j.host})" if j.name != j.host else ""), j.host) for j in ssh.jump]
+            for i, (what, addr) in enumerate(ends):
+                try:
+                    inside = ipaddress.IPv4Address(addr) in lab.subnet
+                except ValueError:  # a name: only a lab host's, resolved by the lab's jump host before it
+                    chain = [j.host for j in ssh.jump]  # ends[0] is reached from chain[-1], ends[i] from chain[i-2]
+                    before = (chain[-1] if chain else None) if i == 0 else (chain[i - 2] if i >= 2 else None)
+                    inside = addr in names and before is not None and before in [
+                        x.address for x in hosts if x.name == lab.jump_host]
+                if not inside:
+                    self.fail(where, f"{what} is not an address of the lab subnet {lab.subnet}; "
+                                     "a lab inventory connects only to the lab's hosts")
+
     def check_lab_address(self, where: str, address: str) -> None:
         net = self.lab.subnet
         usable = f"use an address from {net.network_address + 2} to {net.broadcast_address - 1}"
@@ -988,7 +1137,9 @@ class _Parser:
     def check_ports(self, hosts: list[Host], delta: Delta, msm: Msm) -> None:
         """Ports that would meet on one host must differ."""
         for h in hosts:
-            ports = [(f"[{h.role}.{h.name}] http_port", h.http_port), ("ssh port", h.ssh.port)]
+            ports = [(f"[{h.role}.{h.name}] http_port", h.http_port)]
+            if not h.ssh.host:  # SSH on the cluster address
+                ports.append(("ssh port", h.ssh.port))
             if h.role == "tomcat":
                 ports.append(("[delta] receiver_port", delta.receiver_port))
                 if h.memcached:

@@ -21,6 +21,7 @@ import ipaddress
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -40,6 +41,7 @@ LAB_FAILED_HINT = "/var/lib/tcsession/lab/<name>.failed-up/"
 BASE_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "procps", "curl",
     "python3", "ca-certificates", "less", "libpam-systemd",
+    "sudo",  # a lab with sudo users ([lab] sudo_users, nopasswd_users) logs in as one of them
 )
 # Downloaded (not installed) into the root's apt cache: what deploy installs, per release.
 DEPLOY_PACKAGES = {
@@ -74,10 +76,24 @@ class LabSpec:
     release: str
     subnet: ipaddress.IPv4Network
     hosts: tuple[LabHost, ...]
+    sudo_users: tuple[str, ...] = ()  # sudo with the lab's password (state_dir/sudo-password)
+    nopasswd_users: tuple[str, ...] = ()  # sudo without a password
+    root_login: bool = True  # false: PermitRootLogin no (the lab itself then enters hosts with nsenter)
+    jump_host: str = ""  # the other hosts take SSH logins only from this host's address
 
     @property
     def state_dir(self) -> Path:
         return lab_state_dir(self.name)
+
+    @property
+    def sudo_password_file(self) -> Path:
+        return self.state_dir / "sudo-password"
+
+    @property
+    def setup(self) -> dict:
+        """What the hosts are made with besides their names and addresses (a change remakes them)."""
+        return {"sudo_users": list(self.sudo_users), "nopasswd_users": list(self.nopasswd_users),
+                "root_login": self.root_login, "jump_host": self.jump_host}
 
     @property
     def bridge(self) -> str:
@@ -102,7 +118,9 @@ def spec_from_inventory(inv: Inventory) -> LabSpec:
             f"{inv.path}: no [lab] table; this inventory describes real servers, not the lab "
             "(use the shipped hosts.toml, or add [lab] name = \"tcsession\")")
     return LabSpec(name=inv.lab.name, release=inv.lab.release, subnet=inv.lab.subnet,
-                   hosts=tuple(LabHost(h.name, h.address) for h in inv.hosts + inv.removed))
+                   hosts=tuple(LabHost(h.name, h.address) for h in inv.hosts + inv.removed),
+                   sudo_users=inv.lab.sudo_users, nopasswd_users=inv.lab.nopasswd_users,
+                   root_login=inv.lab.root_login, jump_host=inv.lab.jump_host)
 
 
 def render_inventory(name: str = "tcsession", release: str = "bookworm", tomcats: int = 2,
@@ -245,6 +263,47 @@ UseDNS no
 """
 
 
+_PLAIN_SETUP = {"sudo_users": [], "nopasswd_users": [], "root_login": True, "jump_host": ""}
+
+
+def render_sshd_dropin(spec: LabSpec, host: LabHost) -> str:
+    """The lab's sshd settings for one host: root login as [lab] root_login says, and behind a
+    jump host, logins only from the jump host's address."""
+    text = SSHD_DROPIN
+    if not spec.root_login:
+        text = text.replace("PermitRootLogin prohibit-password", "PermitRootLogin no")
+    jump = next((h for h in spec.hosts if h.name == spec.jump_host), None)
+    if jump is not None and jump.name != host.name:
+        text += f"# Reached only through the jump host {jump.name}.\nAllowUsers *@{jump.address}\n"
+    return text
+
+
+def render_sudoers(spec: LabSpec) -> str:
+    lines = ["# tcsession lab: its sudo users."]
+    lines += [f"{u} ALL=(ALL:ALL) ALL" for u in spec.sudo_users]
+    lines += [f"{u} ALL=(ALL:ALL) NOPASSWD: ALL" for u in spec.nopasswd_users]
+    return "\n".join(lines) + "\n"
+
+
+def make_users(spec: LabSpec, merged: Path, pubkey: str, password: str | None) -> None:
+    """The lab's sudo users in a host's root (before it boots): each with the lab's login key, a
+    password (the lab's, sudo_users) or none (nopasswd_users: locked), and its sudoers line."""
+    users = spec.sudo_users + spec.nopasswd_users
+    if not users:
+        return
+    _write(merged / "etc/sudoers.d/tcsession-lab", render_sudoers(spec), 0o440)
+    _write(merged / "tmp/tcsession-lab.pub", pubkey)
+    script = "set -e\n" + "".join(
+        f"id -u {u} >/dev/null 2>&1 || useradd -m -s /bin/bash {u}\n"
+        f"install -d -m 700 -o {u} -g {u} /home/{u}/.ssh\n"
+        f"install -m 600 -o {u} -g {u} /tmp/tcsession-lab.pub /home/{u}/.ssh/authorized_keys\n"
+        for u in users) + "rm -f /tmp/tcsession-lab.pub\n"
+    _run("chroot", str(merged), "sh", "-c", script)
+    if spec.sudo_users and password is not None:  # on standard input: never in an argument
+        _run("chroot", str(merged), "chpasswd",
+             input="".join(f"{u}:{password}\n" for u in spec.sudo_users))
+
+
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -262,7 +321,7 @@ def prepare_host(spec: LabSpec, host: LabHost, pubkey: str) -> tuple[Path, str]:
     _write(upper / "etc/resolv.conf", "# tcsession lab: no DNS, hosts are in /etc/hosts\n")
     _write(upper / "etc/systemd/network/10-host0.network",
            render_network(host.address, spec.subnet.prefixlen))
-    _write(upper / "etc/ssh/sshd_config.d/tcsession-lab.conf", SSHD_DROPIN)
+    _write(upper / "etc/ssh/sshd_config.d/tcsession-lab.conf", render_sshd_dropin(spec, host))
     _write(upper / "root/.ssh/authorized_keys", pubkey, 0o600)
     (upper / "root/.ssh").chmod(0o700)
     hostkey = upper / "etc/ssh/ssh_host_ed25519_key"
@@ -520,13 +579,45 @@ def _wait_ssh(address: str, deadline: float) -> None:
         time.sleep(0.1)
 
 
+def _host_init(spec: LabSpec, name: str) -> int | None:
+    """The pid (on this machine) of a lab host's systemd: the PID-namespace init whose root is
+    that host's overlay."""
+    marker = f"upperdir={spec.state_dir}/hosts/{name}/upper,"
+    for pid in _container_inits(spec):
+        try:
+            with open(f"/proc/{pid}/mountinfo") as f:
+                if any(l.split()[4] == "/" and marker in l for l in f):
+                    return pid
+        except (OSError, IndexError):
+            continue
+    return None
+
+
+def _in_host(spec: LabSpec, host: LabHost, command: str, connect_timeout: int = 0) -> list[str]:
+    """A command line running `command` as root inside a lab host: over SSH as root, or, where
+    root cannot log in ([lab] root_login = false), by entering the container's namespaces."""
+    if spec.root_login:
+        extra = ["-o", f"ConnectTimeout={connect_timeout}"] if connect_timeout else []
+        return ["ssh", "-i", str(spec.key), "-o", f"UserKnownHostsFile={spec.known_hosts}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", *extra,
+                f"root@{host.address}", command]
+    pid = None
+    for _ in range(100):  # sshd answered, so its init is there; give /proc a moment
+        pid = _host_init(spec, host.name)
+        if pid:
+            break
+        time.sleep(0.05)
+    if pid is None:
+        return ["sh", "-c", f"echo 'no container init for {host.name}'; exit 1"]
+    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd",
+            "sh", "-c", command]
+
+
 def _record_degraded(spec: LabSpec, name: str) -> None:
     """A host booted "degraded": keep which units failed and their journal, for a look."""
     host = next(h for h in spec.hosts if h.name == name)
     proc = subprocess.run(
-        ["ssh", "-i", str(spec.key), "-o", f"UserKnownHostsFile={spec.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{host.address}",
-         shell.failed_units_report()],
+        _in_host(spec, host, shell.failed_units_report()),
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     path = spec.state_dir.with_name(f"{spec.name}.{name}.degraded.log")
     path.write_text(proc.stdout + proc.stderr)
@@ -536,9 +627,7 @@ def _record_degraded(spec: LabSpec, name: str) -> None:
 def _wait_booted(spec: LabSpec, deadline: float) -> None:
     """sshd answers before boot has finished: wait until systemd says running or degraded."""
     procs = {h.name: subprocess.Popen(
-        ["ssh", "-i", str(spec.key), "-o", f"UserKnownHostsFile={spec.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-         f"root@{h.address}", shell.wait_system_running()],
+        _in_host(spec, h, shell.wait_system_running(), connect_timeout=5),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for h in spec.hosts}
     for name, proc in procs.items():
@@ -665,7 +754,9 @@ def up(spec: LabSpec, log=print, ssh_timeout: float = 60.0) -> None:
     """Bring the lab's hosts up, SSH-ready. A running lab is left as it is; a stale one cleared."""
     check_prerequisites()
     raise_inotify_limits()
-    if is_up(spec) and _read_state(spec).get("hosts") == [dataclasses.asdict(h) for h in spec.hosts]:
+    state = _read_state(spec)
+    if (is_up(spec) and state.get("hosts") == [dataclasses.asdict(h) for h in spec.hosts]
+            and state.get("setup", _PLAIN_SETUP) == spec.setup):
         log(f"lab {spec.name}: already up ({len(spec.hosts)} hosts)")
         return
     if (spec.state_dir.exists() or _bridge_exists(spec.bridge) or _stale_mounts(spec)
@@ -679,6 +770,12 @@ def up(spec: LabSpec, log=print, ssh_timeout: float = 60.0) -> None:
     _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"tcsession-lab-{spec.name}",
          "-f", str(spec.key))
     pubkey = spec.key.with_suffix(".pub").read_text()
+    password = None
+    if spec.sudo_users:  # made here, kept root-only beside the key; never printed
+        password = secrets.token_urlsafe(18)
+        fd = os.open(spec.sudo_password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
     _run("ip", "link", "add", spec.bridge, "type", "bridge")
     _run("ip", "addr", "add", f"{spec.gateway}/{spec.subnet.prefixlen}", "dev", spec.bridge)
     _run("ip", "link", "set", spec.bridge, "up")
@@ -687,11 +784,14 @@ def up(spec: LabSpec, log=print, ssh_timeout: float = 60.0) -> None:
         for h in spec.hosts:
             merged, (ktype, kdata) = prepare_host(spec, h, pubkey)
             known.append(f"{h.address} {ktype} {kdata}")
+            if spec.jump_host and h.name != spec.jump_host:  # reached by name, resolved by the jump host
+                known.append(f"{h.name} {ktype} {kdata}")
             _mount_overlay(lower, merged.parent)
+            make_users(spec, merged, pubkey, password)
             pids[h.name] = _spawn(spec, h, merged)
         (spec.state_dir / "lab.json").write_text(json.dumps({
             "name": spec.name, "release": spec.release, "rootfs": str(lower),
-            "hosts": [dataclasses.asdict(h) for h in spec.hosts], "pids": pids}, indent=1))
+            "hosts": [dataclasses.asdict(h) for h in spec.hosts], "setup": spec.setup, "pids": pids}, indent=1))
         spec.known_hosts.write_text("\n".join(known) + "\n")
         deadline = time.monotonic() + ssh_timeout
         for h in spec.hosts:
@@ -704,6 +804,18 @@ def up(spec: LabSpec, log=print, ssh_timeout: float = 60.0) -> None:
         raise
     log(f"lab {spec.name}: {len(spec.hosts)} hosts SSH-ready in {time.monotonic() - started:.1f} s "
         f"on {spec.bridge} ({spec.gateway})")
+    said = []
+    if spec.sudo_users:
+        said.append(f"sudo users {', '.join(spec.sudo_users)} (their password is in {spec.sudo_password_file}, "
+                    "root-only; tcsession reads it when TCSESSION_SUDO_PASSWORD is not set)")
+    if spec.nopasswd_users:
+        said.append(f"NOPASSWD sudo users {', '.join(spec.nopasswd_users)}")
+    if not spec.root_login:
+        said.append("root cannot log in")
+    if spec.jump_host:
+        said.append(f"the other hosts take SSH logins only from {spec.jump_host}")
+    if said:
+        log(f"lab {spec.name}: " + "; ".join(said))
 
 
 def stop_host(spec: LabSpec, name: str) -> None:

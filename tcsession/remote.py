@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -89,7 +90,17 @@ def _have_terminal() -> bool:
 
 
 def sudo_hosts(inv: Inventory) -> list[Host]:
-    return [h for h in inv.hosts if h.ssh.sudo and h.ssh.user != "root"]
+    """The hosts whose sudo needs a password (not root, not sudo_nopasswd)."""
+    return [h for h in inv.hosts + inv.removed if h.ssh.sudo and h.ssh.user != "root" and not h.ssh.nopasswd]
+
+
+def lab_sudo_password_file(inv: Inventory) -> Path | None:
+    """The lab's generated sudo password (root-only, in its state directory), for a lab inventory."""
+    if inv.lab is None:
+        return None
+    from tcsession.inventory import lab_state_dir  # noqa: PLC0415
+
+    return lab_state_dir(inv.lab.name) / "sudo-password"
 
 
 def ask_sudo_password(inv: Inventory) -> str | None:
@@ -102,6 +113,9 @@ def ask_sudo_password(inv: Inventory) -> str | None:
     password = os.environ.get(SUDO_PASSWORD_ENV)
     if password is not None:
         return password
+    lab_file = lab_sudo_password_file(inv)
+    if lab_file is not None and lab_file.is_file():  # the lab made it (never in the inventory)
+        return lab_file.read_text().rstrip("\n")
     users = ", ".join(sorted({h.ssh.user for h in hosts}))
     names = ", ".join(h.name for h in hosts)
     if not _have_terminal():
@@ -170,8 +184,40 @@ def read_known_hosts(path: Path, inv_path: Path | str = "") -> list[KnownHost]:
     return entries
 
 
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One SSH server on the way to a host: the host itself, or a jump host before it."""
+
+    label: str  # "tomcat1 (10.0.0.12:22)" / "jump host bastion (192.0.2.5:22)"
+    address: str
+    port: int
+    known_hosts: Path
+    via: Any = None  # the Hop just before it (keyscan must run there), None: direct
+
+    @property
+    def known_name(self) -> str:
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+    def keyscan(self, t: str) -> str:
+        scan = f"ssh-keyscan -p {self.port} -t {t} {self.address}"
+        if self.via is None:
+            return scan
+        return f"ssh -p {self.via.port} {self.via.user}@{self.via.host} {scan}"
+
+
+def host_endpoint(host: Host) -> Endpoint:
+    return Endpoint(f"{host.name} ({host.ssh_address}:{host.ssh.port})", host.ssh_address, host.ssh.port,
+                    host.ssh.known_hosts, host.ssh.jump[-1] if host.ssh.jump else None)
+
+
+def hop_endpoint(host: Host, i: int) -> Endpoint:
+    hop = host.ssh.jump[i]
+    return Endpoint(f"jump host {hop.name} ({hop.host}:{hop.port}) of {host.name}", hop.host, hop.port,
+                    host.ssh.known_hosts, host.ssh.jump[i - 1] if i else None)
+
+
 def _known_name(host: Host) -> str:
-    return host.address if host.ssh.port == 22 else f"[{host.address}]:{host.ssh.port}"
+    return host_endpoint(host).known_name
 
 
 def _names_match(entry: KnownHost, name: str) -> bool:
@@ -183,23 +229,25 @@ def _names_match(entry: KnownHost, name: str) -> bool:
     return False
 
 
-def unknown_key_message(host: Host, key: Any) -> str:
-    kh, name, t = host.ssh.known_hosts, _known_name(host), _keyscan_type(key.get_name())
-    return (f"{host.name} ({host.address}:{host.ssh.port}): host key not in {kh}: the host sent "
+def unknown_key_message(host: Host | Endpoint, key: Any) -> str:
+    e = host if isinstance(host, Endpoint) else host_endpoint(host)
+    kh, name, t = e.known_hosts, e.known_name, _keyscan_type(key.get_name())
+    return (f"{e.label}: host key not in {kh}: the host sent "
             f"{key.get_name()} {fingerprint(key)}; refusing to connect. Check it on the host "
             f"(ssh-keygen -lf /etc/ssh/ssh_host_{t}_key.pub must show {fingerprint(key)}), then add it: "
-            f"ssh-keyscan -p {host.ssh.port} -t {t} {host.address} >> {kh} "
+            f"{e.keyscan(t)} >> {kh} "
             f"(ssh-keygen -lF '{name}' -f {kh} shows what was added)")
 
 
-def changed_key_message(host: Host, got: Any, expected: Any, line: int | None) -> str:
-    kh, name, t = host.ssh.known_hosts, _known_name(host), _keyscan_type(got.get_name())
+def changed_key_message(host: Host | Endpoint, got: Any, expected: Any, line: int | None) -> str:
+    e = host if isinstance(host, Endpoint) else host_endpoint(host)
+    kh, name, t = e.known_hosts, e.known_name, _keyscan_type(got.get_name())
     where = f"{kh} line {line}" if line else str(kh)
-    return (f"{host.name} ({host.address}:{host.ssh.port}): host key CHANGED: {where} has "
+    return (f"{e.label}: host key CHANGED: {where} has "
             f"{expected.get_name()} {fingerprint(expected)}, the host sent {got.get_name()} {fingerprint(got)}; "
             f"refusing to connect (a reinstalled host, or someone in between). Check it on the host "
             f"(ssh-keygen -lf /etc/ssh/ssh_host_{t}_key.pub must show {fingerprint(got)}), then replace it: "
-            f"ssh-keygen -R '{name}' -f {kh} && ssh-keyscan -p {host.ssh.port} -t {t} {host.address} >> {kh}")
+            f"ssh-keygen -R '{name}' -f {kh} && {e.keyscan(t)} >> {kh}")
 
 
 def load_private_key(path: Path, agent: bool, inv_path: Path | str = "") -> Any:
@@ -237,6 +285,9 @@ class Remote:
     def __init__(self, inv: Inventory, max_workers: int | None = None):
         self.inv = inv
         self._conns: dict[str, object] = {}
+        self._gateways: dict[tuple, object] = {}  # jump host connections, shared by the hosts behind them
+        self._gateway_locks: dict[tuple, threading.Lock] = {}
+        self._chains: dict[str, list] = {}  # host name -> its jump host connections, first hop first
         self._sudo_password: str | None = None
         self._keys: dict[Path, Any] = {}
         self._known: dict[Path, list[KnownHost]] = {}
@@ -257,8 +308,9 @@ class Remote:
         self._sudo_password = ask_sudo_password(self.inv)
         for h in self.inv.hosts:
             ssh = h.ssh
-            if ssh.key is not None and ssh.key not in self._keys and ssh.key.is_file():
-                self._keys[ssh.key] = load_private_key(ssh.key, ssh.agent, self.inv.path)
+            for key in {ssh.key} | {hop.key for hop in ssh.jump}:
+                if key is not None and key not in self._keys and key.is_file():
+                    self._keys[key] = load_private_key(key, ssh.agent, self.inv.path)
             if ssh.agent and ssh.key is None and not os.environ.get("SSH_AUTH_SOCK"):
                 raise TcsessionError(
                     f"{self.inv.path}: [{h.role}.{h.name}] agent = true but no ssh-agent is running here "
@@ -270,92 +322,144 @@ class Remote:
 
     # ------------------------------------------------------------ connections
 
+    def _strict_connection(self, host: Host, address: str, user: str, port: int, key: Path | None,
+                           gateway: Any = None):
+        """A Fabric Connection whose client knows only the keys of the host's known_hosts file and
+        refuses any other (Fabric's own default would add unknown keys)."""
+        import fabric  # noqa: PLC0415 (keep `inv --list` and pure code free of paramiko)
+        import paramiko  # noqa: PLC0415
+
+        ssh = host.ssh
+        kwargs: dict = {"allow_agent": ssh.agent, "look_for_keys": False,
+                        "banner_timeout": ssh.connect_timeout,
+                        "auth_timeout": ssh.connect_timeout}
+        if key is not None:
+            pkey = self._keys.get(key)
+            if pkey is not None:
+                kwargs["pkey"] = pkey
+            elif not ssh.agent:
+                kwargs["key_filename"] = str(key)
+        # load_ssh_configs False: the SSH config was read into the inventory (tcsession.sshconfig);
+        # Fabric would also make gateways of its own from ProxyJump, with its permissive host keys.
+        config = fabric.Config(overrides={"load_ssh_configs": False,
+                                          "run": {"hide": True, "warn": True}})
+        conn = fabric.Connection(address, user=user, port=port, config=config, gateway=gateway or False,
+                                 connect_timeout=ssh.connect_timeout, connect_kwargs=kwargs)
+        conn.client = paramiko.SSHClient()
+        known = conn.client.get_host_keys()  # the lines read_known_hosts checked, not a second parse
+        for entry in self._known[ssh.known_hosts]:
+            for name in entry.names:
+                known.add(name, entry.key.get_name(), entry.key)
+        conn.client.set_missing_host_key_policy(_refuse_policy())
+        return conn
+
+    def _gateway_chain(self, host: Host) -> list[tuple[tuple, Any]]:
+        """The host's jump host connections, first hop first, made once and shared (by chain)."""
+        chain, gateway = [], None
+        for i, hop in enumerate(host.ssh.jump):
+            ident = tuple((h.host, h.port, h.user, str(h.key), str(host.ssh.known_hosts))
+                          for h in host.ssh.jump[:i + 1])
+            conn = self._gateways.get(ident)
+            if conn is None:
+                conn = self._strict_connection(host, hop.host, hop.user, hop.port, hop.key, gateway)
+                self._gateways[ident] = conn
+                self._gateway_locks[ident] = threading.Lock()
+            chain.append((ident, conn))
+            gateway = conn
+        return chain
+
     def _connection(self, host: Host):
         with self._lock:
             conn = self._conns.get(host.name)
             if conn is not None:
                 return conn
-            import fabric  # noqa: PLC0415 (keep `inv --list` and pure code free of paramiko)
-            import paramiko  # noqa: PLC0415
-
             ssh = host.ssh
             if not ssh.known_hosts.exists():
                 raise TcsessionError(
                     f"{self.inv.path}: [{host.role}.{host.name}] known_hosts {ssh.known_hosts} does "
-                    f"not exist; add the host's key (ssh-keyscan -p {ssh.port} {host.address} after "
+                    f"not exist; add the host's key ({host_endpoint(host).keyscan('ed25519')} after "
                     "checking its fingerprint) or point known_hosts at the right file")
             if ssh.known_hosts not in self._known:
                 self._known[ssh.known_hosts] = read_known_hosts(ssh.known_hosts, self.inv.path)
-            kwargs: dict = {"allow_agent": ssh.agent, "look_for_keys": False,
-                            "banner_timeout": ssh.connect_timeout,
-                            "auth_timeout": ssh.connect_timeout}
-            if ssh.key is not None:
-                pkey = self._keys.get(ssh.key)
-                if pkey is not None:
-                    kwargs["pkey"] = pkey
-                elif not ssh.agent:
-                    kwargs["key_filename"] = str(ssh.key)
-            config = fabric.Config(overrides={"load_ssh_configs": False,
-                                              "run": {"hide": True, "warn": True}})
-            conn = fabric.Connection(host.address, user=ssh.user, port=ssh.port, config=config,
-                                     connect_timeout=ssh.connect_timeout, connect_kwargs=kwargs)
-            conn.client = paramiko.SSHClient()
-            known = conn.client.get_host_keys()  # the lines read_known_hosts checked, not a second parse
-            for entry in self._known[ssh.known_hosts]:
-                for name in entry.names:
-                    known.add(name, entry.key.get_name(), entry.key)
-            conn.client.set_missing_host_key_policy(_refuse_policy())
+            chain = self._gateway_chain(host)
+            conn = self._strict_connection(host, host.ssh_address, ssh.user, ssh.port, ssh.key,
+                                           chain[-1][1] if chain else None)
+            self._chains[host.name] = chain
             self._conns[host.name] = conn
             return conn
 
-    def _open(self, host: Host):
+    def _open_one(self, conn: Any, endpoint: Endpoint, host: Host, user: str, key: Path | None) -> str | None:
+        """Open one connection (a jump host's or the host's); None, or the one-line reason it failed."""
         import paramiko  # noqa: PLC0415
 
-        conn = self._connection(host)
-        if conn.is_connected:
-            return conn
-        where = f"{host.name} ({host.address}:{host.ssh.port})"
+        where = endpoint.label
         try:
             conn.open()
-            return conn
+            return None
         except _UnknownHostKey as e:
-            msg = unknown_key_message(host, e.key)
+            msg = unknown_key_message(endpoint, e.key)
         except paramiko.BadHostKeyException as e:
-            line = next((k.line for k in self._known.get(host.ssh.known_hosts, [])
-                         if _names_match(k, _known_name(host)) and k.key == e.expected_key), None)
-            msg = changed_key_message(host, e.key, e.expected_key, line)
+            line = next((k.line for k in self._known.get(endpoint.known_hosts, [])
+                         if _names_match(k, endpoint.known_name) and k.key == e.expected_key), None)
+            msg = changed_key_message(endpoint, e.key, e.expected_key, line)
         except paramiko.AuthenticationException:
-            how = f"key {host.ssh.key}" if host.ssh.key else "the agent's keys"
-            msg = (f"{where}: user {host.ssh.user} was refused with {how}; put its public key in "
-                   f"~{host.ssh.user}/.ssh/authorized_keys on the host, or fix user/key in {self.inv.path}")
+            how = f"key {key}" if key else "the agent's keys"
+            msg = (f"{where}: user {user} was refused with {how}; put its public key in "
+                   f"~{user}/.ssh/authorized_keys on the host, or fix user/key in {self.inv.path}")
+        except paramiko.ChannelException as e:  # the jump host could not reach this one
+            msg = (f"{where}: the jump host {host.ssh.jump[-1].name if host.ssh.jump else ''} could not "
+                   f"connect to it ({e.text}); is sshd listening there, and is the address the one the jump "
+                   "host reaches it by?")
         except paramiko.SSHException as e:
             text = " ".join(str(e).split())
             if any(m in text for m in ("banner", "No existing session", "Negotiation failed")):
                 msg = (f"{where}: no SSH answer (banner) within {host.ssh.connect_timeout:g} s; is sshd "
-                       f"listening on port {host.ssh.port}? Check the address and port in {self.inv.path}")
+                       f"listening on port {endpoint.port}? Check the address and port in {self.inv.path}")
             else:
                 msg = f"{where}: SSH failed: {text[:200]}"
         except (socket.timeout, TimeoutError):
             msg = f"{where}: connection timed out after {host.ssh.connect_timeout:g} s"
         except EOFError:
-            msg = f"{where}: the connection was closed during the SSH handshake; is sshd on port {host.ssh.port}?"
+            msg = f"{where}: the connection was closed during the SSH handshake; is sshd on port {endpoint.port}?"
         except paramiko.ssh_exception.NoValidConnectionsError as e:
             first = next(iter(e.errors.values()), e)
             msg = f"{where}: cannot connect: {getattr(first, 'strerror', None) or first}"
         except OSError as e:
             msg = f"{where}: cannot connect: {e.strerror or e}"
-        with self._lock:
-            self._conns.pop(host.name, None)
         try:
             conn.client.close()
         except Exception:  # noqa: BLE001 (closing a half-open client must not hide the reason)
             pass
+        return msg
+
+    def _open(self, host: Host):
+        conn = self._connection(host)
+        if conn.is_connected:
+            return conn
+        msg = None
+        for i, (ident, gateway) in enumerate(self._chains.get(host.name, ())):
+            with self._gateway_locks[ident]:  # hosts behind one jump host share its connection
+                if gateway.is_connected:
+                    continue
+                hop = host.ssh.jump[i]
+                msg = self._open_one(gateway, hop_endpoint(host, i), host, hop.user, hop.key)
+            if msg:
+                break
+        if msg is None:
+            msg = self._open_one(conn, host_endpoint(host), host, host.ssh.user, host.ssh.key)
+            if msg is None:
+                return conn
+        with self._lock:
+            self._conns.pop(host.name, None)
         raise TcsessionError(msg)
 
     def close(self) -> None:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
+        for conn in reversed(list(self._gateways.values())):  # the hops nearest the hosts first
+            conn.close()
+        self._gateways.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Remote:
@@ -369,10 +473,10 @@ class Remote:
     def _wrap(self, host: Host, command: str) -> str:
         if host.ssh.user == "root" or not host.ssh.sudo:
             return command
-        return shell.sudo(command)
+        return shell.sudo(command, host.ssh.nopasswd)
 
     def _sudo_input(self, host: Host) -> str | None:
-        if host.ssh.user == "root" or not host.ssh.sudo:
+        if host.ssh.user == "root" or not host.ssh.sudo or host.ssh.nopasswd:
             return None
         if self._sudo_password is None:  # prepare() asked; never prompt from a thread
             raise TcsessionError(f"{host.name}: no sudo password (prepare() was not called); this is a tcsession bug")
@@ -420,6 +524,7 @@ class Remote:
             r = conn.run(self._wrap(host, wire), in_stream=io.StringIO(feed) if feed else False,
                          timeout=timeout or host.ssh.command_timeout)
             return Result(host.name, command, r.exited, r.stdout, r.stderr,
+                          error=self._sudo_refused(host, r.exited, r.stderr),
                           seconds=time.monotonic() - started)
         except TcsessionError as e:
             return Result(host.name, command, None, error=str(e),
@@ -428,8 +533,27 @@ class Remote:
             self._conns.pop(host.name, None)
             kind = "timed out" if "Timeout" in type(e).__name__ else type(e).__name__
             return Result(host.name, command, None,
-                          error=f"{host.name} ({host.address}): {kind}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": "),
+                          error=f"{host.name} ({host.ssh_address}): {kind}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": "),
                           seconds=time.monotonic() - started)
+
+    def _sudo_refused(self, host: Host, exited: int, stderr: str) -> str | None:
+        """One line when sudo itself refused (not the command): what it said and the fix."""
+        if exited == 0 or host.ssh.user == "root" or not host.ssh.sudo:
+            return None
+        said = next((l.strip() for l in stderr.splitlines() if l.startswith("sudo: ")), "")
+        u, where = host.ssh.user, f"{host.name} ({host.ssh_address})"
+        if "incorrect password" in said or "no password was provided" in said:
+            return (f"{where}: sudo refused the password for {u}; give the right one "
+                    f"({SUDO_PASSWORD_ENV} or the prompt)")
+        if "a password is required" in said:
+            return (f"{where}: sudo wants a password for {u}, but the inventory says sudo_nopasswd = true; "
+                    f"remove sudo_nopasswd (then {SUDO_PASSWORD_ENV} or a prompt gives it) or give {u} "
+                    "NOPASSWD in sudoers")
+        if "not in the sudoers file" in said or "is not allowed to run sudo" in said:
+            return f"{where}: {u} may not use sudo there ({said[6:]}); add {u} to sudoers or log in as root"
+        if exited == 127 and re.search(r"\bsudo: (command )?not found", stderr):
+            return f"{where}: sudo is not installed there; install it (apt-get install sudo) or log in as root"
+        return None
 
     def run_all(self, hosts: Iterable[Host], command: str | Callable[[Host], str],
                 stdin: str | None = None) -> dict[str, Result]:

@@ -491,8 +491,13 @@ def remove(path: str) -> str:
     return f"rm -f {q(path)}"
 
 
-def sudo(command: str) -> str:
-    return "sudo -S -p '' sh -c " + q(command)
+def sudo(command: str, nopasswd: bool = False) -> str:
+    """The command as root through sudo: the password read from standard input (-S, no prompt
+    shown; -k so that sudo always reads it, a cached credential never leaving it to the command),
+    or with -n (never asks: fails at once where sudoers wants a password) for NOPASSWD users."""
+    if nopasswd:
+        return "sudo -n sh -c " + q(command)
+    return "sudo -k -S -p '' sh -c " + q(command)
 
 
 def step_frame(index: int, body: str) -> str:

@@ -18,6 +18,12 @@ TEST_LAB = "tcstest"
 TEST_SUBNET = "10.153.7.0/24"
 
 
+def pytest_configure(config):
+    # The machine's own ~/.ssh/config is never read by a test (tests of the SSH config give
+    # theirs, or point HOME at a directory of their own and clear this).
+    os.environ.setdefault("TCSESSION_SSH_CONFIG", "none")
+
+
 def pytest_collection_modifyitems(config, items):
     # The tests on the shared cluster run last (in their modules' order): the cluster is then up
     # only while they run, never idle beside another lab (sorted is stable: every other test keeps
