@@ -41,6 +41,10 @@ SSH_DOCS = {
     "known_hosts": "the known_hosts file every host key is checked against (tcsession never adds a key)",
     "sudo": "run commands with sudo; default: true when `user` is not root. The password comes from "
             "TCSESSION_SUDO_PASSWORD or a prompt, never from this file",
+    "sudo_nopasswd": "sudoers lets the user run sudo without a password (NOPASSWD): `sudo -n`, no password "
+                     "asked or sent",
+    "jump": 'jump host(s) to reach the hosts through, `"[user@]host[:port],..."` as ssh\'s -J (each one\'s '
+            'key checked against `known_hosts` too); `"none"`: none, even if the SSH config names a ProxyJump',
     "connect_timeout": "seconds to wait for an SSH connection",
     "command_timeout": "seconds one remote command may take",
 }
@@ -52,6 +56,11 @@ TABLES: tuple[Table, ...] = (
               "name": "the lab's name (its containers, bridge and state directory are named after it)",
               "release": "the hosts' Debian release: bookworm (Tomcat 10.1) or bullseye (Tomcat 9)",
               "subnet": "the lab's /24 network; .1 is this machine, hosts take .2 to .254",
+              "sudo_users": "users the lab makes on every host with password sudo (the password in the lab's "
+                            "state directory, root-only)",
+              "nopasswd_users": "users the lab makes on every host with NOPASSWD sudo",
+              "root_login": "false: the hosts refuse root over SSH (PermitRootLogin no)",
+              "jump_host": "a lab host (e.g. \"nginx\") through which alone the other hosts accept SSH",
           }),
     Table("cluster", I.CLUSTER_KEYS, "The cluster as a whole.", {
         "mode": 'the session mode: "delta" (Tomcat\'s own cluster) or "msm" (memcached-session-manager). '
@@ -61,13 +70,18 @@ TABLES: tuple[Table, ...] = (
     }),
     Table("ssh", {**I.SSH_KEYS, **I.SSH_RUN_KEYS}, "SSH defaults for every host; a host table may override "
           "any of them except `max_parallel`.", {**SSH_DOCS,
-          "max_parallel": "hosts worked on (SSH sessions open) at once; [ssh] only"}),
+          "max_parallel": "hosts worked on (SSH sessions open) at once; [ssh] only",
+          "config": 'the OpenSSH client config to honour (HostName, User, Port, IdentityFile, ProxyJump), '
+                    'relative to the inventory; default: TCSESSION_SSH_CONFIG, else ~/.ssh/config when it '
+                    'exists (never for the lab); `"none"`: none; [ssh] only'}),
     Table("nginx.NAME", I.NGINX_KEYS, "Exactly one: the load balancer in front of the Tomcats. NAME is the "
           "host's name in tcsession's output (a lowercase letter, then up to 30 lowercase letters, digits or "
           "-). Any `[ssh]` key (but `max_parallel`) may be set here for this host.", {
               "address": "the host's own unicast IPv4 address (names and IPv6 are refused: it goes into "
                          "nginx's upstreams and is compared with what the host listens on)",
               "http_port": "the port nginx serves HTTP on",
+              "ssh_host": "where SSH connects when not `address`: a name, an address or a Host alias of the "
+                          "SSH config",
           }),
     Table("tomcat.NAME", I.TOMCAT_KEYS, "Two or more: the Tomcats. NAME as for nginx; any `[ssh]` key (but "
           "`max_parallel`) may be set here for this host.", {
@@ -78,6 +92,8 @@ TABLES: tuple[Table, ...] = (
               "http_port": "Tomcat's HTTP connector port (nginx proxies to it; bound to `address`)",
               "remove": "take this Tomcat out of the cluster while it serves (out of nginx and the peers' "
                         "lists, its Tomcat stopped); delta mode only; keep the table so tcsession can reach it",
+              "ssh_host": "where SSH connects when not `address`: a name, an address or a Host alias of the "
+                          "SSH config",
           }),
     Table("delta", I.DELTA_KEYS, 'Tomcat\'s own session replication ("delta" mode): SimpleTcpCluster.', {
         "manager": '"delta": DeltaManager, every node holds every session; "backup": BackupManager, one backup '
@@ -163,8 +179,10 @@ def _default(k: I._Key) -> Any:
 
 def key_schema(k: I._Key, doc: str) -> dict:
     types = {"str": "string", "bool": "boolean", "int": "integer", "number": "number",
-             "int|str": ["integer", "string"]}
+             "int|str": ["integer", "string"], "list": "array"}
     s: dict[str, Any] = {"type": types[k.kind], "description": doc}
+    if k.kind == "list":
+        s["items"] = {"type": "string"}
     if _default(k) is not None and k.default != "":
         s["default"] = k.default
     choices = getattr(k.check, "choices", None)
@@ -252,7 +270,7 @@ def markdown() -> str:
         out += [f"### [{t.name}]", "", t.doc, "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for key, k in t.spec.items():
             kind = {"str": "string", "bool": "boolean", "int": "integer", "number": "number",
-                    "int|str": "integer or string"}[k.kind]
+                    "int|str": "integer or string", "list": "array of strings"}[k.kind]
             choices = getattr(k.check, "choices", None)
             if choices:
                 kind = " \\| ".join(f'`"{c}"`' for c in choices)
@@ -279,7 +297,9 @@ def effective(inv: I.Inventory) -> dict[str, dict[str, Any]]:
     `tcsession check` shows it; keys with no value (not set, no default) are left out."""
     out: dict[str, dict[str, Any]] = {}
     if inv.lab:
-        out["lab"] = {"name": inv.lab.name, "release": inv.lab.release, "subnet": str(inv.lab.subnet)}
+        out["lab"] = {"name": inv.lab.name, "release": inv.lab.release, "subnet": str(inv.lab.subnet),
+                      "sudo_users": list(inv.lab.sudo_users), "nopasswd_users": list(inv.lab.nopasswd_users),
+                      "root_login": inv.lab.root_login, "jump_host": inv.lab.jump_host or None}
     out["cluster"] = {"mode": inv.mode}
     out["ssh"] = {"max_parallel": inv.max_parallel}
     for h in inv.hosts + inv.removed:
@@ -288,7 +308,9 @@ def effective(inv: I.Inventory) -> dict[str, dict[str, Any]]:
             d |= {"jvm_route": h.jvm_route, "memcached": h.memcached, "remove": h.remove}
         s = h.ssh
         d |= {"user": s.user, "port": s.port, "key": s.key, "agent": s.agent, "known_hosts": s.known_hosts,
-              "sudo": s.sudo, "connect_timeout": s.connect_timeout, "command_timeout": s.command_timeout}
+              "sudo": s.sudo, "sudo_nopasswd": s.nopasswd, "connect_timeout": s.connect_timeout,
+              "command_timeout": s.command_timeout, "ssh_host": s.host or None,
+              "jump": ",".join(f"{j.user}@{j.host}:{j.port}" for j in s.jump) or None}
         out[f"{h.role}.{h.name}"] = d
     out["delta"] = dataclasses.asdict(inv.delta)
     out["msm"] = dataclasses.asdict(inv.msm)
