@@ -13,6 +13,12 @@ from collections import Counter
 from tcsession.webapp import parse_test_line
 
 
+def cookie_attributes(set_cookie: str) -> tuple[str, ...]:
+    """A Set-Cookie header's attributes after the cookie itself, lowercase, without blanks:
+    'a=1; Path=/; Secure; SameSite=Lax' -> ("path=/", "secure", "samesite=lax")."""
+    return tuple("=".join(p.strip() for p in a.split("=", 1)).lower() for a in set_cookie.split(";")[1:] if a.strip())
+
+
 @dataclasses.dataclass
 class SessionRun:
     requests: int = 0
@@ -23,7 +29,8 @@ class SessionRun:
     last_count: int = 0
     errors: list = dataclasses.field(default_factory=list)
     cookie: str | None = None
-    cookie_attributes: tuple[str, ...] = ()  # of the last Set-Cookie: JSESSIONID (lowercase: "secure", "httponly", ...)
+    # of the last Set-Cookie: JSESSIONID, lowercase, a value after its name: "secure", "httponly", "samesite=lax"
+    cookie_attributes: tuple[str, ...] = ()
     last_node: str | None = None
     path: str = "/test.jsp"  # another path: only its HTTP status is judged (see check_path)
     problems: list = dataclasses.field(default_factory=list)  # judged on the whole run (the cookie's flags)
@@ -159,7 +166,7 @@ class SessionClient:
             for name, value in resp.getheaders():
                 if name.lower() == "set-cookie" and value.startswith("JSESSIONID="):
                     run.cookie = value.split(";", 1)[0].split("=", 1)[1]
-                    run.cookie_attributes = tuple(a.strip().split("=", 1)[0].lower() for a in value.split(";")[1:])
+                    run.cookie_attributes = cookie_attributes(value)
         except (OSError, http.client.HTTPException) as e:  # refused, reset, not HTTP, or a certificate refused
             run.failed += 1
             run.errors.append(f"request {run.requests}: {e}")

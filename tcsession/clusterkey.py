@@ -52,7 +52,8 @@ def key_for(key_file: str | Path, create: bool = True) -> str:
     `create` false (a dry run) an absent key is "" and nothing is written."""
     path = Path(key_file)
     try:
-        present = path.lstat() is not None
+        path.lstat()  # (a dangling symlink is present: never written through)
+        present = True
     except FileNotFoundError:
         present = False
     except OSError as e:

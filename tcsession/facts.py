@@ -28,7 +28,8 @@ def files_to_read() -> list[str]:
     paths = []
     for lay in all_layouts():
         paths += [lay.server_xml, lay.jvm_options, lay.web_xml, lay.test_page, lay.context_xml, lay.app_context]
-    paths += [nginx.SITE, nginx.DEFAULT_SITE, nginx.TLS_CERT, nginx.TLS_KEY, state.applied_path("nginx")]
+    paths += [nginx.SITE, nginx.DEFAULT_SITE, nginx.TLS_CERT, nginx.TLS_KEY, *nginx.MAIN_CONF.values(),
+              state.applied_path("nginx")]
     paths += [state.applied_path(lay.unit) for lay in all_layouts()]
     paths += [*msm.MEMCACHED_CONF.values(), state.applied_path("memcached"), state.JARS_LIST]
     paths += [firewall.RULES, firewall.UNIT_FILE]

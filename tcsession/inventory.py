@@ -150,6 +150,9 @@ class AppSettings:
 
     test_page: bool = False  # deploy the test application's /test.jsp (the lab: true)
     check_path: str = ""  # without the test page: a path status requests through nginx ("": skipped)
+    # the session cookie's SameSite (tcsession.cookies): "lax" | "strict" | "none" | "unset";
+    # "": conf/context.xml's CookieProcessor is not tcsession's to manage
+    same_site: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,9 @@ class Rolling:
     tcsession.plan.wave_size); never all of them."""
 
     max_unavailable: int | str = "50%"
+    # how long a drain may take, in seconds: nginx's worker_shutdown_timeout (old workers close
+    # what they still hold that long after a reload) and tcsession's wait for them
+    drain_timeout: int = 10
 
     def limit(self, tomcats: int) -> int:
         v = self.max_unavailable
@@ -527,6 +533,9 @@ FIREWALL_KEYS: dict[str, _Key] = {
 }
 ROLLING_KEYS: dict[str, _Key] = {
     "max_unavailable": _Key("int|str", "50%", _max_unavailable, '"25%"'),
+    "drain_timeout": _Key("int", 10, lambda v: None if 1 <= v <= 3600 else
+                          "must be from 1 to 3600 seconds (how long nginx's old workers may finish their "
+                          "requests after a reload); e.g. 10, or 300 for long downloads or WebSockets"),
 }
 #: [ssh] keys that apply to the run as a whole, not to one host (refused in host tables).
 SSH_RUN_KEYS: dict[str, _Key] = {
@@ -572,6 +581,9 @@ APP_KEYS: dict[str, _Key] = {
     "jakarta": _Key("str", "convert", _one_of("convert", "refuse")),
 }
 APP_SETTINGS: dict[str, _Key] = {
+    "same_site": _Key("str", "", lambda v: None if v in ("", "lax", "strict", "none", "unset") else
+                      'is not "lax", "strict", "none" or "unset"; "lax" suits most sites (the cookie is not '
+                      'sent with cross-site POSTs), "" leaves Tomcat\'s default'),
     "test_page": _Key("bool", False),
     "check_path": _Key("str", "", lambda v: None if v == "" or re.fullmatch(r"/[^\s?#]*(\?[^\s#]*)?", v) else
                        'must be a path on the Tomcats starting with "/", without spaces, e.g. "/health"'),
@@ -785,11 +797,14 @@ class _Parser:
         rolling = self.attempt(lambda: self.with_defaults("[rolling]", doc.get("rolling", {}), ROLLING_KEYS))
         if rolling is not None:
             mu = rolling["max_unavailable"]
-            rolling = Rolling(mu if isinstance(mu, int) else mu.strip())
+            rolling = Rolling(mu if isinstance(mu, int) else mu.strip(), rolling["drain_timeout"])
         apps_settings = self.attempt(lambda: self.apps(doc))
         firewall = self.attempt(
             lambda: self.with_defaults("[firewall]", doc.get("firewall", {}), FIREWALL_KEYS)["backend"])
         tls = self.attempt(lambda: self.tls(doc["tls"], hosts)) if "tls" in doc else None
+        if apps_settings is not None and apps_settings[1].same_site == "none" and "tls" not in doc:
+            self.error("[app]", 'same_site = "none" needs [tls]: browsers drop a SameSite=None cookie that is not '
+                                'Secure; add [tls], or use "lax"')
         if self.errors:
             raise _Abort
         apps, settings = apps_settings

@@ -57,6 +57,15 @@ TLS_DIR = "/etc/nginx/tcsession"
 TLS_CERT = f"{TLS_DIR}/tls.crt"
 TLS_KEY = f"{TLS_DIR}/tls.key"
 #: Mozilla's "intermediate" TLS 1.2 ciphers (TLS 1.3's suites need no list).
+#: The operator's own server-level settings (client_max_body_size, extra locations, headers):
+#: `*.conf` files in this directory, included in every server block that serves the cluster.
+#: tcsession never writes, reads or removes anything there.
+OPERATOR_DIR = "/etc/nginx/tcsession.d"
+#: nginx's main context (worker_shutdown_timeout is valid nowhere else): a file in the directory
+#: each distribution's nginx.conf includes at the top level for dynamic modules.
+MAIN_CONF = {"apt-get": "/etc/nginx/modules-enabled/tcsession-main.conf",
+             "dnf": "/usr/share/nginx/modules/tcsession-main.conf",
+             "yum": "/usr/share/nginx/modules/tcsession-main.conf"}
 TLS_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
                "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
                "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384")
@@ -92,6 +101,23 @@ class TlsSite:
     https_port: int = 443
     redirect_http: bool = True
     hsts: int = 0
+
+
+def main_conf_path(package_manager: str | None) -> str:
+    return MAIN_CONF.get(package_manager or "", MAIN_CONF["apt-get"])
+
+
+def render_main(shutdown_timeout: int) -> str:
+    """The main-context settings: `worker_shutdown_timeout`, so that a reload (a drain, a node back,
+    a certificate rotated) ends in bounded time: old workers still holding long-lived connections
+    (keep-alive, WebSocket, a long download) close them after that many seconds instead of living on
+    for minutes beside the new ones."""
+    if not 1 <= shutdown_timeout <= 3600:
+        raise TcsessionError(f"worker_shutdown_timeout {shutdown_timeout!r} is not 1-3600 seconds; "
+                             "fix [rolling] drain_timeout")
+    return (f"{HEADER}\n"
+            "# nginx's main context ([rolling] drain_timeout): old workers end at most this long after a reload.\n"
+            f"worker_shutdown_timeout {shutdown_timeout}s;\n")
 
 
 def upstream_name(jvm_route: str) -> str:
@@ -172,6 +198,7 @@ def _server(listen_port: int, listen_ipv6: bool, target: str) -> list[str]:
         "    server_tokens off;",
         "",
         *_location(target, "$host" if listen_port == 80 else "$host:$server_port"),
+        *_operator_include(),
         "}",
     ]
     return lines
@@ -190,6 +217,11 @@ def _location(target: str, host: str) -> list[str]:
         "        proxy_next_upstream error timeout http_502 http_503;",
         "    }",
     ]
+
+
+def _operator_include() -> list[str]:
+    return ["", f"    # Your own settings for this server: {OPERATOR_DIR}/*.conf (tcsession never writes there)",
+            f"    include {OPERATOR_DIR}/*.conf;"]
 
 
 def _tls_servers(listen_port: int, listen_ipv6: bool, target: str, tls: TlsSite) -> list[str]:
@@ -223,7 +255,8 @@ def _tls_servers(listen_port: int, listen_ipv6: bool, target: str, tls: TlsSite)
     ]
     if tls.hsts:
         lines.append(f'    add_header Strict-Transport-Security "max-age={tls.hsts}" always;')
-    lines += ["", *_location(target, "$host" if tls.https_port == 443 else "$host:$server_port"), "}"]
+    lines += ["", *_location(target, "$host" if tls.https_port == 443 else "$host:$server_port"),
+              *_operator_include(), "}"]
     return lines
 
 

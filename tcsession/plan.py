@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from tcsession import apps as applications
 from tcsession import firewall as firewall_rules
-from tcsession import msm, nginx, rollout, serverxml, state, webapp
+from tcsession import cookies, msm, nginx, rollout, serverxml, state, webapp
 from tcsession.errors import TcsessionError
 from tcsession.facts import FileFact, HostFacts
 from tcsession.inventory import Host, Inventory
@@ -117,6 +117,14 @@ def _plan_contexts(inv: Inventory, host: Host, layout: Layout, files: dict, mode
             out[path] = msm.patch_context(fact.content, wanted, f"{host.name}:{path}")
         elif wanted is not None:
             out[path] = msm.render_app_context(wanted)
+    # the session cookie's SameSite ([app] same_site): a CookieProcessor in conf/context.xml
+    same_site = inv.app.same_site or None
+    context = out.get(layout.context_xml, _file(files, layout.context_xml).content)
+    if context is not None:
+        out[layout.context_xml] = cookies.patch_context_cookies(context, same_site, f"{host.name}:{layout.context_xml}")
+    elif same_site is not None:
+        raise TcsessionError(f"{host.name}:{layout.context_xml}: missing, so [app] same_site has nowhere to go; "
+                             f"reinstall {layout.package} or restore the file (tcsession changed nothing)")
     return out
 
 
@@ -278,7 +286,9 @@ def plan_firewall(inv: Inventory, host: Host, facts: HostFacts, mode: Mode) -> t
     return changes, ("[firewall] backend is none: tcsession's rules removed" if changed or active else ""), True
 
 
-NGINX_CONFIG = (nginx.SITE, nginx.TLS_CERT, nginx.TLS_KEY)  # what nginx reads: a change reloads it
+def nginx_config(package_manager: str | None) -> tuple[str, ...]:
+    """What nginx reads that tcsession writes: a change reloads it."""
+    return nginx.SITE, nginx.TLS_CERT, nginx.TLS_KEY, nginx.main_conf_path(package_manager)
 
 
 def nginx_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode,
@@ -294,13 +304,15 @@ def nginx_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode,
                              "planning); tcsession changed nothing")
     site = nginx.render_site(backends, listen_port=host.http_port, routing=mode.routing(inv), tls=tls).encode()
     cert, key = tls_files if tls is not None else (None, None)
+    main_path, main = nginx.main_conf_path(facts.package_manager), nginx.render_main(inv.rolling.drain_timeout).encode()
     files = facts.files
     changes = (_change(_file(files, nginx.SITE), site, "644", "root:root"),
                _change(_file(files, nginx.DEFAULT_SITE), None, "", ""),
+               _change(_file(files, main_path), main, "644", "root:root"),
                _change(_file(files, nginx.TLS_CERT), cert, "644", "root:root"),
                _change(_file(files, nginx.TLS_KEY), key, "600", "root:root"))
     changes = tuple(c for c in changes if c is not None)
-    digest = config_digest({nginx.SITE: site, nginx.TLS_CERT: cert, nginx.TLS_KEY: key})
+    digest = config_digest({nginx.SITE: site, nginx.TLS_CERT: cert, nginx.TLS_KEY: key, main_path: main})
     return HostChanges(host, changes, "nginx", digest, _restart_reason(bool(changes), facts, "nginx", digest))
 
 
@@ -354,6 +366,7 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
             check_encryptable(inv, facts, installs)
         if mode.memcached:  # (memcached on no Tomcat, say)
             msm.manager_spec(0, inv.tomcats, inv.msm, str(inv.path))
+        check_same_site(inv, facts, installs)
         steps = [InstallPackages(h.name, "missing for its role", facts[h.name].package_manager, installs[h.name],
                                  manifest_for(deploy_id, mode.name, time, (), installs[h.name], before[h.name]))
                  for h in inv.hosts if installs[h.name]]
@@ -365,6 +378,7 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
             raise TcsessionError(f"{inv.path}: [delta] encrypt = true but no cluster key was read (a bug)")
     if mode.cluster:
         check_encryption_switch(inv, facts, key if inv.delta.encrypt else None)
+    check_same_site(inv, facts)
     retiring = retire(inv, facts, mode)
     hosts = {inv.nginx.name: nginx_changes(inv, inv.nginx, facts[inv.nginx.name], mode, tls_files)}
     for t in inv.tomcats:
@@ -410,7 +424,8 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
         nginx_steps.append(ApplyNginx(inv.nginx.name, n.restart + (f" ({', '.join(joining)} marked down until it has joined)"
                                                                    if joining else ""), n.digest,
                                       start=facts[inv.nginx.name].active.get("nginx") != "active",
-                                      site=nginx.drain_all(site.decode(), out).encode() if joining else None))
+                                      site=nginx.drain_all(site.decode(), out).encode() if joining else None,
+                                      drain_timeout=inv.rolling.drain_timeout))
     retire_steps = [StopService(h.name, "remove = true: nginx no longer sends to it, the other Tomcats hold its sessions",
                                 f.tomcat.unit) for h, f in retiring]
     restart = {t.name: hosts[t.name] for t in inv.tomcats if hosts[t.name].restart}
@@ -434,6 +449,21 @@ def tomcat_version(facts: HostFacts, install: tuple[str, ...] = ()) -> tuple[int
         text = next((facts.candidates.get(p, "") for p in install if re.fullmatch(r"tomcat\d*", p)), "")
     m = re.match(r"(?:\d+:)?(\d+)\.(\d+)\.(\d+)", text)
     return tuple(int(x) for x in m.groups()) if m else None
+
+
+def check_same_site(inv: Inventory, facts: dict[str, HostFacts], installs: dict | None = None) -> None:
+    """[app] same_site needs a Tomcat whose CookieProcessor has sameSiteCookies (8.5.42, 9.0.21
+    and later; Tomcat 7 has no CookieProcessor). Before an install, judged by the candidate."""
+    if not inv.app.same_site:
+        return
+    for t in inv.tomcats:
+        install = (installs or {}).get(t.name, ())
+        v = tomcat_version(facts[t.name], install)
+        if v is None or v >= (9, 0, 21) or v[:2] == (8, 5) and v >= (8, 5, 42):
+            continue
+        shown = ".".join(map(str, v)) + ("" if facts[t.name].tomcat else " (the version its install would bring)")
+        raise TcsessionError(f"{inv.path}: [app] same_site = {inv.app.same_site!r}: {t.name} runs Tomcat {shown}, "
+                             "which cannot set SameSite (8.5.42, 9.0.21 or newer can); upgrade it or remove same_site")
 
 
 def check_encryptable(inv: Inventory, facts: dict[str, HostFacts], installs: dict | None = None) -> None:

@@ -301,11 +301,11 @@ def judge_tls(inv: Inventory) -> Check:
     from tcsession import tls
 
     try:
-        tls.read_pair(inv)
+        cert, _ = tls.read_pair(inv)
     except TcsessionError as e:
         return ("certificate and key", False, str(e))
     return ("certificate and key", True, f"{inv.tls.certificate.name} covers {inv.tls.server_name}, "
-                                          f"{tls.days_left(inv.tls.certificate.read_bytes())} days left, key matches")
+                                          f"{tls.days_left(cert)} days left, key matches")
 
 
 def judge_host(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, installing: bool,

@@ -134,6 +134,9 @@ TABLES: tuple[Table, ...] = (
           "at once.", {
               "max_unavailable": 'Tomcats out of service at once: a count (1 = one at a time) or a percentage '
                                  'of the Tomcats ("25%", rounded down, at least 1); the mode may allow fewer',
+              "drain_timeout": "seconds a drain may take: nginx's worker_shutdown_timeout (old workers close what "
+                               "they still hold that long after a reload; long downloads and WebSockets are cut) "
+                               "and tcsession's wait for them",
           }),
     Table("app", I.APP_SETTINGS, "The test application, and what `status` checks through nginx. The "
           "`[app.NAME]` tables of your applications sit beside these keys.", {
@@ -141,6 +144,8 @@ TABLES: tuple[Table, ...] = (
                            "through nginx with it",
               "check_path": "without the test page: a path of yours that status requests through nginx "
                             '(passes when every answer is below 400); "": skipped',
+              "same_site": 'the session cookie\'s SameSite (a managed CookieProcessor in conf/context.xml, Tomcat '
+                           '8.5.42/9.0.21 or newer; "none" needs [tls]); "": Tomcat\'s default, the file untouched',
           }),
     Table("app.NAME", I.APP_KEYS, "One of your applications: a WAR rolled out to every Tomcat, node by node "
           "(docs/operations.md).", {
@@ -314,7 +319,7 @@ def effective(inv: I.Inventory) -> dict[str, dict[str, Any]]:
         out[f"{h.role}.{h.name}"] = d
     out["delta"] = dataclasses.asdict(inv.delta)
     out["msm"] = dataclasses.asdict(inv.msm)
-    out["rolling"] = {"max_unavailable": inv.rolling.max_unavailable}
+    out["rolling"] = {"max_unavailable": inv.rolling.max_unavailable, "drain_timeout": inv.rolling.drain_timeout}
     out["app"] = dataclasses.asdict(inv.app)
     for a in inv.apps:
         out[f"app.{a.name}"] = {"war": a.war, "context": a.context, "jakarta": a.jakarta}

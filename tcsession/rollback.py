@@ -84,8 +84,9 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
     if n in records:
         if records[n].manifest.was_active("nginx"):
             nginx_steps.append(ApplyNginx(n, "reload with the restored site", planning.config_digest(
-                {p: content(n, p) for p in planning.NGINX_CONFIG}),
-                                          start=facts[n].active.get("nginx") != "active"))
+                {p: content(n, p) for p in planning.nginx_config(facts[n].package_manager)}),
+                                          start=facts[n].active.get("nginx") != "active",
+                                          drain_timeout=inv.rolling.drain_timeout))
         else:
             nginx_steps.append(StopService(n, f"it was {records[n].manifest.service_before('nginx') or 'absent'} "
                                               f"before {deploy_id}", "nginx"))

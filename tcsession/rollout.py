@@ -186,7 +186,8 @@ def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges],
         if out_of_service and peers:
             still_down = [address(t.name) for t in inv.tomcats if t.name in pending]
             back = nginx.drain_all(site.decode(), still_down).encode() if still_down else site
-            drained = Drain(inv.nginx.name, nginx.drain_all(site.decode(), out_of_service + still_down).encode(), back)
+            drained = Drain(inv.nginx.name, nginx.drain_all(site.decode(), out_of_service + still_down).encode(), back,
+                            inv.rolling.drain_timeout)
         after = up | set(wave)
         later -= set(wave)
         # members: restarted by now (this plan), or members now and not restarting (or not yet):

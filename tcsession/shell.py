@@ -363,31 +363,34 @@ def stop_service(unit: str) -> str:
     return f"systemctl disable -q --now {q(unit)} || true; rm -f {q(state.applied_path(unit))}\n"
 
 
-def nginx_reload_settled() -> tuple[str, str]:
+def nginx_reload_settled(drain_timeout: int = 10) -> tuple[str, str]:
     """Before and after `systemctl reload nginx`: the reload returns once nginx was signalled,
-    while the old workers go on serving with the old configuration; the second part waits (at
-    most 10 s) until every old worker has exited, so that what follows (a node restarted) meets
-    only the new configuration."""
+    while the old workers go on serving with the old configuration; the second part waits until
+    every old worker has exited, so that what follows (a node restarted) meets only the new
+    configuration. nginx ends them `drain_timeout` s after the reload (its worker_shutdown_timeout,
+    tcsession.nginx.render_main); the wait gives up 2 s later with a note."""
+    tries = (int(drain_timeout) + 2) * 10
     before = "old=$(pgrep -f '^nginx: worker process' | tr '\\n' ' ')"
     after = ("i=0; while :; do alive=''; for p in $old; do kill -0 $p 2>/dev/null && alive=\"$alive $p\"; done; "
              "old=$alive; [ -z \"$old\" ] && break; i=$((i+1)); "
-             "[ $i -lt 100 ] || { echo \"note: nginx workers $old still finishing old requests after 10 s\"; break; }; "
+             f"[ $i -lt {tries} ] || {{ echo \"note: nginx workers $old still finishing old requests after "
+             f"{tries // 10} s\"; break; }}; "
              "sleep 0.1; done")
     return before, after
 
 
-def nginx_apply(digest: str, start: bool) -> str:
+def nginx_apply(digest: str, start: bool, drain_timeout: int = 10) -> str:
     """Check the configuration, then reload (or, when nginx is not running, enable and start)."""
     action = "restart" if start else "reload-or-restart"
-    before, after = nginx_reload_settled()
+    before, after = nginx_reload_settled(drain_timeout)
     return ("out=$(nginx -t 2>&1) || { echo \"nginx -t rejected the configuration: $(echo \"$out\" | head -n 2 | tr '\\n' ' ')\"; exit 1; }\n"
             + before + "\n" + ("systemctl enable -q nginx && " if start else "") + f"systemctl {action} nginx "
             + _or_fail("nginx did not (re)load", "nginx") + "\n" + after + "\n" + stamp("nginx", digest) + "\n")
 
 
-def nginx_site(path: str, site: bytes) -> str:
+def nginx_site(path: str, site: bytes, drain_timeout: int = 10) -> str:
     """Replace the site (atomically), check it, reload nginx: a node drained or back in service."""
-    before, after = nginx_reload_settled()
+    before, after = nginx_reload_settled(drain_timeout)
     return (put_file(path, site, "root:root", "644") + "\nout=$(nginx -t 2>&1) || { echo \"nginx -t: $out\"; exit 1; }\n"
             + before + "\nsystemctl reload nginx || { echo 'nginx did not reload'; exit 1; }\n" + after + "\n")
 

@@ -459,6 +459,11 @@ def run_status(world: Session, session_requests: int = 10) -> Report:
                     session.problems.append(
                         f"the session cookie lacks {' and '.join(missing)} over HTTPS (Tomcat does not see the "
                         "requests as secure: is its RemoteIpValve there? run inv deploy)")
+            same_site = inv.app.same_site
+            if same_site not in ("", "unset") and session.cookie is not None \
+                    and f"samesite={same_site}" not in session.cookie_attributes:
+                session.problems.append(f"the session cookie lacks SameSite={same_site.capitalize()} ([app] same_site): "
+                                        "is tcsession's CookieProcessor in conf/context.xml? run inv deploy")
         elif inv.app.check_path:
             session = check_path(inv.nginx.address, port, inv.app.check_path, session_requests, name, context)
         else:

@@ -280,6 +280,7 @@ class ApplyNginx(Step):
     # the site to load now instead of the one written (the joining Tomcats marked down: their
     # start puts the written one back)
     site: bytes | None = None
+    drain_timeout: int = 10  # [rolling] drain_timeout: the wait for the old workers
 
     def describe(self) -> str:
         return (f"nginx -t, then {'start' if self.start else 'reload'} nginx"
@@ -287,7 +288,7 @@ class ApplyNginx(Step):
 
     def script(self) -> str:
         put = shell.put_file(nginx.SITE, self.site, "root:root", "644") + "\n" if self.site is not None else ""
-        return put + shell.nginx_apply(self.digest, self.start)
+        return put + shell.nginx_apply(self.digest, self.start, self.drain_timeout)
 
     def done(self, output: str) -> str:
         return f"nginx -t ok, {'started' if self.start else 'reloaded'} nginx"
@@ -301,6 +302,7 @@ class Drain:
     nginx_host: str
     drained: bytes
     site: bytes
+    drain_timeout: int = 10  # [rolling] drain_timeout: the wait for the old workers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,10 +356,10 @@ class RestartTomcat(Step):
                                     self.members)
 
     def drain_script(self) -> str:
-        return shell.nginx_site(nginx.SITE, self.drain.drained)
+        return shell.nginx_site(nginx.SITE, self.drain.drained, self.drain.drain_timeout)
 
     def undrain_script(self) -> str:
-        return shell.nginx_site(nginx.SITE, self.drain.site)
+        return shell.nginx_site(nginx.SITE, self.drain.site, self.drain.drain_timeout)
 
     def check(self, output: str) -> str | None:
         """The state transfer's outcome, then the log gate: what the restarted Tomcat logged that

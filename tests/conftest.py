@@ -29,6 +29,13 @@ def pytest_collection_modifyitems(config, items):
     # only while they run, never idle beside another lab (sorted is stable: every other test keeps
     # its place, and each module stays in one piece since all its tests use the cluster or none).
     items[:] = sorted(items, key=lambda item: "shared_cluster" in getattr(item, "fixturenames", ()))
+    # @pytest.mark.measure_for("bullseye"): that parameter's instance is a measurement (its claim
+    # is made by the test's other instances in the default run); marked before `-m` deselects
+    for item in items:
+        for m in item.iter_markers("measure_for"):
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            if set(m.args) & {str(v) for v in params.values()}:
+                item.add_marker(pytest.mark.measure)
     if os.geteuid() == 0:
         return
     # Not a skip-forever: the lab needs root, and CI runs as root.

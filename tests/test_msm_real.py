@@ -213,6 +213,7 @@ def sticky_failover(real, how: str) -> None:
         start_again(real, serving)
 
 
+@pytest.mark.measure_for("bullseye")  # Tomcat 9: proven on bookworm in the default run
 def test_sticky_session_survives_its_tomcat_stopped(real):
     sticky_failover(real, "stopped")
 
@@ -283,6 +284,7 @@ def test_measure_sigkill_rounds_sync_and_async(real):
     assert lost == 0, lines
 
 
+@pytest.mark.measure_for("bullseye")  # Tomcat 9: proven on bookworm in the default run
 def test_sticky_session_survives_its_memcached_then_its_tomcat(real):
     """The memcached that holds the session (the node in its id: the OTHER host's) stopped: MSM
     moves the session to the failover node (the serving host's own memcached); then the serving
@@ -417,6 +419,7 @@ def assert_round_clean(real, what: str, r: dict, since: float) -> None:
         pytest.fail(f"{what}: {r} ; MSM lock timeouts logged: {log.count(MSM_LOCK_TIMEOUT)}\n{log}")
 
 
+@pytest.mark.measure_for("bullseye")  # Tomcat 9: proven on bookworm in the default run
 def test_non_sticky_concurrent_requests_lose_no_update(real):
     """The defaults (lockingMode=all, backup sync, PersistentValve's per-session semaphore in each
     Tomcat): 10 clients at once on one session, 200 requests over both nodes: every answer a
@@ -512,6 +515,7 @@ def test_rolling_deploy_and_rollback_under_load_lose_nothing(real):
     assert not deploy(real.inv, "msm", quiet=True).changed  # back at the sticky configuration
 
 
+@pytest.mark.measure_for("bullseye")  # Tomcat 9: proven on bookworm in the default run
 def test_a_rotated_session_id_still_fails_over(real):
     """changeSessionId (what Tomcat does at login): Tomcat 9.0.43+ and 10.1 rotate through
     Manager.rotateSessionId, which MSM 2.3.2's tc9 manager does not override. Measured here: the

@@ -34,6 +34,13 @@ def shipped(extra: str = ""):
     return parse_inventory((ROOT / "hosts.toml").read_text().partition("[delta]")[0] + extra, Path("/x/hosts.toml"))
 
 
+def shipped_with_app(setting: str, extra: str = ""):
+    """The shipped hosts.toml with one more [app] setting (and `extra` instead of its [delta] on)."""
+    text = (ROOT / "hosts.toml").read_text().partition("[delta]")[0]
+    return parse_inventory(text.replace("test_page = true", f"test_page = true\n{setting}", 1) + extra,
+                           Path("/x/hosts.toml"))
+
+
 def captured(prefix: str, **override) -> dict:
     facts = {n: parse_facts((DATA / f"{prefix}-{n}.txt").read_text()) for n in HOSTS}
     facts.update({n: parse_facts((DATA / f"{f}.txt").read_text()) for n, f in override.items()})
@@ -96,6 +103,10 @@ def cases():
                                msm_f, "msm", msm_jars(msm_f)),
         "msm-non-sticky": (shipped("[msm]\nsticky = false\n"), msm_f, "msm", msm_jars(msm_f)),
         "msm-to-delta": (shipped(), msm_f, "delta", None),
+        "delta-same-site-lax": (shipped_with_app('same_site = "lax"'), captured("deployed"), "delta", None),
+        "msm-global-same-site-strict": (shipped_with_app('same_site = "strict"', '[msm]\nbackup = "async"\nscope = "global"\n'),
+                                        msm_f, "msm", msm_jars(msm_f)),
+        "delta-drain-timeout-30": (shipped("[rolling]\ndrain_timeout = 30\n"), captured("deployed"), "delta", None),
         "scale-out-2-to-3": (*three_with_tomcat3_stopped(), "delta", None),
         "eight-nodes-change": (*eight_nodes(delta_change), "delta", None),
         "eight-nodes-backup-manager": (*eight_nodes('[delta]\nmanager = "backup"\n'), "delta", None),

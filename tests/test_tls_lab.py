@@ -39,7 +39,10 @@ def tls_lab(tmp_path_factory):
     (tmp / "tls/ca.pem").write_bytes(ca.root_pem)
     extra = (f'\n[tls]\ncertificate = "tls/fullchain.pem"\nkey = "tls/privkey.pem"\nserver_name = "{NAME}"\n'
              'ca = "tls/ca.pem"\nhsts = 31536000\n' f'\n[msm]\nmaven_repo = "{real_msm_repo()}"\n')
-    handle = LabHandle(write_lab_inventory(tmp, name="tcstls", subnet="10.153.77.0/24", extra=extra)).up()
+    extra += "\n[rolling]\ndrain_timeout = 3\n"  # (proven below: nginx's old workers end that soon)
+    path = write_lab_inventory(tmp, name="tcstls", subnet="10.153.77.0/24", extra=extra)
+    path.write_text(path.read_text().replace("test_page = true", 'test_page = true\nsame_site = "lax"', 1))
+    handle = LabHandle(path).up()
     handle.tmp, handle.ca, handle.key = tmp, ca, key
     try:
         yield handle
@@ -73,7 +76,7 @@ def test_a_session_over_verified_https_survives_its_tomcat_and_its_cookie_is_sec
         client.request()
     run = client.run
     assert run.ok and run.last_count == 5, run.to_dict()
-    assert {"secure", "httponly"} <= set(run.cookie_attributes), run.cookie_attributes
+    assert {"secure", "httponly", "samesite=lax"} <= set(run.cookie_attributes), run.cookie_attributes
     # an untrusted client (the system's store knows not this CA) is refused: the check is real
     stranger = SessionClient(lab.inv.nginx.address, 443, server_name=NAME)
     stranger.request()
@@ -107,7 +110,7 @@ def test_a_session_over_verified_https_survives_its_tomcat_and_its_cookie_is_sec
     health = status.cluster_report(lab.inv, session_requests=5)
     assert health.healthy, [(h.name, h.problems) for h in health.hosts] + [health.session.to_dict()]
     assert health.session is not None and health.session.ok  # over verified HTTPS, Secure and HttpOnly
-    assert {"secure", "httponly"} <= set(health.session.cookie_attributes)
+    assert {"secure", "httponly", "samesite=lax"} <= set(health.session.cookie_attributes)
     nginx_checks = {w: d for w, ok, d in next(h for h in health.hosts if h.role == "nginx").checks}
     assert nginx_checks["certificate"] == "88 days left" and "(https)" in " ".join(nginx_checks)
 
@@ -123,6 +126,60 @@ def test_the_key_is_root_only_and_in_no_output(tls_lab):
                            capture_output=True, text=True, timeout=180)
         outputs.append(p.stdout + p.stderr)
     assert all(secret not in o and "PRIVATE KEY" not in o for o in outputs)
+
+
+def test_the_operators_own_nginx_settings_stay_theirs_and_a_reload_ends_in_the_drain_timeout(tls_lab):
+    """A file of the operator's in /etc/nginx/tcsession.d takes effect in the HTTPS server (a
+    header, a body limit, a location of their own), and a deploy neither touches it nor changes
+    anything. nginx runs with worker_shutdown_timeout: an old worker still sending a long download
+    (300 bytes at 10 bytes/s: 30 s) ends within [rolling] drain_timeout (3 s here) of a reload."""
+    import time
+
+    from tcsession.nginx import OPERATOR_DIR
+
+    lab = tls_lab
+    own = ('add_header X-Operator "yes" always;\nclient_max_body_size 1k;\n'
+           f'location /slow {{ limit_rate 10; return 200 "{"x" * 300}"; }}\n')
+    ok(lab, "nginx", f"mkdir -p {OPERATOR_DIR} && cat > {OPERATOR_DIR}/own.conf <<'EOF'\n{own}EOF\n"
+                     "nginx -t 2>&1 && systemctl reload nginx")
+    sums = f"sha256sum {OPERATOR_DIR}/own.conf /etc/nginx/conf.d/tcsession.conf"
+    before = ok(lab, "nginx", sums)
+    try:
+        conn = https_connection(lab)
+        conn.request("GET", "/test.jsp", headers={"Host": NAME})
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.getheader("X-Operator") == "yes"
+        conn.request("POST", "/test.jsp", body=b"x" * 4096, headers={"Host": NAME})
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 413  # their client_max_body_size
+        conn.close()
+        report = deploy(lab.inv, "delta", quiet=True)
+        assert not report.changed, [s.describe() for s in report.executed]
+        assert ok(lab, "nginx", sums) == before
+        assert "worker_shutdown_timeout 3s;" in ok(lab, "nginx", "nginx -T 2>/dev/null")
+        # a long download under way, then a reload: the old worker ends when nginx cuts it
+        slow = https_connection(lab)
+        slow.request("GET", "/slow", headers={"Host": NAME})
+        resp = slow.getresponse()
+        assert resp.status == 200 and resp.read(5) == b"xxxxx"
+        ok(lab, "nginx", "systemctl reload nginx")
+        start = time.monotonic()
+        seen = ended = None
+        while time.monotonic() - start < 25:
+            if lab.run("nginx", "pgrep -f '^nginx: worker process is shutting down'").ok:
+                seen = True
+            elif seen:
+                ended = time.monotonic() - start
+                break
+            time.sleep(0.2)
+        slow.close()
+        print(f"\nan old worker sending a 30 s download ended {ended and round(ended, 1)} s after the reload "
+              "(drain_timeout 3 s)")
+        assert seen and ended is not None and ended < 6, (seen, ended)
+    finally:
+        ok(lab, "nginx", f"rm -rf {OPERATOR_DIR} && systemctl reload nginx")
 
 
 def wait_for_requests(load, count: int, seconds: float = 30.0) -> None:
