@@ -581,12 +581,12 @@ APP_KEYS: dict[str, _Key] = {
     "jakarta": _Key("str", "convert", _one_of("convert", "refuse")),
 }
 APP_SETTINGS: dict[str, _Key] = {
-    "same_site": _Key("str", "", lambda v: None if v in ("", "lax", "strict", "none", "unset") else
-                      'is not "lax", "strict", "none" or "unset"; "lax" suits most sites (the cookie is not '
-                      'sent with cross-site POSTs), "" leaves Tomcat\'s default'),
     "test_page": _Key("bool", False),
     "check_path": _Key("str", "", lambda v: None if v == "" or re.fullmatch(r"/[^\s?#]*(\?[^\s#]*)?", v) else
                        'must be a path on the Tomcats starting with "/", without spaces, e.g. "/health"'),
+    "same_site": _Key("str", "", lambda v: None if v in ("", "lax", "strict", "none", "unset") else
+                      'is not "lax", "strict", "none" or "unset"; "lax" suits most sites (the cookie is not '
+                      'sent with cross-site POSTs), "" leaves Tomcat\'s default'),
 }
 TOP_TABLES = ("lab", "ssh", "cluster", "nginx", "tomcat", "delta", "msm", "rolling", "app", "firewall", "tls")
 ROLE_KEYS = {"nginx": NGINX_KEYS, "tomcat": TOMCAT_KEYS}
