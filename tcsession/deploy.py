@@ -21,6 +21,8 @@ from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
 from tcsession.session import Session, open_session
 from tcsession.steps import Plan
+from tcsession.view import recap
+from tcsession.workdir import command
 
 
 @dataclasses.dataclass
@@ -156,9 +158,11 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps), mode=mode.name,
                           switch=report_switch, dry_run=dry_run)
     if dry_run:
+        progress.say("dry run: the steps a deploy would take, with their diffs; nothing is changed", "bold")
         progress.plan(the_plan, diffs=True, hosts=[h.name for h in inv.hosts])
         if the_plan.empty:
             progress.say("no changes", "green")
+        progress.dry_run(list(the_plan.steps))
         report.seconds, report.commands = session.clock() - started, remote.commands
         return report
     if the_plan.empty:
@@ -176,6 +180,7 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     interp = Interpreter(remote, {h.name: h for h in inv.hosts + inv.removed}, on)
     names = [h.name for h in inv.hosts + inv.removed if h.name in facts]
     outcome = interp.apply(the_plan, names)
+    seconds = dict(outcome.seconds)
     report.executed += outcome.done
     if outcome.ok and outcome.stopped_at is not None:  # packages installed: plan the files now
         report.executed.append(outcome.stopped_at)
@@ -197,23 +202,39 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
         progress.say("planned now that the packages are installed:")
         progress.plan(the_plan, diffs=False, hosts=[h.name for h in inv.hosts])
         outcome = interp.apply(the_plan, names)
+        for h, t in outcome.seconds.items():
+            seconds[h] = seconds.get(h, 0.0) + t
         report.executed += outcome.done
         if outcome.ok and outcome.stopped_at is not None:  # still packages to install: the install did not
             missing = ", ".join(f"{s.host}: {' '.join(s.packages)}" for s in the_plan.steps if hasattr(s, "packages"))
             raise TcsessionError(f"deploy {deploy_id} stopped: the package manager reported success but the packages "
                                  f"are still missing ({missing}); install them by hand to see why, then deploy again "
-                                 "(`inv rollback` undoes what was done)")
+                                 f"(`{command(inv.path, 'rollback')}` undoes what was done)")
+    progress.recap(recap(names, report.executed, outcome.hosts, seconds))
     if not outcome.ok:
-        raise (Interrupted if outcome.interrupted else TcsessionError)(
-            _stopped(outcome, deploy_id, report.executed)).at(deploy_id, outcome.hosts)
+        raise stopped("deploy", outcome, deploy_id, report.executed, _advice(inv, outcome, report.executed),
+                      progress)
     report.seconds, report.commands = session.clock() - started, remote.commands
     progress.say(f"deployed {mode.name} ({deploy_id}) in {report.seconds:.1f} s", "green")
     return report
 
 
-def _stopped(outcome: Outcome, deploy_id: str, executed: list) -> str:
+def _advice(inv: Inventory, outcome: Outcome, executed: list) -> str:
     changed = any(not s.check_only for s in executed) or (outcome.failed is not None
                                                           and not outcome.failed.check_only)
-    advice = ("run the deploy again to converge, or `inv rollback` to undo it" if changed
-              else "nothing was changed")
-    return f"{outcome.error} -- deploy {deploy_id} stopped; hosts: {outcome.summary()}; {advice}"
+    return (f"run the deploy again to converge (`{command(inv.path, 'deploy')}`), or "
+            f"`{command(inv.path, 'rollback')}` to undo it" if changed else "nothing was changed")
+
+
+def stopped(what: str, outcome: Outcome, run_id: str, executed: list, advice: str, progress) -> TcsessionError:
+    """The error a stopped deploy or rollback ends with. Its message (for --json and --quiet) says it
+    all: the failure, its log lines one per line, where each host stands, what to do. When the
+    progress shown already said the failure and the recap (`progress.shows`), the operator is told
+    only what to do (`brief`): the failure is shown once."""
+    head, _, logs = (outcome.error or "stopped").partition("\n")
+    message = "\n".join([f"{what} {run_id} stopped: {head}", *([logs] if logs else []),
+                         f"hosts: {outcome.summary()}", advice])
+    e = (Interrupted if outcome.interrupted else TcsessionError)(message).at(run_id, outcome.hosts)
+    if getattr(progress, "shows", False):
+        e.brief = f"{what} {run_id} stopped; {advice}"
+    return e

@@ -43,7 +43,7 @@ def _fail_cleanly(fn):
         try:
             return fn(*args, **kwargs)
         except TcsessionError as e:  # one line per problem (an inventory's are all listed)
-            lines = str(e).splitlines() or [type(e).__name__]
+            lines = (e.brief or str(e)).splitlines() or [type(e).__name__]
             raise Exit("\n".join(printable(f"tcsession: {line}") for line in lines), code=e.code) from None
         except (Exit, SystemExit):
             raise
@@ -287,12 +287,15 @@ def rollback(c, inventory=DEFAULT_INVENTORY, to=None, force=False, dry_run=False
     from tcsession import rollback as rb
     from tcsession.errors import UsageError as TcsessionError
     from tcsession.ui import Progress
+    import os
+
+    from tcsession.workdir import INVENTORY_ENV, command
 
     plans: list = []
     with _json_failures("rollback", json):
         if to is not None and not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}", str(to)):
             raise TcsessionError(f"--to={to!r}: not a deploy id (like 20261201T105219Z-1a2b3c); "
-                                 "`inv history` lists the ids")
+                                 f"`{command(inventory or os.environ.get(INVENTORY_ENV), 'history')}` lists the ids")
         ids = rb.rollback(_inventory(inventory), to=to, force=force, quiet=quiet, dry_run=dry_run, plans=plans,
                           ui=Progress(quiet, stderr=json))
     if json:

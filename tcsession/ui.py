@@ -13,6 +13,7 @@ import time
 
 from tcsession.apply import Event
 from tcsession.steps import Plan, RestartTomcat, RestoreFiles, WriteFiles
+from tcsession import view
 from tcsession.text import printable
 
 def _console(stderr: bool = False):
@@ -21,38 +22,105 @@ def _console(stderr: bool = False):
     return Console(highlight=False, stderr=stderr)
 
 
-class Progress:
-    """Which host, which step, how long: one line per step (no markup from outside); on stderr
-    when stdout carries JSON (--json)."""
+def _print(console, lines) -> None:
+    """Lines already fitted to the console's width (tcsession.view): printed as they are, never
+    wrapped again by rich."""
+    from rich.text import Text
 
-    def __init__(self, quiet: bool = False, stderr: bool = False):
-        self.console = _console(stderr)
-        self.quiet = quiet
+    for text, style in lines:
+        console.print(Text(text, style=style), soft_wrap=True)
+
+
+class _Waiting:
+    """On a terminal only: a spinner with the steps under way and the seconds since they started,
+    erased when they end (the finished steps' lines replace it)."""
+
+    def __init__(self, console):
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        self.steps: list = []
         self.started = time.monotonic()
+        self.spinner = Spinner("dots", style="cyan")
+        self.live = Live(console=console, transient=True, refresh_per_second=4, get_renderable=self._render)
+        self.live.start()
 
-    def line(self, host: str, what: str, seconds: float | None = None, style: str = "") -> None:
-        if self.quiet:
-            return
+    def what(self) -> str:
+        if len(self.steps) == 1:
+            return f"{self.steps[0].host}: {self.steps[0].describe()}"
+        return f"{len(self.steps)} steps on " + ", ".join(dict.fromkeys(s.host for s in self.steps))
+
+    def _render(self):
         from rich.text import Text
 
-        line = Text(f"  {host:<10} ", style="bold")
-        line.append(printable(what), style=style)
-        if seconds is not None:
-            line.append(f"  {seconds:.1f} s", style="dim")
-        self.console.print(line)
+        seconds = time.monotonic() - self.started
+        self.spinner.update(text=Text(f" {self.what()}  {seconds:.0f} s", style="dim", no_wrap=True,
+                                      overflow="ellipsis"))
+        return self.spinner
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
+class Progress:
+    """Which host, which step, how long: one line per step (no markup from outside), wrapped at
+    the console's width under its text; on stderr when stdout carries JSON (--json). On a terminal,
+    a spinner with the elapsed seconds while steps run. `console`: a rich Console (the goldens give
+    one of a fixed width)."""
+
+    def __init__(self, quiet: bool = False, stderr: bool = False, console=None):
+        self.console = console if console is not None else _console(stderr)
+        self.quiet = quiet
+        self.started = time.monotonic()
+        self._waiting: _Waiting | None = None
+
+    @property
+    def shows(self) -> bool:
+        """Whether failures and recaps are shown (not --quiet): the final error then only says what to do."""
+        return not self.quiet
+
+    @property
+    def width(self) -> int:
+        return self.console.width  # a terminal's; into a pipe, $COLUMNS, else 80
+
+    def _out(self, lines) -> None:
+        if not self.quiet:
+            self._stop_waiting()
+            _print(self.console, lines)
+
+    def line(self, host: str, what: str, seconds: float | None = None, style: str = "") -> None:
+        self._out(view.step_lines(host, what, seconds, self.width, style))
 
     def say(self, text: str, style: str = "") -> None:
-        if not self.quiet:
-            from rich.text import Text
-
-            self.console.print(Text(printable(text), style=style))
+        self._out(view.said_lines(text, self.width, style))
 
     def event(self, e: Event) -> None:
         """The interpreter's callback."""
-        if e.kind == "done":
+        if e.kind == "started":
+            self._start_waiting(e)
+        elif e.kind == "done":
             self.line(e.step.host, e.text, e.seconds)
         elif e.kind == "failed":
-            self.line(e.step.host, e.text, e.seconds, style="red")
+            self._out(view.failure_lines(e.step.host, e.text, e.seconds, self.width))
+
+    def recap(self, rows) -> None:
+        """The end of a run: one line per host (tcsession.view.recap)."""
+        self._out(view.recap_lines(rows, self.width))
+
+    def dry_run(self, steps) -> None:
+        self._out(view.dry_run_line(steps, self.width))
+
+    def _start_waiting(self, e: Event) -> None:
+        if self.quiet or not self.console.is_terminal:
+            return
+        if self._waiting is None:
+            self._waiting = _Waiting(self.console)
+        self._waiting.steps.append(e.step)
+
+    def _stop_waiting(self) -> None:
+        if self._waiting is not None:
+            self._waiting.stop()
+            self._waiting = None
 
     def diff(self, diff: str) -> None:
         """A unified diff, coloured by line, never wrapped (it must stay a valid patch)."""
@@ -60,6 +128,7 @@ class Progress:
             return
         from rich.text import Text
 
+        self._stop_waiting()
         styles = {"+": "green", "-": "red", "@": "cyan"}
         for line in diff.splitlines():
             style = "bold" if line.startswith(("+++", "---")) else styles.get(line[:1], "")
@@ -155,16 +224,18 @@ def render_status(report, width: int = 100) -> list[tuple[str, str]]:
     return out
 
 
-def print_status(report, as_json: bool = False) -> None:
+def print_status(report, as_json: bool = False, console=None, graph: bool = False) -> None:
+    """The status report at the console's width (a terminal's; into a pipe $COLUMNS, else 80);
+    with `graph`, the picture of the cluster (tcsession.graph) after it."""
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
-    from rich.text import Text
+    console = console if console is not None else _console()
+    _print(console, render_status(report, console.width))
+    if graph:
+        from tcsession.graph import topology
 
-    console = _console()
-    # Wrapped to a terminal's width; into a pipe or a file, one line per check (for grep).
-    for text, style in render_status(report, console.width if console.is_terminal else 10**6):
-        console.print(Text(text, style=style), soft_wrap=True)
+        console.print(topology(report, console.width))
 
 
 # --------------------------------------------------------------------------- preflight
@@ -182,15 +253,12 @@ def render_preflight(report, width: int = 100) -> list[tuple[str, str]]:
     return out
 
 
-def print_preflight(report, as_json: bool = False) -> None:
+def print_preflight(report, as_json: bool = False, console=None) -> None:
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
-    from rich.text import Text
-
-    console = _console()
-    for text, style in render_preflight(report, console.width):
-        console.print(Text(text, style=style), soft_wrap=True)
+    console = console if console is not None else _console()
+    _print(console, render_preflight(report, console.width))
 
 
 # --------------------------------------------------------------------------- history
@@ -207,24 +275,11 @@ def war_versions(recs) -> str:
                      for name, shas in sorted(by_war.items())) or "-"
 
 
-def print_history(hist: dict, notes: list[str] = (), as_json: bool = False) -> None:
+def print_history(hist: dict, notes: list[str] = (), as_json: bool = False, console=None) -> None:
+    """Every deploy with its full id (what `rollback --to` takes), at the console's width."""
     if as_json:
         print(json.dumps({"deploys": {h: [r.to_dict() for r in recs] for h, recs in hist.items()},
                           "notes": list(notes)}, indent=2))
         return
-    from rich.table import Table
-    from rich.text import Text
-
-    console = _console()
-    table = Table(title="tcsession deploys (newest last)")
-    for col in ("deploy", "mode", "time", "hosts", "files", "applications (WAR sha256)", "state"):
-        table.add_column(col)
-    ids = sorted({r.id for recs in hist.values() for r in recs})
-    for i in ids:
-        recs = [r for recs in hist.values() for r in recs if r.id == i]
-        table.add_row(i, printable(recs[0].mode), printable(recs[0].manifest.time), ", ".join(r.host for r in recs),
-                      str(sum(len(r.files) for r in recs)), printable(war_versions(recs)),
-                      "rolled back" if all(r.rolled_back for r in recs) else "applied")
-    console.print(table)
-    for n in notes:
-        console.print(Text(printable(n), style="yellow"))
+    console = console if console is not None else _console()
+    _print(console, view.history_lines(hist, notes, console.width, war_versions))

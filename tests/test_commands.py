@@ -45,6 +45,12 @@ class RecordingUI:
     def plan(self, plan, diffs, hosts=None):
         self.shown += [("plan", line) for line in plan.lines()] or [("plan", f"{h}  up to date") for h in hosts or ()]
 
+    def recap(self, rows):
+        self.shown += [("recap", f"{r.host}  {r.result} {r.steps} {r.changes}") for r in rows]
+
+    def dry_run(self, steps):
+        self.shown.append(("dry run", f"{len(steps)} steps"))
+
 
 def session(fake, inv=None) -> Session:
     ticks = iter(range(1000))
