@@ -185,9 +185,10 @@ def lab_status(c, inventory=DEFAULT_INVENTORY, json=False):
 
 
 @task(help={"inventory": INVENTORY_HELP, "json": "print JSON for monitoring",
-            "requests": "requests in the end-to-end session check through nginx (default 10; 0: skip it)"})
+            "requests": "requests in the end-to-end session check through nginx (default 10; 0: skip it)",
+            "graph": "then a picture of the cluster: nginx, each Tomcat and its state, the sessions' path"})
 @_fail_cleanly
-def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None):
+def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None, graph=False):
     """Show hosts, services, ports, cluster membership, and a session through nginx. Exit 1 if unhealthy."""
     from tcsession import status as st
     from tcsession import ui
@@ -201,7 +202,7 @@ def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None):
     if json:
         _print_json(contract.status_json(report, inv))
     else:
-        ui.print_status(report)
+        ui.print_status(report, graph=graph)
     code = contract.status_exit(report)
     if code == 3:
         unreached = "; ".join(h.error or h.name for h in report.hosts if not h.reachable)
