@@ -100,10 +100,12 @@ def split_output(stdout: str, count: int) -> list[str]:
 
 
 class Interpreter:
-    def __init__(self, remote, hosts: dict, on_event: Callable[[Event], None] | None = None):
+    def __init__(self, remote, hosts: dict, on_event: Callable[[Event], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.remote = remote
         self.hosts = hosts  # name -> inventory Host
         self.on_event = on_event or (lambda e: None)
+        self.clock = clock  # the steps' durations (tests give a fixed one)
 
     def apply(self, plan: Plan, all_hosts: list[str]) -> Outcome:
         outcome = Outcome({h: "not started" for h in all_hosts})
@@ -152,13 +154,13 @@ class Interpreter:
             self._current = unit
             for s in unit:
                 self.on_event(Event("started", s))
-            started = time.monotonic()
+            started = self.clock()
             if drained:
                 results = self._drained_restart(restarts, by_host)
             else:
                 rs = self.remote.run_all([self.hosts[h] for h in by_host], lambda h: batch_script(by_host[h.name]))
                 results = {h: self._judge(by_host[h], rs[h]) for h in by_host}
-            seconds = time.monotonic() - started
+            seconds = self.clock() - started
             for h in by_host:
                 outcome.seconds[h] = outcome.seconds.get(h, 0.0) + seconds
             failed = None

@@ -177,7 +177,7 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
         if on_event:
             on_event(e)
 
-    interp = Interpreter(remote, {h.name: h for h in inv.hosts + inv.removed}, on)
+    interp = Interpreter(remote, {h.name: h for h in inv.hosts + inv.removed}, on, session.clock)
     names = [h.name for h in inv.hosts + inv.removed if h.name in facts]
     outcome = interp.apply(the_plan, names)
     seconds = dict(outcome.seconds)
@@ -210,7 +210,7 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
             raise TcsessionError(f"deploy {deploy_id} stopped: the package manager reported success but the packages "
                                  f"are still missing ({missing}); install them by hand to see why, then deploy again "
                                  f"(`{command(inv.path, 'rollback')}` undoes what was done)")
-    progress.recap(recap(names, report.executed, outcome.hosts, seconds))
+    progress.recap(recap(names, report.previewed, report.executed, outcome.hosts, seconds))
     if not outcome.ok:
         raise stopped("deploy", outcome, deploy_id, report.executed, _advice(inv, outcome, report.executed),
                       progress)

@@ -252,12 +252,12 @@ def run_rollback(session: Session, to: str | None = None, force: bool = False, d
                 plans.append((the_plan, []))
             done.append(deploy_id)
             continue
-        interp = Interpreter(remote, {h.name: h for h in inv.hosts}, progress.event)
+        interp = Interpreter(remote, {h.name: h for h in inv.hosts}, progress.event, session.clock)
         names = [h.name for h in inv.hosts]
         outcome = interp.apply(the_plan, names)
         if plans is not None:
             plans.append((the_plan, list(outcome.done)))
-        progress.recap(recap(names, outcome.done, outcome.hosts, outcome.seconds))
+        progress.recap(recap(names, list(the_plan.steps), outcome.done, outcome.hosts, outcome.seconds))
         if not outcome.ok:
             from tcsession.deploy import stopped
 

@@ -43,7 +43,12 @@ def _fail_cleanly(fn):
         try:
             return fn(*args, **kwargs)
         except TcsessionError as e:  # one line per problem (an inventory's are all listed)
-            lines = (e.brief or str(e)).splitlines() or [type(e).__name__]
+            if e.brief:  # a deploy or rollback whose progress showed the failure: only what to do
+                from tcsession.ui import print_stopped
+
+                print_stopped(f"tcsession: {e.brief}")
+                raise Exit(code=e.code) from None
+            lines = str(e).splitlines() or [type(e).__name__]
             raise Exit("\n".join(printable(f"tcsession: {line}") for line in lines), code=e.code) from None
         except (Exit, SystemExit):
             raise

@@ -31,6 +31,13 @@ def _print(console, lines) -> None:
         console.print(Text(text, style=style), soft_wrap=True)
 
 
+def print_stopped(text: str, console=None) -> None:
+    """The last line of a run that stopped after its progress showed the failure and the recap:
+    what to do, wrapped like the rest (on stderr)."""
+    console = console if console is not None else _console(stderr=True)
+    _print(console, view.said_lines(text, console.width))
+
+
 class _Waiting:
     """On a terminal only: a spinner with the steps under way and the seconds since they started,
     erased when they end (the finished steps' lines replace it)."""

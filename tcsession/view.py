@@ -65,9 +65,12 @@ def split_failure(text: str) -> tuple[str, list[str]]:
 
 
 def failure_lines(host: str, text: str, seconds: float | None, width: int) -> list[Line]:
-    """A failed step, once: its host line, then each log line indented on its own line(s)."""
+    """A failed step, once: its host line (how long it ran, what failed), then each log line
+    indented on its own line(s)."""
     head, logs = split_failure(text)
-    out = step_lines(host, f"FAILED {head}", seconds, width, "bold red")
+    head = head.removeprefix(f"{host}: ")
+    took = f"after {seconds:.1f} s: " if seconds is not None else ""
+    out = step_lines(host, f"FAILED {took}{head}", None, width, "bold red")
     for log in logs:
         out += [(line, "red") for line in wrap(" ".join(log.split()), width, LOG_INDENT + 2, " " * LOG_INDENT)]
     return out
@@ -81,25 +84,29 @@ class HostRecap:
     host: str
     result: str  # "changed" | "ok" | "failed" | "not reached"
     steps: int  # steps done
-    changes: int  # of which changed something
+    planned: int  # steps planned for it
+    changes: int  # steps done that changed something
     seconds: float
 
 
-def recap(hosts: list[str], executed: list, where: dict[str, str], seconds: dict[str, float]) -> list[HostRecap]:
-    """Each host at the end of a run: from the steps executed (tcsession.steps), where the
-    interpreter left each host (tcsession.apply.Outcome.hosts) and the seconds spent on it."""
+def recap(hosts: list[str], planned: list, executed: list, where: dict[str, str],
+          seconds: dict[str, float]) -> list[HostRecap]:
+    """Each host at the end of a run: from the steps planned and executed (tcsession.steps), where
+    the interpreter left each host (tcsession.apply.Outcome.hosts) and the seconds spent on it.
+    A host is "not reached" when it had steps and none ran (the run stopped before them)."""
     out = []
     for h in hosts:
-        done = [s for s in executed if s.host == h]
+        mine = [s for s in planned if s.host == h and type(s).__name__ != "Replan"]
+        done = [s for s in executed if s.host == h and type(s).__name__ != "Replan"]
         changes = sum(1 for s in done if not s.check_only)
         state = where.get(h, "")
         if state.startswith(("failed", "interrupted")):
             result = "failed"
-        elif state in ("not started", "in progress") and not done:
+        elif mine and not done:
             result = "not reached"
         else:
             result = "changed" if changes else "ok"
-        out.append(HostRecap(h, result, len(done), changes, seconds.get(h, 0.0)))
+        out.append(HostRecap(h, result, len(done), max(len(mine), len(done)), changes, seconds.get(h, 0.0)))
     return out
 
 
@@ -107,10 +114,12 @@ _RECAP_STYLE = {"changed": "yellow", "ok": "green", "failed": "bold red", "not r
 
 
 def recap_lines(rows: list[HostRecap], width: int) -> list[Line]:
-    """One line per host: `  tomcat1    changed      5 steps, 3 changes   12.3 s`."""
+    """One line per host: `  tomcat1    changed      5 steps, 3 changes   12.3 s` (`2 of 5 steps`
+    when the run stopped before the rest)."""
     out: list[Line] = [("recap:", "bold")]
     for r in rows:
-        counts = f"{r.steps} step{'s' if r.steps != 1 else ''}, {r.changes} change{'s' if r.changes != 1 else ''}"
+        counts = (f"{r.steps} of {r.planned} step{'s' if r.planned != 1 else ''}" if r.steps < r.planned else
+                  f"{r.steps} step{'s' if r.steps != 1 else ''}") + f", {r.changes} change{'s' if r.changes != 1 else ''}"
         text = f"{r.result:<12} {counts:<22} {r.seconds:5.1f}\u00a0s"
         out += [(line.replace("\u00a0", " "), _RECAP_STYLE[r.result])
                 for line in wrap(text, width, len(_prefix(r.host)), _prefix(r.host))]

@@ -1,0 +1,248 @@
+"""Output for people, as golden text at 80 and 120 columns, into a pipe and on a terminal.
+
+The runs are recorded ones (tests/outputs.py: the real planner, interpreter, history reader and
+status judges over data captured on lab hosts, SSH answered by a strict test double, a fixed
+clock), printed by tcsession.ui: into a string by a rich Console of that width (a pipe whose
+reader has $COLUMNS columns), and in a real terminal, a tmux pane of that width, read back with
+`capture-pane -p`. Regenerate after a deliberate change with
+TCSESSION_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_output.py (then review `git diff`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import outputs
+from tcsession import view
+
+GOLDEN = Path(__file__).parent / "golden" / "output"
+WIDTHS = (80, 120)
+
+
+def _golden(name: str, got: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("TCSESSION_UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(got)
+    assert path.is_file(), f"{path}: no golden file; run with TCSESSION_UPDATE_GOLDEN=1 and review it"
+    assert got == path.read_text(), f"{name} differs from its golden file (TCSESSION_UPDATE_GOLDEN=1 to review)"
+
+
+def _fits(text: str, width: int) -> None:
+    """No line wider than the width: nothing left for the terminal to cut."""
+    too_wide = [line for line in text.splitlines() if len(line) > width]
+    assert not too_wide, too_wide
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("kind", outputs.KINDS)
+def test_piped_output_matches_its_golden_and_fits(kind, width):
+    got = outputs.piped(kind, width)
+    _fits(got, width)
+    _golden(f"{kind}-{width}.txt", got)
+
+
+@pytest.fixture(scope="module")
+def tmux_panes(tmp_path_factory):
+    """Every kind printed in a tmux pane of each width (one pane per width), read back as text."""
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed (apt-get install -y tmux)")
+    sock = tmp_path_factory.mktemp("tmux") / "sock"
+    panes = {}
+    env = " ".join(f"-u {v}" for v in ("COLUMNS", "LINES", "TCSESSION_INVENTORY", "NO_COLOR", "FORCE_COLOR"))
+    try:
+        for width in WIDTHS:
+            name = f"out{width}"
+            subprocess.run(["tmux", "-S", str(sock), "-f", "/dev/null", "new-session", "-d", "-x", str(width),
+                            "-y", "250", "-s", name,
+                            f"env {env} {sys.executable} {Path(outputs.__file__)} all; sleep 60"], check=True)
+        for width in WIDTHS:
+            deadline = time.monotonic() + 30
+            while True:
+                text = subprocess.run(["tmux", "-S", str(sock), "capture-pane", "-p", "-t", f"out{width}"],
+                                      check=True, capture_output=True, text=True).stdout
+                if outputs.MARK + "end" in text or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            panes[width] = _split(text)
+    finally:
+        subprocess.run(["tmux", "-S", str(sock), "kill-server"], capture_output=True)
+    return panes
+
+
+def _split(pane: str) -> dict[str, str]:
+    """The pane's text, by kind (between the `@@output KIND` lines)."""
+    out: dict[str, list[str]] = {}
+    kind = None
+    for line in pane.splitlines():
+        if line.startswith(outputs.MARK):
+            kind = line[len(outputs.MARK):].strip()
+            out[kind] = []
+        elif kind is not None:
+            out[kind].append(line.rstrip())
+    assert "end" in out, f"the pane never finished:\n{pane}"
+    return {k: "\n".join(lines) + "\n" for k, lines in out.items() if k != "end"}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("kind", outputs.KINDS)
+def test_terminal_output_matches_its_golden_and_fits(tmux_panes, kind, width):
+    got = tmux_panes[width][kind]
+    _fits(got, width)
+    _golden(f"{kind}-{width}.tty.txt", got)
+
+
+def test_a_terminal_and_a_pipe_of_one_width_read_the_same(tmux_panes):
+    """(Trailing spaces aside: tmux does not keep them.)"""
+    for width in WIDTHS:
+        for kind in outputs.KINDS:
+            piped = "\n".join(line.rstrip() for line in outputs.piped(kind, width).splitlines()) + "\n"
+            assert tmux_panes[width][kind] == piped, (kind, width)
+
+
+# --------------------------------------------------------------------------- properties of the text
+
+
+@pytest.mark.parametrize("width", (40, 60, 80, 100, 120, 200))
+def test_no_phrase_is_cut_at_any_width(width):
+    """Joined again, the wrapped lines give back every word whole: the issue's msm progress line
+    ("changed ...context.xml; " / "restarted tomcat10, serving") and a long log line."""
+    what = ("changed /var/lib/tomcat10/webapps/ROOT/META-INF/context.xml, /etc/tomcat10/server.xml; "
+            "restarted tomcat10, serving, shop (HTTP 200)")
+    lines = [t for t, _ in view.step_lines("tomcat1", what, 12.34, width)]
+    assert all(len(line) <= width for line in lines)
+    assert lines[0].startswith("  tomcat1    changed ")
+    assert all(line.startswith(" " * 13) for line in lines[1:])  # under the text, not under the host
+    whole = f"tomcat1 {what} 12.3 s"
+    assert "".join("".join(lines).split()) == "".join(whole.split())  # nothing lost, nothing added
+    if width - 13 >= max(len(w) for w in what.split()):  # every word fits the room: none is cut
+        assert " ".join(" ".join(lines).split()) == whole
+    else:  # only a word longer than the room (the path) is folded; every other word stays whole
+        long = [w for w in what.split() if len(w) > width - 13]
+        tokens = " ".join(lines).split()
+        assert all(w in tokens for w in f"tomcat1 {what}".split() if w not in long)
+    assert lines[-1].endswith("12.3 s")  # the seconds never alone at a line's start
+
+
+def test_a_failure_is_shown_once_with_its_log_lines_one_per_line():
+    """What the old output printed three times (the event, the error, the hosts' summary) and
+    joined with " | ": now one host line, then each log line on its own, then (tcsession's last
+    line) only what to do."""
+    text = outputs.piped("failure", 120)
+    assert text.count("tomcat10 stopped while starting") == 1
+    assert " | " not in text
+    lines = text.splitlines()
+    logs = [i for i, line in enumerate(lines) if line.startswith("      Dec 01")]
+    assert len(logs) == len(outputs.BIND_FAILURE)  # each log line starts a line of its own, indented
+    block = lines[logs[0]:lines.index("recap:")]
+    assert all(line.startswith("      Dec 01") or line.startswith(" " * 8) for line in block)
+    last = lines.index(next(line for line in lines if line.startswith("tcsession: ")))
+    assert lines[last].startswith("tcsession: deploy 20261201T100000Z-abcdef stopped; run the deploy again")
+    assert last > lines.index("recap:") and all(line.startswith("  ") for line in lines[last + 1:])
+    assert "`tcsession -i lab.toml rollback`" in text and "`tcsession -i lab.toml deploy`" in text
+
+
+def test_the_message_of_a_stopped_deploy_still_says_it_all_for_scripts_and_quiet_runs():
+    """--json and --quiet have no progress: the error itself carries the failure, its log lines one
+    per line, where each host stands and what to do (no brief: the progress did not show them)."""
+    from tcsession import ui
+
+    quiet = ui.Progress(quiet=True, console=_console(80))
+    line = outputs.failure(quiet)
+    assert quiet.console.file.getvalue() == ""
+    lines = line.removeprefix("tcsession: ").splitlines()
+    assert lines[0].startswith("deploy 20261201T100000Z-abcdef stopped: tomcat1: restart tomcat10")
+    assert lines[1] == "last log lines:" and lines[2:6] == outputs.BIND_FAILURE
+    assert lines[6].startswith("hosts: nginx: nothing to change; tomcat1: failed: tomcat1: restart")
+    assert lines[7].endswith("or `tcsession -i lab.toml rollback` to undo it")
+
+
+def test_history_shows_every_deploy_id_whole_at_any_width():
+    hist, notes = outputs.history_data()
+    ids = {r.id for recs in hist.values() for r in recs}
+    for width in (40, 80):
+        lines = [t for t, _ in view.history_lines(hist, notes, width)]
+        assert {line.split()[0] for line in lines if line[:1].isdigit()} == ids
+
+
+def test_the_recap_names_every_host_with_its_result():
+    rows = {r.host: r for r in _recap_of("failure")}
+    assert (rows["nginx"].result, rows["tomcat1"].result, rows["tomcat2"].result) == ("not reached", "failed",
+                                                                                     "changed")
+    rows = {r.host: r for r in _recap_of("deploy")}
+    assert {h: r.result for h, r in rows.items()} == {"nginx": "ok", "tomcat1": "changed", "tomcat2": "changed"}
+    assert rows["tomcat1"].seconds == pytest.approx(0.4 + 7.8 + 0.3)
+
+
+def _recap_of(kind: str):
+    got = []
+
+    class Keep(outputs.ui.Progress):
+        def recap(self, rows):
+            got.extend(rows)
+
+    getattr(outputs, kind)(Keep(console=_console(80)))
+    return got
+
+
+def test_a_dry_run_is_framed_with_what_it_showed():
+    inv = outputs.inventory()
+    plan = outputs.planning.plan(inv, outputs._facts("deployed"), "delta", deploy_id=outputs.DEPLOY_ID, time="t")
+    assert view.dry_run_line(list(plan.steps), 80) == [
+        ("dry run: nothing was changed: 7 steps on 3 hosts", "bold")]
+
+
+def test_the_spinner_runs_only_on_a_terminal():
+    from tcsession import ui
+    from tcsession.apply import Event
+
+    inv = outputs.inventory()
+    step = outputs.planning.plan(inv, outputs._facts("deployed"), "delta", deploy_id=outputs.DEPLOY_ID,
+                                 time="t").steps[2]
+    piped = ui.Progress(console=_console(80))
+    piped.event(Event("started", step))
+    assert piped._waiting is None
+    tty = ui.Progress(console=_console(80, terminal=True))
+    tty.event(Event("started", step))
+    try:
+        shown = tty._waiting._render().text.plain
+        assert shown.startswith(" tomcat1: restart tomcat10") and shown.endswith(" 0 s")
+    finally:
+        tty.event(Event("done", step, "restarted tomcat10, serving", 7.8))
+    assert tty._waiting is None and "restarted tomcat10, serving  7.8 s" in tty.console.file.getvalue()
+
+
+def _console(width: int, terminal: bool = False):
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), width=width, force_terminal=terminal, highlight=False,
+                   color_system=None if not terminal else "standard")
+
+
+def test_tcsession_ends_a_stopped_run_with_what_to_do_only(capsys):
+    """tcsession.tasks: an error whose progress showed the failure (`brief`) ends the command
+    with that one wrapped sentence on stderr and the error's exit code; any other, with its message."""
+    from invoke import Exit
+
+    from tcsession.errors import TcsessionError
+    from tcsession.tasks import _fail_cleanly
+
+    def stopped_run():
+        e = TcsessionError("deploy X stopped: tomcat1: restart tomcat10 failed\nlast log lines:\nSEVERE: a\nhosts: ...")
+        e.brief = "deploy X stopped; run the deploy again to converge, or `tcsession -i lab.toml rollback` to undo it"
+        raise e
+
+    with pytest.raises(Exit) as e:
+        _fail_cleanly(stopped_run)()
+    assert e.value.code == 1 and not e.value.message
+    err = capsys.readouterr().err
+    assert err.startswith("tcsession: deploy X stopped; run the deploy again") and "SEVERE" not in err
+    assert "`tcsession -i lab.toml rollback`" in " ".join(err.split())
