@@ -152,7 +152,7 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
         t = session.clock()
         checked = preflight.run_checks(remote, inv, mode, facts, installs)
         if not checked.ok:
-            raise TcsessionError(preflight.refusal(checked))
+            raise TcsessionError(preflight.refusal(checked, command(inv.path, f'preflight --mode={mode.name}')))
         progress.line("all", f"preflight: {sum(len(h.checks) for h in checked.hosts)} checks passed",
                       session.clock() - t)
     report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps), mode=mode.name,
@@ -196,7 +196,7 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
         except TcsessionError as e:
             raise TcsessionError(f"{e} -- deploy {deploy_id} stopped after installing packages "
                                  f"({', '.join(sorted(installed))}), before writing any file; fix it and "
-                                 "deploy again (the install is recorded; `inv rollback` stops what it started)") from None
+                                 f"deploy again (the install is recorded; `{command(inv.path, 'rollback')}` stops what it started)") from None
         report.plan = the_plan
         report.previewed += the_plan.steps
         progress.say("planned now that the packages are installed:")

@@ -433,10 +433,11 @@ def check_up(inv: Inventory) -> None:
     spec = spec_from_inventory(inv)
     if not is_up(spec):
         from tcsession.errors import UnreachableError
+        from tcsession.workdir import command
 
         raise UnreachableError(
             f"{inv.path}: the lab {spec.name!r} is down (its hosts {spec.subnet} do not exist); "
-            "run `inv lab.up` first", {h.name: "the lab is down" for h in inv.hosts})
+            f"run `{command(inv.path, 'lab.up')}` first", {h.name: "the lab is down" for h in inv.hosts})
 
 
 def _cgroup_roots() -> list[Path]:

@@ -401,7 +401,9 @@ def run_preflight(session, mode: Mode | str) -> PreflightReport:
     return run_checks(remote, inv, mode, facts, installs)
 
 
-def refusal(report: PreflightReport) -> str:
+def refusal(report: PreflightReport, preflight_command: str = "tcsession preflight") -> str:
+    """A deploy refused by preflight: its first problem, and the command that shows them all
+    (with the inventory given: tcsession.workdir.command)."""
     first = report.problems
-    more = f" (and {len(first) - 1} more: inv preflight shows them all)" if len(first) > 1 else ""
+    more = f" (and {len(first) - 1} more: `{preflight_command}` shows them all)" if len(first) > 1 else ""
     return f"preflight: {first[0]}{more}; nothing was changed"

@@ -22,6 +22,22 @@ def _console(stderr: bool = False):
     return Console(highlight=False, stderr=stderr)
 
 
+UNBOUNDED = 10**6  # a pipe with no width said: one printed line per line (for grep)
+
+
+def fit_width(console, width: int | None = None) -> int:
+    """The width lines are fitted to: `width` if given; on a terminal, its width; into a pipe,
+    $COLUMNS when set, else none (a pipe cuts nothing: each line whole, for grep and files)."""
+    import os
+
+    if width:
+        return width
+    if console.is_terminal:
+        return console.width
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else UNBOUNDED
+
+
 def _print(console, lines) -> None:
     """Lines already fitted to the console's width (tcsession.view): printed as they are, never
     wrapped again by rich."""
@@ -31,11 +47,11 @@ def _print(console, lines) -> None:
         console.print(Text(text, style=style), soft_wrap=True)
 
 
-def print_stopped(text: str, console=None) -> None:
+def print_stopped(text: str, console=None, width: int | None = None) -> None:
     """The last line of a run that stopped after its progress showed the failure and the recap:
     what to do, wrapped like the rest (on stderr)."""
     console = console if console is not None else _console(stderr=True)
-    _print(console, view.said_lines(text, console.width))
+    _print(console, view.said_lines(text, fit_width(console, width)))
 
 
 class _Waiting:
@@ -75,8 +91,9 @@ class Progress:
     a spinner with the elapsed seconds while steps run. `console`: a rich Console (the goldens give
     one of a fixed width)."""
 
-    def __init__(self, quiet: bool = False, stderr: bool = False, console=None):
+    def __init__(self, quiet: bool = False, stderr: bool = False, console=None, width: int | None = None):
         self.console = console if console is not None else _console(stderr)
+        self._width = width
         self.quiet = quiet
         self.started = time.monotonic()
         self._waiting: _Waiting | None = None
@@ -88,7 +105,7 @@ class Progress:
 
     @property
     def width(self) -> int:
-        return self.console.width  # a terminal's; into a pipe, $COLUMNS, else 80
+        return fit_width(self.console, self._width)
 
     def _out(self, lines) -> None:
         if not self.quiet:
@@ -231,18 +248,27 @@ def render_status(report, width: int = 100) -> list[tuple[str, str]]:
     return out
 
 
-def print_status(report, as_json: bool = False, console=None, graph: bool = False) -> None:
-    """The status report at the console's width (a terminal's; into a pipe $COLUMNS, else 80);
-    with `graph`, the picture of the cluster (tcsession.graph) after it."""
+def print_status(report, as_json: bool = False, console=None, graph: bool = False, width: int | None = None) -> None:
+    """The status report fitted to the width (fit_width: a terminal's; into a pipe $COLUMNS, else
+    one line per check, for grep); with `graph`, the picture of the cluster (tcsession.graph) after it."""
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
     console = console if console is not None else _console()
-    _print(console, render_status(report, console.width))
+    width = fit_width(console, width)
+    _print(console, render_status(report, width))
     if graph:
-        from tcsession.graph import topology
+        print_graph(report, console, width)
 
-        console.print(topology(report, console.width))
+
+def print_graph(report, console=None, width: int | None = None) -> None:
+    """The picture of the cluster (tcsession.graph.topology), drawn by rich at the width (with no
+    width into a pipe, rich's 80 columns: a tree needs one)."""
+    from tcsession.graph import topology
+
+    console = console if console is not None else _console()
+    width = min(fit_width(console, width), console.width if width is None else width)
+    console.print(topology(report, width), width=width)
 
 
 # --------------------------------------------------------------------------- preflight
@@ -260,12 +286,12 @@ def render_preflight(report, width: int = 100) -> list[tuple[str, str]]:
     return out
 
 
-def print_preflight(report, as_json: bool = False, console=None) -> None:
+def print_preflight(report, as_json: bool = False, console=None, width: int | None = None) -> None:
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
     console = console if console is not None else _console()
-    _print(console, render_preflight(report, console.width))
+    _print(console, render_preflight(report, fit_width(console, width)))
 
 
 # --------------------------------------------------------------------------- history
@@ -282,11 +308,12 @@ def war_versions(recs) -> str:
                      for name, shas in sorted(by_war.items())) or "-"
 
 
-def print_history(hist: dict, notes: list[str] = (), as_json: bool = False, console=None) -> None:
+def print_history(hist: dict, notes: list[str] = (), as_json: bool = False, console=None,
+                  width: int | None = None) -> None:
     """Every deploy with its full id (what `rollback --to` takes), at the console's width."""
     if as_json:
         print(json.dumps({"deploys": {h: [r.to_dict() for r in recs] for h, recs in hist.items()},
                           "notes": list(notes)}, indent=2))
         return
     console = console if console is not None else _console()
-    _print(console, view.history_lines(hist, notes, console.width, war_versions))
+    _print(console, view.history_lines(hist, notes, fit_width(console, width), war_versions))

@@ -30,7 +30,6 @@ from tcsession.apply import Interpreter  # noqa: E402
 from tcsession.client import SessionRun  # noqa: E402
 from tcsession.deploy import stopped  # noqa: E402
 from tcsession.facts import parse_facts  # noqa: E402
-from tcsession.graph import topology  # noqa: E402
 from tcsession.inventory import parse_inventory  # noqa: E402
 from tcsession.rollback import read_history  # noqa: E402
 from tcsession.steps import FileChange, manifest_for  # noqa: E402
@@ -183,37 +182,38 @@ def delta_report() -> status.Report:
 KINDS = ("deploy", "failure", "history", "status", "graph")
 
 
-def render(kind: str, console) -> None:
-    """One recorded run printed to `console` as the commands print it (in the checkout, where the
-    inventories' relative paths lead)."""
+def render(kind: str, console, width: int | None = None) -> None:
+    """One recorded run printed to `console` as the commands print it, fitted to `width` (None:
+    as tcsession fits it, e.g. a terminal's width), in the checkout, where the inventories'
+    relative paths lead."""
     import contextlib
 
     with contextlib.chdir(ROOT):
-        _render(kind, console)
+        _render(kind, console, width)
 
 
-def _render(kind: str, console) -> None:
+def _render(kind: str, console, width: int | None) -> None:
     if kind == "deploy":
-        deploy(ui.Progress(console=console))
-    elif kind == "failure":
-        ui.print_stopped(failure(ui.Progress(console=console)), console)  # as tcsession.tasks prints it
+        deploy(ui.Progress(console=console, width=width))
+    elif kind == "failure":  # its last line as tcsession.tasks prints it
+        ui.print_stopped(failure(ui.Progress(console=console, width=width)), console, width)
     elif kind == "history":
-        ui.print_history(*history_data(), console=console)
+        ui.print_history(*history_data(), console=console, width=width)
     elif kind == "status":
-        ui.print_status(msm_report(), console=console)
+        ui.print_status(msm_report(), console=console, width=width)
     elif kind == "graph":
-        console.print(topology(msm_report(), console.width))
-        console.print(topology(delta_report(), console.width))
+        ui.print_graph(msm_report(), console, width)
+        ui.print_graph(delta_report(), console, width)
     else:
         raise SystemExit(f"outputs.py: not one of {', '.join(KINDS)}: {kind}")
 
 
-def piped(kind: str, width: int) -> str:
-    """What `kind` prints into a pipe whose reader has `width` columns ($COLUMNS)."""
+def piped(kind: str, width: int | None) -> str:
+    """What `kind` prints into a pipe whose reader has `width` columns ($COLUMNS; None: not set)."""
     from rich.console import Console
 
     out = io.StringIO()
-    render(kind, Console(file=out, width=width, force_terminal=False, color_system=None, highlight=False))
+    render(kind, Console(file=out, force_terminal=False, color_system=None, highlight=False), width)
     return out.getvalue()
 
 

@@ -246,3 +246,14 @@ def test_tcsession_ends_a_stopped_run_with_what_to_do_only(capsys):
     err = capsys.readouterr().err
     assert err.startswith("tcsession: deploy X stopped; run the deploy again") and "SEVERE" not in err
     assert "`tcsession -i lab.toml rollback`" in " ".join(err.split())
+
+
+def test_into_a_pipe_without_columns_each_line_is_whole(monkeypatch):
+    """A pipe has no width: with no $COLUMNS, nothing is wrapped (one line per check, for grep);
+    with $COLUMNS, lines are fitted to it."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    text = outputs.piped("status", None)
+    assert "the check's session 36F7C332B031851572AF7DFCFE0D6634-n2.tomcat1 lives on memcached node n2\n" in text
+    assert max(len(line) for line in text.splitlines()) > 120
+    monkeypatch.setenv("COLUMNS", "80")
+    assert outputs.piped("status", None) == outputs.piped("status", 80)
