@@ -233,7 +233,8 @@ def stopped(what: str, outcome: Outcome, run_id: str, executed: list, advice: st
     only what to do (`brief`): the failure is shown once."""
     head, _, logs = (outcome.error or "stopped").partition("\n")
     message = "\n".join([f"{what} {run_id} stopped: {head}", *([logs] if logs else []),
-                         f"hosts: {outcome.summary()}", advice])
+                         "hosts: " + "; ".join(f"{h}: {'failed' if st.startswith('failed') else st}"
+                                               for h, st in outcome.hosts.items()), advice])
     e = (Interrupted if outcome.interrupted else TcsessionError)(message).at(run_id, outcome.hosts)
     if getattr(progress, "shows", False):
         e.brief = f"{what} {run_id} stopped; {advice}"

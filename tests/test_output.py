@@ -161,7 +161,7 @@ def test_the_message_of_a_stopped_deploy_still_says_it_all_for_scripts_and_quiet
     lines = line.removeprefix("tcsession: ").splitlines()
     assert lines[0].startswith("deploy 20261201T100000Z-abcdef stopped: tomcat1: restart tomcat10")
     assert lines[1] == "last log lines:" and lines[2:6] == outputs.BIND_FAILURE
-    assert lines[6].startswith("hosts: nginx: nothing to change; tomcat1: failed: tomcat1: restart")
+    assert lines[6] == "hosts: nginx: nothing to change; tomcat1: failed; tomcat2: in progress"
     assert lines[7].endswith("or `tcsession -i lab.toml rollback` to undo it")
 
 
@@ -257,3 +257,50 @@ def test_into_a_pipe_without_columns_each_line_is_whole(monkeypatch):
     assert max(len(line) for line in text.splitlines()) > 120
     monkeypatch.setenv("COLUMNS", "80")
     assert outputs.piped("status", None) == outputs.piped("status", 80)
+
+
+# --------------------------------------------------------------------------- the picture of the cluster
+
+
+def test_the_msm_picture_says_which_memcached_keeps_whose_sessions():
+    """Sticky msm (captured): each Tomcat keeps its sessions in the other host's memcached and
+    falls back to its own (memcachedNodes less failoverNodes, as its context.xml says)."""
+    from tcsession.graph import topology_text
+
+    text = topology_text(outputs.msm_report(), 80)
+    assert "tomcat1 10.153.0.112 tomcat10 active" in text
+    assert "sessions -> memcached n2 (tomcat2); failover n1 (tomcat1)" in text
+    assert "sessions -> memcached n1 (tomcat1); failover n2 (tomcat2)" in text
+    n2 = text[text.index("n2 10.153.0.113:11211 on tomcat2"):]
+    assert n2.splitlines()[0].endswith("1 items (holds the check's session)")
+    assert "sessions of tomcat1" in n2 and "failover for tomcat2" in n2
+
+
+def test_the_delta_picture_says_who_sees_whom_and_who_is_missing():
+    import dataclasses
+
+    from tcsession.graph import topology_text
+
+    r = outputs.delta_report()
+    assert "tomcat1 10.153.0.112 tomcat10 active, ok\n    │   └── sees as members: tomcat2" in topology_text(r, 80)
+    alone = dataclasses.replace(r.hosts[1], members=())
+    down = dataclasses.replace(r.hosts[2], reachable=False, error="tomcat2 (10.153.0.113:22): timed out",
+                               facts=None, checks=())
+    text = topology_text(dataclasses.replace(r, hosts=(r.hosts[0], alone, down)), 80)
+    assert "sees as members: nobody; does not see: tomcat2" in text
+    assert "tomcat2 10.153.0.113 unreachable" in text and "UNHEALTHY" in text
+
+
+@pytest.mark.parametrize("width", (60, 80))
+def test_the_picture_fits_narrow_terminals(width):
+    from tcsession.graph import topology_text
+
+    for report in (outputs.msm_report(), outputs.delta_report()):
+        _fits(topology_text(report, width), width)
+
+
+def test_status_takes_graph(capsys):
+    from tcsession.cli import program
+
+    program().run(["tcsession", "status", "--help"], exit=False)
+    assert "--graph" in capsys.readouterr().out
