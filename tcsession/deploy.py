@@ -112,7 +112,8 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     deploy_id = session.new_id()
     stamp = session.stamp()
     t = session.clock()
-    facts = gather(remote, list(inv.hosts), inv.apps)
+    with progress.waiting(f"reading {len(inv.hosts)} hosts"):
+        facts = gather(remote, list(inv.hosts), inv.apps)
     progress.line("all", f"facts from {len(inv.hosts)} hosts", session.clock() - t)
     for h in inv.hosts:
         if facts[h.name].package_manager is None:
@@ -150,7 +151,8 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     # a deploy with nothing to change changes nothing, and skips its network probes
     if dry_run or not the_plan.empty:
         t = session.clock()
-        checked = preflight.run_checks(remote, inv, mode, facts, installs)
+        with progress.waiting("preflight: names, clocks, multicast, ports, Java"):
+            checked = preflight.run_checks(remote, inv, mode, facts, installs)
         if not checked.ok:
             raise TcsessionError(preflight.refusal(checked, command(inv.path, f'preflight --mode={mode.name}')))
         progress.line("all", f"preflight: {sum(len(h.checks) for h in checked.hosts)} checks passed",

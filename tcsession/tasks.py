@@ -203,7 +203,9 @@ def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None, graph=Fals
     with _json_failures("status", json):
         count = _int_option("requests", requests, 10, 0, 10000)
         inv = _inventory(inventory)
-        report = st.cluster_report(inv, session_requests=count)
+        with ui.waiting(f"status of {len(inv.hosts)} hosts" + (f", then {count} requests through nginx"
+                                                             if count else ""), ui.status_console(json)):
+            report = st.cluster_report(inv, session_requests=count)
     if json:
         _print_json(contract.status_json(report, inv))
     else:
@@ -229,7 +231,8 @@ def preflight(c, mode=None, inventory=DEFAULT_INVENTORY, json=False):
 
     with _json_failures("preflight", json):
         inv = _inventory(inventory)
-        report = pf.preflight(inv, mode or inv.mode or "delta")
+        with ui.waiting(f"preflight of {len(inv.hosts)} hosts", ui.status_console(json)):
+            report = pf.preflight(inv, mode or inv.mode or "delta")
     if json:
         _print_json(contract.preflight_json(report, inv))
     else:
@@ -271,7 +274,9 @@ def history(c, inventory=DEFAULT_INVENTORY, json=False):
     from tcsession import contract
 
     with _json_failures("history", json):
-        hist, notes = rb.history_with_notes(_inventory(inventory))
+        inv = _inventory(inventory)
+        with ui.waiting(f"reading the history of {len(inv.hosts)} hosts", ui.status_console(json)):
+            hist, notes = rb.history_with_notes(inv)
     if json:
         _print_json(contract.history_json(hist, notes))
     else:

@@ -7,6 +7,7 @@ its control characters escaped and without rich markup interpretation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import textwrap
 import time
@@ -54,21 +55,47 @@ def print_stopped(text: str, console=None, width: int | None = None) -> None:
     _print(console, view.said_lines(text, fit_width(console, width)))
 
 
+def status_console(as_json: bool = False):
+    """Where a read-only command's spinner goes: stdout's terminal (nothing with --json: stdout
+    carries the JSON, and a spinner there would mix with it)."""
+    from rich.console import Console
+
+    return Console(highlight=False, stderr=as_json, force_terminal=False if as_json else None)
+
+
+@contextlib.contextmanager
+def waiting(what: str, console=None):
+    """A long wait outside a deploy's steps (reading the hosts, a session check): on a terminal a
+    spinner with `what` and the seconds so far, erased at the end; elsewhere nothing."""
+    console = console if console is not None else _console(stderr=True)
+    if not console.is_terminal:
+        yield
+        return
+    w = _Waiting(console, what)
+    try:
+        yield
+    finally:
+        w.stop()
+
+
 class _Waiting:
     """On a terminal only: a spinner with the steps under way and the seconds since they started,
     erased when they end (the finished steps' lines replace it)."""
 
-    def __init__(self, console):
+    def __init__(self, console, what: str = ""):
         from rich.live import Live
         from rich.spinner import Spinner
 
         self.steps: list = []
+        self.label = what
         self.started = time.monotonic()
         self.spinner = Spinner("dots", style="cyan")
         self.live = Live(console=console, transient=True, refresh_per_second=4, get_renderable=self._render)
         self.live.start()
 
     def what(self) -> str:
+        if self.label or not self.steps:
+            return self.label
         if len(self.steps) == 1:
             return f"{self.steps[0].host}: {self.steps[0].describe()}"
         return f"{len(self.steps)} steps on " + ", ".join(dict.fromkeys(s.host for s in self.steps))
@@ -133,6 +160,16 @@ class Progress:
 
     def dry_run(self, steps) -> None:
         self._out(view.dry_run_line(steps, self.width))
+
+    @contextlib.contextmanager
+    def waiting(self, what: str):
+        """A long wait between steps (facts, preflight's probes): a spinner on a terminal."""
+        if self.quiet:
+            yield
+            return
+        self._stop_waiting()
+        with waiting(what, self.console):
+            yield
 
     def _start_waiting(self, e: Event) -> None:
         if self.quiet or not self.console.is_terminal:

@@ -45,6 +45,12 @@ class RecordingUI:
     def plan(self, plan, diffs, hosts=None):
         self.shown += [("plan", line) for line in plan.lines()] or [("plan", f"{h}  up to date") for h in hosts or ()]
 
+    def waiting(self, what):
+        import contextlib
+
+        self.shown.append(("wait", what))
+        return contextlib.nullcontext()
+
     def recap(self, rows):
         self.shown += [("recap", f"{r.host}  {r.result} {r.steps} {r.changes}") for r in rows]
 

@@ -304,3 +304,17 @@ def test_status_takes_graph(capsys):
 
     program().run(["tcsession", "status", "--help"], exit=False)
     assert "--graph" in capsys.readouterr().out
+
+
+def test_long_waits_show_a_spinner_only_on_a_terminal():
+    from tcsession import ui
+
+    piped = _console(80)
+    with ui.waiting("status of 3 hosts", piped):
+        pass
+    assert piped.file.getvalue() == ""
+    tty = _console(80, terminal=True)
+    with ui.waiting("status of 3 hosts", tty) as _:
+        pass
+    assert "status of 3 hosts" in tty.file.getvalue()  # drawn, then erased (transient)
+    assert ui.status_console(as_json=True).is_terminal is False  # --json: never on stdout's terminal
