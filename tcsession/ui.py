@@ -88,6 +88,7 @@ class _Waiting:
 
         self.steps: list = []
         self.label = what
+        self.console = console
         self.started = time.monotonic()
         self.spinner = Spinner("dots", style="cyan")
         self.live = Live(console=console, transient=True, refresh_per_second=4, get_renderable=self._render)
@@ -104,8 +105,9 @@ class _Waiting:
         from rich.text import Text
 
         seconds = time.monotonic() - self.started
-        self.spinner.update(text=Text(f" {self.what()}  {seconds:.0f} s", style="dim", no_wrap=True,
-                                      overflow="ellipsis"))
+        text = f" {seconds:3.0f} s  {' '.join(self.what().split())}"  # the seconds first: always seen
+        room = max(10, self.console.width - 4)
+        self.spinner.update(text=Text(text if len(text) <= room else text[:room - 1] + "…", style="dim"))
         return self.spinner
 
     def stop(self) -> None:
