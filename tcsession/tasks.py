@@ -49,7 +49,13 @@ def _fail_cleanly(fn):
                 print_stopped(f"tcsession: {e.brief}")
                 raise Exit(code=e.code) from None
             lines = str(e).splitlines() or [type(e).__name__]
-            raise Exit("\n".join(printable(f"tcsession: {line}") for line in lines), code=e.code) from None
+            text = "\n".join(printable(f"tcsession: {line}") for line in lines)
+            if sys.stderr.isatty():  # on a terminal, each line wrapped under its text, never cut
+                from tcsession.ui import print_stopped
+
+                print_stopped(text)
+                raise Exit(code=e.code) from None
+            raise Exit(text, code=e.code) from None
         except (Exit, SystemExit):
             raise
         except KeyboardInterrupt:

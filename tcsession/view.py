@@ -49,9 +49,11 @@ def step_lines(host: str, what: str, seconds: float | None, width: int, style: s
 def said_lines(text: str, width: int, style: str = "") -> list[Line]:
     """A sentence from tcsession (a note, a warning): its leading spaces kept, continuation lines
     indented two more."""
-    text = printable(text)
-    lead = len(text) - len(text.lstrip(" "))
-    return [(line, style) for line in wrap(" ".join(text.split()), width, lead + 2, " " * lead)]
+    out: list[Line] = []
+    for part in printable(text).splitlines() or [""]:  # each line of the text its own sentence
+        lead = len(part) - len(part.lstrip(" "))
+        out += [(line, style) for line in wrap(" ".join(part.split()), width, lead + 2, " " * lead)]
+    return out
 
 
 def split_failure(text: str) -> tuple[str, list[str]]:

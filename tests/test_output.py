@@ -318,3 +318,16 @@ def test_long_waits_show_a_spinner_only_on_a_terminal():
         pass
     assert "status of 3 hosts" in tty.file.getvalue()  # drawn, then erased (transient)
     assert ui.status_console(as_json=True).is_terminal is False  # --json: never on stdout's terminal
+
+
+def test_an_error_on_a_terminal_is_wrapped_line_by_line():
+    from tcsession import ui
+
+    tty = _console(40, terminal=True)
+    ui.print_stopped("tcsession: lab.toml: invalid TOML at line 54, column 25: Cannot overwrite a value\n"
+                     "tcsession: second problem", tty, 40)
+    import re
+
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", tty.file.getvalue()).splitlines()
+    assert lines == ["tcsession: lab.toml: invalid TOML at", "  line 54, column 25: Cannot overwrite a",
+                     "  value", "tcsession: second problem"]
