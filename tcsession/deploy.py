@@ -214,17 +214,20 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
                                  f"(`{command(inv.path, 'rollback')}` undoes what was done)")
     progress.recap(recap(names, report.previewed, report.executed, outcome.hosts, seconds))
     if not outcome.ok:
-        raise stopped("deploy", outcome, deploy_id, report.executed, _advice(inv, outcome, report.executed),
+        raise stopped("deploy", outcome, deploy_id, report.executed, _advice(inv, outcome, report.executed, mode.name),
                       progress)
     report.seconds, report.commands = session.clock() - started, remote.commands
     progress.say(f"deployed {mode.name} ({deploy_id}) in {report.seconds:.1f} s", "green")
     return report
 
 
-def _advice(inv: Inventory, outcome: Outcome, executed: list) -> str:
+def _advice(inv: Inventory, outcome: Outcome, executed: list, mode: str = "") -> str:
+    """What to do after a deploy stopped: the commands with the inventory given, and the mode
+    when the inventory does not say it (`--mode` was given)."""
     changed = any(not s.check_only for s in executed) or (outcome.failed is not None
                                                           and not outcome.failed.check_only)
-    return (f"run the deploy again to converge (`{command(inv.path, 'deploy')}`), or "
+    again = "deploy" + (f" --mode={mode}" if mode and inv.mode != mode else "")
+    return (f"run the deploy again to converge (`{command(inv.path, again)}`), or "
             f"`{command(inv.path, 'rollback')}` to undo it" if changed else "nothing was changed")
 
 

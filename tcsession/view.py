@@ -13,6 +13,7 @@ is the only thing ever folded, and it is folded on an indented line of its own.
 from __future__ import annotations
 
 import dataclasses
+import re
 import textwrap
 
 from tcsession.text import printable
@@ -28,8 +29,15 @@ def wrap(text: str, width: int, indent: int, first: str = "") -> list[str]:
     """`first` + `text` wrapped at spaces to `width` columns, continuation lines indented by
     `indent` spaces (never fewer than 20 columns of text)."""
     width = max(width, indent + 20)
-    return textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=" " * indent,
-                         break_long_words=True, break_on_hyphens=False, drop_whitespace=True) or [first.rstrip()]
+    # a command in backquotes stays on one line (it is copied whole), unless longer than a line
+    text = _CODE.sub(lambda m: m[0].replace(" ", _KEEP) if len(m[0]) <= width - indent else m[0], text)
+    lines = textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=" " * indent,
+                          break_long_words=True, break_on_hyphens=False, drop_whitespace=True) or [first.rstrip()]
+    return [line.replace(_KEEP, " ") for line in lines]
+
+
+_CODE = re.compile(r"`[^`\n]+`")
+_KEEP = "\u00a0"  # a space no line is broken at (textwrap breaks at ASCII whitespace only)
 
 
 def _prefix(host: str) -> str:

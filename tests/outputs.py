@@ -122,7 +122,7 @@ def failure(progress) -> str:
     progress.recap(view.recap(list(HOSTS), list(plan.steps), outcome.done, outcome.hosts, outcome.seconds))
     from tcsession.deploy import _advice
 
-    e = stopped("deploy", outcome, DEPLOY_ID, outcome.done, _advice(inv, outcome, outcome.done), progress)
+    e = stopped("deploy", outcome, DEPLOY_ID, outcome.done, _advice(inv, outcome, outcome.done, "delta"), progress)
     return "tcsession: " + (e.brief or str(e))
 
 

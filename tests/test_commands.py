@@ -346,6 +346,6 @@ def test_a_failed_install_ends_with_a_recap_per_host_and_one_error_that_says_it_
     assert lines[0].endswith("E: Unable to locate package tomcat10")
     assert sum("Unable to locate package" in line for line in lines) == 1  # said once
     assert lines[1] == "hosts: nginx: done; tomcat1: failed; tomcat2: done"
-    assert lines[-1] == (f"run the deploy again to converge (`tcsession -i {tmp_path / 'lab.toml'} deploy`), or "
+    assert lines[-1] == (f"run the deploy again to converge (`tcsession -i {tmp_path / 'lab.toml'} deploy --mode=delta`), or "
                          f"`tcsession -i {tmp_path / 'lab.toml'} rollback` to undo it")
     assert e.value.brief is None  # a recording UI shows nothing: the whole message is the error

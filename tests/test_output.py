@@ -147,7 +147,7 @@ def test_a_failure_is_shown_once_with_its_log_lines_one_per_line():
     last = lines.index(next(line for line in lines if line.startswith("tcsession: ")))
     assert lines[last].startswith("tcsession: deploy 20261201T100000Z-abcdef stopped; run the deploy again")
     assert last > lines.index("recap:") and all(line.startswith("  ") for line in lines[last + 1:])
-    assert "`tcsession -i lab.toml rollback`" in text and "`tcsession -i lab.toml deploy`" in text
+    assert "`tcsession -i lab.toml rollback`" in text and "`tcsession -i lab.toml deploy --mode=delta`" in text
 
 
 def test_the_message_of_a_stopped_deploy_still_says_it_all_for_scripts_and_quiet_runs():
