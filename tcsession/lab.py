@@ -396,7 +396,7 @@ def _wait_lab_processes_gone(spec: LabSpec, pids: Iterable[int], timeout: float 
     if left:
         raise TcsessionError(f"lab {spec.name}: processes {', '.join(map(str, left))} did not end after "
                              f"SIGKILL; see ps -o pid,stat,cmd -p {','.join(map(str, left))}, then run "
-                             f"`inv lab.down` again")
+                             f"the same `tcsession lab.down` again")
 
 
 def _bridge_exists(bridge: str) -> bool:
