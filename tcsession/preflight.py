@@ -377,11 +377,13 @@ def run_checks(remote, inv: Inventory, mode: Mode, facts: dict[str, HostFacts],
     return PreflightReport(mode.name, tuple(hosts))
 
 
-def preflight(inv: Inventory, mode: Mode | str) -> PreflightReport:
-    """`inv preflight`, in a session of its own."""
+def preflight(inv: Inventory, mode: Mode | str, busy=None) -> PreflightReport:
+    """`inv preflight`, in a session of its own (`busy`: as tcsession.status.cluster_report's)."""
+    import contextlib
+
     from tcsession.session import open_session
 
-    with open_session(inv, quiet=True) as session:
+    with open_session(inv, quiet=True) as session, (busy or contextlib.nullcontext)():
         return run_preflight(session, mode)
 
 

@@ -179,10 +179,12 @@ def with_removed(inv: Inventory) -> Inventory:
     return dataclasses.replace(inv, hosts=inv.hosts + inv.removed, removed=()) if inv.removed else inv
 
 
-def history_with_notes(inv: Inventory) -> tuple[dict[str, list[Record]], list[str]]:
-    """`inv history`, in a session of its own."""
+def history_with_notes(inv: Inventory, busy=None) -> tuple[dict[str, list[Record]], list[str]]:
+    """`inv history`, in a session of its own (`busy`: as tcsession.status.cluster_report's)."""
+    import contextlib
+
     inv = with_removed(inv)
-    with open_session(inv, quiet=True) as session:
+    with open_session(inv, quiet=True) as session, (busy or contextlib.nullcontext)():
         return read_history(session.remote, inv)
 
 

@@ -444,9 +444,13 @@ SKIPPED = ("skipped: [app] test_page = false (no test page to follow a session w
            "to request a page of yours through nginx")
 
 
-def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
-    """`inv status`, in a session of its own (one set of connections for everything it reads)."""
-    with open_session(inv, quiet=True) as world:
+def cluster_report(inv: Inventory, session_requests: int = 10, busy=None) -> Report:
+    """`inv status`, in a session of its own (one set of connections for everything it reads).
+    `busy`: a context manager factory entered once the session is open (any prompt answered),
+    around the reading (the command's spinner: tcsession.ui.waiting)."""
+    import contextlib
+
+    with open_session(inv, quiet=True) as world, (busy or contextlib.nullcontext)():
         return run_status(world, session_requests)
 
 

@@ -209,9 +209,9 @@ def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None, graph=Fals
     with _json_failures("status", json):
         count = _int_option("requests", requests, 10, 0, 10000)
         inv = _inventory(inventory)
-        with ui.waiting(f"status of {len(inv.hosts)} hosts" + (f", then {count} requests through nginx"
-                                                             if count else ""), ui.status_console(json)):
-            report = st.cluster_report(inv, session_requests=count)
+        what = f"status of {len(inv.hosts)} hosts" + (f", then {count} requests through nginx" if count else "")
+        report = st.cluster_report(inv, session_requests=count,  # the spinner once any prompt is answered
+                                   busy=lambda: ui.waiting(what, ui.status_console(json)))
     if json:
         _print_json(contract.status_json(report, inv))
     else:
@@ -237,8 +237,8 @@ def preflight(c, mode=None, inventory=DEFAULT_INVENTORY, json=False):
 
     with _json_failures("preflight", json):
         inv = _inventory(inventory)
-        with ui.waiting(f"preflight of {len(inv.hosts)} hosts", ui.status_console(json)):
-            report = pf.preflight(inv, mode or inv.mode or "delta")
+        report = pf.preflight(inv, mode or inv.mode or "delta", busy=lambda: ui.waiting(
+            f"preflight of {len(inv.hosts)} hosts", ui.status_console(json)))
     if json:
         _print_json(contract.preflight_json(report, inv))
     else:
@@ -281,8 +281,8 @@ def history(c, inventory=DEFAULT_INVENTORY, json=False):
 
     with _json_failures("history", json):
         inv = _inventory(inventory)
-        with ui.waiting(f"reading the history of {len(inv.hosts)} hosts", ui.status_console(json)):
-            hist, notes = rb.history_with_notes(inv)
+        hist, notes = rb.history_with_notes(inv, busy=lambda: ui.waiting(
+            f"reading the history of {len(inv.hosts)} hosts", ui.status_console(json)))
     if json:
         _print_json(contract.history_json(hist, notes))
     else:

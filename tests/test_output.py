@@ -331,3 +331,29 @@ def test_an_error_on_a_terminal_is_wrapped_line_by_line():
     lines = re.sub(r"\x1b\[[0-9;]*m", "", tty.file.getvalue()).splitlines()
     assert lines == ["tcsession: lab.toml: invalid TOML at", "  line 54, column 25: Cannot overwrite a",
                      "  value", "tcsession: second problem"]
+
+
+def test_the_spinner_of_status_starts_only_once_the_session_is_open(monkeypatch):
+    """The session asks the sudo password (getpass) when it opens: a spinner redrawn over that
+    prompt would hide it. TEST DOUBLES for the session and the reading record the order."""
+    import contextlib
+
+    from tcsession import status
+
+    order = []
+
+    @contextlib.contextmanager
+    def session_double(inv, quiet=False, ui=None):
+        order.append("session open (any prompt answered)")
+        yield "session"
+
+    @contextlib.contextmanager
+    def busy():
+        order.append("spinner")
+        yield
+        order.append("spinner gone")
+
+    monkeypatch.setattr(status, "open_session", session_double)
+    monkeypatch.setattr(status, "run_status", lambda world, n: order.append(f"reading with {world}") or "report")
+    assert status.cluster_report(outputs.inventory(), 3, busy=busy) == "report"
+    assert order == ["session open (any prompt answered)", "spinner", "reading with session", "spinner gone"]
