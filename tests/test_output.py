@@ -357,3 +357,17 @@ def test_the_spinner_of_status_starts_only_once_the_session_is_open(monkeypatch)
     monkeypatch.setattr(status, "run_status", lambda world, n: order.append(f"reading with {world}") or "report")
     assert status.cluster_report(outputs.inventory(), 3, busy=busy) == "report"
     assert order == ["session open (any prompt answered)", "spinner", "reading with session", "spinner gone"]
+
+
+def test_a_suggested_command_carries_the_inventory_unless_it_would_be_found_anyway(tmp_path):
+    from tcsession.workdir import command
+
+    assert command("lab.toml", "rollback", environ={}, cwd=tmp_path) == "tcsession -i lab.toml rollback"
+    assert command(tmp_path / "hosts.toml", "rollback", environ={}, cwd=tmp_path) == "tcsession rollback"
+    assert command("hosts.toml", "history", environ={}, cwd=tmp_path) == "tcsession history"
+    # ./hosts.toml given while $TCSESSION_INVENTORY names another: without -i the other would be read
+    assert command("hosts.toml", "history", environ={"TCSESSION_INVENTORY": "prod.toml"},
+                   cwd=tmp_path) == "tcsession -i hosts.toml history"
+    assert command("my servers/prod.toml", "deploy --mode=msm", environ={}, cwd=tmp_path) == (
+        "tcsession -i 'my servers/prod.toml' deploy --mode=msm")
+    assert command(None, "history", environ={}, cwd=tmp_path) == "tcsession history"
