@@ -46,7 +46,7 @@ def command(inventory, words: str, environ=os.environ, cwd: Path | None = None) 
         return f"tcsession {words}"
     path = Path(inventory)
     cwd = cwd or Path.cwd()
-    default = not environ.get(INVENTORY_ENV) and os.path.abspath(path) == os.path.abspath(cwd / DEFAULT_NAME)
+    default = not environ.get(INVENTORY_ENV) and os.path.abspath(cwd / path) == os.path.abspath(cwd / DEFAULT_NAME)
     return f"tcsession {words}" if default else f"tcsession -i {shlex.quote(str(path))} {words}"
 
 
