@@ -48,10 +48,9 @@ def step_lines(host: str, what: str, seconds: float | None, width: int, style: s
     """A progress line, `  host       what  1.2 s`, wrapped under its text."""
     first = _prefix(host)
     text = " ".join(printable(what).split())
-    if seconds is not None:
-        text += f"  {seconds:.1f}\u00a0s"  # (kept on the line of the text's last word)
-    lines = wrap(text, width, len(first), first)
-    return [(line.replace("\u00a0", " "), style) for line in lines]
+    if seconds is not None:  # kept with the text's last word: never alone on a line
+        text += f"{_KEEP * 2}{seconds:.1f}{_KEEP}s"
+    return [(line, style) for line in wrap(text, width, len(first), first)]
 
 
 def said_lines(text: str, width: int, style: str = "") -> list[Line]:
@@ -130,8 +129,8 @@ def recap_lines(rows: list[HostRecap], width: int) -> list[Line]:
     for r in rows:
         counts = (f"{r.steps} of {r.planned} step{'s' if r.planned != 1 else ''}" if r.steps < r.planned else
                   f"{r.steps} step{'s' if r.steps != 1 else ''}") + f", {r.changes} change{'s' if r.changes != 1 else ''}"
-        text = f"{r.result:<12} {counts:<22} {r.seconds:5.1f}\u00a0s"
-        out += [(line.replace("\u00a0", " "), _RECAP_STYLE[r.result])
+        text = f"{r.result:<12} {counts:<22} {r.seconds:5.1f}{_KEEP}s"
+        out += [(line, _RECAP_STYLE[r.result])
                 for line in wrap(text, width, len(_prefix(r.host)), _prefix(r.host))]
     return out
 
