@@ -234,13 +234,15 @@ def _advice(inv: Inventory, outcome: Outcome, executed: list, mode: str = "") ->
 def stopped(what: str, outcome: Outcome, run_id: str, executed: list, advice: str, progress) -> TcsessionError:
     """The error a stopped deploy or rollback ends with. Its message (for --json and --quiet) says it
     all: the failure, its log lines one per line, where each host stands, what to do. When the
-    progress shown already said the failure and the recap (`progress.shows`), the operator is told
-    only what to do (`brief`): the failure is shown once."""
+    progress shown already said the failure and the recap (`progress.shows`, `progress.showed_failure`),
+    the operator is told only what to do (`brief`): the failure is shown once. An interrupt, or a
+    failure no step reported (nginx could not put a node back), is said in that last line."""
     head, _, logs = (outcome.error or "stopped").partition("\n")
     message = "\n".join([f"{what} {run_id} stopped: {head}", *([logs] if logs else []),
                          "hosts: " + "; ".join(f"{h}: {'failed' if st.startswith('failed') else st}"
                                                for h, st in outcome.hosts.items()), advice])
     e = (Interrupted if outcome.interrupted else TcsessionError)(message).at(run_id, outcome.hosts)
-    if getattr(progress, "shows", False):
-        e.brief = f"{what} {run_id} stopped; {advice}"
+    if getattr(progress, "shows", False):  # the recap was shown; the failure too if a step failed
+        said = getattr(progress, "showed_failure", False) and not outcome.interrupted
+        e.brief = f"{what} {run_id} stopped" + ("" if said else f": {head}") + f"; {advice}"
     return e

@@ -126,6 +126,7 @@ class Progress:
         self.quiet = quiet
         self.started = time.monotonic()
         self._waiting: _Waiting | None = None
+        self.showed_failure = False  # a failed step's lines were printed (tcsession.deploy.stopped)
 
     @property
     def shows(self) -> bool:
@@ -155,6 +156,7 @@ class Progress:
             self.line(e.step.host, e.text, e.seconds)
         elif e.kind == "failed":
             self._out(view.failure_lines(e.step.host, e.text, e.seconds, self.width))
+            self.showed_failure = not self.quiet
 
     def recap(self, rows) -> None:
         """The end of a run: one line per host (tcsession.view.recap)."""

@@ -91,7 +91,7 @@ def failure_lines(host: str, text: str, seconds: float | None, width: int) -> li
 @dataclasses.dataclass(frozen=True)
 class HostRecap:
     host: str
-    result: str  # "changed" | "ok" | "failed" | "not reached"
+    result: str  # "changed" | "ok" | "failed" | "interrupted" | "not reached"
     steps: int  # steps done
     planned: int  # steps planned for it
     changes: int  # steps done that changed something
@@ -110,7 +110,7 @@ def recap(hosts: list[str], planned: list, executed: list, where: dict[str, str]
         changes = sum(1 for s in done if not s.check_only)
         state = where.get(h, "")
         if state.startswith(("failed", "interrupted")):
-            result = "failed"
+            result = "failed" if state.startswith("failed") else "interrupted"
         elif mine and not done:
             result = "not reached"
         else:
@@ -119,7 +119,8 @@ def recap(hosts: list[str], planned: list, executed: list, where: dict[str, str]
     return out
 
 
-_RECAP_STYLE = {"changed": "yellow", "ok": "green", "failed": "bold red", "not reached": "red"}
+_RECAP_STYLE = {"changed": "yellow", "ok": "green", "failed": "bold red", "interrupted": "bold red",
+                "not reached": "red"}
 
 
 def recap_lines(rows: list[HostRecap], width: int) -> list[Line]:

@@ -371,3 +371,26 @@ def test_a_suggested_command_carries_the_inventory_unless_it_would_be_found_anyw
     assert command("my servers/prod.toml", "deploy --mode=msm", environ={}, cwd=tmp_path) == (
         "tcsession -i 'my servers/prod.toml' deploy --mode=msm")
     assert command(None, "history", environ={}, cwd=tmp_path) == "tcsession history"
+
+
+def test_an_interrupt_no_step_reported_is_said_in_the_last_line():
+    """Ctrl-C during tomcat1's restart: no step failed, so the progress showed no failure; the
+    last line says the interrupt and what to do, the recap says `interrupted`."""
+    from tcsession.apply import Outcome
+    from tcsession.deploy import _advice, stopped
+    from tcsession.errors import Interrupted
+    from tcsession import ui
+
+    progress = ui.Progress(console=_console(80))
+    restart = outputs.planning.plan(outputs.inventory(), outputs._facts("deployed"), "delta",
+                                    deploy_id=outputs.DEPLOY_ID, time="t").steps[2]
+    outcome = Outcome({"nginx": "nothing to change", "tomcat1": "interrupted during: restart tomcat10",
+                       "tomcat2": "done"}, failed=restart, interrupted=True,
+                      error="interrupted during tomcat1: restart tomcat10; the step under way may have finished")
+    inv = outputs.inventory(outputs.LAB)
+    e = stopped("deploy", outcome, "X", [], _advice(inv, outcome, [], "delta"), progress)
+    assert isinstance(e, Interrupted) and e.code == 130
+    assert e.brief.startswith("deploy X stopped: interrupted during tomcat1: restart tomcat10; the step under way")
+    assert e.brief.endswith("`tcsession -i lab.toml rollback` to undo it")
+    rows = outputs.view.recap(["tomcat1"], [], [], outcome.hosts, {})
+    assert rows[0].result == "interrupted"
