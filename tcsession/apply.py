@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from tcsession import shell
-from tcsession.steps import Plan, Replan, RestartTomcat, RestoreFiles, Step, WriteFiles, summarize
+from tcsession.steps import Plan, Replan, RestartTomcat, RestoreFiles, Step, WriteFiles, log_tail, summarize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Outcome:
     error: str | None = None
     stopped_at: Step | None = None  # a Replan reached: the caller plans the rest
     interrupted: bool = False  # stopped by Ctrl-C or SIGTERM
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # host -> time its steps took
 
     @property
     def ok(self) -> bool:
@@ -99,10 +100,12 @@ def split_output(stdout: str, count: int) -> list[str]:
 
 
 class Interpreter:
-    def __init__(self, remote, hosts: dict, on_event: Callable[[Event], None] | None = None):
+    def __init__(self, remote, hosts: dict, on_event: Callable[[Event], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.remote = remote
         self.hosts = hosts  # name -> inventory Host
         self.on_event = on_event or (lambda e: None)
+        self.clock = clock  # the steps' durations (tests give a fixed one)
 
     def apply(self, plan: Plan, all_hosts: list[str]) -> Outcome:
         outcome = Outcome({h: "not started" for h in all_hosts})
@@ -151,13 +154,15 @@ class Interpreter:
             self._current = unit
             for s in unit:
                 self.on_event(Event("started", s))
-            started = time.monotonic()
+            started = self.clock()
             if drained:
                 results = self._drained_restart(restarts, by_host)
             else:
                 rs = self.remote.run_all([self.hosts[h] for h in by_host], lambda h: batch_script(by_host[h.name]))
                 results = {h: self._judge(by_host[h], rs[h]) for h in by_host}
-            seconds = time.monotonic() - started
+            seconds = self.clock() - started
+            for h in by_host:
+                outcome.seconds[h] = outcome.seconds.get(h, 0.0) + seconds
             failed = None
             judged = {id(s): r for h, per_step in results.items() for s, r in zip(by_host[h], per_step)}
             for s in unit:  # in the plan's order, whichever host answered first
@@ -170,7 +175,7 @@ class Interpreter:
                     self.on_event(Event("done", s, text, seconds))
                 else:
                     failed = failed or (s, text)
-                    outcome.hosts[s.host] = f"failed: {text}"
+                    outcome.hosts[s.host] = f"failed: {text.splitlines()[0] if text else ''}"
                     self.on_event(Event("failed", s, text, seconds))
             for h in by_host:
                 if not outcome.hosts[h].startswith(("failed", "nothing")):
@@ -202,7 +207,7 @@ class Interpreter:
                         tail = self.remote.run(self.hosts[s.host], follow).stdout
                         logs = [l[5:] for l in tail.splitlines() if l.startswith("log: ")]
                         if logs:
-                            problem += "; last log lines: " + " | ".join(logs[-5:])
+                            problem += log_tail(logs)
                     out.append((False, problem))
                     out += [(None, "")] * (len(steps) - i - 1)
                     break

@@ -21,6 +21,8 @@ from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
 from tcsession.session import Session, open_session
 from tcsession.steps import Plan
+from tcsession.view import recap
+from tcsession.workdir import command
 
 
 @dataclasses.dataclass
@@ -110,7 +112,8 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     deploy_id = session.new_id()
     stamp = session.stamp()
     t = session.clock()
-    facts = gather(remote, list(inv.hosts), inv.apps)
+    with progress.waiting(f"reading {len(inv.hosts)} hosts"):
+        facts = gather(remote, list(inv.hosts), inv.apps)
     progress.line("all", f"facts from {len(inv.hosts)} hosts", session.clock() - t)
     for h in inv.hosts:
         if facts[h.name].package_manager is None:
@@ -148,17 +151,20 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     # a deploy with nothing to change changes nothing, and skips its network probes
     if dry_run or not the_plan.empty:
         t = session.clock()
-        checked = preflight.run_checks(remote, inv, mode, facts, installs)
+        with progress.waiting("preflight: names, clocks, multicast, ports, Java"):
+            checked = preflight.run_checks(remote, inv, mode, facts, installs)
         if not checked.ok:
-            raise TcsessionError(preflight.refusal(checked))
+            raise TcsessionError(preflight.refusal(checked, command(inv.path, f'preflight --mode={mode.name}')))
         progress.line("all", f"preflight: {sum(len(h.checks) for h in checked.hosts)} checks passed",
                       session.clock() - t)
     report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps), mode=mode.name,
                           switch=report_switch, dry_run=dry_run)
     if dry_run:
+        progress.say("dry run: the steps a deploy would take, with their diffs; nothing is changed", "bold")
         progress.plan(the_plan, diffs=True, hosts=[h.name for h in inv.hosts])
         if the_plan.empty:
             progress.say("no changes", "green")
+        progress.dry_run(list(the_plan.steps))
         report.seconds, report.commands = session.clock() - started, remote.commands
         return report
     if the_plan.empty:
@@ -173,9 +179,10 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
         if on_event:
             on_event(e)
 
-    interp = Interpreter(remote, {h.name: h for h in inv.hosts + inv.removed}, on)
+    interp = Interpreter(remote, {h.name: h for h in inv.hosts + inv.removed}, on, session.clock)
     names = [h.name for h in inv.hosts + inv.removed if h.name in facts]
     outcome = interp.apply(the_plan, names)
+    seconds = dict(outcome.seconds)
     report.executed += outcome.done
     if outcome.ok and outcome.stopped_at is not None:  # packages installed: plan the files now
         report.executed.append(outcome.stopped_at)
@@ -191,29 +198,51 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
         except TcsessionError as e:
             raise TcsessionError(f"{e} -- deploy {deploy_id} stopped after installing packages "
                                  f"({', '.join(sorted(installed))}), before writing any file; fix it and "
-                                 "deploy again (the install is recorded; `inv rollback` stops what it started)") from None
+                                 f"deploy again (the install is recorded; `{command(inv.path, 'rollback')}` stops what it started)") from None
         report.plan = the_plan
         report.previewed += the_plan.steps
         progress.say("planned now that the packages are installed:")
         progress.plan(the_plan, diffs=False, hosts=[h.name for h in inv.hosts])
         outcome = interp.apply(the_plan, names)
+        for h, t in outcome.seconds.items():
+            seconds[h] = seconds.get(h, 0.0) + t
         report.executed += outcome.done
         if outcome.ok and outcome.stopped_at is not None:  # still packages to install: the install did not
             missing = ", ".join(f"{s.host}: {' '.join(s.packages)}" for s in the_plan.steps if hasattr(s, "packages"))
             raise TcsessionError(f"deploy {deploy_id} stopped: the package manager reported success but the packages "
                                  f"are still missing ({missing}); install them by hand to see why, then deploy again "
-                                 "(`inv rollback` undoes what was done)")
+                                 f"(`{command(inv.path, 'rollback')}` undoes what was done)")
+    progress.recap(recap(names, report.previewed, report.executed, outcome.hosts, seconds))
     if not outcome.ok:
-        raise (Interrupted if outcome.interrupted else TcsessionError)(
-            _stopped(outcome, deploy_id, report.executed)).at(deploy_id, outcome.hosts)
+        raise stopped("deploy", outcome, deploy_id, report.executed, _advice(inv, outcome, report.executed, mode.name),
+                      progress)
     report.seconds, report.commands = session.clock() - started, remote.commands
     progress.say(f"deployed {mode.name} ({deploy_id}) in {report.seconds:.1f} s", "green")
     return report
 
 
-def _stopped(outcome: Outcome, deploy_id: str, executed: list) -> str:
+def _advice(inv: Inventory, outcome: Outcome, executed: list, mode: str = "") -> str:
+    """What to do after a deploy stopped: the commands with the inventory given, and the mode
+    when the inventory does not say it (`--mode` was given)."""
     changed = any(not s.check_only for s in executed) or (outcome.failed is not None
                                                           and not outcome.failed.check_only)
-    advice = ("run the deploy again to converge, or `inv rollback` to undo it" if changed
-              else "nothing was changed")
-    return f"{outcome.error} -- deploy {deploy_id} stopped; hosts: {outcome.summary()}; {advice}"
+    again = "deploy" + (f" --mode={mode}" if mode and inv.mode != mode else "")
+    return (f"run the deploy again to converge (`{command(inv.path, again)}`), or "
+            f"`{command(inv.path, 'rollback')}` to undo it" if changed else "nothing was changed")
+
+
+def stopped(what: str, outcome: Outcome, run_id: str, executed: list, advice: str, progress) -> TcsessionError:
+    """The error a stopped deploy or rollback ends with. Its message (for --json and --quiet) says it
+    all: the failure, its log lines one per line, where each host stands, what to do. When the
+    progress shown already said the failure and the recap (`progress.shows`, `progress.showed_failure`),
+    the operator is told only what to do (`brief`): the failure is shown once. An interrupt, or a
+    failure no step reported (nginx could not put a node back), is said in that last line."""
+    head, _, logs = (outcome.error or "stopped").partition("\n")
+    message = "\n".join([f"{what} {run_id} stopped: {head}", *([logs] if logs else []),
+                         "hosts: " + "; ".join(f"{h}: {'failed' if st.startswith('failed') else st}"
+                                               for h, st in outcome.hosts.items()), advice])
+    e = (Interrupted if outcome.interrupted else TcsessionError)(message).at(run_id, outcome.hosts)
+    if getattr(progress, "shows", False):  # the recap was shown; the failure too if a step failed
+        said = getattr(progress, "showed_failure", False) and not outcome.interrupted
+        e.brief = f"{what} {run_id} stopped" + ("" if said else f": {head}") + f"; {advice}"
+    return e

@@ -14,6 +14,7 @@ class TcsessionError(Exception):
     code = FAILED
     run_id: str | None = None  # a deploy or rollback that stopped: its id (for --json)
     where: dict[str, str] | None = None  # ... and where each host stands ("done", "failed: ...")
+    brief: str | None = None  # what the operator is told when the progress already showed the rest
 
     def at(self, run_id: str, where: dict[str, str]) -> "TcsessionError":
         """This error, for a deploy or rollback `run_id` that stopped with its hosts `where`."""

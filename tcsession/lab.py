@@ -455,7 +455,7 @@ def _wait_lab_processes_gone(spec: LabSpec, pids: Iterable[int], timeout: float 
     if left:
         raise TcsessionError(f"lab {spec.name}: processes {', '.join(map(str, left))} did not end after "
                              f"SIGKILL; see ps -o pid,stat,cmd -p {','.join(map(str, left))}, then run "
-                             f"`inv lab.down` again")
+                             f"the same `tcsession lab.down` again")
 
 
 def _bridge_exists(bridge: str) -> bool:
@@ -492,10 +492,11 @@ def check_up(inv: Inventory) -> None:
     spec = spec_from_inventory(inv)
     if not is_up(spec):
         from tcsession.errors import UnreachableError
+        from tcsession.workdir import command
 
         raise UnreachableError(
             f"{inv.path}: the lab {spec.name!r} is down (its hosts {spec.subnet} do not exist); "
-            "run `inv lab.up` first", {h.name: "the lab is down" for h in inv.hosts})
+            f"run `{command(inv.path, 'lab.up')}` first", {h.name: "the lab is down" for h in inv.hosts})
 
 
 def _cgroup_roots() -> list[Path]:

@@ -377,11 +377,13 @@ def run_checks(remote, inv: Inventory, mode: Mode, facts: dict[str, HostFacts],
     return PreflightReport(mode.name, tuple(hosts))
 
 
-def preflight(inv: Inventory, mode: Mode | str) -> PreflightReport:
-    """`inv preflight`, in a session of its own."""
+def preflight(inv: Inventory, mode: Mode | str, busy=None) -> PreflightReport:
+    """`inv preflight`, in a session of its own (`busy`: as tcsession.status.cluster_report's)."""
+    import contextlib
+
     from tcsession.session import open_session
 
-    with open_session(inv, quiet=True) as session:
+    with open_session(inv, quiet=True) as session, (busy or contextlib.nullcontext)():
         return run_preflight(session, mode)
 
 
@@ -401,7 +403,9 @@ def run_preflight(session, mode: Mode | str) -> PreflightReport:
     return run_checks(remote, inv, mode, facts, installs)
 
 
-def refusal(report: PreflightReport) -> str:
+def refusal(report: PreflightReport, preflight_command: str = "tcsession preflight") -> str:
+    """A deploy refused by preflight: its first problem, and the command that shows them all
+    (with the inventory given: tcsession.workdir.command)."""
     first = report.problems
-    more = f" (and {len(first) - 1} more: inv preflight shows them all)" if len(first) > 1 else ""
+    more = f" (and {len(first) - 1} more: `{preflight_command}` shows them all)" if len(first) > 1 else ""
     return f"preflight: {first[0]}{more}; nothing was changed"

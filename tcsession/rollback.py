@@ -22,6 +22,8 @@ from tcsession.inventory import Inventory
 from tcsession.modes import DELTA, MSM, NONE, Mode
 from tcsession.shell import files_script, history_script
 from tcsession.state import Record
+from tcsession.view import recap
+from tcsession.workdir import command
 from tcsession.steps import (ApplyFirewall, ApplyNginx, FileChange, Plan, RestartMemcached, RestoreFiles, StopService, sha256)
 
 
@@ -178,24 +180,26 @@ def with_removed(inv: Inventory) -> Inventory:
     return dataclasses.replace(inv, hosts=inv.hosts + inv.removed, removed=()) if inv.removed else inv
 
 
-def history_with_notes(inv: Inventory) -> tuple[dict[str, list[Record]], list[str]]:
-    """`inv history`, in a session of its own."""
+def history_with_notes(inv: Inventory, busy=None) -> tuple[dict[str, list[Record]], list[str]]:
+    """`inv history`, in a session of its own (`busy`: as tcsession.status.cluster_report's)."""
+    import contextlib
+
     inv = with_removed(inv)
-    with open_session(inv, quiet=True) as session:
+    with open_session(inv, quiet=True) as session, (busy or contextlib.nullcontext)():
         return read_history(session.remote, inv)
 
 
-def _targets(hist: dict[str, list[Record]], to: str | None) -> list[str]:
+def _targets(hist: dict[str, list[Record]], to: str | None, inv_path=None) -> list[str]:
     """Deploy ids to undo, newest first: the latest applied one, or every applied one after `to`."""
     applied = sorted({r.id for recs in hist.values() for r in recs if not r.rolled_back})
     if not applied:
         raise TcsessionError("nothing to roll back: no applied deploy recorded on any host "
-                             "(see `inv history`)")
+                             f"(see `{command(inv_path, 'history')}`)")
     if to is None:
         return [applied[-1]]
     known = {r.id for recs in hist.values() for r in recs}
     if to not in known:
-        raise TcsessionError(f"--to {to}: no such deploy on any host; `inv history` lists them")
+        raise TcsessionError(f"--to {to}: no such deploy on any host; `{command(inv_path, 'history')}` lists them")
     return [i for i in reversed(applied) if i > to]
 
 
@@ -227,7 +231,7 @@ def run_rollback(session: Session, to: str | None = None, force: bool = False, d
     inv, remote, progress = session.inv, session.remote, session.ui
     done: list[str] = []
     hist, _ = read_history(remote, inv)
-    targets = _targets(hist, to)
+    targets = _targets(hist, to, inv.path)
     if not targets:
         progress.say(f"already at {to}: nothing to roll back", "green")
     for deploy_id in targets:
@@ -243,19 +247,25 @@ def run_rollback(session: Session, to: str | None = None, force: bool = False, d
         facts = gather(remote, list(inv.hosts))
         the_plan = plan_rollback(inv, records, current, facts, force)
         if dry_run:
+            progress.say(f"dry run: the steps undoing {deploy_id} would take, with their diffs; nothing is changed",
+                         "bold")
             progress.plan(the_plan, diffs=True)
+            progress.dry_run(list(the_plan.steps))
             if plans is not None:
                 plans.append((the_plan, []))
             done.append(deploy_id)
             continue
-        interp = Interpreter(remote, {h.name: h for h in inv.hosts}, progress.event)
-        outcome = interp.apply(the_plan, [h.name for h in inv.hosts])
+        interp = Interpreter(remote, {h.name: h for h in inv.hosts}, progress.event, session.clock)
+        names = [h.name for h in inv.hosts]
+        outcome = interp.apply(the_plan, names)
         if plans is not None:
             plans.append((the_plan, list(outcome.done)))
+        progress.recap(recap(names, list(the_plan.steps), outcome.done, outcome.hosts, outcome.seconds))
         if not outcome.ok:
-            raise (Interrupted if outcome.interrupted else TcsessionError)(
-                f"{outcome.error} -- rollback of {deploy_id} stopped; hosts: {outcome.summary()}; fix the cause "
-                "and run `inv rollback` again").at(deploy_id, outcome.hosts)
+            from tcsession.deploy import stopped
+
+            raise stopped("rollback of", outcome, deploy_id, outcome.done,
+                          f"fix the cause and run `{command(inv.path, 'rollback')}` again", progress)
         progress.say(f"rolled back {deploy_id} in {session.clock() - started:.1f} s", "green")
         done.append(deploy_id)
         hist, _ = read_history(remote, inv)

@@ -25,6 +25,7 @@ from tcsession.probes import is_wildcard, parse_memcached_probe, reachable_on
 from tcsession.session import Session, open_session
 from tcsession.steps import sha256
 from tcsession.tomcat import Layout
+from tcsession.workdir import command
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,10 @@ class HostStatus:
     facts: HostFacts | None = None
     checks: tuple[tuple[str, bool, str], ...] = ()  # (what, ok, detail)
     members: tuple[str, ...] = ()
+    # msm: the memcached nodes its Manager names, as read from its context.xml: (id, address:port),
+    # and the ids of its failover nodes (used only when the others are down)
+    memcached_nodes: tuple[tuple[str, str], ...] = ()
+    failover_nodes: tuple[str, ...] = ()
 
     @property
     def problems(self) -> list[str]:
@@ -77,6 +82,7 @@ class Report:
     advice: tuple[str, ...] = ()  # recommendations at this size (tcsession.modes.Mode.advice)
     session_note: str | None = None  # why the session check did not run (no test page)
     expected_mode: str | None = None  # the inventory's [cluster] mode (None: not set)
+    inventory: str | None = None  # the inventory file read (suggested commands name it)
 
     @property
     def msm_problems(self) -> list[str]:
@@ -113,7 +119,7 @@ class Report:
         if any(not h.reachable for h in self.hosts if h.role == "tomcat"):
             return []  # what they run is not known: the unreachable hosts are the problem said
         return [f"mode: the Tomcats run {self.mode + ' mode' if self.mode else 'neither mode'}, the inventory's "
-                f'[cluster] mode is "{self.expected_mode}"; deploy it (tcsession deploy)']
+                f'[cluster] mode is "{self.expected_mode}"; deploy it ({command(self.inventory, "deploy")})']
 
     @property
     def healthy(self) -> bool:
@@ -164,7 +170,7 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | No
     layout = f.tomcat
     members: tuple[str, ...] = ()
     if layout is None:
-        checks.append(("tomcat package", False, "no Tomcat installed; run inv deploy"))
+        checks.append(("tomcat package", False, f"no Tomcat installed; run {command(inv.path, 'deploy')}"))
         return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks))
     active = f.active.get(layout.unit)
     checks.append((f"{layout.unit} active", active == "active", active or "unknown"))
@@ -197,15 +203,34 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | No
             checks.append(("cluster members", not missing,
                            f"sees {len(set(members) & expected)} of {len(expected)} peers"
                            + (f"; missing {', '.join(missing)}" if missing else "")))
+    nodes: tuple = ()
+    failover: tuple = ()
     if mode.memcached:
         checks += judge_msm(inv, host, f, layout, active == "active")
+        nodes, failover = manager_nodes(inv, f, layout)
     for a, sha, code in app_versions(inv, f):
         ok = sha is not None and code not in ("000", "404") and not code.startswith("5")
         checks.append((f"app {a.context}", ok, (f"{a.base_name}.war sha256 {sha[:12]}" if sha else
-                                                f"no {a.base_name}.war; run inv deploy") + f", HTTP {code}"
+                                                f"no {a.base_name}.war; run {command(inv.path, 'deploy')}") + f", HTTP {code}"
                        + ("" if ok or sha is None else " (the context is not running)")))
     return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks),
-                      members=members)
+                      members=members, memcached_nodes=nodes, failover_nodes=failover)
+
+
+def manager_nodes(inv: Inventory, f: HostFacts, layout: Layout) -> tuple[tuple, tuple]:
+    """The memcached nodes and failover nodes of the MSM Manager this Tomcat runs with (its
+    context.xml as read), or ((), ()) without one."""
+    path = layout.app_context if inv.msm.scope == "app" else layout.context_xml
+    fact = f.files.get(path)
+    try:
+        manager = msm.read_manager(fact.content, path) if fact and fact.content else None
+    except TcsessionError:
+        manager = None
+    if not manager:
+        return (), ()
+    nodes = tuple((n.split(":", 1)[0], n.split(":", 1)[1]) for n in
+                  re.split(r"[\s,]+", manager.get("memcachedNodes", "").strip()) if ":" in n)
+    return nodes, tuple(manager.get("failoverNodes", "").split())
 
 
 def app_versions(inv: Inventory, f: HostFacts) -> list[tuple]:
@@ -249,7 +274,7 @@ def judge_wildcards(inv: Inventory, host: Host, listeners) -> list[tuple[str, bo
         return [("cluster ports on own address", True, "none on a wildcard address")]
     shown = ", ".join(f"{ports[p]} {a}:{p}" for p, a in wild)
     return [("cluster ports on own address", False,
-             f"listening on a wildcard address: {shown}; run inv deploy to bind them to {host.address}")]
+             f"listening on a wildcard address: {shown}; run {command(inv.path, 'deploy')} to bind them to {host.address}")]
 
 
 # memcached-session-manager's start, as the real tc7/tc8/tc9 managers log it: their service is
@@ -328,7 +353,7 @@ def judge_msm(inv: Inventory, host: Host, f: HostFacts, layout: Layout, running:
 def judge_nginx(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | None = None) -> HostStatus:
     checks = []
     if "nginx" not in f.packages:
-        checks.append(("nginx package", False, "not installed; run inv deploy"))
+        checks.append(("nginx package", False, f"not installed; run {command(inv.path, 'deploy')}"))
     else:
         checks.append(("nginx active", f.active.get("nginx") == "active", f.active.get("nginx", "unknown")))
         ok = reachable_on(f.listeners, host.address, host.http_port)
@@ -339,21 +364,21 @@ def judge_nginx(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | Non
         if inv.tls:
             ok = reachable_on(f.listeners, host.address, inv.tls.https_port)
             checks.append((f"tcp {host.address}:{inv.tls.https_port} (https)", ok, "listening" if ok else "not listening"))
-            checks.append(judge_certificate(f.content(nginx.TLS_CERT)))
+            checks.append(judge_certificate(f.content(nginx.TLS_CERT), deploy=command(inv.path, "deploy")))
     return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks))
 
 
-def judge_certificate(pem: bytes | None, now=None) -> tuple[str, bool, str]:
+def judge_certificate(pem: bytes | None, now=None, deploy: str = "tcsession deploy") -> tuple[str, bool, str]:
     """The certificate nginx serves: its days left (a warning under tls.WARN_DAYS, a failure when
     expired or missing)."""
     if not pem:
-        return ("certificate", False, f"{nginx.TLS_CERT} missing; run inv deploy")
+        return ("certificate", False, f"{nginx.TLS_CERT} missing; run {deploy}")
     try:
         days = tls.days_left(pem, now)
     except TcsessionError:
-        return ("certificate", False, f"{nginx.TLS_CERT} is not a PEM certificate; run inv deploy")
+        return ("certificate", False, f"{nginx.TLS_CERT} is not a PEM certificate; run {deploy}")
     if days < 0:
-        return ("certificate", False, f"expired {-days} day(s) ago; renew it and run inv deploy")
+        return ("certificate", False, f"expired {-days} day(s) ago; renew it and run {deploy}")
     if days < tls.WARN_DAYS:
         return ("certificate", True, f"{days} days left: renew it soon (under {tls.WARN_DAYS})")
     return ("certificate", True, f"{days} days left")
@@ -419,9 +444,13 @@ SKIPPED = ("skipped: [app] test_page = false (no test page to follow a session w
            "to request a page of yours through nginx")
 
 
-def cluster_report(inv: Inventory, session_requests: int = 10) -> Report:
-    """`inv status`, in a session of its own (one set of connections for everything it reads)."""
-    with open_session(inv, quiet=True) as world:
+def cluster_report(inv: Inventory, session_requests: int = 10, busy=None) -> Report:
+    """`inv status`, in a session of its own (one set of connections for everything it reads).
+    `busy`: a context manager factory entered once the session is open (any prompt answered),
+    around the reading (the command's spinner: tcsession.ui.waiting)."""
+    import contextlib
+
+    with open_session(inv, quiet=True) as world, (busy or contextlib.nullcontext)():
         return run_status(world, session_requests)
 
 
@@ -458,12 +487,13 @@ def run_status(world: Session, session_requests: int = 10) -> Report:
                 if missing:
                     session.problems.append(
                         f"the session cookie lacks {' and '.join(missing)} over HTTPS (Tomcat does not see the "
-                        "requests as secure: is its RemoteIpValve there? run inv deploy)")
+                        f"requests as secure: is its RemoteIpValve there? run {command(inv.path, 'deploy')})")
             same_site = inv.app.same_site
             if same_site not in ("", "unset") and session.cookie is not None \
                     and f"samesite={same_site}" not in session.cookie_attributes:
                 session.problems.append(f"the session cookie lacks SameSite={same_site.capitalize()} ([app] same_site): "
-                                        "is tcsession's CookieProcessor in conf/context.xml? run inv deploy")
+                                        f"is tcsession's CookieProcessor in conf/context.xml? run "
+                                        f"{command(inv.path, 'deploy')}")
         elif inv.app.check_path:
             session = check_path(inv.nginx.address, port, inv.app.check_path, session_requests, name, context)
         else:
@@ -478,7 +508,7 @@ def run_status(world: Session, session_requests: int = 10) -> Report:
                  for a in inv.apps)
     advice = tuple(mode_named(mode).advice(inv)) if mode in ("delta", "msm") else ()
     return Report(tuple(hosts), mode, session, commands, memcached, session_node, advice=advice, apps=apps,
-                  session_note=note, expected_mode=inv.mode)
+                  session_note=note, expected_mode=inv.mode, inventory=str(inv.path))
 
 
 def memcached_after_check(world: Session, facts: dict[str, HostFacts]) -> tuple[tuple, int]:

@@ -73,14 +73,20 @@ class FileChange:
 
 
 def summarize(output: str) -> str:
-    """A failed step's output in one line: what it said, then the service's last log lines."""
+    """A failed step's output: what it said (one line), then the service's last log lines, one per
+    line after "last log lines:" (tcsession.view prints them indented, once)."""
     lines = [l for l in output.strip().splitlines() if l.strip()]
     said = [l for l in lines if not l.startswith(("log: ", "state: "))]
     logs = [l[5:] for l in lines if l.startswith("log: ")]
     out = said[-1] if said else "no output"
     if logs:
-        out += "; last log lines: " + " | ".join(logs[-5:])
+        out += log_tail(logs)
     return out
+
+
+def log_tail(logs: list[str], count: int = 5) -> str:
+    """The last `count` log lines, appended to a failure message: one per line."""
+    return "\nlast log lines:\n" + "\n".join(logs[-count:])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,8 +43,19 @@ def _fail_cleanly(fn):
         try:
             return fn(*args, **kwargs)
         except TcsessionError as e:  # one line per problem (an inventory's are all listed)
+            if e.brief:  # a deploy or rollback whose progress showed the failure: only what to do
+                from tcsession.ui import print_stopped
+
+                print_stopped(f"tcsession: {e.brief}")
+                raise Exit(code=e.code) from None
             lines = str(e).splitlines() or [type(e).__name__]
-            raise Exit("\n".join(printable(f"tcsession: {line}") for line in lines), code=e.code) from None
+            text = "\n".join(printable(f"tcsession: {line}") for line in lines)
+            if sys.stderr.isatty():  # on a terminal, each line wrapped under its text, never cut
+                from tcsession.ui import print_stopped
+
+                print_stopped(text)
+                raise Exit(code=e.code) from None
+            raise Exit(text, code=e.code) from None
         except (Exit, SystemExit):
             raise
         except KeyboardInterrupt:
@@ -185,9 +196,10 @@ def lab_status(c, inventory=DEFAULT_INVENTORY, json=False):
 
 
 @task(help={"inventory": INVENTORY_HELP, "json": "print JSON for monitoring",
-            "requests": "requests in the end-to-end session check through nginx (default 10; 0: skip it)"})
+            "requests": "requests in the end-to-end session check through nginx (default 10; 0: skip it)",
+            "graph": "then a picture of the cluster: nginx, each Tomcat and its state, the sessions' path"})
 @_fail_cleanly
-def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None):
+def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None, graph=False):
     """Show hosts, services, ports, cluster membership, and a session through nginx. Exit 1 if unhealthy."""
     from tcsession import status as st
     from tcsession import ui
@@ -197,11 +209,13 @@ def status(c, inventory=DEFAULT_INVENTORY, json=False, requests=None):
     with _json_failures("status", json):
         count = _int_option("requests", requests, 10, 0, 10000)
         inv = _inventory(inventory)
-        report = st.cluster_report(inv, session_requests=count)
+        what = f"status of {len(inv.hosts)} hosts" + (f", then {count} requests through nginx" if count else "")
+        report = st.cluster_report(inv, session_requests=count,  # the spinner once any prompt is answered
+                                   busy=lambda: ui.waiting(what, ui.status_console(json)))
     if json:
         _print_json(contract.status_json(report, inv))
     else:
-        ui.print_status(report)
+        ui.print_status(report, graph=graph)
     code = contract.status_exit(report)
     if code == 3:
         unreached = "; ".join(h.error or h.name for h in report.hosts if not h.reachable)
@@ -223,7 +237,8 @@ def preflight(c, mode=None, inventory=DEFAULT_INVENTORY, json=False):
 
     with _json_failures("preflight", json):
         inv = _inventory(inventory)
-        report = pf.preflight(inv, mode or inv.mode or "delta")
+        report = pf.preflight(inv, mode or inv.mode or "delta", busy=lambda: ui.waiting(
+            f"preflight of {len(inv.hosts)} hosts", ui.status_console(json)))
     if json:
         _print_json(contract.preflight_json(report, inv))
     else:
@@ -265,7 +280,9 @@ def history(c, inventory=DEFAULT_INVENTORY, json=False):
     from tcsession import contract
 
     with _json_failures("history", json):
-        hist, notes = rb.history_with_notes(_inventory(inventory))
+        inv = _inventory(inventory)
+        hist, notes = rb.history_with_notes(inv, busy=lambda: ui.waiting(
+            f"reading the history of {len(inv.hosts)} hosts", ui.status_console(json)))
     if json:
         _print_json(contract.history_json(hist, notes))
     else:
@@ -287,12 +304,15 @@ def rollback(c, inventory=DEFAULT_INVENTORY, to=None, force=False, dry_run=False
     from tcsession import rollback as rb
     from tcsession.errors import UsageError as TcsessionError
     from tcsession.ui import Progress
+    import os
+
+    from tcsession.workdir import INVENTORY_ENV, command
 
     plans: list = []
     with _json_failures("rollback", json):
         if to is not None and not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}", str(to)):
             raise TcsessionError(f"--to={to!r}: not a deploy id (like 20261201T105219Z-1a2b3c); "
-                                 "`inv history` lists the ids")
+                                 f"`{command(inventory or os.environ.get(INVENTORY_ENV), 'history')}` lists the ids")
         ids = rb.rollback(_inventory(inventory), to=to, force=force, quiet=quiet, dry_run=dry_run, plans=plans,
                           ui=Progress(quiet, stderr=json))
     if json:

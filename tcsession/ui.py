@@ -7,12 +7,14 @@ its control characters escaped and without rich markup interpretation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import textwrap
 import time
 
 from tcsession.apply import Event
 from tcsession.steps import Plan, RestartTomcat, RestoreFiles, WriteFiles
+from tcsession import view
 from tcsession.text import printable
 
 def _console(stderr: bool = False):
@@ -21,38 +23,169 @@ def _console(stderr: bool = False):
     return Console(highlight=False, stderr=stderr)
 
 
-class Progress:
-    """Which host, which step, how long: one line per step (no markup from outside); on stderr
-    when stdout carries JSON (--json)."""
+UNBOUNDED = 10**6  # a pipe with no width said: one printed line per line (for grep)
 
-    def __init__(self, quiet: bool = False, stderr: bool = False):
-        self.console = _console(stderr)
-        self.quiet = quiet
+
+def fit_width(console, width: int | None = None) -> int:
+    """The width lines are fitted to: `width` if given; on a terminal, its width; into a pipe,
+    $COLUMNS when set, else none (a pipe cuts nothing: each line whole, for grep and files)."""
+    import os
+
+    if width:
+        return width
+    if console.is_terminal:
+        return console.width
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else UNBOUNDED
+
+
+def _print(console, lines) -> None:
+    """Lines already fitted to the console's width (tcsession.view): printed as they are, never
+    wrapped again by rich."""
+    from rich.text import Text
+
+    for text, style in lines:
+        console.print(Text(text, style=style), soft_wrap=True)
+
+
+def print_stopped(text: str, console=None, width: int | None = None) -> None:
+    """The last line of a run that stopped after its progress showed the failure and the recap:
+    what to do, wrapped like the rest (on stderr)."""
+    console = console if console is not None else _console(stderr=True)
+    _print(console, view.said_lines(text, fit_width(console, width)))
+
+
+def status_console(as_json: bool = False):
+    """Where a read-only command's spinner goes: stdout's terminal (nothing with --json: stdout
+    carries the JSON, and a spinner there would mix with it)."""
+    from rich.console import Console
+
+    return Console(highlight=False, stderr=as_json, force_terminal=False if as_json else None)
+
+
+@contextlib.contextmanager
+def waiting(what: str, console=None):
+    """A long wait outside a deploy's steps (reading the hosts, a session check): on a terminal a
+    spinner with `what` and the seconds so far, erased at the end; elsewhere nothing."""
+    console = console if console is not None else _console(stderr=True)
+    if not console.is_terminal:
+        yield
+        return
+    w = _Waiting(console, what)
+    try:
+        yield
+    finally:
+        w.stop()
+
+
+class _Waiting:
+    """On a terminal only: a spinner with the steps under way and the seconds since they started,
+    erased when they end (the finished steps' lines replace it)."""
+
+    def __init__(self, console, what: str = ""):
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        self.steps: list = []
+        self.label = what
+        self.console = console
         self.started = time.monotonic()
+        self.spinner = Spinner("dots", style="cyan")
+        self.live = Live(console=console, transient=True, refresh_per_second=4, get_renderable=self._render)
+        self.live.start()
 
-    def line(self, host: str, what: str, seconds: float | None = None, style: str = "") -> None:
-        if self.quiet:
-            return
+    def what(self) -> str:
+        if self.label or not self.steps:
+            return self.label
+        if len(self.steps) == 1:
+            return f"{self.steps[0].host}: {self.steps[0].describe()}"
+        return f"{len(self.steps)} steps on " + ", ".join(dict.fromkeys(s.host for s in self.steps))
+
+    def _render(self):
         from rich.text import Text
 
-        line = Text(f"  {host:<10} ", style="bold")
-        line.append(printable(what), style=style)
-        if seconds is not None:
-            line.append(f"  {seconds:.1f} s", style="dim")
-        self.console.print(line)
+        seconds = time.monotonic() - self.started
+        text = f" {seconds:3.0f} s  {' '.join(self.what().split())}"  # the seconds first: always seen
+        room = max(10, self.console.width - 4)
+        self.spinner.update(text=Text(text if len(text) <= room else text[:room - 1] + "…", style="dim"))
+        return self.spinner
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
+class Progress:
+    """Which host, which step, how long: one line per step (no markup from outside), wrapped at
+    the console's width under its text; on stderr when stdout carries JSON (--json). On a terminal,
+    a spinner with the elapsed seconds while steps run. `console`: a rich Console (the goldens give
+    one of a fixed width)."""
+
+    def __init__(self, quiet: bool = False, stderr: bool = False, console=None, width: int | None = None):
+        self.console = console if console is not None else _console(stderr)
+        self._width = width
+        self.quiet = quiet
+        self.started = time.monotonic()
+        self._waiting: _Waiting | None = None
+        self.showed_failure = False  # a failed step's lines were printed (tcsession.deploy.stopped)
+
+    @property
+    def shows(self) -> bool:
+        """Whether failures and recaps are shown (not --quiet): the final error then only says what to do."""
+        return not self.quiet
+
+    @property
+    def width(self) -> int:
+        return fit_width(self.console, self._width)
+
+    def _out(self, lines) -> None:
+        if not self.quiet:
+            self._stop_waiting()
+            _print(self.console, lines)
+
+    def line(self, host: str, what: str, seconds: float | None = None, style: str = "") -> None:
+        self._out(view.step_lines(host, what, seconds, self.width, style))
 
     def say(self, text: str, style: str = "") -> None:
-        if not self.quiet:
-            from rich.text import Text
-
-            self.console.print(Text(printable(text), style=style))
+        self._out(view.said_lines(text, self.width, style))
 
     def event(self, e: Event) -> None:
         """The interpreter's callback."""
-        if e.kind == "done":
+        if e.kind == "started":
+            self._start_waiting(e)
+        elif e.kind == "done":
             self.line(e.step.host, e.text, e.seconds)
         elif e.kind == "failed":
-            self.line(e.step.host, e.text, e.seconds, style="red")
+            self._out(view.failure_lines(e.step.host, e.text, e.seconds, self.width))
+            self.showed_failure = not self.quiet
+
+    def recap(self, rows) -> None:
+        """The end of a run: one line per host (tcsession.view.recap)."""
+        self._out(view.recap_lines(rows, self.width))
+
+    def dry_run(self, steps) -> None:
+        self._out(view.dry_run_line(steps, self.width))
+
+    @contextlib.contextmanager
+    def waiting(self, what: str):
+        """A long wait between steps (facts, preflight's probes): a spinner on a terminal."""
+        if self.quiet:
+            yield
+            return
+        self._stop_waiting()
+        with waiting(what, self.console):
+            yield
+
+    def _start_waiting(self, e: Event) -> None:
+        if self.quiet or not self.console.is_terminal:
+            return
+        if self._waiting is None:
+            self._waiting = _Waiting(self.console)
+        self._waiting.steps.append(e.step)
+
+    def _stop_waiting(self) -> None:
+        if self._waiting is not None:
+            self._waiting.stop()
+            self._waiting = None
 
     def diff(self, diff: str) -> None:
         """A unified diff, coloured by line, never wrapped (it must stay a valid patch)."""
@@ -60,6 +193,7 @@ class Progress:
             return
         from rich.text import Text
 
+        self._stop_waiting()
         styles = {"+": "green", "-": "red", "@": "cyan"}
         for line in diff.splitlines():
             style = "bold" if line.startswith(("+++", "---")) else styles.get(line[:1], "")
@@ -155,16 +289,27 @@ def render_status(report, width: int = 100) -> list[tuple[str, str]]:
     return out
 
 
-def print_status(report, as_json: bool = False) -> None:
+def print_status(report, as_json: bool = False, console=None, graph: bool = False, width: int | None = None) -> None:
+    """The status report fitted to the width (fit_width: a terminal's; into a pipe $COLUMNS, else
+    one line per check, for grep); with `graph`, the picture of the cluster (tcsession.graph) after it."""
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
-    from rich.text import Text
+    console = console if console is not None else _console()
+    width = fit_width(console, width)
+    _print(console, render_status(report, width))
+    if graph:
+        print_graph(report, console, width)
 
-    console = _console()
-    # Wrapped to a terminal's width; into a pipe or a file, one line per check (for grep).
-    for text, style in render_status(report, console.width if console.is_terminal else 10**6):
-        console.print(Text(text, style=style), soft_wrap=True)
+
+def print_graph(report, console=None, width: int | None = None) -> None:
+    """The picture of the cluster (tcsession.graph.topology), drawn by rich at the width (with no
+    width into a pipe, rich's 80 columns: a tree needs one)."""
+    from tcsession.graph import topology
+
+    console = console if console is not None else _console()
+    width = min(fit_width(console, width), console.width if width is None else width)
+    console.print(topology(report, width), width=width)
 
 
 # --------------------------------------------------------------------------- preflight
@@ -182,15 +327,12 @@ def render_preflight(report, width: int = 100) -> list[tuple[str, str]]:
     return out
 
 
-def print_preflight(report, as_json: bool = False) -> None:
+def print_preflight(report, as_json: bool = False, console=None, width: int | None = None) -> None:
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
         return
-    from rich.text import Text
-
-    console = _console()
-    for text, style in render_preflight(report, console.width):
-        console.print(Text(text, style=style), soft_wrap=True)
+    console = console if console is not None else _console()
+    _print(console, render_preflight(report, fit_width(console, width)))
 
 
 # --------------------------------------------------------------------------- history
@@ -207,24 +349,12 @@ def war_versions(recs) -> str:
                      for name, shas in sorted(by_war.items())) or "-"
 
 
-def print_history(hist: dict, notes: list[str] = (), as_json: bool = False) -> None:
+def print_history(hist: dict, notes: list[str] = (), as_json: bool = False, console=None,
+                  width: int | None = None) -> None:
+    """Every deploy with its full id (what `rollback --to` takes), at the console's width."""
     if as_json:
         print(json.dumps({"deploys": {h: [r.to_dict() for r in recs] for h, recs in hist.items()},
                           "notes": list(notes)}, indent=2))
         return
-    from rich.table import Table
-    from rich.text import Text
-
-    console = _console()
-    table = Table(title="tcsession deploys (newest last)")
-    for col in ("deploy", "mode", "time", "hosts", "files", "applications (WAR sha256)", "state"):
-        table.add_column(col)
-    ids = sorted({r.id for recs in hist.values() for r in recs})
-    for i in ids:
-        recs = [r for recs in hist.values() for r in recs if r.id == i]
-        table.add_row(i, printable(recs[0].mode), printable(recs[0].manifest.time), ", ".join(r.host for r in recs),
-                      str(sum(len(r.files) for r in recs)), printable(war_versions(recs)),
-                      "rolled back" if all(r.rolled_back for r in recs) else "applied")
-    console.print(table)
-    for n in notes:
-        console.print(Text(printable(n), style="yellow"))
+    console = console if console is not None else _console()
+    _print(console, view.history_lines(hist, notes, fit_width(console, width), war_versions))

@@ -36,6 +36,20 @@ def inventory_path(given: str | None, environ=os.environ, cwd: Path | None = Non
     return DEFAULT_NAME
 
 
+def command(inventory, words: str, environ=os.environ, cwd: Path | None = None) -> str:
+    """A command to suggest to the operator, with the inventory they used: `tcsession -i PATH
+    words`; without -i only when the command would find the same file by itself (./hosts.toml,
+    no $TCSESSION_INVENTORY)."""
+    import shlex
+
+    if not inventory:  # none given: the command finds it as this one did
+        return f"tcsession {words}"
+    path = Path(inventory)
+    cwd = cwd or Path.cwd()
+    default = not environ.get(INVENTORY_ENV) and os.path.abspath(cwd / path) == os.path.abspath(cwd / DEFAULT_NAME)
+    return f"tcsession {words}" if default else f"tcsession -i {shlex.quote(str(path))} {words}"
+
+
 # --------------------------------------------------------------------------- files beside it
 
 

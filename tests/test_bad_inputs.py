@@ -233,7 +233,7 @@ CLI = [  # (id, case id or None, extra inventory text, task arguments, fragments
     ("cli-tomcats-one", None, GOOD, ["lab.up", "--tomcats=1"], ["--tomcats=1: not a whole number from 2"]),
     ("cli-release", None, GOOD, ["lab.up", "--release=buster"], ["--release=buster: not one of bookworm, bullseye"]),
     ("cli-mode", None, GOOD, ["deploy", "--mode=deltas"], ["--mode=deltas: not one of delta, msm"]),
-    ("cli-rollback-to", None, GOOD, ["rollback", "--to=../../etc"], ["not a deploy id", "inv history"]),
+    ("cli-rollback-to", None, GOOD, ["rollback", "--to=../../etc"], ["not a deploy id", "history` lists the ids"]),
 ]
 
 

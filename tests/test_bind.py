@@ -84,7 +84,7 @@ def test_status_flags_the_captured_wildcard_http_port():
     f = parse_facts((DATA / "facts" / "prebind-delta-tomcat1.txt").read_text())  # captured before this change: Tomcat on 0.0.0.0:8080
     st = status.judge_tomcat(inv, inv.host("tomcat1"), f, "delta")
     assert st.problems == ["cluster ports on own address: listening on a wildcard address: HTTP 0.0.0.0:8080; "
-                           "run inv deploy to bind them to 10.153.0.112"]
+                           "run tcsession deploy to bind them to 10.153.0.112"]
 
 
 def test_status_flags_receiver_and_memcached_on_wildcards_and_passes_own_addresses():

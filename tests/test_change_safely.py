@@ -123,7 +123,7 @@ def test_a_host_lost_mid_deploy_then_the_deploy_converges_and_rollback_restores(
         # stops there (the next node is not touched), naming why, with tomcat2 owing its restart
         assert "stopped" in error and "tomcat1: restart tomcat10" in error, error
         assert "sees 0 of 1 cluster members" in error and "tomcat2: in progress" in error, error
-        assert "inv rollback" in error
+        assert "rollback` to undo it" in error
         assert f"after {LOST_HOST_TIMEOUT:g} s" in error, error  # the bound this test set was the one reached
     finally:
         monkeypatch.undo()
@@ -230,7 +230,7 @@ def test_an_interrupted_deploy_is_recorded_and_recoverable(cluster):
             proc.kill()
     err = err.strip()
     assert proc.returncode == 130 and len(err.splitlines()) == 1, err  # interrupted (docs/cli.md)
-    assert "interrupted during tomcat1: restart tomcat10" in err and "inv rollback" in err, err
+    assert "interrupted during tomcat1: restart tomcat10" in err and "rollback` to undo it" in err, err
     assert "down;" not in cluster.check("nginx", "cat /etc/nginx/conf.d/tcsession.conf")
     ids = {r.id for recs in history(cluster.inv).values() for r in recs if not r.rolled_back}
     assert ids, "the interrupted deploy left no record"

@@ -45,6 +45,18 @@ class RecordingUI:
     def plan(self, plan, diffs, hosts=None):
         self.shown += [("plan", line) for line in plan.lines()] or [("plan", f"{h}  up to date") for h in hosts or ()]
 
+    def waiting(self, what):
+        import contextlib
+
+        self.shown.append(("wait", what))
+        return contextlib.nullcontext()
+
+    def recap(self, rows):
+        self.shown += [("recap", f"{r.host}  {r.result} {r.steps} {r.changes}") for r in rows]
+
+    def dry_run(self, steps):
+        self.shown.append(("dry run", f"{len(steps)} steps"))
+
 
 def session(fake, inv=None) -> Session:
     ticks = iter(range(1000))
@@ -237,6 +249,9 @@ def test_a_dry_run_of_several_rollbacks_plans_the_first_in_full_and_lists_the_re
     assert executed == [] and plan.kind == f"rollback {b}"
     assert plan.lines()[0] == f"tomcat1  undo {b}: restore {server}"
     assert [t for k, t in s.ui.shown if k == "plan"] == plan.lines()
+    framed = [k for k, _ in s.ui.shown if k in ("say", "plan", "dry run")]
+    assert framed[0] == "say" and s.ui.shown[0][1].startswith(f"dry run: the steps undoing {b} would take")
+    assert ("dry run", f"{len(plan.steps)} steps") in s.ui.shown  # the frame's end: the steps it showed
     assert s.ui.shown[-1] == ("say", f"then undo {a}: planned once the previous rollback ran (hosts tomcat1; "
                                      "1 recorded file(s))")
     restore = plan.steps[0]
@@ -296,3 +311,41 @@ def test_a_deploy_of_the_other_mode_than_the_hosts_run_needs_the_switch_and_says
     says = [text for kind, text in s.ui.shown if kind == "say"]
     assert says[0] == ("switching mode msm -> delta: this deploy removes memcached-session-manager's Manager, the "
                        "jars tcsession placed and the jvmRoute marker (memcached keeps running with its listen address)")
+
+
+def test_a_failed_install_ends_with_a_recap_per_host_and_one_error_that_says_it_all(tmp_path):
+    """The package manager fails on tomcat1 (its packages run on every host at once): the
+    progress gets one recap row per host, and the error (for --json and --quiet: no progress
+    showed it) names the failure once, where each host stands, then what to do with the inventory
+    given."""
+    import time as _time
+    from tcsession.inventory import parse_inventory
+
+    inv = parse_inventory((ROOT / "hosts.toml").read_text().partition("[delta]")[0]
+                          + '[delta]\nmembership = "static"\n', tmp_path / "lab.toml")
+    fresh = (Path(__file__).parent / "data" / "preflight" / "fresh-tomcat1.txt").read_text() + "@@end\n"
+
+    def answer(host, command):
+        if "os-release" in command:
+            return 0, fresh.replace("\ntomcat1\n", f"\n{host}\n", 1)
+        if command.strip() == "date +%s.%N":
+            return 0, f"{_time.time():.6f}\n"
+        if "apt-get install" in command:
+            if host == "tomcat1":
+                return 100, "@@step 0\nE: Unable to locate package tomcat10\n@@failed 0\n"
+            return 0, "@@step 0\n"
+        raise AssertionError(f"unexpected command on {host}: {command[:200]!r}")
+
+    s = session(ScriptedHosts(answer), inv)
+    with pytest.raises(TcsessionError) as e:
+        run_deploy(s, "delta")
+    recap = [t for k, t in s.ui.shown if k == "recap"]
+    assert recap == ["nginx  changed 1 1", "tomcat1  failed 0 0", "tomcat2  changed 1 1"]
+    lines = str(e.value).splitlines()
+    assert lines[0].startswith("deploy 20261201T100000Z-abcdef stopped: tomcat1: install")
+    assert lines[0].endswith("E: Unable to locate package tomcat10")
+    assert sum("Unable to locate package" in line for line in lines) == 1  # said once
+    assert lines[1] == "hosts: nginx: done; tomcat1: failed; tomcat2: done"
+    assert lines[-1] == (f"run the deploy again to converge (`tcsession -i {tmp_path / 'lab.toml'} deploy --mode=delta`), or "
+                         f"`tcsession -i {tmp_path / 'lab.toml'} rollback` to undo it")
+    assert e.value.brief is None  # a recording UI shows nothing: the whole message is the error

@@ -134,7 +134,7 @@ def test_the_refusal_is_one_line(inv):
     report = pf.PreflightReport("delta", (pf.HostPreflight("tomcat2", "tomcat", "10.153.0.113",
                                                            (("ports", False, "tcp 4000 held"), ("disk", False, "x"))),))
     msg = pf.refusal(report)
-    assert msg == "preflight: tomcat2: ports: tcp 4000 held (and 1 more: inv preflight shows them all); nothing was changed"
+    assert msg == "preflight: tomcat2: ports: tcp 4000 held (and 1 more: `tcsession preflight` shows them all); nothing was changed"
 
 
 def test_the_table_and_json(inv):

@@ -163,8 +163,8 @@ def test_status_judges_the_certificate_nginx_serves(ca):
     soon = judge_certificate(cert, now + datetime.timedelta(days=80))
     assert soon[1] and "renew it soon (under 21)" in soon[2]
     late = judge_certificate(cert, now + datetime.timedelta(days=95))
-    assert not late[1] and late[2].startswith("expired ") and "run inv deploy" in late[2]
-    assert judge_certificate(None) == ("certificate", False, f"{nginx.TLS_CERT} missing; run inv deploy")
+    assert not late[1] and late[2].startswith("expired ") and "run tcsession deploy" in late[2]
+    assert judge_certificate(None) == ("certificate", False, f"{nginx.TLS_CERT} missing; run tcsession deploy")
 
 
 def test_a_session_cookie_without_secure_over_https_is_a_status_problem():
