@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES="python3 python3-venv mmdebstrap systemd-container iproute2 openssh-client curl tomcat-jakartaee-migration"
+APT_PACKAGES="python3 python3-venv mmdebstrap systemd-container iproute2 openssh-client curl tomcat-jakartaee-migration tmux"
 
 setup() {
     if [ "$(id -u)" != 0 ]; then

@@ -54,6 +54,8 @@ def test_piped_output_matches_its_golden_and_fits(kind, width):
 def tmux_panes(tmp_path_factory):
     """Every kind printed in a tmux pane of each width (one pane per width), read back as text."""
     if not shutil.which("tmux"):
+        if os.environ.get("CI", "").lower() == "true":  # ./dev.sh setup installs it: CI proves the terminal
+            pytest.fail("CI: tmux is not installed (./dev.sh setup installs it)", pytrace=False)
         pytest.skip("tmux is not installed (apt-get install -y tmux)")
     sock = tmp_path_factory.mktemp("tmux") / "sock"
     panes = {}
