@@ -226,6 +226,9 @@ def history_script() -> str:
 # --------------------------------------------------------------------------- changes
 
 
+APT_LOCK_WAIT = 120  # seconds apt-get waits for another apt/dpkg run to finish
+
+
 def install_script(package_manager: str, packages: Sequence[str]) -> str:
     """Install packages; the lists are refreshed only when the install cannot be done from what
     is there. The log goes to a root-only temporary file in the state directory, shown on failure."""
@@ -233,8 +236,12 @@ def install_script(package_manager: str, packages: Sequence[str]) -> str:
     setup = (f"mkdir -p {state.STATE_DIR} && chmod 700 {state.STATE_DIR} && "
              f"log=$(mktemp {state.STATE_DIR}/install-log.XXXXXX) || exit 1\n")
     if package_manager == "apt-get":
-        base = f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {pkgs}"
-        body = f"{{ {base} >\"$log\" 2>&1 || {{ apt-get update -q >>\"$log\" 2>&1; {base} >>\"$log\" 2>&1; }}; }}"
+        # the dpkg lock may be held for a while by apt's own daily timers or unattended-upgrades
+        # (a fresh host's first minutes, a lab host too): wait for it rather than fail at once
+        wait = f"-o DPkg::Lock::Timeout={APT_LOCK_WAIT}"
+        base = f"DEBIAN_FRONTEND=noninteractive apt-get {wait} install -y -q --no-install-recommends {pkgs}"
+        body = (f"{{ {base} >\"$log\" 2>&1 || {{ apt-get {wait} update -q >>\"$log\" 2>&1; "
+                f"{base} >>\"$log\" 2>&1; }}; }}")
     elif package_manager in ("dnf", "yum"):
         body = f"{package_manager} install -y -q {pkgs} >\"$log\" 2>&1"
     else:

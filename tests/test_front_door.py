@@ -218,3 +218,13 @@ def test_the_clients_cookie_attributes_keep_their_values():
     assert cookie_attributes("JSESSIONID=A.tomcat1; Path=/; Secure; HttpOnly; SameSite=Lax") == (
         "path=/", "secure", "httponly", "samesite=lax")
     assert cookie_attributes("JSESSIONID=A; Path = /shop ;") == ("path=/shop",)
+
+
+def test_apt_waits_for_a_dpkg_lock_held_by_the_hosts_own_timers():
+    """A fresh host's apt-daily/unattended-upgrades (seen in the lab: "Unable to acquire the dpkg
+    frontend lock" in a container's first minute) is waited for, in the install and in its retry
+    after a lists update; yum and dnf wait for their lock by themselves."""
+    script = shell.install_script("apt-get", ["tomcat10", "curl"])
+    assert script.count(f"apt-get -o DPkg::Lock::Timeout={shell.APT_LOCK_WAIT} install") == 2
+    assert f"apt-get -o DPkg::Lock::Timeout={shell.APT_LOCK_WAIT} update" in script
+    assert "Lock::Timeout" not in shell.install_script("dnf", ["tomcat"])
