@@ -492,15 +492,18 @@ def count_sessions(unit: str, contexts: Sequence[str], memcached: tuple[str, int
     `sessions: unknown <why>`); with `memcached` (msm), `memcached-sessions: <node> <n>`: the
     sessions stored in this host's memcached node (msm's keys, not its validity/backup/lock ones)."""
     u = q(unit)
-    java = f"printf %s {q(COUNT_SESSIONS_JAVA)} > \"$d/CountSessions.java\""
+    # Inside the Tomcat's mount namespace (Debian's unit has PrivateTmp: the JVM's attach socket is
+    # in its own /tmp, where JDK 17's attach client does not look from outside).
+    inner = ("d=$(mktemp -d /tmp/tcsession-count.XXXXXXXX) && chmod 755 \"$d\" && cat > \"$d/CountSessions.java\" "
+             "&& chmod 644 \"$d/CountSessions.java\" && cd \"$d\" && runuser -u \"$1\" -- \"$2\" "
+             "-XX:TieredStopAtLevel=1 CountSessions.java \"$3\" " + " ".join(q(c) for c in contexts)
+             + "; rc=$?; cd /; rm -rf \"$d\"; exit $rc")
     lines = [
         f"pid=$(systemctl show -p MainPID --value {u})",
         "if [ -z \"$pid\" ] || [ \"$pid\" = 0 ]; then echo 'sessions: not running'; else",
         "user=$(stat -c %U /proc/$pid); jbin=$(readlink -f /proc/$pid/exe)",
-        "d=$(mktemp -d /tmp/tcsession-count.XXXXXXXX) && chmod 755 \"$d\" && " + java
-        + " && chmod 644 \"$d/CountSessions.java\"",
-        f"out=$(cd \"$d\" && timeout 90 runuser -u \"$user\" -- \"$jbin\" -XX:TieredStopAtLevel=1 CountSessions.java "
-        f"\"$pid\" {' '.join(q(c) for c in contexts)} 2>&1); rc=$?; rm -rf \"$d\"",
+        f"out=$(printf %s {q(COUNT_SESSIONS_JAVA)} | timeout 90 nsenter -t \"$pid\" -m -- sh -c {q(inner)} _ "
+        "\"$user\" \"$jbin\" \"$pid\" 2>&1); rc=$?",
         "if [ $rc = 0 ]; then printf '%s\\n' \"$out\" | grep '^sessions: '; else "
         "echo \"sessions: unknown $(printf '%s' \"$out\" | grep -v '^[[:space:]]*at ' | tail -n 2 | tr '\\n' ' ')\"; fi",
         "fi",

@@ -493,22 +493,26 @@ LOG_GATE = (
         r"SEVERE.*(\bManager\b|Manager\[|DeltaManager|BackupManager|StandardManager|PersistentManager|javakaffee|"
         r"MemcachedSessionService|ClassNotFoundException: .*Manager)")),
 )
-_INVALID_CLASS = re.compile(r"InvalidClassException: ([\w.$]+)")
+_CAUSE = re.compile(r"(?:InvalidClassException|ClassNotFoundException): ([\w.$]+)")
 
 
 def judge_log_gate(lines, dropped: tuple[str, ...] = ()) -> tuple[str, str] | None:
     """(what it means, the line) for the first line of a Tomcat's log that should stop a rolling
-    restart, or None. dropped: the classes of an application rolled with sessions = "drop": its
-    deserialization errors are expected while both versions run, as long as every class they
-    name is one of these."""
+    restart, or None; a deserialization error's line comes with its cause's (the class). dropped:
+    the classes of an application rolled with sessions = "drop": its deserialization errors are
+    expected while both versions run, as long as every class their causes name is one of these."""
     lines = list(lines)
-    named = {m.group(1) for l in lines for m in _INVALID_CLASS.finditer(l)}
-    expected = bool(dropped) and named <= set(dropped)
+    causes = [(m.group(1), l) for l in lines for m in _CAUSE.finditer(l)]
+    expected = bool(dropped) and {c for c, _ in causes} <= set(dropped)
     for line in lines:
         for what, pattern in LOG_GATE:
             if pattern.search(line):
-                if expected and what == DESERIALIZE:
-                    break
+                if what == DESERIALIZE:
+                    if expected:
+                        break
+                    cause = next((l for _, l in causes if l != line), None)
+                    if cause and not _CAUSE.search(line):
+                        line = f"{line.rstrip()} | {cause.strip()}"
                 return what, line
     return None
 

@@ -329,7 +329,8 @@ def test_sessions_drop_rolls_after_each_node_says_how_many_sessions_it_holds(tmp
     said = counts[0].done("sessions: unknown AttachNotSupportedException: no such process \n")
     assert said.startswith("holds an unknown number of session(s) of /sample") and "no such process" in said
     script = counts[0].script()
-    assert "runuser -u \"$user\"" in script and "CountSessions.java" in script and "/sample" in script
+    assert "nsenter -t \"$pid\" -m" in script and "runuser -u" in script and "CountSessions.java" in script
+    assert "/sample" in script
     # msm: this host's memcached node is asked too
     inv = lab_inventory(tmp_path, '[app.sample]\nwar = "new.war"\nsessions = "drop"\n')
     facts = with_war(deployed, w["v1"])

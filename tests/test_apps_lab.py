@@ -9,6 +9,16 @@ sha256 equal to version 1's on every node. Refused with nothing changed on any h
 PIDs compared): a WAR without <distributable/> in delta mode, a javax WAR onto Tomcat 10.1 with
 jakarta = "refuse".
 
+The session-compatibility gate (tcsession.serialcompat): version 1 keeps sample.Cart (declared
+serialVersionUID 1) in the session and version 2 adds a field under the same value, so the rollout
+above is also the compatible case under load. A version whose declared value changed is refused
+before any host changes (checksums and PIDs compared), naming the class. Delta (the msm proofs are
+measurements): a version that keeps a class the old one lacks (sample.Extra) stops the rollout at
+tomcat1 because the old-version peer tomcat2 logged that it could not deserialize it; with
+sessions = "drop", a version whose Cart declares none (its computed value differs) rolls, each node
+having said how many sessions it held (equal to what its Manager says in the JVM: sessions.jsp),
+and those sessions are gone; a later one whose undeclared Cart gains a field is refused.
+
 Both modes on ONE lab: the delta tests run first (deployed from fresh hosts), then the same hosts
 switch to msm with version 1 and the same tests run again. What Tomcat's own autoDeploy does is a
 measurement (`./dev.sh test -m measure`).
@@ -20,12 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import re
 import time
 
 import pytest
 
 from conftest import host_state, new_lab, real_msm_repo, wait_answered
-from sampleapp import build_war
+from sampleapp import CART_COMPUTED, CART_COMPUTED_FIELD, CART_FIELD, CART_V1, CART_V2, build_war
 from tcsession import status
 from tcsession.apply import Event
 from tcsession.deploy import deploy
@@ -33,7 +44,7 @@ from tcsession.errors import TcsessionError
 from tcsession.inventory import load_inventory
 from tcsession.load import Load
 from tcsession.rollback import history, rollback
-from tcsession.steps import RestartTomcat
+from tcsession.steps import CountSessions, RestartTomcat
 from tcsession.ui import war_versions
 
 pytestmark = pytest.mark.lab
@@ -48,7 +59,12 @@ def hosts(tmp_path_factory):
     """The lab (fresh hosts) and the sample WARs, for both modes."""
     for handle in new_lab(tmp_path_factory, LAB, SUBNET):
         tmp = handle.inv_path.parent
-        handle.wars = {"v1": build_war(tmp / "sample-v1.war", "1"), "v2": build_war(tmp / "sample-v2.war", "2"),
+        handle.wars = {"v1": build_war(tmp / "sample-v1.war", "1", cart=CART_V1),
+                       "v2": build_war(tmp / "sample-v2.war", "2", cart=CART_FIELD),
+                       "declared": build_war(tmp / "sample-declared.war", "6", cart=CART_V2),
+                       "extra": build_war(tmp / "sample-extra.war", "7", cart=CART_V1, extra=True),
+                       "computed": build_war(tmp / "sample-computed.war", "8", cart=CART_COMPUTED),
+                       "computedfield": build_war(tmp / "sample-computedfield.war", "9", cart=CART_COMPUTED_FIELD),
                        "nodist": build_war(tmp / "sample-nodist.war", "3", distributable=False),
                        "javax": build_war(tmp / "sample-javax.war", "4", javax_lib=True),
                        "broken": build_war(tmp / "sample-broken.war", "5", broken=True)}
@@ -68,6 +84,7 @@ def lab(request, hosts):
     for variant, war in hosts.wars.items():
         extra = '\njakarta = "refuse"\n' if variant == "javax" else "\n"
         (tmp / f"{variant}.toml").write_text(base + f'\n[app.sample]\nwar = "{war}"{extra}')
+        (tmp / f"{variant}-drop.toml").write_text(base + f'\n[app.sample]\nwar = "{war}"\nsessions = "drop"\n')
     hosts.mode, hosts.tmp = mode, tmp
     hosts.inv = load_inventory(tmp / "v1.toml")
     assert deploy(hosts.inv, mode, quiet=True).changed
@@ -136,6 +153,14 @@ def test_refused_wars_change_nothing_on_any_host(lab):
         assert says in str(e.value) and "tcsession changed nothing" in str(e.value), str(e.value)
         assert "\n" not in str(e.value)
         assert snapshot(lab) == before, variant
+    # the session-compatibility gate: one line per class, before any host changes
+    with pytest.raises(TcsessionError) as e:
+        deploy(inv_for(lab, "declared"), lab.mode, quiet=True)
+    print(f"\n[{lab.mode}] refused: {e.value}")
+    assert ("  sample.Cart (WEB-INF/classes): serialVersionUID 1L -> 2L: the declared value changed; "
+            "declare private static final long serialVersionUID = 1L; in sample.Cart") in str(e.value).splitlines()
+    assert str(e.value).endswith("(tcsession changed nothing)")
+    assert snapshot(lab) == before
 
 
 def test_rollout_to_version_2_and_rollback_under_load(lab):
@@ -206,6 +231,100 @@ def test_a_version_that_does_not_come_up_stops_the_rollout_on_its_node(lab):
     for t in ("tomcat1", "tomcat2"):
         assert "version=1" in node_page(v1, t)
     assert not deploy(v1, lab.mode, quiet=True).changed
+
+
+def test_an_old_version_peer_that_cannot_read_the_new_sessions_stops_the_rollout(lab):
+    """Version 7 keeps sample.Extra (a class version 1 lacks) in the session: the gate passes it
+    (the classes both have are compatible), tomcat1 restarts with it, its application check
+    creates a session that DeltaManager replicates to tomcat2, which cannot deserialize it; the
+    rollout stops there, naming tomcat2's line, and tomcat2 is not touched."""
+    if lab.mode != "delta":
+        pytest.skip("delta: the old-version peer receives the new version's sessions by replication")
+    v1 = inv_for(lab, "v1")
+    pid2 = lab.pid("tomcat2", "tomcat10")
+    with pytest.raises(TcsessionError) as e:
+        deploy(inv_for(lab, "extra"), lab.mode, quiet=True)
+    msg = str(e.value)
+    print(f"\n[{lab.mode}] old-version peer: {msg[:700]}")
+    assert msg.startswith("tomcat2: tomcat10 (still running the previous version) logged a session it could not "
+                          "deserialize (the application's versions disagree) once tomcat1 restarted: "), msg
+    assert war_sha(lab) == {"tomcat1": lab.sha["extra"], "tomcat2": lab.sha["v1"]}
+    assert lab.pid("tomcat2", "tomcat10") == pid2
+    assert len(rollback(v1, quiet=True)) == 1
+    assert war_sha(lab) == {"tomcat1": lab.sha["v1"], "tomcat2": lab.sha["v1"]}
+    assert not deploy(v1, lab.mode, quiet=True).changed
+
+
+def node_sessions(inv, name: str) -> int:
+    """How many sessions /sample holds on one Tomcat, asked in its JVM (sessions.jsp)."""
+    t = inv.host(name)
+    conn = http.client.HTTPConnection(t.address, t.http_port, timeout=10)
+    try:
+        conn.request("GET", "/sample/sessions.jsp")
+        r = conn.getresponse()
+        body = r.read().decode()
+        assert r.status == 200 and body.startswith("sessions="), body
+        return int(body.split("=", 1)[1])
+    finally:
+        conn.close()
+
+
+def drop_proof(lab):
+    """sessions = "drop": the count each node gives before anything changes equals what its
+    Manager holds; the rollout goes through; those sessions are gone; the next incompatible
+    version (keep) is refused; then back to version 1 (by a drop deploy: a rollback across
+    incompatible versions is itself incompatible, and its log gate says so)."""
+    from tcsession.client import SessionClient
+
+    v1 = inv_for(lab, "v1")
+    clients = [SessionClient(v1.nginx.address, v1.nginx.http_port, path="/sample/", mode=lab.mode) for _ in range(4)]
+    for c in clients:
+        for _ in range(3):
+            c.request()
+        assert c.run.ok and c.run.last_count == 3, c.run.to_dict()
+    held = {t: node_sessions(v1, t) for t in ("tomcat1", "tomcat2")}
+    events: list[Event] = []
+    started = time.monotonic()
+    report = deploy(inv_for(lab, "computed-drop"), lab.mode, quiet=True, on_event=events.append)
+    seconds = time.monotonic() - started
+    said = {e.step.host: e.text for e in events if e.kind == "done" and isinstance(e.step, CountSessions)}
+    print(f"\n[{lab.mode}] drop: held (sessions.jsp) {held}; the deploy said {said}; {seconds:.1f} s: "
+          + ", ".join(f"{e.step.host} {type(e.step).__name__} {e.seconds:.1f} s" for e in events if e.kind == "done"))
+    assert report.changed and set(said) == {"tomcat1", "tomcat2"}
+    for t, text in said.items():
+        assert text.startswith(f"holds {held[t]} session(s) of /sample"), (t, text, held)
+        if lab.mode == "delta":
+            assert held[t] >= len(clients)  # every node holds every session
+    if lab.mode == "msm":  # non-sticky: the sessions live in memcached, each node asked of its own
+        stored = sum(int(n) for text in said.values() for n in re.findall(r"(\d+) session\(s\) in memcached", text))
+        assert stored >= len(clients), said
+    assert war_sha(lab) == {"tomcat1": lab.sha["computed"], "tomcat2": lab.sha["computed"]}
+    for c in clients:  # lost, as announced: the next request starts a new session
+        c.request()
+        assert c.run.last_count == 1 and c.run.lost_updates == 3, c.run.to_dict()
+    # the next version's undeclared Cart gains a field: refused, naming it
+    before = snapshot(lab)
+    with pytest.raises(TcsessionError) as e:
+        deploy(inv_for(lab, "computedfield"), lab.mode, quiet=True)
+    assert "sample.Cart (WEB-INF/classes): serialVersionUID " in str(e.value), str(e.value)
+    assert "computed (none declared) and the class changed: field(s) added: added" in str(e.value)
+    assert snapshot(lab) == before
+    assert deploy(inv_for(lab, "v1-drop"), lab.mode, quiet=True).changed
+    assert war_sha(lab) == {"tomcat1": lab.sha["v1"], "tomcat2": lab.sha["v1"]}
+    assert not deploy(v1, lab.mode, quiet=True).changed
+
+
+def test_sessions_drop_says_what_each_node_holds_and_rolls(lab):
+    if lab.mode != "delta":
+        pytest.skip("msm: test_measured_sessions_drop_in_msm_mode (-m measure)")
+    drop_proof(lab)
+
+
+@pytest.mark.measure
+def test_measured_sessions_drop_in_msm_mode(lab):
+    if lab.mode != "msm":
+        pytest.skip("delta: in the default suite")
+    drop_proof(lab)
 
 
 # Measured in the lab (Tomcat 10.1.x, Debian's autoDeploy="true"): does autoDeploy serve a WAR

@@ -87,12 +87,20 @@ def test_every_managers_deserialization_error_stops_the_restart(line):
     assert re.search("|".join(shell.GATE_GREP), line)  # the journal grep keeps it
 
 
+def test_a_deserialization_error_comes_with_the_class_its_cause_names():
+    cause = "SEVERE java.lang.ClassNotFoundException: sample.Extra"
+    what, found = judge_log_gate(FINE + [DESERIALIZATION[0], cause])
+    assert found == DESERIALIZATION[0] + " | " + cause
+    # with sessions = "drop", a class it does not name is not expected
+    assert judge_log_gate(FINE + [DESERIALIZATION[0], cause], dropped=("sample.Cart",))[1].endswith("sample.Extra")
+
+
 def test_with_sessions_drop_only_the_dropped_classes_errors_are_expected():
     lines = FINE + [DESERIALIZATION[0], INVALID]
     assert judge_log_gate(lines, dropped=("sample.Cart",)) is None
-    assert judge_log_gate(lines, dropped=("sample.Other",))[1] == DESERIALIZATION[0]
+    assert judge_log_gate(lines, dropped=("sample.Other",))[1] == DESERIALIZATION[0] + " | " + INVALID
     other = "SEVERE java.io.InvalidClassException: sample.Other; local class incompatible"
-    assert judge_log_gate(lines + [other], dropped=("sample.Cart",))[1] == DESERIALIZATION[0]
+    assert judge_log_gate(lines + [other], dropped=("sample.Cart",))[1].startswith(DESERIALIZATION[0] + " | ")
     # the other gates still hold
     assert judge_log_gate(lines + ["Failed to decrypt message"], dropped=("sample.Cart",))[0].startswith("a message")
 
@@ -111,7 +119,7 @@ def test_an_old_version_peer_that_cannot_read_stops_the_rollout_at_that_node(tmp
                                 peers=peers[h]) for h in ("tomcat1", "tomcat2"))
     fake = FakeRemote([
         Expect("tomcat1", "systemctl restart tomcat10", "since: 1000\napp: /sample HTTP 200\ngate: Server startup in [9] ms"),
-        Expect("tomcat2", "--since @998", "gate: " + DESERIALIZATION[0] + "\ngate: " + INVALID),
+        Expect("tomcat2", "--since @998", "gate: " + DESERIALIZATION[0]),
     ])
     outcome = Interpreter(fake, {h.name: h for h in inv.hosts}).apply(Plan("deploy delta", steps),
                                                                       [h.name for h in inv.hosts])
