@@ -282,3 +282,25 @@ def test_a_broken_class_file_is_one_line_naming_the_entry():
         z.writestr("WEB-INF/classes/shop/Cart.class", b"\xca\xfe\xba\xbe\x00\x00\x00\x3d\x00\x09\x07")
     with pytest.raises(TcsessionError, match=r"^shop.war!WEB-INF/classes/shop/Cart.class: truncated or malformed"):
         sc.war_classes(buf.getvalue(), "shop.war")
+
+
+@pytest.mark.measure
+def test_measured_time_to_compare_a_large_war(tmp_path):
+    """How long the gate takes on this machine for a WAR of Tomcat 10.1's jars in WEB-INF/lib
+    (about 3000 classes), against a copy whose one jar was rebuilt: printed, not asserted."""
+    import time
+
+    need(JARS / "tomcat10-catalina.jar")
+    jars = sorted(p for p in JARS.glob("tomcat10-*.jar") if re.search(r"-\d+\.\d+\.\d+\.jar$", p.name))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("WEB-INF/web.xml", "<web-app><distributable/></web-app>")
+        for j in jars:
+            z.writestr(f"WEB-INF/lib/{j.name}", j.read_bytes())
+    war = buf.getvalue()
+    started = time.monotonic()
+    c = sc.compare_wars(war, war, "big.war")
+    seconds = time.monotonic() - started
+    print(f"\n{len(war) / 1e6:.1f} MB WAR, {len(jars)} jars: {c.compared} Serializable classes compared, "
+          f"{c.unknown} not judged, in {seconds:.2f} s")
+    assert c.differences == ()
