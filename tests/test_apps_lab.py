@@ -12,15 +12,17 @@ jakarta = "refuse".
 The session-compatibility gate (tcsession.serialcompat): version 1 keeps sample.Cart (declared
 serialVersionUID 1) in the session and version 2 adds a field under the same value, so the rollout
 above is also the compatible case under load. A version whose declared value changed is refused
-before any host changes (checksums and PIDs compared), naming the class. Delta (the msm proofs are
-measurements): a version that keeps a class the old one lacks (sample.Extra) stops the rollout at
-tomcat1 because the old-version peer tomcat2 logged that it could not deserialize it; with
-sessions = "drop", a version whose Cart declares none (its computed value differs) rolls, each node
-having said how many sessions it held (equal to what its Manager says in the JVM: sessions.jsp),
-and those sessions are gone; a later one whose undeclared Cart gains a field is refused.
+before any host changes (checksums and PIDs compared), naming the class. Delta, the mode's last
+test (msm's drop is a measurement): a version that keeps a class the old one lacks (sample.Extra)
+stops the rollout at tomcat1 because the old-version peer tomcat2 logged that it could not
+deserialize it; from there, with sessions = "drop", a version whose Cart declares none (its
+computed value differs) rolls, each node having said how many sessions it held (equal to what its
+Manager says in the JVM: sessions.jsp; in msm also what its memcached node holds, counted beside
+it), and those sessions are gone; a later one whose undeclared Cart gains a field is refused.
 
 Both modes on ONE lab: the delta tests run first (deployed from fresh hosts), then the same hosts
-switch to msm with version 1 and the same tests run again. What Tomcat's own autoDeploy does is a
+switch to msm with version 1 (saying sessions = "drop": a switch loses every session) and the same
+tests run again. What Tomcat's own autoDeploy does is a
 measurement (`./dev.sh test -m measure`).
 
 Each rollout prints `[mode] what: requests=N failed=F lost=L` (pytest -s).
