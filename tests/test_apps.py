@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import io
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -346,3 +347,48 @@ def test_the_sessions_key_takes_keep_or_drop(tmp_path):
     assert lab_inventory(tmp_path, '[app.shop]\nwar = "shop.war"\n').apps[0].sessions == "keep"
     with pytest.raises(TcsessionError, match=r'\[app.shop\] sessions = "lose" is not one of "keep", "drop"'):
         lab_inventory(tmp_path, '[app.shop]\nwar = "shop.war"\nsessions = "lose"\n')
+
+
+def test_the_session_count_program_compiles_against_the_jdk(tmp_path):
+    """The Java the count runs on a node (its source launcher compiles it there): compiled here."""
+    javac = shutil.which("javac")
+    if javac is None:
+        pytest.skip("no javac")
+    (tmp_path / "CountSessions.java").write_text(shell.COUNT_SESSIONS_JAVA)
+    r = subprocess.run([javac, "--release", "11", "-d", str(tmp_path), str(tmp_path / "CountSessions.java")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "CountSessions.class").is_file()
+
+
+def test_the_memcached_count_keeps_msms_session_keys_only():
+    """The count's memcached part, run by bash against a stand-in memcached on loopback answering
+    `lru_crawler metadump all` as memcached 1.6 does (keys URL-encoded)."""
+    import socket
+    import threading
+
+    keys = ["A1B2-n1", "validity%3AA1B2-n1", "bak%3AC3D4-n2", "bak%3Avalidity%3AC3D4-n2", "lock%3AA1B2-n1",
+            "E5F6-n1"]
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    asked = []
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            asked.append(conn.recv(1024))
+            conn.sendall(b"".join(f"key={k} exp=-1 la=1 cas=1 fetch=no cls=1 size=80\r\n".encode() for k in keys)
+                         + b"END\r\n")
+            conn.recv(1024)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    whole = shell.count_sessions("no-such-unit-tcsession", ["/shop"], ("127.0.0.1", port))
+    script = whole[whole.index("timeout 20 bash"):]  # its memcached part (the JVM part needs a Tomcat)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30).stdout
+    t.join(5)
+    server.close()
+    assert asked == [b"lru_crawler metadump all\r\n"]
+    assert out.strip() == f"memcached-sessions: 127.0.0.1:{port} 2"
