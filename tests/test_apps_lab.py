@@ -393,3 +393,26 @@ def test_measured_sessions_drop_in_msm_mode(lab):
     if lab.mode != "msm":
         pytest.skip("delta: in the default suite")
     drop_proof(lab)
+
+
+@pytest.mark.measure
+def test_measured_backupmanager_peer_that_cannot_read_stops_the_rollout(lab):
+    """[delta] manager = "backup": the same old-version peer case as with DeltaManager, to see
+    BackupManager's deserialization line (tribes' replicated map) stop the rollout at tomcat1."""
+    if lab.mode != "delta":
+        pytest.skip("BackupManager is a delta-mode manager")
+    extra = '\n[delta]\nmanager = "backup"\n'
+    v1 = lab.tmp / "backup-v1.toml"
+    v1.write_text((lab.tmp / "v1-drop.toml").read_text() + extra)
+    x = lab.tmp / "backup-extra.toml"
+    x.write_text((lab.tmp / "extra.toml").read_text() + extra)
+    assert deploy(load_inventory(v1), lab.mode, quiet=True).changed  # from whatever version the nodes run
+    assert war_sha(lab) == {"tomcat1": lab.sha["v1"], "tomcat2": lab.sha["v1"]}
+    pid2 = lab.pid("tomcat2", "tomcat10")
+    with pytest.raises(TcsessionError) as e:
+        deploy(load_inventory(x), lab.mode, quiet=True)
+    msg = str(e.value)
+    print(f"\n[backup] old-version peer: {msg[:900]}")
+    assert msg.startswith("tomcat2: tomcat10 (still running the previous version) logged a session it could not "
+                          "deserialize"), msg
+    assert lab.pid("tomcat2", "tomcat10") == pid2
