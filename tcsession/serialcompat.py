@@ -8,7 +8,9 @@ The value is the declared `static final long serialVersionUID`, or, when there i
 computed by the Java Object Serialization Specification §4.6 (ObjectStreamClass.computeDefaultSUID):
 a SHA-1 over the class's name, modifiers, interfaces, fields, static initializer presence,
 constructors and methods. Enums are always 0 (matched by name); records are 0 unless declared and
-their value is not matched on read (spec §1.13), so neither is compared.
+their value is not matched on read (spec §1.13), so neither is compared; nor are interfaces (a
+stream carries the descriptors of its objects' classes and their superclasses, never of an
+interface).
 
 - :func:`parse_class`: a class file into :class:`ClassInfo` (constant pool, fields, methods,
   interfaces, the InnerClasses modifiers, the Record attribute).
@@ -450,6 +452,8 @@ def compare_classes(old: dict[bytes, Found], new: dict[bytes, Found]) -> Compari
             unknown += so is None
             continue
         o, n = old[name], new[name]
+        if o.info.access & INTERFACE and n.info.access & INTERFACE:
+            continue  # a stream names the classes of its objects, never an interface's value
         if ho.enum(name) or hn.enum(name):
             compared += 1  # enums are matched by constant name, never by serialVersionUID
             continue

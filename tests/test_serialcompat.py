@@ -191,10 +191,12 @@ CLASSES = {
     "Added": ("public int items;", ONE + " public int items;"),
     "Removed": (ONE + " public int items;", "public int items;"),
 }
-OTHERS = {  # never compared by value: enums (matched by name), records (not matched); a lib class
+OTHERS = {  # never compared by value: enums (matched by name), records (not matched), interfaces; a lib class
     "shop/Size.java": ("package shop; public enum Size { S, M }", "package shop; public enum Size { S, M, L; int x; }"),
     "shop/Line.java": ("package shop; public record Line(int n) implements java.io.Serializable {}",
                        "package shop; public record Line(int n, long m) implements java.io.Serializable {}"),
+    "shop/Marked.java": ("package shop; public interface Marked extends java.io.Serializable { }",
+                         "package shop; public interface Marked extends java.io.Serializable { void m(); }"),
     "shop/lib/Token.java": ("package shop.lib; public class Token extends java.util.HashMap<String, String> {}",
                             "package shop.lib; public class Token extends java.util.HashMap<String, String> { public int n; }"),
 }
@@ -244,7 +246,7 @@ def comparison(tmp_path_factory):
 def test_a_field_added_under_the_same_declared_value_is_compatible(comparison):
     diffs, c = comparison
     assert "shop.KeptValue" not in diffs
-    assert c.compared == len(CLASSES) + len(OTHERS)
+    assert c.compared == len(CLASSES) + len(OTHERS) - 1  # the interface is not compared
 
 
 def test_a_changed_declared_value_is_named_with_both_values(comparison):
@@ -271,7 +273,7 @@ def test_a_library_class_serializable_through_the_jdk_is_judged_in_its_jar(compa
     assert d.old_where == "WEB-INF/lib/shoplib.jar" and "field(s) added: n" in d.why
 
 
-def test_enums_and_records_are_never_compared(comparison):
+def test_enums_records_and_interfaces_are_never_compared(comparison):
     diffs, _ = comparison
     assert set(diffs) == {"shop.ChangedValue", "shop.Computed", "shop.Added", "shop.Removed", "shop.lib.Token"}
 
