@@ -14,15 +14,29 @@ MODULES = ("java.base", "java.sql")
 
 
 def jmods_dir() -> Path | None:
-    """The jmods of the JDK that runs `serialver` (JAVA_HOME, else /usr/bin/serialver's JDK)."""
-    candidates = [os.environ.get("JAVA_HOME", "")]
-    serialver = Path("/usr/bin/serialver")
-    if serialver.exists():
-        candidates.append(str(serialver.resolve().parent.parent))
-    candidates += sorted(glob.glob("/usr/lib/jvm/*"))
+    """The jmods of the JDK that runs `serialver` (the one on PATH; else JAVA_HOME's or another)."""
+    import shutil
+
+    candidates = []
+    serialver = shutil.which("serialver") or "/usr/bin/serialver"
+    if Path(serialver).exists():
+        candidates.append(str(Path(serialver).resolve().parent.parent))
+    candidates += [os.environ.get("JAVA_HOME", "")] + sorted(glob.glob("/usr/lib/jvm/*"))
     for c in candidates:
         if c and (Path(c) / "jmods" / "java.base.jmod").is_file():
             return Path(c) / "jmods"
+    return None
+
+
+def jdk_major(jmods: Path) -> int | None:
+    """The JDK's feature version, from its `release` file (JAVA_VERSION="17.0.15")."""
+    try:
+        text = (jmods.parent / "release").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("JAVA_VERSION="):
+            return int(line.split("=", 1)[1].strip('"').split(".")[0])
     return None
 
 
