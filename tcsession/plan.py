@@ -428,13 +428,25 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
 
 @dataclasses.dataclass(frozen=True)
 class SessionBreak:
-    """An application whose new version cannot read the sessions of the version some nodes run."""
+    """An application's new version against the version some nodes run (`differences`: the classes
+    whose sessions the other cannot read; empty: compatible)."""
 
     app: App
     hosts: tuple[str, ...]  # the nodes running that version
     old_sha256: str
     new_sha256: str
     differences: tuple[serialcompat.Difference, ...]
+    compared: int = 0  # Serializable classes both versions have, compared
+
+    def summary(self) -> str:
+        """One line for the deploy's progress."""
+        what = (f"{self.compared} Serializable class(es) shared with the version {', '.join(self.hosts)} "
+                f"run{'s' if len(self.hosts) == 1 else ''}")
+        if not self.differences:
+            return f"app {self.app.name}: {what}: same serialVersionUIDs, its sessions carry over"
+        return (f"app {self.app.name}: {what}: {len(self.differences)} changed "
+                f"({', '.join(d.name for d in self.differences[:3])}{' ...' if len(self.differences) > 3 else ''}); "
+                f'sessions = "{self.app.sessions}"')
 
     def lines(self) -> list[str]:
         return [f"  {d.line()}; {_fix(d)}" for d in self.differences]
@@ -451,9 +463,10 @@ def _fix(d: serialcompat.Difference) -> str:
 _COMPARED: dict[tuple[str, str], serialcompat.Comparison] = {}
 
 
-def session_breaks(inv: Inventory, facts: dict[str, HostFacts], wars: dict[str, tuple]) -> list[SessionBreak]:
-    """Each application's WAR on each Tomcat (its recorded bytes) against the one it gets: the shared
-    Serializable classes whose serialVersionUID differs (tcsession.serialcompat). Pure."""
+def session_comparisons(inv: Inventory, facts: dict[str, HostFacts], wars: dict[str, tuple]) -> list[SessionBreak]:
+    """Each application's WAR on each Tomcat (its recorded bytes) against the one it gets, per
+    distinct pair: the shared Serializable classes whose serialVersionUID differs
+    (tcsession.serialcompat; `differences` empty: compatible). Pure (cached by the pair's sha256)."""
     out = []
     for app in inv.apps:
         groups: dict[tuple[str, str], tuple[bytes, bytes, list[str]]] = {}
@@ -469,10 +482,14 @@ def session_breaks(inv: Inventory, facts: dict[str, HostFacts], wars: dict[str, 
         for key, (old, new, hosts) in groups.items():
             if key not in _COMPARED:
                 _COMPARED[key] = serialcompat.compare_wars(old, new, f"[app.{app.name}] war {app.war}")
-            diffs = _COMPARED[key].differences
-            if diffs:
-                out.append(SessionBreak(app, tuple(hosts), key[0], key[1], diffs))
+            c = _COMPARED[key]
+            out.append(SessionBreak(app, tuple(hosts), key[0], key[1], c.differences, c.compared))
     return out
+
+
+def session_breaks(inv: Inventory, facts: dict[str, HostFacts], wars: dict[str, tuple]) -> list[SessionBreak]:
+    """The comparisons that found a class the other version cannot read."""
+    return [b for b in session_comparisons(inv, facts, wars) if b.differences]
 
 
 def count_sessions(inv: Inventory, facts: dict[str, HostFacts], mode: Mode, dropped: list[SessionBreak]

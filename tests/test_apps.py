@@ -310,6 +310,11 @@ def test_a_field_added_under_the_same_value_rolls_and_each_restart_reads_its_pee
         ("tomcat1", (("tomcat2", "tomcat10"),), ()), ("tomcat2", (("tomcat1", "tomcat10"),), ())]
     assert "and the logs of tomcat2" in restarts[0].describe()
     assert not any(isinstance(s, CountSessions) for s in p.steps)
+    inv = lab_inventory(tmp_path, '[app.sample]\nwar = "new.war"\n')
+    (c,) = planning.session_comparisons(inv, with_war(deployed, w["v1"]),
+                                        apps.prepare_apps(inv.apps, "delta", {"tomcat1": 10, "tomcat2": 10}))
+    assert c.summary() == ("app sample: 1 Serializable class(es) shared with the version tomcat1, tomcat2 run: "
+                           "same serialVersionUIDs, its sessions carry over")
 
 
 def test_sessions_drop_rolls_after_each_node_says_how_many_sessions_it_holds(tmp_path, deployed):
@@ -322,6 +327,10 @@ def test_sessions_drop_rolls_after_each_node_says_how_many_sessions_it_holds(tmp
     assert counts[0].contexts == ("/sample",) and counts[0].classes == ("sample.Cart",) and counts[0].memcached is None
     assert 'sessions = "drop": the new version cannot read them: sample.Cart' in counts[0].describe()
     assert all(s.dropped == ("sample.Cart",) for s in p.steps if isinstance(s, RestartTomcat))
+    inv = lab_inventory(tmp_path, '[app.sample]\nwar = "new.war"\nsessions = "drop"\n')
+    (c,) = planning.session_comparisons(inv, with_war(deployed, w["v1"]),
+                                        apps.prepare_apps(inv.apps, "delta", {"tomcat1": 10, "tomcat2": 10}))
+    assert c.summary().endswith(': 1 changed (sample.Cart); sessions = "drop"')
     # what the node answers, as the deploy says it
     assert counts[0].counts("sessions: /sample 7\n") == {"/sample": 7}
     assert counts[0].done("sessions: /sample 7\n") == ('holds 7 session(s) of /sample: lost with this rollout '
