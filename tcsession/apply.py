@@ -110,6 +110,7 @@ class Interpreter:
     def apply(self, plan: Plan, all_hosts: list[str]) -> Outcome:
         outcome = Outcome({h: "not started" for h in all_hosts})
         self._pending = None  # (restart step) whose node nginx still has out of service
+        self._raw: dict[int, str] = {}  # a step's own output (a restart's peers' gate reads its start time)
         self._current: list[Step] = []
         try:
             return self._apply(plan, outcome)
@@ -165,6 +166,11 @@ class Interpreter:
                 outcome.seconds[h] = outcome.seconds.get(h, 0.0) + seconds
             failed = None
             judged = {id(s): r for h, per_step in results.items() for s, r in zip(by_host[h], per_step)}
+            for s in unit:  # an application's restart: the other nodes' logs since, read too
+                if isinstance(s, RestartTomcat) and s.peers and judged.get(id(s), (None,))[0]:
+                    problem = self._peer_gate(s)
+                    if problem:
+                        judged[id(s)] = (False, problem)
             for s in unit:  # in the plan's order, whichever host answered first
                 ok, text = judged.get(id(s), (None, ""))
                 if ok is None:
@@ -185,11 +191,27 @@ class Interpreter:
                 return outcome
         return outcome
 
+    def _peer_gate(self, s: RestartTomcat) -> str | None:
+        """The log gate on the restart's peers (its step renders and judges it); a peer that cannot
+        be reached is left to the checks after the rollout."""
+        units = dict(s.peers)
+        output = self._raw.get(id(s), "")
+        rs = self.remote.run_all([self.hosts[h] for h in units], lambda h: s.peer_gate_script(output, units[h.name]))
+        for h in units:
+            r = rs.get(h)
+            if r is not None and r.exit is not None:
+                problem = s.check_peer(h, units[h], r.stdout)
+                if problem:
+                    return problem
+        return None
+
     def _judge(self, steps: list[Step], result) -> list[tuple[bool | None, str]]:
         """(ok, text) per step: done text, failure message, or (None, "") for steps not reached."""
         if result.exit is None:  # the host was not reached or the connection dropped
             return [(False, f"{steps[0].host}: {result.why()}")] + [(None, "")] * (len(steps) - 1)
         outputs = split_output(result.stdout, len(steps))
+        for s, text in zip(steps, outputs):
+            self._raw[id(s)] = text
         failed_at = next((int(l.split()[1]) for l in result.stdout.splitlines() if l.startswith("@@failed ")), None)
         if failed_at is None and result.exit != 0:  # died outside a frame (killed, out of memory)
             failed_at = max((i for i in range(len(steps)) if f"@@step {i}" in result.stdout), default=0)

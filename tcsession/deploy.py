@@ -147,6 +147,8 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     wars = prepare_wars(inv, facts, installs, mode, progress)  # the applications, likewise
     tls_files = tls.read_pair(inv) if inv.tls else None  # [tls]: read and checked here, before any change
     the_plan = planning.plan(inv, facts, mode, jars, deploy_id, stamp, before, wars=wars, key=key, tls_files=tls_files)
+    for c in planning.session_comparisons(inv, facts, wars):  # (a refusal was raised by the plan)
+        progress.line("control", c.summary())
     # preflight: what breaks clusters most, before any change (a failure changes nothing);
     # a deploy with nothing to change changes nothing, and skips its network probes
     if dry_run or not the_plan.empty:

@@ -135,6 +135,9 @@ class App:
     war: Path  # absolute, on this machine
     context: str  # "/shop" (or "/a/b")
     jakarta: str  # "convert" | "refuse": a javax WAR onto Tomcat 10+
+    # "keep": a version whose session classes the running one cannot read (serialVersionUID) is
+    # refused; "drop": rolled anyway, the sessions the nodes hold counted and lost
+    sessions: str = "keep"
 
     @property
     def base_name(self) -> str:
@@ -579,6 +582,7 @@ APP_KEYS: dict[str, _Key] = {
     "war": _Key("str", REQUIRED, _non_empty, '"build/shop.war"', max_len=_PATH_LEN),
     "context": _Key("str", None, _context, '"/shop"'),  # None: "/NAME"
     "jakarta": _Key("str", "convert", _one_of("convert", "refuse")),
+    "sessions": _Key("str", "keep", _one_of("keep", "drop")),
 }
 APP_SETTINGS: dict[str, _Key] = {
     "test_page": _Key("bool", False),
@@ -890,7 +894,7 @@ class _Parser:
                 what = "is a directory, not a WAR file" if war.is_dir() else "no such file"
                 self.fail(where, f"war = {_show(values['war'])}: {what} {war}; build the application "
                                  "(e.g. mvn package) or fix the path (relative to the inventory file)")
-            app = App(name, war, context, values["jakarta"])
+            app = App(name, war, context, values["jakarta"], values["sessions"])
             for other in apps:
                 if other.base_name.lower() == app.base_name.lower():
                     self.fail(where, f"context {_show(context)} is already used by [app.{other.name}] "

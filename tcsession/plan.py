@@ -18,13 +18,14 @@ from collections.abc import Iterable
 
 from tcsession import apps as applications
 from tcsession import firewall as firewall_rules
-from tcsession import cookies, msm, nginx, rollout, serverxml, state, webapp
+from tcsession import cookies, msm, nginx, rollout, serialcompat, serverxml, state, webapp
 from tcsession.errors import TcsessionError
 from tcsession.facts import FileFact, HostFacts
-from tcsession.inventory import Host, Inventory
+from tcsession.inventory import App, Host, Inventory
 from tcsession.modes import Mode, mode_named
 from tcsession.msmjars import MANAGED_JAR
-from tcsession.steps import (ApplyFirewall, ApplyNginx, FileChange, InstallPackages, Plan, Replan, RestartMemcached,
+from tcsession.steps import (ApplyFirewall, ApplyNginx, CountSessions, FileChange, InstallPackages, Plan, Replan,
+                             RestartMemcached, RestartTomcat,
                              StopService, WriteFiles, manifest_for, sha256)
 from tcsession.tomcat import TOMCAT_PREFERENCE, Layout
 
@@ -367,6 +368,7 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
         if mode.memcached:  # (memcached on no Tomcat, say)
             msm.manager_spec(0, inv.tomcats, inv.msm, str(inv.path))
         check_same_site(inv, facts, installs)
+        check_sessions(inv, facts, wars or {})
         steps = [InstallPackages(h.name, "missing for its role", facts[h.name].package_manager, installs[h.name],
                                  manifest_for(deploy_id, mode.name, time, (), installs[h.name], before[h.name]))
                  for h in inv.hosts if installs[h.name]]
@@ -387,6 +389,7 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
                                  "prepare the WARs before planning); tcsession changed nothing")
         hosts[t.name] = tomcat_changes(inv, t, facts[t.name], mode, (jars or {}).get(t.name, ()),
                                        (wars or {}).get(t.name, ()), key)
+    dropped = check_sessions(inv, facts, wars or {})  # sessions = "keep": refused here, before any change
     files: list = []
     for h in inv.hosts:
         c = hosts[h.name]
@@ -429,8 +432,116 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     retire_steps = [StopService(h.name, "remove = true: nginx no longer sends to it, the other Tomcats hold its sessions",
                                 f.tomcat.unit) for h, f in retiring]
     restart = {t.name: hosts[t.name] for t in inv.tomcats if hosts[t.name].restart}
-    return rollout.rollout(inv, mode, f"deploy {mode.name}", facts, files, services, nginx_steps, retire_steps,
-                           restart, site, {t.name: inv.app.test_page for t in inv.tomcats}, joining, rollout.DEPLOY)
+    p = rollout.rollout(inv, mode, f"deploy {mode.name}", facts, files, services, nginx_steps, retire_steps,
+                        restart, site, {t.name: inv.app.test_page for t in inv.tomcats}, joining, rollout.DEPLOY)
+    if dropped and not p.empty:  # sessions = "drop": each node says what it holds before anything changes
+        classes = tuple(sorted({d.name for b in dropped for d in b.differences}))
+        p = Plan(p.kind, (*count_sessions(inv, facts, mode, dropped), *(
+            dataclasses.replace(s, dropped=classes) if isinstance(s, RestartTomcat) else s for s in p.steps)))
+    return p
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionBreak:
+    """An application's new version against the version some nodes run (`differences`: the classes
+    whose sessions the other cannot read; empty: compatible)."""
+
+    app: App
+    hosts: tuple[str, ...]  # the nodes running that version
+    old_sha256: str
+    new_sha256: str
+    differences: tuple[serialcompat.Difference, ...]
+    compared: int = 0  # Serializable classes both versions have, compared
+
+    def summary(self) -> str:
+        """One line for the deploy's progress."""
+        what = (f"{self.compared} Serializable class(es) shared with the version {', '.join(self.hosts)} "
+                f"run{'s' if len(self.hosts) == 1 else ''}")
+        if not self.differences:
+            return f"app {self.app.name}: {what}: same serialVersionUIDs, its sessions carry over"
+        return (f"app {self.app.name}: {what}: {len(self.differences)} changed "
+                f"({', '.join(d.name for d in self.differences[:3])}{' ...' if len(self.differences) > 3 else ''}); "
+                f'sessions = "{self.app.sessions}"')
+
+    def lines(self) -> list[str]:
+        return [f"  {d.line()}; {_fix(d)}" for d in self.differences]
+
+
+def _fix(d: serialcompat.Difference) -> str:
+    if d.new is None and d.why.startswith("no longer"):
+        return f"make {d.name} Serializable again"
+    if d.old is None:
+        return f"declare serialVersionUID as a constant in {d.name}"
+    return f"declare private static final long serialVersionUID = {d.old}L; in {d.name}"
+
+
+_COMPARED: dict[tuple[str, str], serialcompat.Comparison] = {}
+
+
+def session_comparisons(inv: Inventory, facts: dict[str, HostFacts], wars: dict[str, tuple]) -> list[SessionBreak]:
+    """Each application's WAR on each Tomcat (its recorded bytes) against the one it gets, per
+    distinct pair: the shared Serializable classes whose serialVersionUID differs
+    (tcsession.serialcompat; `differences` empty: compatible). Pure (cached by the pair's sha256)."""
+    out = []
+    for app in inv.apps:
+        groups: dict[tuple[str, str], tuple[bytes, bytes, list[str]]] = {}
+        for t in inv.tomcats:
+            layout, new = facts[t.name].tomcat, next((w for w in wars.get(t.name, ()) if w.app.name == app.name), None)
+            if layout is None or new is None:
+                continue
+            old = _file(facts[t.name].files, applications.war_path(layout, app)).content
+            if old is None or old == new.data:
+                continue
+            key = (hashlib.sha256(old).hexdigest(), new.sha256)
+            groups.setdefault(key, (old, new.data, []))[2].append(t.name)
+        for key, (old, new, hosts) in groups.items():
+            if key not in _COMPARED:
+                _COMPARED[key] = serialcompat.compare_wars(old, new, f"[app.{app.name}] war {app.war}")
+            c = _COMPARED[key]
+            out.append(SessionBreak(app, tuple(hosts), key[0], key[1], c.differences, c.compared))
+    return out
+
+
+def session_breaks(inv: Inventory, facts: dict[str, HostFacts], wars: dict[str, tuple]) -> list[SessionBreak]:
+    """The comparisons that found a class the other version cannot read."""
+    return [b for b in session_comparisons(inv, facts, wars) if b.differences]
+
+
+def count_sessions(inv: Inventory, facts: dict[str, HostFacts], mode: Mode, dropped: list[SessionBreak]
+                   ) -> list[CountSessions]:
+    """One count per node running a version the new one cannot read (sessions = "drop")."""
+    out = []
+    for t in inv.tomcats:
+        mine = [b for b in dropped if t.name in b.hosts]
+        if not mine or facts[t.name].tomcat is None:
+            continue
+        out.append(CountSessions(
+            t.name, "sessions = \"drop\"", facts[t.name].tomcat.unit, tuple(b.app.context for b in mine),
+            tuple(sorted({d.name for b in mine for d in b.differences})),
+            (t.address, inv.msm.memcached_port) if mode.memcached and t.memcached else None))
+    return out
+
+
+def check_sessions(inv: Inventory, facts: dict[str, HostFacts], wars: dict[str, tuple]) -> list[SessionBreak]:
+    """Refuses (before any host changes) an application version that cannot read the sessions of
+    the version the nodes run, unless its [app.NAME] says sessions = "drop"; returns the dropped."""
+    breaks = session_breaks(inv, facts, wars)
+    keep = [b for b in breaks if b.app.sessions == "keep"]
+    if keep:
+        lines = []
+        for b in keep:
+            n = len(b.differences)
+            lines.append(f"[app.{b.app.name}] war {b.app.war}: {n} Serializable class{'es' if n > 1 else ''} "
+                         f"changed serialVersionUID since the version {', '.join(b.hosts)} run{'s' if len(b.hosts) == 1 else ''} "
+                         f"(sha256 {b.old_sha256[:12]} -> {b.new_sha256[:12]}): the new version could not read "
+                         "their sessions, nor they its")
+            lines += b.lines()
+        names = ", ".join(f"[app.{b.app.name}]" for b in keep)
+        lines.append(f"refusing the rollout: declare the old values (a field added under the same value is "
+                     f"compatible), or set sessions = \"drop\" in {names} to roll it and lose the sessions the "
+                     "nodes hold (tcsession changed nothing)")
+        raise TcsessionError("\n".join(lines))
+    return breaks
 
 
 # EncryptInterceptor: usable with AES/GCM from 9.0.14; replay protection (a timestamp inside the

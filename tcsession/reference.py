@@ -152,6 +152,9 @@ TABLES: tuple[Table, ...] = (
               "war": "the WAR file on this machine (relative to the inventory file)",
               "context": 'its context path; default "/NAME"; "/a/b" becomes a#b.war; "/" is refused',
               "jakarta": 'a javax WAR onto Tomcat 10+: "convert" (javax2jakarta) or "refuse"',
+              "sessions": '"keep": refuse a version whose shared Serializable classes changed serialVersionUID '
+                          '(the sessions could not be read); "drop": roll it anyway, after each node says how '
+                          "many sessions it holds and will lose",
           }),
     Table("firewall", I.FIREWALL_KEYS, "The cluster's ports open only to the hosts that need them.", {
         "backend": '"nftables": a table of tcsession\'s own on each Tomcat host; "none": the hosts\' firewalls '
@@ -322,7 +325,7 @@ def effective(inv: I.Inventory) -> dict[str, dict[str, Any]]:
     out["rolling"] = {"max_unavailable": inv.rolling.max_unavailable, "drain_timeout": inv.rolling.drain_timeout}
     out["app"] = dataclasses.asdict(inv.app)
     for a in inv.apps:
-        out[f"app.{a.name}"] = {"war": a.war, "context": a.context, "jakarta": a.jakarta}
+        out[f"app.{a.name}"] = {"war": a.war, "context": a.context, "jakarta": a.jakarta, "sessions": a.sessions}
     out["firewall"] = {"backend": inv.firewall}
     if inv.tls:
         out["tls"] = {k: v for k, v in dataclasses.asdict(inv.tls).items()}

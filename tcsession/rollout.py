@@ -63,9 +63,10 @@ def rollout(inv: Inventory, mode: Mode, kind: str, facts: dict[str, HostFacts], 
             steps += services.get(t.name, [])
     steps += nginx_steps
     steps += retire
+    units = {t.name: facts[t.name].tomcat.unit for t in inv.tomcats if facts[t.name].tomcat}
     restarts = tomcat_restarts(inv, mode, restart, running, site, test_page,
                                members_now=cluster_members_now(inv, facts, running) if mode.cluster else set(),
-                               joining=set(joining)) if restart else []
+                               joining=set(joining), units=units) if restart else []
     if not order.services_before_nginx:
         restarting = {s.host for s in restarts}
         for t in inv.tomcats:
@@ -162,12 +163,16 @@ def joining_nodes(inv: Inventory, site_now: bytes | None, running: set[str], res
 
 def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges], running: set[str],
                     site: bytes | None, test_page: dict[str, bool] | None = None,
-                    members_now: set[str] | None = None, joining: set[str] | None = None) -> list[RestartTomcat]:
+                    members_now: set[str] | None = None, joining: set[str] | None = None,
+                    units: dict[str, str] | None = None) -> list[RestartTomcat]:
     """The Tomcats that restart, in waves (`waves`). While another node runs (and nginx has a
     site), a wave's nodes are out of service in nginx together during their restart (one reload);
     with DeltaManager each waits for the session state a node outside the wave sends, and in the
     cluster modes each waits until it sees as members every other Tomcat that is one by then: the
-    restarted ones and `members_now` (default: every running one) that do not restart later."""
+    restarted ones and `members_now` (default: every running one) that do not restart later. A
+    restart that changes an application's WAR reads, besides its own log, the logs of the other
+    running Tomcats (`units`: host -> its Tomcat unit) since its restart: an old-version peer that
+    cannot read what the new version replicates to it stops the rollout there too."""
     members_now = set(running) if members_now is None else set(members_now)
     up = set(running)
     later = set(restart)
@@ -196,11 +201,14 @@ def tomcat_restarts(inv: Inventory, mode: Mode, restart: dict[str, HostChanges],
         for name in wave:
             t, c = inv.host(name), restart[name]
             members = len(seen - {name}) if mode.cluster else 0
+            new_war = any(f.path.endswith(".war") for f in c.deferred)
+            watched = tuple((p, (units or {})[p]) for p in sorted(peers, key=[x.name for x in inv.tomcats].index)
+                            if new_war and p in (units or {}))
             out.append(RestartTomcat(t.name, c.restart, c.unit, t.address, t.http_port, c.digest,
                                      (test_page or {}).get(t.name, True), drained,
                                      bool(peers) and mode.waits_for_state(inv),
                                      wave=number, waves=len(planned), wave_hosts=wave, members=members,
-                                     files=c.deferred, app_contexts=c.app_contexts,
+                                     files=c.deferred, app_contexts=c.app_contexts, peers=watched,
                                      clear=tuple(applications.derived_dirs(c.layout, c.deferred)) if c.layout else ()))
         up = after
     return out

@@ -431,7 +431,7 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
         for d in clear:
             lines.append(f"rm -rf {q(d)}")
     lines += [
-        "since=$(date +%s)",
+        "since=$(date +%s); echo \"since: $since\"",
         f"systemctl enable -q {u} && systemctl restart {u} " + _or_fail(f"{unit} did not restart", unit),
         f"i=0; while :; do systemctl is-active -q {u} || {{ echo {q(f'{unit} stopped while starting')}; "
         f"{log_tail(unit)}; exit 1; }}; "
@@ -462,19 +462,83 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
     return "\n".join(lines) + "\n"
 
 
+# sessions = "drop": how many sessions a running Tomcat holds per context, asked of the JVM itself
+# (the JDK's attach API starts its local JMX agent, reachable only by its own user; Tomcat's Manager
+# MBean says activeSessions), run with the Tomcat's own java as the Tomcat's user.
+COUNT_SESSIONS_JAVA = """import com.sun.tools.attach.VirtualMachine;
+import javax.management.MBeanServerConnection;
+import javax.management.ObjectName;
+import javax.management.remote.JMXConnector;
+import javax.management.remote.JMXConnectorFactory;
+import javax.management.remote.JMXServiceURL;
+
+public class CountSessions {
+    public static void main(String[] args) throws Exception {
+        VirtualMachine vm = VirtualMachine.attach(args[0]);
+        String url;
+        try { url = vm.startLocalManagementAgent(); } finally { vm.detach(); }
+        try (JMXConnector c = JMXConnectorFactory.connect(new JMXServiceURL(url))) {
+            MBeanServerConnection s = c.getMBeanServerConnection();
+            for (int i = 1; i < args.length; i++) {
+                ObjectName n = new ObjectName("Catalina:type=Manager,host=localhost,context=" + args[i]);
+                Object v = s.isRegistered(n) ? s.getAttribute(n, "activeSessions") : "none";
+                System.out.println("sessions: " + args[i] + " " + v);
+            }
+        }
+    }
+}
+"""
+
+_MEMCACHED_KEYS = r"""n=$1; if exec 3<>"/dev/tcp/${n%:*}/${n##*:}"; then
+  printf 'lru_crawler metadump all\r\n' >&3; total=0
+  while IFS= read -r -t 5 l <&3; do l=${l%$'\r'}
+    case $l in END) break;; "key="*) k=${l#key=}; k=${k%% *}
+      case $k in validity%3A*|bak%3A*|lock%3A*|validity:*|bak:*|lock:*) ;; *) total=$((total+1));; esac;; esac
+  done; printf 'quit\r\n' >&3; echo "memcached-sessions: $n $total"; else echo "memcached-sessions: $n unreachable"; fi"""
+
+
+def count_sessions(unit: str, contexts: Sequence[str], memcached: tuple[str, int] | None = None) -> str:
+    """`sessions: <context> <n>` per context of the running Tomcat (`sessions: not running`, or
+    `sessions: unknown <why>`); with `memcached` (msm), `memcached-sessions: <node> <n>`: the
+    sessions stored in this host's memcached node (msm's keys, not its validity/backup/lock ones)."""
+    u = q(unit)
+    # Inside the Tomcat's mount namespace (Debian's unit has PrivateTmp: the JVM's attach socket is
+    # in its own /tmp, where JDK 17's attach client does not look from outside).
+    inner = ("d=$(mktemp -d /tmp/tcsession-count.XXXXXXXX) && chmod 755 \"$d\" && cat > \"$d/CountSessions.java\" "
+             "&& chmod 644 \"$d/CountSessions.java\" && cd \"$d\" && runuser -u \"$1\" -- \"$2\" "
+             "-XX:TieredStopAtLevel=1 CountSessions.java \"$3\" " + " ".join(q(c) for c in contexts)
+             + "; rc=$?; cd /; rm -rf \"$d\"; exit $rc")
+    lines = [
+        f"pid=$(systemctl show -p MainPID --value {u})",
+        "if [ -z \"$pid\" ] || [ \"$pid\" = 0 ]; then echo 'sessions: not running'; else",
+        "user=$(stat -c %U /proc/$pid); jbin=$(readlink -f /proc/$pid/exe)",
+        f"out=$(printf %s {q(COUNT_SESSIONS_JAVA)} | timeout 90 nsenter -t \"$pid\" -m -- sh -c {q(inner)} _ "
+        "\"$user\" \"$jbin\" \"$pid\" 2>&1); rc=$?",
+        "if [ $rc = 0 ]; then printf '%s\\n' \"$out\" | grep '^sessions: '; else "
+        "echo \"sessions: unknown $(printf '%s' \"$out\" | grep -v '^[[:space:]]*at ' | tail -n 2 | tr '\\n' ' ')\"; fi",
+        "fi",
+    ]
+    if memcached:
+        lines.append(f"timeout 20 bash -c {q(_MEMCACHED_KEYS)} _ {q(f'{memcached[0]}:{int(memcached[1])}')} || true")
+    return "\n".join(lines) + "\n"
+
+
 # What the log gate after a restart looks at (tcsession.steps.judge_log_gate decides): these
 # lines of the restarted run, and its error-priority lines prefixed `SEVERE ` (Debian's
 # SystemdFormatter puts the level into the journal's priority, not the text).
 GATE_GREP = ("Unable to serialize delta request", "No session state sen[dt] at", "[Ff]ailed to decrypt",
              "NoClassDefFoundError", "NotSerializableException",
-             "Cannot serialize session attribute", "SEVERE")
+             "Cannot serialize session attribute", "InvalidClassException", "while loading persisted sessions",
+             "Unable to receive message through TCP channel", "deserialize MapMessage", "Unable to apply diff to key",
+             "Could not deserialize session", "Could not load session with id", "SEVERE")
 
 
-def log_gate(unit: str) -> str:
+def log_gate(unit: str, since: int | None = None) -> str:
     """`gate: <line>` for every line of GATE_GREP the unit's current run logged (its invocation
-    only: the stopped run's shutdown lines are not its), at most 40, stack frames left out."""
+    only: the stopped run's shutdown lines are not its), at most 40, stack frames left out;
+    with `since` (epoch seconds, a peer's gate), only what it logged from then on."""
     u = q(unit)
-    sel = f"_SYSTEMD_INVOCATION_ID=\"$inv\""
+    sel = f"_SYSTEMD_INVOCATION_ID=\"$inv\"" + (f" --since @{int(since)}" if since is not None else "")
     frames = "grep -vE '^[[:space:]]+(at |\\.\\.\\. )'"
     return (f"inv=$(systemctl show -p InvocationID --value {u}); if [ -n \"$inv\" ]; then "
             f"{{ journalctl {sel} --no-pager -o cat 2>/dev/null | grep -E {q('|'.join(GATE_GREP))}; "

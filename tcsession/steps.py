@@ -335,6 +335,10 @@ class RestartTomcat(Step):
     waves: int = 0  # how many waves the plan has
     wave_hosts: tuple[str, ...] = ()  # every node of its wave
     members: int = 0  # other Tomcats it must see as cluster members before the next wave
+    # an application rollout: the other running Tomcats (host, unit), whose logs since its restart
+    # the gate reads too (an old-version peer that cannot read what the new version sends)
+    peers: tuple[tuple[str, str], ...] = ()
+    dropped: tuple[str, ...] = ()  # classes of a sessions = "drop" rollout: their deserialization errors expected
 
     def describe(self) -> str:
         if self.wave and len(self.wave_hosts) > 1:
@@ -349,6 +353,8 @@ class RestartTomcat(Step):
                    + (f" and sees {self.members} cluster member(s)" if self.members else ""))
         if self.app_contexts:
             how.append("then checks " + ", ".join(self.app_contexts))
+        if self.peers:
+            how.append("and the logs of " + ", ".join(h for h, _ in self.peers))
         what = f"restart {self.unit}"
         if self.files:
             what += " (stopped: " + ", ".join(_file_line(c) for c in self.files) + ")"
@@ -375,12 +381,28 @@ class RestartTomcat(Step):
             if any("no matching context manager" in l.lower() for l in lines):
                 return (f"{self.host}: {self.unit} got no session state (the peer asked had no started context); "
                         "its sessions are only on the other nodes: restart it again")
-        found = judge_log_gate([l[6:] for l in output.splitlines() if l.startswith("gate: ")])
+        found = judge_log_gate([l[6:] for l in output.splitlines() if l.startswith("gate: ")], self.dropped)
         if found is None:
             return None
         what, line = found
         return (f"{self.host}: {self.unit} restarted but logged {what}: {line.strip()[:300]} "
                 f"(the next Tomcat was not touched; fix the cause, then deploy again)")
+
+    def peer_gate_script(self, output: str, unit: str) -> str:
+        """A peer's log gate for this restart: what `unit` logged since the restart began (the
+        restarted node's clock, printed by its script; preflight checks the clocks agree)."""
+        since = next((l[7:].strip() for l in output.splitlines() if l.startswith("since: ")), "")
+        # a second for what the new node replicated at its application check to arrive
+        return "sleep 1\n" + shell.log_gate(unit, int(since) - 2 if since.isdigit() else None)
+
+    def check_peer(self, peer: str, unit: str, output: str) -> str | None:
+        found = judge_log_gate([l[6:] for l in output.splitlines() if l.startswith("gate: ")], self.dropped)
+        if found is None:
+            return None
+        what, line = found
+        return (f"{peer}: {unit} (still running the previous version) logged {what} once {self.host} restarted: "
+                f"{line.strip()[:300]} (the next Tomcat was not touched; {self.host} runs the new version: "
+                "`inv rollback` puts the previous one back)")
 
     def done(self, output: str) -> str:
         what = f"restarted {self.unit}, serving"
@@ -411,11 +433,67 @@ def _file_line(c: FileChange, done: bool = False) -> str:
     return f"{c.verb} {c.path}" if not done else f"{c.verb}d {c.path}".replace("eed ", "ed ")
 
 
+@dataclasses.dataclass(frozen=True)
+class CountSessions(Step):
+    """sessions = "drop": before anything changes, how many sessions this node holds that the
+    rollout will lose (its application's new version cannot read them), asked of the node: the
+    running Tomcat's Manager (JMX, attached locally) per context and, in msm mode, the sessions
+    stored in this host's memcached node. Counting changes nothing the rollout depends on; a count
+    that fails is said, not fatal (the operator accepted the loss)."""
+
+    unit: str = ""
+    contexts: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()  # the classes whose serialVersionUID changed, for the preview
+    memcached: tuple[str, int] | None = None
+    parallel: ClassVar[bool] = True
+    check_only: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        what = ", ".join(self.contexts)
+        mc = f" and in memcached {self.memcached[0]}:{self.memcached[1]}" if self.memcached else ""
+        return (f"count the sessions of {what} it holds{mc} (sessions = \"drop\": the new version cannot read "
+                f"them: {', '.join(self.classes[:3])}{' ...' if len(self.classes) > 3 else ''}; they are lost)")
+
+    def script(self) -> str:
+        return shell.count_sessions(self.unit, self.contexts, self.memcached)
+
+    def counts(self, output: str) -> dict[str, int | None]:
+        """Context (or `memcached <node>`) -> sessions held (None: unknown)."""
+        out: dict[str, int | None] = {}
+        for line in output.splitlines():
+            if line.startswith("sessions: not running"):
+                out.update({c: 0 for c in self.contexts})
+            elif line.startswith("sessions: unknown"):
+                out.update({c: None for c in self.contexts})
+            elif line.startswith("sessions: "):
+                ctx, _, n = line[10:].rpartition(" ")
+                out[ctx] = int(n) if n.isdigit() else None
+            elif line.startswith("memcached-sessions: "):
+                node, _, n = line[20:].rpartition(" ")
+                out[f"memcached {node}"] = int(n) if n.isdigit() else None
+        return out
+
+    def done(self, output: str) -> str:
+        counts = self.counts(output)
+        said = [f"{n if n is not None else 'an unknown number of'} session(s) of {c}" if not c.startswith("memcached")
+                else f"{n if n is not None else 'an unknown number of'} session(s) in {c}" for c, n in counts.items()]
+        why = next((l[len("sessions: unknown "):] for l in output.splitlines() if l.startswith("sessions: unknown")), "")
+        return (f"holds {', '.join(said) or 'no count'}: lost with this rollout (sessions = \"drop\")"
+                + (f" (could not count: {why.strip()[:200]})" if why else ""))
+
+
 # The log gate after a Tomcat restart: (what it means, the line's pattern), first match wins.
+DESERIALIZE = "a session it could not deserialize (the application's versions disagree)"
 LOG_GATE = (
     ("a session it cannot replicate", re.compile(r"Unable to serialize delta request")),
     ("no session state from its peers (state transfer timed out)", re.compile(r"No session state sen[dt] at .*received")),
     ("a message it could not decrypt (wrong or mismatched key)", re.compile(r"[Ff]ailed to decrypt")),
+    # DeltaManager (deltaManager.loading.ioe / .cnfe, receiveMessage.error), BackupManager's map
+    # (tribes' AbstractReplicatedMap, MapMessage: no "Manager" in its name), MSM, and the cause
+    (DESERIALIZE, re.compile(
+        r"InvalidClassException|local class incompatible|while loading persisted sessions|"
+        r"Unable to receive message through TCP channel|deserialize MapMessage|Unable to apply diff to key|"
+        r"Could not deserialize session|Could not load session with id")),
     ("a missing class", re.compile(r"NoClassDefFoundError")),
     ("a session attribute that is not serializable",
      re.compile(r"NotSerializableException|Cannot serialize session attribute")),
@@ -423,14 +501,26 @@ LOG_GATE = (
         r"SEVERE.*(\bManager\b|Manager\[|DeltaManager|BackupManager|StandardManager|PersistentManager|javakaffee|"
         r"MemcachedSessionService|ClassNotFoundException: .*Manager)")),
 )
+_CAUSE = re.compile(r"(?:InvalidClassException|ClassNotFoundException): ([\w.$]+)")
 
 
-def judge_log_gate(lines) -> tuple[str, str] | None:
-    """(what it means, the line) for the first line of a restarted Tomcat's log that should stop
-    a rolling restart, or None."""
+def judge_log_gate(lines, dropped: tuple[str, ...] = ()) -> tuple[str, str] | None:
+    """(what it means, the line) for the first line of a Tomcat's log that should stop a rolling
+    restart, or None; a deserialization error's line comes with its cause's (the class). dropped:
+    the classes of an application rolled with sessions = "drop": its deserialization errors are
+    expected while both versions run, as long as every class their causes name is one of these."""
+    lines = list(lines)
+    causes = [(m.group(1), l) for l in lines for m in _CAUSE.finditer(l)]
+    expected = bool(dropped) and {c for c, _ in causes} <= set(dropped)
     for line in lines:
         for what, pattern in LOG_GATE:
             if pattern.search(line):
+                if what == DESERIALIZE:
+                    if expected:
+                        break
+                    cause = next((l for _, l in causes if l != line), None)
+                    if cause and not _CAUSE.search(line):
+                        line = f"{line.rstrip()} | {cause.strip()}"
                 return what, line
     return None
 

@@ -58,10 +58,31 @@ def real_msm_repo() -> str:
     return repo if "://" in repo else os.path.abspath(os.path.expanduser(repo))
 
 
+_OWN_LABS: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def own_lab(name: str, subnet: str) -> tuple[str, str]:
+    """The lab name and subnet a test asked for, or, when TCSESSION_TEST_LAB_PREFIX is set (an
+    engineer sharing the machine: e.g. "tcscmp" with TCSESSION_TEST_SUBNETS="10.153.100.0/24
+    10.153.101.0/24"), the next of their own (prefix1, prefix2, ... on their subnets in turn)."""
+    prefix = os.environ.get("TCSESSION_TEST_LAB_PREFIX", "")
+    if not prefix:
+        return name, subnet
+    subnets = os.environ.get("TCSESSION_TEST_SUBNETS", "").split()
+    if not subnets:
+        pytest.fail("TCSESSION_TEST_LAB_PREFIX is set without TCSESSION_TEST_SUBNETS (the subnets of your labs)",
+                    pytrace=False)
+    if (name, subnet) not in _OWN_LABS:
+        n = len(_OWN_LABS)
+        _OWN_LABS[(name, subnet)] = (f"{prefix}{n + 1}", subnets[n % len(subnets)])
+    return _OWN_LABS[(name, subnet)]
+
+
 def write_lab_inventory(tmp_path: Path, tomcats: int = 2, release: str = "bookworm",
                         extra: str = "", name: str = TEST_LAB, subnet: str = TEST_SUBNET) -> Path:
     from tcsession import lab
 
+    name, subnet = own_lab(name, subnet)
     path = tmp_path / "hosts.toml"
     path.write_text(lab.render_inventory(name, release, tomcats, subnet) + extra)
     return path

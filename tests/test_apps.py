@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import io
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tcsession.inventory import parse_inventory
 from tcsession.modes import MSM
 from tcsession.rollback import plan_rollback, restore_changes
 from tcsession.state import Record
-from tcsession.steps import RestartTomcat, RestoreFiles, WriteFiles, manifest_for
+from tcsession.steps import CountSessions, RestartTomcat, RestoreFiles, WriteFiles, manifest_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "facts"
@@ -255,3 +256,148 @@ def test_status_shows_each_nodes_war_and_flags_different_versions(tmp_path, depl
     assert same.app_problems == [] and same.healthy
     # the HTTP status comes from the facts' app-http sections
     assert parse_facts("@@app-http /sample\n302\n").app_http == {"/sample": "302"}
+
+
+# --------------------------------------------------------------------------- the session-compatibility gate
+
+
+def cart_wars(tmp_path, **carts):
+    from sampleapp import build_war as build
+
+    return {k: build(tmp_path / f"{k}.war", "1", cart=src).read_bytes() for k, src in carts.items()}
+
+
+def gate_plan(tmp_path, deployed, old: bytes, new: bytes, sessions: str = "keep", mode: str = "delta"):
+    (tmp_path / "new.war").write_bytes(new)
+    extra = f'sessions = "{sessions}"\n' if sessions != "keep" else ""
+    inv = lab_inventory(tmp_path, f'[app.sample]\nwar = "new.war"\n{extra}')
+    wars = apps.prepare_apps(inv.apps, mode, {"tomcat1": 10, "tomcat2": 10})
+    return planning.plan(inv, with_war(deployed, old), mode, wars=wars)
+
+
+def test_a_session_class_whose_declared_value_changed_is_refused_naming_it(tmp_path, deployed):
+    from sampleapp import CART_V1, CART_V2
+
+    w = cart_wars(tmp_path, v1=CART_V1, v2=CART_V2)
+    with pytest.raises(TcsessionError) as e:
+        gate_plan(tmp_path, deployed, w["v1"], w["v2"])
+    lines = str(e.value).splitlines()
+    assert lines[0].startswith(f"[app.sample] war {tmp_path / 'new.war'}: 1 Serializable class changed "
+                               "serialVersionUID since the version tomcat1, tomcat2 run (sha256 ")
+    assert lines[1] == ("  sample.Cart (WEB-INF/classes): serialVersionUID 1L -> 2L: the declared value changed; "
+                        "declare private static final long serialVersionUID = 1L; in sample.Cart")
+    assert lines[2].startswith("refusing the rollout: declare the old values") and 'sessions = "drop" in [app.sample]' in lines[2]
+    assert lines[2].endswith("(tcsession changed nothing)") and len(lines) == 3
+
+
+def test_an_undeclared_session_class_that_gains_a_field_is_refused_saying_why(tmp_path, deployed):
+    from sampleapp import CART_COMPUTED, CART_COMPUTED_FIELD
+
+    w = cart_wars(tmp_path, a=CART_COMPUTED, b=CART_COMPUTED_FIELD)
+    with pytest.raises(TcsessionError, match=r"sample.Cart \(WEB-INF/classes\): serialVersionUID -?\d+L -> -?\d+L: "
+                                             r"computed \(none declared\) and the class changed: field\(s\) added: added; "
+                                             r"declare private static final long serialVersionUID = -?\d+L; in sample.Cart"):
+        gate_plan(tmp_path, deployed, w["a"], w["b"])
+
+
+def test_a_field_added_under_the_same_value_rolls_and_each_restart_reads_its_peers_logs(tmp_path, deployed):
+    from sampleapp import CART_FIELD, CART_V1
+
+    w = cart_wars(tmp_path, v1=CART_V1, v2=CART_FIELD)
+    p = gate_plan(tmp_path, deployed, w["v1"], w["v2"])
+    restarts = [s for s in p.steps if isinstance(s, RestartTomcat)]
+    assert [(s.host, s.peers, s.dropped) for s in restarts] == [
+        ("tomcat1", (("tomcat2", "tomcat10"),), ()), ("tomcat2", (("tomcat1", "tomcat10"),), ())]
+    assert "and the logs of tomcat2" in restarts[0].describe()
+    assert not any(isinstance(s, CountSessions) for s in p.steps)
+    inv = lab_inventory(tmp_path, '[app.sample]\nwar = "new.war"\n')
+    (c,) = planning.session_comparisons(inv, with_war(deployed, w["v1"]),
+                                        apps.prepare_apps(inv.apps, "delta", {"tomcat1": 10, "tomcat2": 10}))
+    assert c.summary() == ("app sample: 1 Serializable class(es) shared with the version tomcat1, tomcat2 run: "
+                           "same serialVersionUIDs, its sessions carry over")
+
+
+def test_sessions_drop_rolls_after_each_node_says_how_many_sessions_it_holds(tmp_path, deployed):
+    from sampleapp import CART_V1, CART_V2
+
+    w = cart_wars(tmp_path, v1=CART_V1, v2=CART_V2)
+    p = gate_plan(tmp_path, deployed, w["v1"], w["v2"], sessions="drop")
+    counts = [s for s in p.steps if isinstance(s, CountSessions)]
+    assert p.steps[:2] == tuple(counts) and [c.host for c in counts] == ["tomcat1", "tomcat2"]
+    assert counts[0].contexts == ("/sample",) and counts[0].classes == ("sample.Cart",) and counts[0].memcached is None
+    assert 'sessions = "drop": the new version cannot read them: sample.Cart' in counts[0].describe()
+    assert all(s.dropped == ("sample.Cart",) for s in p.steps if isinstance(s, RestartTomcat))
+    inv = lab_inventory(tmp_path, '[app.sample]\nwar = "new.war"\nsessions = "drop"\n')
+    (c,) = planning.session_comparisons(inv, with_war(deployed, w["v1"]),
+                                        apps.prepare_apps(inv.apps, "delta", {"tomcat1": 10, "tomcat2": 10}))
+    assert c.summary().endswith(': 1 changed (sample.Cart); sessions = "drop"')
+    # what the node answers, as the deploy says it
+    assert counts[0].counts("sessions: /sample 7\n") == {"/sample": 7}
+    assert counts[0].done("sessions: /sample 7\n") == ('holds 7 session(s) of /sample: lost with this rollout '
+                                                       '(sessions = "drop")')
+    assert counts[0].counts("sessions: not running\n") == {"/sample": 0}
+    said = counts[0].done("sessions: unknown AttachNotSupportedException: no such process \n")
+    assert said.startswith("holds an unknown number of session(s) of /sample") and "no such process" in said
+    script = counts[0].script()
+    assert "nsenter -t \"$pid\" -m" in script and "runuser -u" in script and "CountSessions.java" in script
+    assert "/sample" in script
+    # msm: this host's memcached node is asked too
+    inv = lab_inventory(tmp_path, '[app.sample]\nwar = "new.war"\nsessions = "drop"\n')
+    facts = with_war(deployed, w["v1"])
+    breaks = planning.session_breaks(inv, facts, apps.prepare_apps(inv.apps, "msm", {"tomcat1": 10, "tomcat2": 10}))
+    c = planning.count_sessions(inv, facts, MSM, breaks)[1]
+    assert c.memcached == (inv.tomcats[1].address, 11211) and "memcached-sessions" in c.script()
+    assert c.counts("sessions: /sample 0\nmemcached-sessions: 10.153.0.111:11211 5\n") == {
+        "/sample": 0, "memcached 10.153.0.111:11211": 5}
+
+
+def test_the_sessions_key_takes_keep_or_drop(tmp_path):
+    build_war(tmp_path / "shop.war", "1")
+    assert lab_inventory(tmp_path, '[app.shop]\nwar = "shop.war"\n').apps[0].sessions == "keep"
+    with pytest.raises(TcsessionError, match=r'\[app.shop\] sessions = "lose" is not one of "keep", "drop"'):
+        lab_inventory(tmp_path, '[app.shop]\nwar = "shop.war"\nsessions = "lose"\n')
+
+
+def test_the_session_count_program_compiles_against_the_jdk(tmp_path):
+    """The Java the count runs on a node (its source launcher compiles it there): compiled here."""
+    javac = shutil.which("javac")
+    if javac is None:
+        pytest.skip("no javac")
+    (tmp_path / "CountSessions.java").write_text(shell.COUNT_SESSIONS_JAVA)
+    r = subprocess.run([javac, "--release", "11", "-d", str(tmp_path), str(tmp_path / "CountSessions.java")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "CountSessions.class").is_file()
+
+
+def test_the_memcached_count_keeps_msms_session_keys_only():
+    """The count's memcached part, run by bash against a stand-in memcached on loopback answering
+    `lru_crawler metadump all` as memcached 1.6 does (keys URL-encoded)."""
+    import socket
+    import threading
+
+    keys = ["A1B2-n1", "validity%3AA1B2-n1", "bak%3AC3D4-n2", "bak%3Avalidity%3AC3D4-n2", "lock%3AA1B2-n1",
+            "E5F6-n1"]
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    asked = []
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            asked.append(conn.recv(1024))
+            conn.sendall(b"".join(f"key={k} exp=-1 la=1 cas=1 fetch=no cls=1 size=80\r\n".encode() for k in keys)
+                         + b"END\r\n")
+            conn.recv(1024)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    whole = shell.count_sessions("no-such-unit-tcsession", ["/shop"], ("127.0.0.1", port))
+    script = whole[whole.index("timeout 20 bash"):]  # its memcached part (the JVM part needs a Tomcat)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30).stdout
+    t.join(5)
+    server.close()
+    assert asked == [b"lru_crawler metadump all\r\n"]
+    assert out.strip() == f"memcached-sessions: 127.0.0.1:{port} 2"

@@ -9,8 +9,20 @@ sha256 equal to version 1's on every node. Refused with nothing changed on any h
 PIDs compared): a WAR without <distributable/> in delta mode, a javax WAR onto Tomcat 10.1 with
 jakarta = "refuse".
 
+The session-compatibility gate (tcsession.serialcompat): version 1 keeps sample.Cart (declared
+serialVersionUID 1) in the session and version 2 adds a field under the same value, so the rollout
+above is also the compatible case under load. A version whose declared value changed is refused
+before any host changes (checksums and PIDs compared), naming the class. Delta, the mode's last
+test (msm's drop is a measurement): a version that keeps a class the old one lacks (sample.Extra)
+stops the rollout at tomcat1 because the old-version peer tomcat2 logged that it could not
+deserialize it; from there, with sessions = "drop", a version whose Cart declares none (its
+computed value differs) rolls, each node having said how many sessions it held (equal to what its
+Manager says in the JVM: sessions.jsp; in msm also what its memcached node holds, counted beside
+it), and those sessions are gone; a later one whose undeclared Cart gains a field is refused.
+
 Both modes on ONE lab: the delta tests run first (deployed from fresh hosts), then the same hosts
-switch to msm with version 1 and the same tests run again. What Tomcat's own autoDeploy does is a
+switch to msm with version 1 (saying sessions = "drop": a switch loses every session) and the same
+tests run again. What Tomcat's own autoDeploy does is a
 measurement (`./dev.sh test -m measure`).
 
 Each rollout prints `[mode] what: requests=N failed=F lost=L` (pytest -s).
@@ -25,7 +37,7 @@ import time
 import pytest
 
 from conftest import host_state, new_lab, real_msm_repo, wait_answered
-from sampleapp import build_war
+from sampleapp import CART_COMPUTED, CART_COMPUTED_FIELD, CART_FIELD, CART_V1, CART_V2, build_war
 from tcsession import status
 from tcsession.apply import Event
 from tcsession.deploy import deploy
@@ -33,7 +45,7 @@ from tcsession.errors import TcsessionError
 from tcsession.inventory import load_inventory
 from tcsession.load import Load
 from tcsession.rollback import history, rollback
-from tcsession.steps import RestartTomcat
+from tcsession.steps import CountSessions, RestartTomcat
 from tcsession.ui import war_versions
 
 pytestmark = pytest.mark.lab
@@ -48,7 +60,12 @@ def hosts(tmp_path_factory):
     """The lab (fresh hosts) and the sample WARs, for both modes."""
     for handle in new_lab(tmp_path_factory, LAB, SUBNET):
         tmp = handle.inv_path.parent
-        handle.wars = {"v1": build_war(tmp / "sample-v1.war", "1"), "v2": build_war(tmp / "sample-v2.war", "2"),
+        handle.wars = {"v1": build_war(tmp / "sample-v1.war", "1", cart=CART_V1),
+                       "v2": build_war(tmp / "sample-v2.war", "2", cart=CART_FIELD),
+                       "declared": build_war(tmp / "sample-declared.war", "6", cart=CART_V2),
+                       "extra": build_war(tmp / "sample-extra.war", "7", cart=CART_V1, extra=True),
+                       "computed": build_war(tmp / "sample-computed.war", "8", cart=CART_COMPUTED),
+                       "computedfield": build_war(tmp / "sample-computedfield.war", "9", cart=CART_COMPUTED_FIELD),
                        "nodist": build_war(tmp / "sample-nodist.war", "3", distributable=False),
                        "javax": build_war(tmp / "sample-javax.war", "4", javax_lib=True),
                        "broken": build_war(tmp / "sample-broken.war", "5", broken=True)}
@@ -68,9 +85,12 @@ def lab(request, hosts):
     for variant, war in hosts.wars.items():
         extra = '\njakarta = "refuse"\n' if variant == "javax" else "\n"
         (tmp / f"{variant}.toml").write_text(base + f'\n[app.sample]\nwar = "{war}"{extra}')
+        (tmp / f"{variant}-drop.toml").write_text(base + f'\n[app.sample]\nwar = "{war}"\nsessions = "drop"\n')
     hosts.mode, hosts.tmp = mode, tmp
     hosts.inv = load_inventory(tmp / "v1.toml")
-    assert deploy(hosts.inv, mode, quiet=True).changed
+    # delta's last test leaves another version whose sessions version 1 cannot read; a mode
+    # switch loses every session anyway
+    assert deploy(load_inventory(tmp / "v1-drop.toml"), mode, quiet=True).changed
     yield hosts
 
 
@@ -136,6 +156,14 @@ def test_refused_wars_change_nothing_on_any_host(lab):
         assert says in str(e.value) and "tcsession changed nothing" in str(e.value), str(e.value)
         assert "\n" not in str(e.value)
         assert snapshot(lab) == before, variant
+    # the session-compatibility gate: one line per class, before any host changes
+    with pytest.raises(TcsessionError) as e:
+        deploy(inv_for(lab, "declared"), lab.mode, quiet=True)
+    print(f"\n[{lab.mode}] refused: {e.value}")
+    assert ("  sample.Cart (WEB-INF/classes): serialVersionUID 1L -> 2L: the declared value changed; "
+            "declare private static final long serialVersionUID = 1L; in sample.Cart") in str(e.value).splitlines()
+    assert str(e.value).endswith("(tcsession changed nothing)")
+    assert snapshot(lab) == before
 
 
 def test_rollout_to_version_2_and_rollback_under_load(lab):
@@ -256,3 +284,135 @@ def shell_put(path: str, data: bytes) -> str:
     from tcsession import shell
 
     return shell.put_file(path, data, "root:root", "644")
+
+
+def node_sessions(inv, name: str) -> int:
+    """How many sessions /sample holds on one Tomcat, asked in its JVM (sessions.jsp)."""
+    t = inv.host(name)
+    conn = http.client.HTTPConnection(t.address, t.http_port, timeout=10)
+    try:
+        conn.request("GET", "/sample/sessions.jsp")
+        r = conn.getresponse()
+        body = r.read().decode()
+        assert r.status == 200 and body.startswith("sessions="), body
+        return int(body.split("=", 1)[1])
+    finally:
+        conn.close()
+
+
+def memcached_sessions(address: str, port: int) -> int:
+    """MSM's sessions stored in one memcached node, counted here (lru_crawler metadump: every key
+    but MSM's validity, backup and lock ones): what the deploy's count must equal."""
+    import socket
+    from urllib.parse import unquote
+
+    with socket.create_connection((address, port), timeout=5) as s:
+        s.sendall(b"lru_crawler metadump all\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n") and (chunk := s.recv(65536)):
+            data += chunk
+    keys = [unquote(l.split()[0][4:]) for l in data.decode().splitlines() if l.startswith("key=")]
+    return sum(1 for k in keys if not k.startswith(("validity:", "bak:", "lock:")))
+
+
+def drop_proof(lab):
+    """sessions = "drop" from whatever the nodes run: the count each node gives before anything
+    changes equals what its Manager holds (msm: its memcached node holds them); the rollout goes
+    through; those sessions are gone; the next incompatible version (keep) is refused, naming
+    the class. It leaves the nodes on the "computed" version: the mode's last test."""
+    from tcsession.client import SessionClient
+
+    v1 = inv_for(lab, "v1")
+    clients = [SessionClient(v1.nginx.address, v1.nginx.http_port, path="/sample/", mode=lab.mode) for _ in range(4)]
+    for c in clients:
+        for _ in range(3):
+            c.request()
+        assert c.run.ok and c.run.last_count == 3, c.run.to_dict()
+    held = {t: node_sessions(v1, t) for t in ("tomcat1", "tomcat2")}
+    stored = {t: memcached_sessions(v1.host(t).address, v1.msm.memcached_port) for t in ("tomcat1", "tomcat2")
+              } if lab.mode == "msm" else {}
+    events: list[Event] = []
+    started = time.monotonic()
+    report = deploy(inv_for(lab, "computed-drop"), lab.mode, quiet=True, on_event=events.append)
+    seconds = time.monotonic() - started
+    said = {e.step.host: e.text for e in events if e.kind == "done" and isinstance(e.step, CountSessions)}
+    print(f"\n[{lab.mode}] drop: held (sessions.jsp) {held}, in memcached {stored}; the deploy said {said}; "
+          f"{seconds:.1f} s: "
+          + ", ".join(f"{e.step.host} {type(e.step).__name__} {e.seconds:.1f} s" for e in events if e.kind == "done"))
+    assert report.changed and set(said) == {"tomcat1", "tomcat2"}
+    for t, text in said.items():
+        assert text.startswith(f"holds {held[t]} session(s) of /sample"), (t, text, held)
+        if lab.mode == "delta":
+            assert held[t] >= len(clients)  # every node holds every session
+    if lab.mode == "msm":  # non-sticky: the sessions live in memcached, each node asked of its own
+        for t, text in said.items():
+            assert f"{stored[t]} session(s) in memcached {v1.host(t).address}:" in text, (t, text, stored)
+        assert sum(stored.values()) >= len(clients), stored
+    assert war_sha(lab) == {"tomcat1": lab.sha["computed"], "tomcat2": lab.sha["computed"]}
+    for c in clients:  # lost, as announced: the next request starts a new session
+        c.request()
+        assert c.run.last_count == 1 and c.run.lost_updates == 3, c.run.to_dict()
+    # the next version's undeclared Cart gains a field: refused, naming it
+    before = snapshot(lab)
+    with pytest.raises(TcsessionError) as e:
+        deploy(inv_for(lab, "computedfield"), lab.mode, quiet=True)
+    assert "sample.Cart (WEB-INF/classes): serialVersionUID " in str(e.value), str(e.value)
+    assert "computed (none declared) and the class changed: field(s) added: added" in str(e.value)
+    assert snapshot(lab) == before
+
+
+# The gate's rollouts that leave the nodes on another version than 1: each mode's last tests (the
+# next mode's first deploy is a mode switch, which loses every session anyway: it says
+# sessions = "drop").
+
+
+def test_an_old_version_peer_stops_the_rollout_then_sessions_drop_rolls_it(lab):
+    """Version 7 keeps sample.Extra (a class version 1 lacks) in the session: the gate passes it
+    (the classes both have are compatible), tomcat1 restarts with it, its application check
+    creates a session that DeltaManager replicates to tomcat2, which cannot deserialize it: the
+    rollout stops there, naming tomcat2's line, and tomcat2 is not touched. Then, from that
+    mixed cluster, sessions = "drop" (drop_proof)."""
+    if lab.mode != "delta":
+        pytest.skip("delta: the old-version peer receives the new version's sessions by replication; "
+                    "msm's drop: test_measured_sessions_drop_in_msm_mode (-m measure)")
+    pid2 = lab.pid("tomcat2", "tomcat10")
+    with pytest.raises(TcsessionError) as e:
+        deploy(inv_for(lab, "extra"), lab.mode, quiet=True)
+    msg = str(e.value)
+    print(f"\n[{lab.mode}] old-version peer: {msg[:800]}")
+    assert msg.startswith("tomcat2: tomcat10 (still running the previous version) logged a session it could not "
+                          "deserialize (the application's versions disagree) once tomcat1 restarted: "), msg
+    assert "sample.Extra" in msg.split(" -- ")[0], msg
+    assert war_sha(lab) == {"tomcat1": lab.sha["extra"], "tomcat2": lab.sha["v1"]}
+    assert lab.pid("tomcat2", "tomcat10") == pid2
+    drop_proof(lab)
+
+
+@pytest.mark.measure
+def test_measured_sessions_drop_in_msm_mode(lab):
+    if lab.mode != "msm":
+        pytest.skip("delta: in the default suite")
+    drop_proof(lab)
+
+
+@pytest.mark.measure
+def test_measured_backupmanager_peer_that_cannot_read_stops_the_rollout(lab):
+    """[delta] manager = "backup": the same old-version peer case as with DeltaManager, to see
+    BackupManager's deserialization line (tribes' replicated map) stop the rollout at tomcat1."""
+    if lab.mode != "delta":
+        pytest.skip("BackupManager is a delta-mode manager")
+    extra = '\n[delta]\nmanager = "backup"\n'
+    v1 = lab.tmp / "backup-v1.toml"
+    v1.write_text((lab.tmp / "v1-drop.toml").read_text() + extra)
+    x = lab.tmp / "backup-extra.toml"
+    x.write_text((lab.tmp / "extra.toml").read_text() + extra)
+    assert deploy(load_inventory(v1), lab.mode, quiet=True).changed  # from whatever version the nodes run
+    assert war_sha(lab) == {"tomcat1": lab.sha["v1"], "tomcat2": lab.sha["v1"]}
+    pid2 = lab.pid("tomcat2", "tomcat10")
+    with pytest.raises(TcsessionError) as e:
+        deploy(load_inventory(x), lab.mode, quiet=True)
+    msg = str(e.value)
+    print(f"\n[backup] old-version peer: {msg[:900]}")
+    assert msg.startswith("tomcat2: tomcat10 (still running the previous version) logged a session it could not "
+                          "deserialize"), msg
+    assert lab.pid("tomcat2", "tomcat10") == pid2
