@@ -239,8 +239,8 @@ def install_script(package_manager: str, packages: Sequence[str]) -> str:
         # the dpkg lock may be held for a while by apt's own daily timers or unattended-upgrades
         # (a fresh host's first minutes, a lab host too): wait for it rather than fail at once
         wait = f"-o DPkg::Lock::Timeout={APT_LOCK_WAIT}"
-        base = f"DEBIAN_FRONTEND=noninteractive apt-get {wait} install -y -q --no-install-recommends {pkgs}"
-        body = (f"{{ {base} >\"$log\" 2>&1 || {{ apt-get {wait} update -q >>\"$log\" 2>&1; "
+        base = f"DEBIAN_FRONTEND=noninteractive apt-get install {wait} -y -q --no-install-recommends {pkgs}"
+        body = (f"{{ {base} >\"$log\" 2>&1 || {{ apt-get update {wait} -q >>\"$log\" 2>&1; "
                 f"{base} >>\"$log\" 2>&1; }}; }}")
     elif package_manager in ("dnf", "yum"):
         body = f"{package_manager} install -y -q {pkgs} >\"$log\" 2>&1"

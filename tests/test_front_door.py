@@ -225,6 +225,6 @@ def test_apt_waits_for_a_dpkg_lock_held_by_the_hosts_own_timers():
     frontend lock" in a container's first minute) is waited for, in the install and in its retry
     after a lists update; yum and dnf wait for their lock by themselves."""
     script = shell.install_script("apt-get", ["tomcat10", "curl"])
-    assert script.count(f"apt-get -o DPkg::Lock::Timeout={shell.APT_LOCK_WAIT} install") == 2
-    assert f"apt-get -o DPkg::Lock::Timeout={shell.APT_LOCK_WAIT} update" in script
+    assert script.count(f"apt-get install -o DPkg::Lock::Timeout={shell.APT_LOCK_WAIT} ") == 2
+    assert f"apt-get update -o DPkg::Lock::Timeout={shell.APT_LOCK_WAIT} " in script
     assert "Lock::Timeout" not in shell.install_script("dnf", ["tomcat"])
