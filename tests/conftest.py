@@ -31,6 +31,16 @@ def pytest_collection_modifyitems(config, items):
     items[:] = sorted(items, key=lambda item: "shared_cluster" in getattr(item, "fixturenames", ()))
     # @pytest.mark.measure_for("bullseye"): that parameter's instance is a measurement (its claim
     # is made by the test's other instances in the default run); marked before `-m` deselects
+    # @pytest.mark.only_for("delta"): the test's other instances are not collected at all (a
+    # claim of one mode in a module parametrized by mode): deselected, never skipped
+    def wrong_instance(item) -> bool:
+        params = {str(v) for v in getattr(getattr(item, "callspec", None), "params", {}).values()}
+        return any(not set(m.args) & params for m in item.iter_markers("only_for"))
+
+    dropped = [item for item in items if wrong_instance(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not wrong_instance(item)]
     for item in items:
         for m in item.iter_markers("measure_for"):
             params = getattr(getattr(item, "callspec", None), "params", {})
