@@ -362,14 +362,65 @@ def with_preflight_facts(remote, inv: Inventory, facts: dict[str, HostFacts]) ->
     return out
 
 
+def multicast_in_use(inv: Inventory, facts: dict[str, HostFacts]) -> bool:
+    """Every Tomcat of the inventory runs now in tcsession's cluster on the inventory's multicast
+    group and port (the precondition for multicast_proven; judged from the facts alone)."""
+    from tcsession.rollout import running_clusters
+
+    running = {t.name for t in inv.tomcats
+               if facts[t.name].tomcat is not None and facts[t.name].active.get(facts[t.name].tomcat.unit) == "active"}
+    clusters = running_clusters(inv, facts, running)
+    group = f"{inv.delta.multicast_address}:{inv.delta.multicast_port}"
+    return len(inv.tomcats) > 1 and all(
+        t.name in clusters and clusters[t.name]["membership"] == "multicast" and clusters[t.name]["multicast"] == group
+        for t in inv.tomcats)
+
+
+def judge_multicast_proven(inv: Inventory, logs: dict[str, str | None]) -> dict[str, Check] | None:
+    """When every Tomcat's log since it started names every other Tomcat as a cluster member
+    (membership heard over the inventory's multicast group: multicast_in_use), multicast works
+    between every pair: the checks that say so, for the probe they replace. None: not proven (a
+    log unread, a peer not seen), so the probe runs."""
+    from tcsession.facts import parse_members
+
+    out: dict[str, Check] = {}
+    for t in inv.tomcats:
+        log = logs.get(t.name)
+        if log is None:
+            return None
+        seen = {m.rsplit(":", 1)[0] for m in parse_members(log)}
+        if not {o.address for o in inv.tomcats if o is not t} <= seen:
+            return None
+        out[t.name] = ("multicast", True, f"{inv.delta.multicast_address}:{inv.delta.multicast_port} proven by the "
+                                          f"running cluster: {t.name} sees its {len(inv.tomcats) - 1} peer(s) "
+                                          "as members (probe skipped)")
+    return out
+
+
+def multicast_proven(remote, inv: Inventory, facts: dict[str, HostFacts]) -> dict[str, Check] | None:
+    """The probe's checks from the running cluster itself (one short log read per Tomcat instead
+    of the probe's listen-and-send round, about 1.4 s), or None when it has not proven it."""
+    if not multicast_in_use(inv, facts):
+        return None
+    results = remote.run_all(list(inv.tomcats), shell.membership_script())
+    logs = {n: ("\n".join(split_sections(r.stdout).get("cluster-log", [])) if r.ok else None)
+            for n, r in results.items()}
+    return judge_multicast_proven(inv, logs)
+
+
 def run_checks(remote, inv: Inventory, mode: Mode, facts: dict[str, HostFacts],
-               installs: dict[str, tuple[str, ...]]) -> PreflightReport:
+               installs: dict[str, tuple[str, ...]], trust_running: bool = False) -> PreflightReport:
+    """Every check. `trust_running` (a deploy's own preflight): a running multicast cluster whose
+    members see each other has proven multicast, and is not probed again; `inv preflight` always
+    probes."""
     facts = with_preflight_facts(remote, inv, facts)
     clocks = judge_clocks(measure_clocks(remote, inv.hosts))
     mcast: dict[str, Check] = {}
     if mode.cluster and inv.delta.membership == "multicast":
-        mcast = judge_multicast(probe_multicast(remote, inv, facts), [t.name for t in inv.tomcats],
-                                inv.delta.multicast_address, inv.delta.multicast_port)
+        # a running cluster whose members see each other has proven multicast: no probe again
+        mcast = (trust_running and multicast_proven(remote, inv, facts)) or judge_multicast(
+            probe_multicast(remote, inv, facts), [t.name for t in inv.tomcats],
+            inv.delta.multicast_address, inv.delta.multicast_port)
     hosts = []
     for h in inv.hosts:
         extra = [clocks[h.name]] + ([mcast[h.name]] if h.name in mcast else [])

@@ -142,4 +142,7 @@ def test_dry_run_shows_the_diff_and_changes_nothing(cluster):
     assert '+      <Cluster className="org.apache.catalina.ha.tcp.SimpleTcpCluster" channelSendOptions="2">' in lines
     assert sum(l.startswith("+++ /etc/tomcat10/server.xml") for l in lines) == 2  # both Tomcats
     assert "restart tomcat10" in proc.stdout
+    # the running cluster's members see each other: multicast is proven, not probed again (#24)
+    assert "multicast proven by the running cluster (every Tomcat sees its peers as members): its probe skipped" \
+        in " ".join(proc.stdout.split()), proc.stdout
     assert snapshot(cluster) == before
