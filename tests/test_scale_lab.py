@@ -51,7 +51,8 @@ def active(lab, host: str) -> str:
 def deploy_under_load(inv, what: str):
     """`inv deploy` of `inv` under 10 sessions at 20 requests/s through nginx (from when every
     session has been answered twice until every session has been answered twice more after the
-    deploy); the report and the load's result, printed."""
+    deploy: at least 40 requests, every session answered on both sides of it; a scale-in that
+    restarts no Tomcat takes about 2.5 s); the report and the load's result, printed."""
     with Load(inv.nginx.address, inv.nginx.http_port, sessions=10, rate=20) as load:
         wait_answered(load)
         report = deploy(inv, "delta", quiet=True)
@@ -77,7 +78,7 @@ def test_scale_out_then_in_while_serving(lab):
     # out: 2 -> 3 under load
     three = lab.inv
     report, r = deploy_under_load(three, "scale out 2 -> 3")
-    assert report.changed and r.requests > 60 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
+    assert report.changed and r.requests >= 40 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
     # the new node serves a session created before it joined (asked directly, around nginx)
     t3 = three.host("tomcat3")
     early.host, early.port = t3.address, t3.http_port
@@ -97,7 +98,7 @@ def test_scale_out_then_in_while_serving(lab):
     # in: 3 -> 2 under load (remove = true)
     removed = load_inventory(lab.inv_path.with_name("removed.toml"))
     report, r = deploy_under_load(removed, "scale in 3 -> 2")
-    assert report.changed and r.requests > 60 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
+    assert report.changed and r.requests >= 40 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
     assert active(lab, "tomcat3") == "inactive disabled"
     site = lab.check("nginx", "cat /etc/nginx/conf.d/tcsession.conf")
     assert t3.address not in site and three.host("tomcat1").address in site
@@ -143,7 +144,7 @@ def test_scale_out_and_in_with_static_membership_rolls_every_peers_list(lab):
 
     three = static_inventory(lab, "three")
     report, r = deploy_under_load(three, "static membership, scale out 2 -> 3")
-    assert report.changed and r.requests > 60 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
+    assert report.changed and r.requests >= 40 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
     for t in two.tomcats:  # each peer's list now names the new node: restarted, in waves
         assert lab.pid(t.name, "tomcat10") != pids[t.name]
         assert a3 in static_members(lab, t.name)
@@ -160,7 +161,7 @@ def test_scale_out_and_in_with_static_membership_rolls_every_peers_list(lab):
     pids = {t.name: lab.pid(t.name, "tomcat10") for t in two.tomcats}
     removed = static_inventory(lab, "removed")
     report, r = deploy_under_load(removed, "static membership, scale in 3 -> 2")
-    assert report.changed and r.requests > 60 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
+    assert report.changed and r.requests >= 40 and (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
     assert active(lab, "tomcat3") == "inactive disabled"
     for t in two.tomcats:
         assert lab.pid(t.name, "tomcat10") != pids[t.name]

@@ -54,7 +54,7 @@ def test_msm_scale_out_while_serving(lab):
         wait_answered(load)
     res = load.result
     print(f"\nmsm scale out 2 -> 3: requests={res.requests} failed={res.failed} lost={res.lost_updates}")
-    assert report.changed and res.requests > 60 and (res.failed, res.lost_updates) == (0, 0), res.errors[:5]
+    assert report.changed and res.requests >= 40 and (res.failed, res.lost_updates) == (0, 0), res.errors[:5]
     for t in two.tomcats:  # the old Tomcats restarted with the third node in their lists
         assert lab.pid(t.name, "tomcat10") != pids[t.name]
         assert "n3:" in memcached_nodes(lab, t.name), memcached_nodes(lab, t.name)
