@@ -87,7 +87,7 @@ case "${1:-}" in
         if [ -z "${TCSESSION_MAVEN_REPO:-}" ] && [ -d "$MSM_FIXTURE_REPO" ]; then
             export TCSESSION_MAVEN_REPO="$(cd "$MSM_FIXTURE_REPO" && pwd)"
         fi
-        exec .venv/bin/python -m pytest -q "$@"
+        exec .venv/bin/python -m pytest -q --durations=40 "$@"
         ;;
     *) echo "usage: ./dev.sh demo [msm [inventory]] | test [pytest args] | setup" >&2; exit 2 ;;
 esac

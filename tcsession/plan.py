@@ -435,7 +435,9 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     p = rollout.rollout(inv, mode, f"deploy {mode.name}", facts, files, services, nginx_steps, retire_steps,
                         restart, site, {t.name: inv.app.test_page for t in inv.tomcats}, joining, rollout.DEPLOY)
     if dropped and not p.empty:  # sessions = "drop": each node says what it holds before anything changes
-        classes = tuple(sorted({d.name for b in dropped for d in b.differences}))
+        # expected in the logs while versions mix: what changed, and what only one version has
+        # (a node on another version logs ClassNotFoundException for it)
+        classes = tuple(sorted({d.name for b in dropped for d in b.differences} | {c for b in dropped for c in b.one_sided}))
         p = Plan(p.kind, (*count_sessions(inv, facts, mode, dropped), *(
             dataclasses.replace(s, dropped=classes) if isinstance(s, RestartTomcat) else s for s in p.steps)))
     return p
@@ -452,6 +454,7 @@ class SessionBreak:
     new_sha256: str
     differences: tuple[serialcompat.Difference, ...]
     compared: int = 0  # Serializable classes both versions have, compared
+    one_sided: tuple[str, ...] = ()  # Serializable classes only one of the two has
 
     def summary(self) -> str:
         """One line for the deploy's progress."""
@@ -498,7 +501,7 @@ def session_comparisons(inv: Inventory, facts: dict[str, HostFacts], wars: dict[
             if key not in _COMPARED:
                 _COMPARED[key] = serialcompat.compare_wars(old, new, f"[app.{app.name}] war {app.war}")
             c = _COMPARED[key]
-            out.append(SessionBreak(app, tuple(hosts), key[0], key[1], c.differences, c.compared))
+            out.append(SessionBreak(app, tuple(hosts), key[0], key[1], c.differences, c.compared, c.one_sided))
     return out
 
 

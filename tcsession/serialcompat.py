@@ -386,6 +386,8 @@ class Comparison:
     differences: tuple[Difference, ...]
     compared: int  # Serializable classes present in both and compared
     unknown: int  # shared classes whose ancestry leaves the WAR and the JDK's list (not judged)
+    # Serializable classes only one version has: the other cannot load them (ClassNotFoundException)
+    one_sided: tuple[str, ...] = ()
 
 
 def _declared_desc(c: ClassInfo) -> str:
@@ -477,7 +479,11 @@ def compare_classes(old: dict[bytes, Found], new: dict[bytes, Found]) -> Compari
             continue
         if vo != vn:
             diffs.append(Difference(java, o.where, n.where, vo, vn, _why(o.info, n.info)))
-    return Comparison(tuple(diffs), compared, unknown)
+    one_sided = sorted(
+        found.info.java_name for side, h, other in ((old, ho, new), (new, hn, old))
+        for name, found in side.items() if name not in other and h.serializable(name)
+        and not found.info.access & INTERFACE)
+    return Comparison(tuple(diffs), compared, unknown, tuple(one_sided))
 
 
 def compare_wars(old: bytes, new: bytes, source: str) -> Comparison:

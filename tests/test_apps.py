@@ -23,7 +23,7 @@ from tcsession.inventory import parse_inventory
 from tcsession.modes import MSM
 from tcsession.rollback import plan_rollback, restore_changes
 from tcsession.state import Record
-from tcsession.steps import CountSessions, RestartTomcat, RestoreFiles, WriteFiles, manifest_for
+from tcsession.steps import CountSessions, RestartTomcat, RestoreFiles, WriteFiles, judge_log_gate, manifest_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "facts"
@@ -349,6 +349,28 @@ def test_sessions_drop_rolls_after_each_node_says_how_many_sessions_it_holds(tmp
     assert c.memcached == (inv.tomcats[1].address, 11211) and "memcached-sessions" in c.script()
     assert c.counts("sessions: /sample 0\nmemcached-sessions: 10.153.0.111:11211 5\n") == {
         "/sample": 0, "memcached 10.153.0.111:11211": 5}
+
+
+def test_sessions_drop_from_a_mixed_cluster_expects_the_classes_only_one_version_has(tmp_path, deployed):
+    """tomcat1 runs a version with sample.Extra, which tomcat2's lacks: tomcat2 logs
+    ClassNotFoundException for the sessions tomcat1 replicates, before the rollout and during it;
+    with sessions = "drop" those lines are expected, like the changed Cart's."""
+    from sampleapp import CART_V1, CART_V2
+    from sampleapp import build_war as build
+
+    extra = build(tmp_path / "extra.war", "1", cart=CART_V1, extra=True).read_bytes()
+    v1, v2 = (build(tmp_path / f"{k}.war", "1", cart=c).read_bytes() for k, c in (("v1", CART_V1), ("v2", CART_V2)))
+    mixed = with_war(deployed, v1)
+    mixed["tomcat1"] = with_war({"tomcat1": deployed["tomcat1"]}, extra)["tomcat1"]
+    (tmp_path / "new.war").write_bytes(v2)
+    inv = lab_inventory(tmp_path, '[app.sample]\nwar = "new.war"\nsessions = "drop"\n')
+    p = planning.plan(inv, mixed, "delta", wars=apps.prepare_apps(inv.apps, "delta", {"tomcat1": 10, "tomcat2": 10}))
+    restarts = [s for s in p.steps if isinstance(s, RestartTomcat)]
+    assert [s.dropped for s in restarts] == [("sample.Cart", "sample.Extra")] * 2
+    lines = ["SEVERE Manager [localhost#/sample]: Unable to receive message through TCP channel",
+             "SEVERE java.lang.ClassNotFoundException: sample.Extra"]  # tomcat2's, in the lab
+    assert judge_log_gate(lines, restarts[0].dropped) is None
+    assert judge_log_gate(lines, ("sample.Cart",)) is not None  # what the gate said before
 
 
 def test_the_sessions_key_takes_keep_or_drop(tmp_path):

@@ -228,10 +228,19 @@ def build_war(tmp: Path, name: str, sources: dict[str, str], lib_package: str = 
     return buf.getvalue()
 
 
+ONLY = {  # classes one version has: (version, source)
+    "shop/Gone.java": (1, "package shop; public class Gone implements java.io.Serializable { public int n; }"),
+    "shop/Extra.java": (2, "package shop; public class Extra extends java.util.ArrayList<String> { public int n; }"),
+    "shop/Helper.java": (2, "package shop; public class Helper { public int n; }"),  # never in a session
+    "shop/Tagged.java": (2, "package shop; public interface Tagged extends java.io.Serializable { }"),
+}
+
+
 def version(n: int) -> dict[str, str]:
     out = {f"shop/{c}.java": f"package shop; public class {c} implements java.io.Serializable {{ {bodies[n - 1]} }}"
            for c, bodies in CLASSES.items()}
-    return out | {path: texts[n - 1] for path, texts in OTHERS.items()}
+    return out | {path: texts[n - 1] for path, texts in OTHERS.items()} | {
+        path: text for path, (v, text) in ONLY.items() if v == n}
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +282,12 @@ def test_a_declaration_added_with_another_value_and_one_removed(comparison):
 def test_a_library_class_serializable_through_the_jdk_is_judged_in_its_jar(comparison):
     d = comparison[0]["shop.lib.Token"]
     assert d.old_where == "WEB-INF/lib/shoplib.jar" and "field(s) added: n" in d.why
+
+
+def test_the_serializable_classes_only_one_version_has_are_listed(comparison):
+    """A node on the other version cannot load them (ClassNotFoundException): what a
+    sessions = "drop" rollout expects in the logs while versions mix."""
+    assert comparison[1].one_sided == ("shop.Extra", "shop.Gone")
 
 
 def test_enums_records_and_interfaces_are_never_compared(comparison):
