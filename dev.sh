@@ -87,7 +87,9 @@ case "${1:-}" in
         if [ -z "${TCSESSION_MAVEN_REPO:-}" ] && [ -d "$MSM_FIXTURE_REPO" ]; then
             export TCSESSION_MAVEN_REPO="$(cd "$MSM_FIXTURE_REPO" && pwd)"
         fi
-        exec .venv/bin/python -m pytest -q --durations=40 "$@"
+        # two workers (pytest-xdist): a lab test waits on its hosts much of its time; each module (and
+        # the shared cluster's modules together) runs whole on one worker, with its own labs
+        exec .venv/bin/python -m pytest -q --durations=40 -n "${TCSESSION_TEST_WORKERS:-2}" --dist loadgroup "$@"
         ;;
     *) echo "usage: ./dev.sh demo [msm [inventory]] | test [pytest args] | setup" >&2; exit 2 ;;
 esac

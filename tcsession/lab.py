@@ -16,6 +16,7 @@ it; `up` recognises a stale lab and clears it, and `down` leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -204,8 +205,16 @@ def build_rootfs(release: str, log=print) -> Path:
     target = rootfs_path(release)
     if (target / ".tcsession-complete").exists():
         return target
-    main, security = debian_mirrors()
     ROOTFS_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(ROOTFS_CACHE / f"{release}.lock", "w") as lock:  # one builder at a time (parallel tests)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / ".tcsession-complete").exists():
+            return target
+        return _build_rootfs(release, target, log)
+
+
+def _build_rootfs(release: str, target: Path, log) -> Path:
+    main, security = debian_mirrors()
     tmp = target.with_name(target.name + ".building")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -24,11 +24,27 @@ def pytest_configure(config):
     os.environ.setdefault("TCSESSION_SSH_CONFIG", "none")
 
 
+def _uses_shared_cluster(item) -> bool:
+    return "shared_cluster" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    # The tests on the shared cluster run last (in their modules' order): the cluster is then up
-    # only while they run, never idle beside another lab (sorted is stable: every other test keeps
-    # its place, and each module stays in one piece since all its tests use the cluster or none).
-    items[:] = sorted(items, key=lambda item: "shared_cluster" in getattr(item, "fixturenames", ()))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # `./dev.sh test` runs two workers (pytest-xdist, --dist loadgroup): each module is one
+        # unit of work, and every module on the shared cluster one unit together (the cluster is a
+        # session fixture: one worker, one cluster). The longest units first (the shared cluster's
+        # modules, then the other labs), the unit tests last to fill the gaps (stable sort: each
+        # module keeps its tests' order).
+        for item in items:
+            group = "shared-cluster" if _uses_shared_cluster(item) else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+        items[:] = sorted(items, key=lambda item: (not _uses_shared_cluster(item), "lab" not in item.keywords))
+    else:
+        # The tests on the shared cluster run last (in their modules' order): the cluster is then
+        # up only while they run, never idle beside another lab (sorted is stable: every other test
+        # keeps its place, and each module stays in one piece since all its tests use it or none).
+        items[:] = sorted(items, key=_uses_shared_cluster)
     # @pytest.mark.measure_for("bullseye"): that parameter's instance is a measurement (its claim
     # is made by the test's other instances in the default run); marked before `-m` deselects
     # @pytest.mark.only_for("delta"): the test's other instances are not collected at all (a
