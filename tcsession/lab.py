@@ -543,17 +543,17 @@ def _spawn(spec: LabSpec, host: LabHost, merged: Path) -> int:
     for cg in cgroups:
         cg.mkdir(parents=True, exist_ok=True)
 
-    def enter_own_cgroup() -> None:
-        for cg in cgroups:
-            (cg / "cgroup.procs").write_text(str(os.getpid()))
-
+    # A shell moves itself into the cgroups, then becomes nspawn (same pid). Not a preexec_fn:
+    # Python code between fork and exec can deadlock in a process with threads (a pytest-xdist
+    # worker has them), leaving a child that never starts its container.
+    enter = 'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 1; shift; done; shift; exec "$@"'
     log = open(spec.state_dir / "hosts" / host.name / "console.log", "ab")
     proc = subprocess.Popen(
-        ["systemd-nspawn", "--register=no", "--keep-unit", "-D", str(merged), "--boot",
+        ["sh", "-c", enter, "sh", *map(str, cgroups), "--",
+         "systemd-nspawn", "--register=no", "--keep-unit", "-D", str(merged), "--boot",
          f"--network-bridge={spec.bridge}", f"--machine={host.machine(spec.name)}",
          "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=enter_own_cgroup)
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     return proc.pid
 
