@@ -22,6 +22,11 @@ def pytest_configure(config):
     # The machine's own ~/.ssh/config is never read by a test (tests of the SSH config give
     # theirs, or point HOME at a directory of their own and clear this).
     os.environ.setdefault("TCSESSION_SSH_CONFIG", "none")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # an xdist worker is given COLUMNS=80 and LINES=24 (execnet); the commands the tests run
+        # would then wrap their piped output at 80 columns, which no operator's pipe does
+        os.environ.pop("COLUMNS", None)
+        os.environ.pop("LINES", None)
 
 
 def _uses_shared_cluster(item) -> bool:
