@@ -120,9 +120,11 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
             raise TcsessionError(f"{h.name}: no apt-get, dnf or yum found; tcsession supports "
                                  "Debian/Ubuntu (apt) and the RHEL family (yum/dnf)")
     from tcsession.modes import check_running
+    from tcsession.rollout import resolve_membership
     from tcsession.status import detect_mode
 
     switching = check_running(inv, mode, detect_mode(inv, facts), switch)
+    inv, membership_note = resolve_membership(inv, facts)
     report_switch = switching
     if switching:
         progress.say(switching, "bold yellow")
@@ -162,6 +164,8 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
         if any(what == "multicast" and "probe skipped" in detail for h in checked.hosts for what, _, detail in h.checks):
             progress.line("all", "preflight: multicast proven by the running cluster (every Tomcat sees its peers "
                                  "as members): its probe skipped")
+    if membership_note and mode.cluster and not the_plan.empty:
+        progress.line("all", membership_note)
     report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps), mode=mode.name,
                           switch=report_switch, dry_run=dry_run)
     if dry_run:

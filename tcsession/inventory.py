@@ -102,7 +102,9 @@ class Tls:
 @dataclass(frozen=True)
 class Delta:
     manager: str  # "delta" | "backup"
-    membership: str  # "multicast" | "static"
+    # "multicast" | "static"; None (not set): the kind the cluster runs, or "static" for a new one
+    # (tcsession.rollout.resolve_membership, once the hosts' facts are read)
+    membership: str | None
     multicast_address: str
     multicast_port: int
     receiver_port: int
@@ -494,7 +496,7 @@ LAB_KEYS: dict[str, _Key] = {
 }
 DELTA_KEYS: dict[str, _Key] = {
     "manager": _Key("str", "delta", _one_of("delta", "backup")),
-    "membership": _Key("str", "multicast", _one_of("multicast", "static")),
+    "membership": _Key("str", None, _one_of("multicast", "static")),
     "multicast_address": _Key("str", "228.0.0.4", _multicast),
     "multicast_port": _Key("int", 45564, _port),
     "receiver_port": _Key("int", 4000, _port),

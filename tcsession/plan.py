@@ -358,6 +358,7 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     were before the deploy (its first facts; recorded for rollback); installed: what this deploy
     already installed on each host (recorded with the files)."""
     mode = mode_named(mode)
+    inv = rollout.resolve_membership(inv, facts)[0]  # [delta] membership not set: decided from the facts
     before = before or {h.name: dict(facts[h.name].active) for h in inv.hosts}
     installs = {h.name: packages_to_install(h, facts[h.name], mode, inv.firewall) for h in inv.hosts}
     if any(installs.values()):

@@ -413,6 +413,9 @@ def run_checks(remote, inv: Inventory, mode: Mode, facts: dict[str, HostFacts],
     """Every check. `trust_running` (a deploy's own preflight): a running multicast cluster whose
     members see each other has proven multicast, and is not probed again; `inv preflight` always
     probes."""
+    from tcsession.rollout import resolve_membership
+
+    inv = resolve_membership(inv, facts)[0]
     facts = with_preflight_facts(remote, inv, facts)
     clocks = judge_clocks(measure_clocks(remote, inv.hosts))
     mcast: dict[str, Check] = {}

@@ -65,6 +65,7 @@ def plan_rollback(inv: Inventory, records: dict[str, Record], current: dict[str,
                   facts: dict[str, HostFacts], force: bool = False) -> Plan:
     """The rollback of one deploy on every host that recorded it, as a Plan."""
     deploy_id = next(iter(records.values())).id
+    inv = rollout.resolve_membership(inv, facts)[0]
     restores, conflicts = {}, []
     for h, r in records.items():
         changes, conf = restore_changes(r, current[h])

@@ -241,7 +241,8 @@ def checks(inv: Inventory, mode: Mode, facts: dict[str, HostFacts], after: dict[
 
 def running_clusters(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> dict[str, dict]:
     """The `running` Tomcats whose server.xml now carries tcsession's Cluster: name ->
-    serverxml.read_cluster's summary (a server.xml that cannot be read counts as none)."""
+    serverxml.read_cluster's summary (a server.xml that cannot be read counts as none). (Given
+    every Tomcat as `running`: each one configured so, running or not.)"""
     out = {}
     for t in inv.tomcats:
         f = facts.get(t.name)
@@ -256,6 +257,27 @@ def running_clusters(inv: Inventory, facts: dict[str, HostFacts], running: set[s
         if cluster and cluster["managed"]:
             out[t.name] = cluster
     return out
+
+
+def resolve_membership(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[Inventory, str | None]:
+    """The inventory with its membership kind decided, and a note saying so (None: it was set).
+
+    `[delta] membership` set: as written (a kind other than the running cluster's is a switch).
+    Not set: the kind tcsession's Cluster already has in the Tomcats' server.xml (running or not:
+    an existing cluster never changes kind unasked; multicast wins if both are found, the kind
+    every version of tcsession before this one wrote), else "static" (a new cluster: tcsession
+    knows every member, and static membership has no fixed sleep at each start)."""
+    if inv.delta.membership is not None:
+        return inv, None
+    kinds = {c["membership"] for c in running_clusters(inv, facts, {t.name for t in inv.tomcats}).values()}
+    kind = "multicast" if "multicast" in kinds else "static" if "static" in kinds else None
+    if kind is None:
+        kind, note = "static", ("[delta] membership not set: static, the default for a new cluster (no "
+                                "multicast needed; every Tomcat lists its peers)")
+    else:
+        note = (f"[delta] membership not set: {kind}, the kind this cluster runs (kept; set it to switch, "
+                "see docs/operations.md)")
+    return dataclasses.replace(inv, delta=dataclasses.replace(inv.delta, membership=kind)), note
 
 
 def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> set[str]:

@@ -462,6 +462,9 @@ def run_status(world: Session, session_requests: int = 10) -> Report:
     gathered, commands = _gather(world, lambda h: status_script(nodes, inv.apps, h.address, h.http_port)
                                  if h.role == "tomcat" else status_script(()))
     facts = {n: g for n, g in gathered.items() if isinstance(g, HostFacts)}
+    from tcsession.rollout import resolve_membership
+
+    inv = resolve_membership(inv, facts)[0]
     mode = detect_mode(inv, facts)
     hosts = []
     for h in inv.hosts:

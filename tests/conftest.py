@@ -279,8 +279,13 @@ def new_lab(tmp_path_factory, name: str, subnet: str, *, tomcats: int = 2, relea
 @pytest.fixture(scope="module")
 def fresh_lab(tmp_path_factory):
     """A lab of fresh hosts for one test module (boot takes about 2 s)."""
-    yield from new_lab(tmp_path_factory, TEST_LAB, TEST_SUBNET)
+    yield from new_lab(tmp_path_factory, TEST_LAB, TEST_SUBNET, extra=MULTICAST)
 
+
+# The shared cluster and fresh_lab name multicast membership (the preflight probe, the multicast
+# proof, the bound UDP port are theirs to test); a new cluster's default is static (test_waves_lab,
+# test_scale_lab's static half, test_rolls_lab).
+MULTICAST = '\n[delta]\nmembership = "multicast"\n'
 
 SHARED_LAB = "tcsshare"
 SHARED_SUBNET = "10.153.60.0/24"
@@ -294,7 +299,7 @@ def shared_cluster(tmp_path_factory):
     built with `shared_cluster_for_module`, which checks at the module's end that the cluster is
     back at the base deployment. A test that leaves it broken must not use it: it gets a lab of
     its own (new_lab)."""
-    lab = new_lab(tmp_path_factory, SHARED_LAB, SHARED_SUBNET, deploy_mode="delta")
+    lab = new_lab(tmp_path_factory, SHARED_LAB, SHARED_SUBNET, deploy_mode="delta", extra=MULTICAST)
     try:
         handle = next(lab)
         restore_base(handle)  # right after the deploy from fresh hosts: nothing owed, healthy
@@ -325,14 +330,40 @@ def shared_cluster_for_module(shared_cluster, tmp_path_factory, name: str):
         restore_base(shared_cluster)
 
 
+def add_settings(text: str, extra: str) -> str:
+    """An inventory's text with `extra`'s tables added: the keys of a table the text has already
+    (say `[delta]`) go under its header (TOML defines a table once), new tables at the end; a
+    key both name takes extra's value."""
+    import re
+
+    blocks = re.split(r"(?m)^(?=\[)", extra.strip("\n") + "\n")
+    for block in blocks:
+        if not block.strip():
+            continue
+        header, _, body = block.partition("\n")
+        if not header.startswith("[") or f"\n{header}\n" not in f"\n{text}":
+            text = text.rstrip("\n") + "\n\n" + block
+            continue
+        start = f"\n{text}".index(f"\n{header}\n") + len(header) + 1
+        end = text.find("\n[", start)
+        end = len(text) if end < 0 else end + 1
+        table = text[start:end]
+        for line in body.splitlines():
+            key = line.split("=", 1)[0].strip()
+            if key:
+                table = re.sub(rf"(?m)^{re.escape(key)}\s*=.*\n?", "", table)
+        text = text[:start] + body.rstrip("\n") + "\n" + table + text[end:]
+    return text
+
+
 def variant_inventory(handle: LabHandle, name: str, extra: str):
-    """The lab's inventory plus `extra` (other settings for the same hosts), written as
-    `name` in the handle's own directory (`handle.tmp`, else beside the lab's inventory)."""
+    """The lab's inventory plus `extra` (other settings for the same hosts: add_settings), written
+    as `name` in the handle's own directory (`handle.tmp`, else beside the lab's inventory)."""
     from tcsession.inventory import load_inventory
 
     where = getattr(handle, "tmp", None) or handle.inv_path.parent
     path = Path(where) / name
-    path.write_text(handle.inv_path.read_text() + "\n" + extra)
+    path.write_text(add_settings(handle.inv_path.read_text(), extra))
     return load_inventory(path)
 
 

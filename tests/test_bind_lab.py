@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import LabHandle, shared_cluster_for_module
+from conftest import LabHandle, add_settings, shared_cluster_for_module
 from tcsession import status
 from tcsession.client import SessionClient
 from tcsession.deploy import deploy
@@ -77,7 +77,7 @@ def test_without_the_test_page(lab):
     before = {t: lab.check(t, f"sha256sum {page}").split()[0] for t in ("tomcat1", "tomcat2")}
     base = lab.inv_path.read_text().replace("test_page = true", "test_page = false")
     path = lab.tmp / "nopage.toml"
-    path.write_text(base + "\n[delta]\nchannel_send_options = 2\n")
+    path.write_text(add_settings(base, "[delta]\nchannel_send_options = 2\n"))
     inv = load_inventory(path)
     report = deploy(inv, "delta", quiet=True)
     assert report.changed
@@ -86,7 +86,7 @@ def test_without_the_test_page(lab):
         assert r.ok, r.why()
     st = status.cluster_report(inv, session_requests=5)
     assert st.session is None and "skipped" in st.session_note and st.healthy, [(h.name, h.problems) for h in st.hosts]
-    path.write_text(base.replace("[app]\n", '[app]\ncheck_path = "/"\n') + "\n[delta]\nchannel_send_options = 2\n")
+    path.write_text(add_settings(base.replace("[app]\n", '[app]\ncheck_path = "/"\n'), "[delta]\nchannel_send_options = 2\n"))
     st = status.cluster_report(load_inventory(path), session_requests=3)
     assert st.session is not None and st.session.path == "/" and st.session.ok and st.healthy, st.session.to_dict()
     rollback(inv, quiet=True)
@@ -106,7 +106,7 @@ def test_the_log_gate_stops_the_rolling_restart(lab):
     restart naming the line, and tomcat2 is not restarted; the next deploy finishes it."""
     deploy(lab.inv, "delta", quiet=True)  # from whatever the module left (a no-op when delta)
     changed = lab.tmp / "gate.toml"
-    changed.write_text(lab.inv_path.read_text() + "\n[delta]\nchannel_send_options = 2\n")
+    changed.write_text(add_settings(lab.inv_path.read_text(), "[delta]\nchannel_send_options = 2\n"))
     inv = load_inventory(changed)
     app = "/var/lib/tomcat10/webapps/gate"
     r = lab.run("tomcat1", f"mkdir -p {app}/META-INF && printf '%s\\n' "

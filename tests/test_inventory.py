@@ -107,7 +107,7 @@ def test_defaults(hosts_path, tmp_path, monkeypatch):
         Host("tc1", "tomcat", "192.0.2.11", ssh, 8080, "tc1", True),
         Host("tc2", "tomcat", "192.0.2.12", ssh, 8080, "tc2", True),
     )
-    assert inv.delta == Delta(manager="delta", membership="multicast", multicast_address="228.0.0.4",
+    assert inv.delta == Delta(manager="delta", membership=None, multicast_address="228.0.0.4",
                               multicast_port=45564, receiver_port=4000, channel_send_options=6,
                               state_transfer_timeout=60, encrypt=False,
                               key_file=str(hosts_path.with_name(hosts_path.stem + ".cluster-key").absolute()))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, LabHandle, shared_cluster_for_module
+from conftest import ROOT, LabHandle, add_settings, shared_cluster_for_module
 from tcsession import facts as factsmod
 from tcsession import preflight as pf
 from tcsession import shell
@@ -71,7 +71,7 @@ def test_a_port_held_by_another_process_stops_the_deploy_with_nothing_changed(la
         with Remote(lab.inv) as rem:
             capture("port-held-tomcat2.txt", rem.run(t2, shell.preflight_facts_script()).stdout)
         changed = lab.tmp / "changed.toml"
-        changed.write_text(lab.inv_path.read_text() + "\n[delta]\nchannel_send_options = 2\n")
+        changed.write_text(add_settings(lab.inv_path.read_text(), "[delta]\nchannel_send_options = 2\n"))
         with pytest.raises(TcsessionError) as e:
             deploy(load_inventory(changed), "delta", quiet=True)
         assert str(e.value).startswith("preflight: tomcat2: ports: tcp 4000 (cluster receiver) is held by python3")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import running_lab, wait_answered, write_lab_inventory
+from conftest import MULTICAST, add_settings, running_lab, wait_answered, write_lab_inventory
 from tcsession import status
 from tcsession.client import SessionClient, parse_session_id
 from tcsession.deploy import deploy
@@ -38,7 +38,7 @@ def scale_lab(tmp_path_factory, name: str, subnet: str, extra: str = ""):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    yield from scale_lab(tmp_path_factory, "tcsscale", "10.153.35.0/24")
+    yield from scale_lab(tmp_path_factory, "tcsscale", "10.153.35.0/24", extra=MULTICAST)
 
 
 def active(lab, host: str) -> str:
@@ -119,7 +119,7 @@ def static_inventory(lab, name: str):
     """One of the lab's inventories (three: the lab's own) with static membership, beside it."""
     src = lab.inv_path if name == "three" else lab.inv_path.with_name(f"{name}.toml")
     path = lab.inv_path.with_name(f"static-{name}.toml")
-    path.write_text(src.read_text() + '\n[delta]\nmembership = "static"\n')
+    path.write_text(add_settings(src.read_text(), '[delta]\nmembership = "static"\n'))
     return load_inventory(path)
 
 

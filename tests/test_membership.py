@@ -1,0 +1,59 @@
+"""Issue 24: `[delta] membership` not set means the kind the cluster already runs (an existing
+cluster never changes kind unasked), and static membership for a new cluster (no fixed sleep at
+each start). Judged on captured lab facts (tests/data/facts: a deployed multicast cluster, fresh
+hosts)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tcsession import plan as planning
+from tcsession import serverxml
+from tcsession.facts import parse_facts
+from tcsession.rollout import resolve_membership
+from test_plan_golden import DATA, HOSTS, captured, shipped
+
+
+def fresh() -> dict:
+    return {n: parse_facts((DATA / "bookworm-fresh-tomcat1.txt").read_text()) for n in HOSTS}
+
+
+def test_not_set_on_fresh_hosts_is_static_and_said():
+    inv, note = resolve_membership(shipped(), fresh())
+    assert inv.delta.membership == "static"
+    assert note.startswith("[delta] membership not set: static, the default for a new cluster")
+
+
+def test_not_set_on_a_running_multicast_cluster_keeps_multicast_and_changes_nothing():
+    facts = captured("deployed")
+    inv, note = resolve_membership(shipped(), facts)
+    assert inv.delta.membership == "multicast" and "the kind this cluster runs" in note
+    assert planning.plan(shipped(), facts, "delta").empty  # no switch, no restart
+
+
+def test_not_set_with_the_cluster_stopped_still_keeps_its_kind():
+    facts = captured("deployed")
+    down = {n: dataclasses.replace(f, active={**f.active, f.tomcat.unit: "inactive"}) if f.tomcat else f
+            for n, f in facts.items()}
+    assert resolve_membership(shipped(), down)[0].delta.membership == "multicast"
+
+
+def test_not_set_on_a_static_cluster_keeps_static():
+    facts = captured("deployed")
+    static = shipped('[delta]\nmembership = "static"\n')
+    p = planning.plan(static, facts, "delta")
+    written = {}
+    for s in p.steps:
+        for c in getattr(s, "changes", ()):
+            if c.path.endswith("server.xml"):
+                written[s.host] = c.after
+    assert set(written) == {"tomcat1", "tomcat2"}
+    now = {n: dataclasses.replace(f, files={**f.files, f.tomcat.server_xml: dataclasses.replace(
+        f.files[f.tomcat.server_xml], content=written[n])}) if n in written else f for n, f in facts.items()}
+    assert serverxml.read_cluster(written["tomcat1"], "x")["membership"] == "static"
+    assert resolve_membership(shipped(), now)[0].delta.membership == "static"
+
+
+def test_set_is_as_written_even_against_the_running_kind():
+    inv, note = resolve_membership(shipped('[delta]\nmembership = "static"\n'), captured("deployed"))
+    assert (inv.delta.membership, note) == ("static", None)
