@@ -171,6 +171,117 @@ def restart_floor(inv) -> tuple[list[float], list[float]]:
     return [one], [wave]
 
 
+PEER = ROOT / "bench" / "peers" / "pyinfra"
+PYINFRA = ROOT / ".cache" / "pyinfra-venv" / "bin" / "pyinfra"
+
+
+def pyinfra_ready() -> Path:
+    """pyinfra in a virtual environment of its own under .cache (never a tcsession dependency),
+    installed from PyPI on first use."""
+    if not PYINFRA.exists():
+        venv = PYINFRA.parent.parent
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "pyinfra"], check=True)
+    return PYINFRA
+
+
+def pyinfra_inventory(spec, inv, tmp: Path) -> Path:
+    """The peer's inventory for the lab of `inv` (the lab's root key and known_hosts, host keys
+    checked) and the files both tools serve (tcsession's own test page and web.xml renderers)."""
+    from tcsession import webapp  # noqa: PLC0415
+
+    files = tmp / "peer-files"
+    files.mkdir(exist_ok=True)
+    (files / "test.jsp").write_bytes(webapp.render_test_jsp())
+    (files / "web.xml").write_bytes(webapp.render_web_xml(10))
+    ssh = {"ssh_user": "root", "ssh_key": str(spec.key), "ssh_known_hosts_file": str(spec.known_hosts),
+           "ssh_strict_host_key_checking": "yes", "files_dir": str(files)}
+    tomcats = [(t.name, {**ssh, "ssh_hostname": t.address, "address": t.address}) for t in inv.tomcats]
+    nginx = [(inv.nginx.name, {**ssh, "ssh_hostname": inv.nginx.address,
+                               "tomcats": [t.address for t in inv.tomcats]})]
+    path = tmp / "peer_inventory.py"
+    path.write_text(f"nginx = {nginx!r}\ntomcats = {tomcats!r}\n")
+    return path
+
+
+def pyinfra_deploy(inventory: Path, send: int) -> float:
+    """One `pyinfra INVENTORY deploy.py -y` (a new process, as an operator runs it): its wall time."""
+    started = time.monotonic()
+    proc = subprocess.run([str(PYINFRA), str(inventory), str(PEER / "deploy.py"), "-y",
+                           "--data", f"channel_send_options={send}"], cwd=PEER, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: the pyinfra peer failed: {(proc.stderr or proc.stdout)[-1500:]}")
+    return wall
+
+
+def serves_sessions(inv) -> None:
+    """A session through nginx, 6 requests, its count kept (both tools' clusters must work)."""
+    from tcsession.client import SessionClient  # noqa: PLC0415
+
+    c = SessionClient(inv.nginx.address, inv.nginx.http_port)
+    for _ in range(6):
+        c.request()
+    if not (c.run.ok and c.run.last_count == 6):
+        raise SystemExit(f"bench: no working session through {inv.nginx.address}: {c.run.to_dict()}")
+
+
+def compare_pyinfra(args, tmp: Path) -> dict[str, list[float]]:
+    """tcsession and the pyinfra peer (bench/peers/pyinfra) side by side, 2 Tomcats, delta, each on
+    a lab of its own of the same kind, both up at once and the runs interleaved: each tool's
+    deploy from fresh hosts, configuration change (channelSendOptions 6 <-> 2; tcsession with its
+    default inventory: drain, state gate, log gate) and no-op, every one as the operator runs it
+    (a new process: `inv deploy`, `pyinfra ... deploy.py`)."""
+    pyinfra_ready()
+    (tmp / "cmp").mkdir()
+    base = lab.render_inventory(args.name, "bookworm", 2, args.subnet)
+    inv = inventories(tmp / "cmp", base, "delta", None)
+    peer_inv = load_inventory(_write(tmp / "cmp" / "peer.toml",
+                                     lab.render_inventory(args.peer_name, "bookworm", 2, args.peer_subnet)))
+    spec, peer_spec = lab.spec_from_inventory(load_inventory(inv["a"])), lab.spec_from_inventory(peer_inv)
+    rows: dict[str, list[float]] = {k: [] for k in ("t_fresh", "p_fresh", "t_change", "p_change", "t_noop", "p_noop")}
+    try:
+        for s in (spec, peer_spec):
+            lab.down(s, log=lambda *_: None)
+            lab.up(s, log=lambda *_: None)
+        peer = pyinfra_inventory(peer_spec, peer_inv, tmp / "cmp")
+        rows["t_fresh"].append(inv_cmd("deploy", "--mode=delta", "-q", "-i", str(inv["a"])))
+        rows["p_fresh"].append(pyinfra_deploy(peer, 6))
+        serves_sessions(load_inventory(inv["a"]))
+        serves_sessions(peer_inv)
+        for _ in range(args.runs):
+            for there, send in (("b", 2), ("a", 6)):
+                rows["t_change"].append(inv_cmd("deploy", "--mode=delta", "-q", "-i", str(inv[there])))
+                rows["p_change"].append(pyinfra_deploy(peer, send))
+            for _ in range(3):
+                rows["t_noop"].append(inv_cmd("deploy", "--mode=delta", "-q", "-i", str(inv["a"])))
+                rows["p_noop"].append(pyinfra_deploy(peer, 6))
+        serves_sessions(load_inventory(inv["a"]))
+        serves_sessions(peer_inv)
+    finally:
+        for s in (spec, peer_spec):
+            lab.down(s, log=lambda *_: None)
+    return rows
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def print_comparison(rows: dict[str, list[float]], runs: int) -> None:
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print(f"\ntcsession and the pyinfra peer (bench/peers/pyinfra), delta, 2 Tomcats, two labs of the same "
+          f"kind, runs interleaved; median s (changes: {2 * runs} each, no-ops: {3 * runs} each; each a new process)")
+    print(f"{'what':<44}{'tcsession':>11}{'pyinfra':>10}{'ratio':>8}")
+    for key, label in (("fresh", "deploy from fresh hosts"),
+                       ("change", "configuration change (both Tomcats restart)"),
+                       ("noop", "deploy, nothing to do")):
+        t, p = med[f"t_{key}"], med[f"p_{key}"]
+        print(f"{label:<44}{t:>11.2f}{p:>10.2f}{t / p:>8.2f}")
+    print("  all runs: " + "; ".join(f"{k} " + " ".join(f"{x:.2f}" for x in v) for k, v in rows.items()))
+
+
 def repo_is_standin(args) -> bool:
     return args.maven_repo is None
 
@@ -183,8 +294,14 @@ def main() -> None:
     ap.add_argument("--maven-repo", help="msm: a Maven-layout directory with the jars (default: the stand-in)")
     ap.add_argument("--name", default="tcsbench", help="the lab's name")
     ap.add_argument("--subnet", default="10.153.20.0/24", help="the lab's /24 (hosts .111 and up)")
+    ap.add_argument("--peer", choices=("pyinfra", "none"), default="pyinfra",
+                    help="delta: also compare with the pyinfra peer at 2 Tomcats, on a second lab")
+    ap.add_argument("--peer-name", help="the peer's lab (default: --name with a p)")
+    ap.add_argument("--peer-subnet", default="10.153.21.0/24", help="the peer's lab's /24")
+    ap.add_argument("--only-peer", action="store_true", help="only the comparison with the peer")
     args = ap.parse_args()
-    counts = [int(x) for x in args.tomcats.split(",")]
+    args.peer_name = args.peer_name or f"{args.name[:15]}p"
+    counts = [] if args.only_peer else [int(x) for x in args.tomcats.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="tcsbench-"))
     os.environ["XDG_CACHE_HOME"] = str(tmp / "cache")
     repo = args.maven_repo
@@ -193,7 +310,12 @@ def main() -> None:
         import standin  # noqa: PLC0415
 
         repo = str(standin.write_repo(tmp / "repo", standin.standin_jars()))
+    comparison = compare_pyinfra(args, tmp) if args.mode == "delta" and args.peer == "pyinfra" else None
     results = {n: measure(args, n, tmp, repo) for n in counts}
+    if comparison:
+        print_comparison(comparison, args.runs)
+    if not counts:
+        return
     labels = {"fresh": "deploy from fresh hosts", "waves": "configuration change, in waves",
               "one": "configuration change, one at a time", "noop": "deploy, nothing to do",
               "status": "inv status (10-request check)"}

@@ -120,7 +120,7 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
             raise TcsessionError(f"{h.name}: no apt-get, dnf or yum found; tcsession supports "
                                  "Debian/Ubuntu (apt) and the RHEL family (yum/dnf)")
     from tcsession.modes import check_running
-    from tcsession.rollout import resolve_membership
+    from tcsession.rollout import membership_switch, resolve_membership
     from tcsession.status import detect_mode
 
     switching = check_running(inv, mode, detect_mode(inv, facts), switch)
@@ -166,6 +166,9 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
                                  "as members): its probe skipped")
     if membership_note and mode.cluster and not the_plan.empty:
         progress.line("all", membership_note)
+    switching_membership = membership_switch(inv, facts) if mode.cluster and not the_plan.empty else None
+    if switching_membership:
+        progress.say(switching_membership, "bold yellow")
     report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps), mode=mode.name,
                           switch=report_switch, dry_run=dry_run)
     if dry_run:

@@ -280,6 +280,23 @@ def resolve_membership(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[Inv
     return dataclasses.replace(inv, delta=dataclasses.replace(inv.delta, membership=kind)), note
 
 
+def membership_switch(inv: Inventory, facts: dict[str, HostFacts]) -> str | None:
+    """A warning when this deploy switches running Tomcats to the other kind of membership, or
+    None. (Each restarted node then sees only the peers already on its kind: the first one gets no
+    session state, and what its peers hold is not replicated to it until they switch too.)"""
+    running = {t.name for t in inv.tomcats if facts.get(t.name) and facts[t.name].tomcat
+               and facts[t.name].active.get(facts[t.name].tomcat.unit) == "active"}
+    other = sorted(n for n, c in running_clusters(inv, facts, running).items()
+                   if c["membership"] in ("multicast", "static") and c["membership"] != inv.delta.membership)
+    if not other:
+        return None
+    was = running_clusters(inv, facts, running)[other[0]]["membership"]
+    return (f"switching membership {was} -> {inv.delta.membership} on a running cluster ({', '.join(other)}): "
+            f"the first node restarted has no peer on {inv.delta.membership} membership, so it gets no session "
+            "state and the sessions it serves afterwards may be stale; switch in a quiet hour "
+            "(docs/operations.md)")
+
+
 def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> set[str]:
     """The running Tomcats that are members of the cluster a restarted node joins: their server.xml
     now carries tcsession's Cluster with the inventory's kind of membership (a Tomcat still on its

@@ -57,3 +57,14 @@ def test_not_set_on_a_static_cluster_keeps_static():
 def test_set_is_as_written_even_against_the_running_kind():
     inv, note = resolve_membership(shipped('[delta]\nmembership = "static"\n'), captured("deployed"))
     assert (inv.delta.membership, note) == ("static", None)
+
+
+def test_a_switch_of_kind_on_a_running_cluster_is_said_and_keeping_it_is_not():
+    from tcsession.rollout import membership_switch
+
+    facts = captured("deployed")
+    static, _ = resolve_membership(shipped('[delta]\nmembership = "static"\n'), facts)
+    said = membership_switch(static, facts)
+    assert said.startswith("switching membership multicast -> static on a running cluster (tomcat1, tomcat2)")
+    assert membership_switch(resolve_membership(shipped(), facts)[0], facts) is None  # kept: nothing to say
+    assert membership_switch(static, fresh()) is None  # nothing runs yet

@@ -24,6 +24,7 @@ from tcsession.steps import RestartTomcat
 pytestmark = pytest.mark.lab
 
 SIZES = {4: ("tcswlab4", "10.153.50.0/24"), 8: ("tcswlab", "10.153.51.0/24")}
+ROLLS = ("tcswlab2", "10.153.52.0/24")  # 2 Tomcats, the default inventory (static membership: a new cluster)
 
 
 @pytest.fixture(scope="module", params=[4, pytest.param(8, marks=pytest.mark.measure)])
@@ -117,3 +118,44 @@ def test_msm_with_the_real_jars_changes_in_waves_under_load(eight):
     assert waves_of(report) == halves(eight)
     assert not any(type(s).__name__ == "RestartMemcached" for s in report.executed)  # its config did not change
     every_node_sees_its_peers(inv)
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    yield from new_lab(tmp_path_factory, *ROLLS, deploy_mode="delta")
+
+
+@pytest.mark.measure  # about 3 minutes: 20 deploys of two restarts each; issue 24's proof of the default
+def test_twenty_rolling_changes_in_a_row_under_load_lose_nothing_and_every_restart_gets_the_state(two):
+    """The default inventory of a new cluster (static membership, drain, state gate, log gate), one
+    setting flipped 20 times in a row while 5 sessions make 20 requests/s through nginx: every
+    deploy restarts both Tomcats, no request fails, no update is lost, and every restart (each has
+    a live peer: the other node) reports the session state received."""
+    inv = load_inventory(two.inv_path)
+    assert inv.delta.membership is None  # not set: static, since this cluster is new
+    assert "StaticMembershipService" in two.check("tomcat1", "cat /etc/tomcat10/server.xml")
+    flips = [variant(two, f"send-{v}", f"[delta]\nchannel_send_options = {v}\n") for v in (2, 6)]
+    done: list[tuple[str, str, float]] = []
+
+    def on(e):
+        if e.kind == "done" and isinstance(e.step, RestartTomcat):
+            done.append((e.step.host, e.text, e.seconds))
+
+    times = []
+    with Load(inv.nginx.address, sessions=5, rate=20) as load:
+        wait_answered(load)
+        for i in range(20):
+            before = len(done)
+            report = deploy(flips[i % 2], "delta", quiet=True, on_event=on)
+            times.append(report.seconds)
+            assert report.changed and len(done) - before == 2, (i, done[before:])
+        wait_answered(load)
+    r = load.result
+    received = sum(1 for _, text, _ in done if "session state received" in text)
+    print(f"\n20 rolling changes, 2 Tomcats, static membership: {r.line()}; {len(done)} restarts, "
+          f"{received} with the session state received; deploy s: min {min(times):.2f} "
+          f"median {sorted(times)[len(times) // 2]:.2f} max {max(times):.2f}")
+    assert (r.failed, r.lost_updates) == (0, 0), r.errors[:5]
+    assert r.requests > 20 * 20
+    assert len(done) == 40 and received == 40, [t for _, t, _ in done if "session state received" not in t]
+    every_node_sees_its_peers(flips[1])
