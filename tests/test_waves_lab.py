@@ -159,3 +159,24 @@ def test_twenty_rolling_changes_in_a_row_under_load_lose_nothing_and_every_resta
     assert r.requests > 20 * 20
     assert len(done) == 40 and received == 40, [t for _, t, _ in done if "session state received" not in t]
     every_node_sees_its_peers(flips[1])
+
+
+@pytest.mark.measure  # issue 24: what a switch of membership kind on a running cluster costs under load
+def test_switching_membership_kind_under_load_is_measured(two):
+    """Static -> multicast -> static on the running 2-Tomcat cluster, each under 5 sessions at 20
+    requests/s: printed (requests, failed, lost updates, what each restart received); asserted only
+    that each deploy switched both nodes and that the cluster is whole afterwards."""
+    for kind in ("multicast", "static"):
+        inv = variant(two, f"kind-{kind}", f'[delta]\nmembership = "{kind}"\n')
+        done: list[str] = []
+        with Load(inv.nginx.address, sessions=5, rate=20) as load:
+            wait_answered(load)
+            report = deploy(inv, "delta", quiet=True,
+                            on_event=lambda e: done.append(f"{e.step.host}: {e.text}")
+                            if e.kind == "done" and isinstance(e.step, RestartTomcat) else None)
+            wait_answered(load)
+        print(f"\nswitch to {kind} under load: {load.result.line()}; " + "; ".join(done))
+        assert report.changed and len(done) == 2
+        written = two.check("tomcat2", "cat /etc/tomcat10/server.xml")
+        assert ("McastService" in written) == (kind == "multicast"), written
+        every_node_sees_its_peers(inv)
