@@ -15,7 +15,7 @@ from tcsession import apps as applications
 from tcsession import clusterkey, maven, msmjars, preflight, tls
 from tcsession import plan as planning
 from tcsession.apply import Interpreter, Outcome
-from tcsession.errors import Interrupted, TcsessionError
+from tcsession.errors import UsageError, Interrupted, TcsessionError
 from tcsession.facts import HostFacts, gather, gather_reachable
 from tcsession.inventory import Host, Inventory
 from tcsession.modes import Mode, mode_named
@@ -95,17 +95,18 @@ def _installs(inv: Inventory, facts: dict[str, HostFacts], mode: Mode) -> dict[s
 
 
 def deploy(inv: Inventory, mode: str | Mode, dry_run: bool = False, quiet: bool = False,
-           on_event=None, switch: bool = False, ui=None) -> DeployReport:
+           on_event=None, switch: bool = False, ui=None, switch_membership: bool = False) -> DeployReport:
     """`inv deploy`: in a session of its own (tcsession.session.open_session)."""
     with open_session(inv, quiet, ui) as session:
-        return run_deploy(session, mode, dry_run, on_event, switch)
+        return run_deploy(session, mode, dry_run, on_event, switch, switch_membership)
 
 
 def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_event=None,
-               switch: bool = False) -> DeployReport:
+               switch: bool = False, switch_membership: bool = False) -> DeployReport:
     """A deploy in `mode`. When the Tomcats run the other mode, the deploy is a switch: with
     [cluster] mode in the inventory it needs `switch` (--switch-mode), and its first line says
-    what it removes (tcsession.modes.check_running)."""
+    what it removes (tcsession.modes.check_running). A running cluster switched to the other kind
+    of membership needs `switch_membership` (--switch-membership: tcsession.rollout.membership_switch)."""
     inv, remote, progress = session.inv, session.remote, session.ui
     mode = mode_named(mode)
     started = session.clock()
@@ -125,6 +126,11 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
 
     switching = check_running(inv, mode, detect_mode(inv, facts), switch)
     inv, membership_note = resolve_membership(inv, facts)
+    switching_membership = membership_switch(inv, facts) if mode.cluster else None
+    if switching_membership and not switch_membership:
+        raise UsageError(f"{inv.path}: [delta] membership = \"{inv.delta.membership}\": {switching_membership}; "
+                         "to switch anyway, give --switch-membership; to keep the running kind, remove the key "
+                         "(nothing was changed)")
     report_switch = switching
     if switching:
         progress.say(switching, "bold yellow")
@@ -166,8 +172,7 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
                                  "as members): its probe skipped")
     if membership_note and mode.cluster and not the_plan.empty:
         progress.line("all", membership_note)
-    switching_membership = membership_switch(inv, facts) if mode.cluster and not the_plan.empty else None
-    if switching_membership:
+    if switching_membership and not the_plan.empty:
         progress.say(switching_membership, "bold yellow")
     report = DeployReport(None, the_plan, not the_plan.empty, previewed=list(the_plan.steps), mode=mode.name,
                           switch=report_switch, dry_run=dry_run)

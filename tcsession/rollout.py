@@ -293,8 +293,8 @@ def membership_switch(inv: Inventory, facts: dict[str, HostFacts]) -> str | None
     was = running_clusters(inv, facts, running)[other[0]]["membership"]
     return (f"switching membership {was} -> {inv.delta.membership} on a running cluster ({', '.join(other)}): "
             f"the first node restarted has no peer on {inv.delta.membership} membership, so it gets no session "
-            "state and the sessions it serves afterwards may be stale; switch in a quiet hour "
-            "(docs/operations.md)")
+            "state and its peers' updates reach it only once they switch too (sessions are lost under load; "
+            "docs/operations.md)")
 
 
 def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> set[str]:

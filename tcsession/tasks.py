@@ -252,9 +252,12 @@ def preflight(c, mode=None, inventory=DEFAULT_INVENTORY, json=False):
             "dry_run": "show what would change (diffs, packages, restarts) and change nothing",
             "quiet": "print nothing but errors",
             "switch_mode": "allow a deploy that switches the cluster's mode (the other mode's configuration is removed)",
+            "switch_membership": "allow a deploy that switches a running cluster's membership kind ([delta] "
+                                 "membership; not lossless: the first node restarted gets no session state)",
             "json": "print JSON on stdout (the deploy id, the steps; failures too); progress goes to stderr"})
 @_fail_cleanly
-def deploy(c, mode=None, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False, switch_mode=False, json=False):
+def deploy(c, mode=None, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False, switch_mode=False,
+           switch_membership=False, json=False):
     """Deploy the session cluster: install, patch, start one Tomcat at a time, check ports."""
     from tcsession import contract
     from tcsession.deploy import deploy as run_deploy
@@ -265,7 +268,7 @@ def deploy(c, mode=None, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False
         _choice_option("mode", mode, ("delta", "msm"))
         inv = _inventory(inventory)
         report = run_deploy(inv, choose(inv, mode, switch_mode), dry_run=dry_run, quiet=quiet, switch=switch_mode,
-                            ui=Progress(quiet, stderr=json))
+                            ui=Progress(quiet, stderr=json), switch_membership=switch_membership)
     if json:
         _print_json(contract.deploy_json(report))
 

@@ -349,3 +349,27 @@ def test_a_failed_install_ends_with_a_recap_per_host_and_one_error_that_says_it_
     assert lines[-1] == (f"run the deploy again to converge (`tcsession -i {tmp_path / 'lab.toml'} deploy --mode=delta`), or "
                          f"`tcsession -i {tmp_path / 'lab.toml'} rollback` to undo it")
     assert e.value.brief is None  # a recording UI shows nothing: the whole message is the error
+
+
+def test_a_switch_of_membership_kind_on_a_running_cluster_needs_its_flag(tmp_path):
+    """The Tomcats run a multicast cluster (captured facts); the inventory now says static. Without
+    --switch-membership the deploy stops after reading the hosts, one line naming the file, the key,
+    the nodes and both ways out; with it, it goes on (to preflight's probes here)."""
+    from tcsession.errors import UsageError
+
+    path = tmp_path / "hosts.toml"
+    path.write_text((ROOT / "hosts.toml").read_text().replace('membership = "multicast"', 'membership = "static"'))
+    inv = load_inventory(path)
+    fake = FakeRemote(facts_answers("deployed"))
+    with pytest.raises(UsageError) as e:
+        run_deploy(session(fake, inv), "delta")
+    assert str(e.value).startswith(f'{inv.path}: [delta] membership = "static": switching membership multicast -> '
+                                   "static on a running cluster (tomcat1, tomcat2): the first node restarted has no "
+                                   "peer on static membership, so it gets no session state")
+    assert str(e.value).endswith("to switch anyway, give --switch-membership; to keep the running kind, remove the "
+                                 "key (nothing was changed)")
+    assert "\n" not in str(e.value)
+    fake.assert_done()
+    fake = FakeRemote(facts_answers("deployed") + [Expect("nginx", "never", "")])
+    with pytest.raises(AssertionError, match="unexpected command"):  # preflight's reads: past the refusal
+        run_deploy(session(fake, inv), "delta", dry_run=True, switch_membership=True)

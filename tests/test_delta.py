@@ -16,6 +16,7 @@ from conftest import ROOT, LabHandle, shared_cluster_for_module, variant_invento
 from tcsession import status
 from tcsession.client import SessionClient
 from tcsession.deploy import deploy
+from tcsession.errors import UsageError
 
 pytestmark = pytest.mark.lab
 
@@ -109,12 +110,14 @@ def test_session_survives_the_loss_of_the_node_serving_it(cluster):
 
 def test_static_membership(cluster):
     inv = with_delta(cluster, "static.toml", membership="static")
-    report = deploy(inv, "delta", quiet=True)
+    with pytest.raises(UsageError, match="to switch anyway, give --switch-membership"):  # a running multicast cluster
+        deploy(inv, "delta", quiet=True)
+    report = deploy(inv, "delta", quiet=True, switch_membership=True)
     assert report.changed
     assert cluster.check("tomcat1", "grep -c StaticMembershipService /etc/tomcat10/server.xml").strip() == "1"
     session_survives_a_node(cluster, inv)
     assert not deploy(inv, "delta", quiet=True).changed
-    assert deploy(cluster.inv, "delta", quiet=True).changed  # back to multicast (the shared cluster's)
+    assert deploy(cluster.inv, "delta", quiet=True, switch_membership=True).changed  # back to multicast (the shared cluster's)
 
 
 def test_backup_manager(cluster):

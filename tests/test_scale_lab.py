@@ -134,7 +134,7 @@ def test_scale_out_and_in_with_static_membership_rolls_every_peers_list(lab):
     lab.check("tomcat3", "systemctl stop tomcat10")
     two = static_inventory(lab, "two")
     a1, a2, a3 = (f'host="{lab.inv.host(t).address}"' for t in ("tomcat1", "tomcat2", "tomcat3"))
-    assert deploy(two, "delta", quiet=True).changed
+    assert deploy(two, "delta", quiet=True, switch_membership=True).changed  # from multicast: the switch, no load
     assert static_members(lab, "tomcat1") == [a2]
     early = SessionClient(two.nginx.address, two.nginx.http_port)
     for _ in range(5):

@@ -171,7 +171,7 @@ def test_switching_membership_kind_under_load_is_measured(two):
         done: list[str] = []
         with Load(inv.nginx.address, sessions=5, rate=20) as load:
             wait_answered(load)
-            report = deploy(inv, "delta", quiet=True,
+            report = deploy(inv, "delta", quiet=True, switch_membership=True,
                             on_event=lambda e: done.append(f"{e.step.host}: {e.text}")
                             if e.kind == "done" and isinstance(e.step, RestartTomcat) else None)
             wait_answered(load)
