@@ -104,8 +104,14 @@ def own_lab(name: str, subnet: str) -> tuple[str, str]:
         pytest.fail("TCSESSION_TEST_LAB_PREFIX is set without TCSESSION_TEST_SUBNETS (the subnets of your labs)",
                     pytrace=False)
     if (name, subnet) not in _OWN_LABS:
+        # on pytest-xdist workers (gw0, gw1, ...) each worker takes its own names and its own share
+        # of the subnets, so that two workers never build the same lab
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+        index = int(worker[2:]) if worker[2:].isdigit() else 0
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+        mine = subnets[index::count] or subnets
         n = len(_OWN_LABS)
-        _OWN_LABS[(name, subnet)] = (f"{prefix}{n + 1}", subnets[n % len(subnets)])
+        _OWN_LABS[(name, subnet)] = (f"{prefix}{n * count + index + 1}", mine[n % len(mine)])
     return _OWN_LABS[(name, subnet)]
 
 
