@@ -3,6 +3,13 @@
 
     .venv/bin/python bench/deploy_bench.py [--runs 1] [--tomcats 2,8] [--mode delta|msm]
         [--maven-repo DIR] [--name tcsbench] [--subnet 10.153.20.0/24]
+        [--peer pyinfra|none] [--peer-subnet 10.153.21.0/24] [--only-peer]
+
+First (delta, unless --peer none): tcsession beside the pyinfra peer (bench/peers/pyinfra: the
+same cluster the plain way, the blog's settings), 2 Tomcats, each tool on a lab of its own of the
+same kind, both up at once, runs interleaved, every deploy a new process: from fresh hosts, a
+configuration change (channelSendOptions 6 <-> 2) and a no-op (pyinfra from PyPI into
+.cache/pyinfra-venv, not a dependency of tcsession).
 
 For each Tomcat count (one lab after the other, in one run): deploy from fresh hosts, deploy when
 only the configuration changes (rolling Tomcat restarts in waves, then with
@@ -253,7 +260,7 @@ def compare_pyinfra(args, tmp: Path) -> dict[str, list[float]]:
             for there, send in (("b", 2), ("a", 6)):
                 rows["t_change"].append(inv_cmd("deploy", "--mode=delta", "-q", "-i", str(inv[there])))
                 rows["p_change"].append(pyinfra_deploy(peer, send))
-            for _ in range(3):
+            for _ in range(5):
                 rows["t_noop"].append(inv_cmd("deploy", "--mode=delta", "-q", "-i", str(inv["a"])))
                 rows["p_noop"].append(pyinfra_deploy(peer, 6))
         serves_sessions(load_inventory(inv["a"]))
@@ -272,7 +279,7 @@ def _write(path: Path, text: str) -> Path:
 def print_comparison(rows: dict[str, list[float]], runs: int) -> None:
     med = {k: statistics.median(v) for k, v in rows.items()}
     print(f"\ntcsession and the pyinfra peer (bench/peers/pyinfra), delta, 2 Tomcats, two labs of the same "
-          f"kind, runs interleaved; median s (changes: {2 * runs} each, no-ops: {3 * runs} each; each a new process)")
+          f"kind, runs interleaved; median s (changes: {2 * runs} each, no-ops: {5 * runs} each; each a new process)")
     print(f"{'what':<44}{'tcsession':>11}{'pyinfra':>10}{'ratio':>8}")
     for key, label in (("fresh", "deploy from fresh hosts"),
                        ("change", "configuration change (both Tomcats restart)"),

@@ -27,7 +27,7 @@ from tcsession.msmjars import MANAGED_JAR
 from tcsession.steps import (ApplyFirewall, ApplyNginx, CountSessions, FileChange, InstallPackages, Plan, Replan,
                              RestartMemcached, RestartTomcat,
                              StopService, WriteFiles, manifest_for, sha256)
-from tcsession.tomcat import TOMCAT_PREFERENCE, Layout
+from tcsession.tomcat import TOMCAT_LAYOUTS, TOMCAT_PREFERENCE, Layout
 
 MANAGED_HEADER = "Managed by tcsession"
 
@@ -379,8 +379,10 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
         check_same_site(inv, facts, installs)
         check_tld_scan(inv, facts, installs)
         check_sessions(inv, facts, wars or {})
+        tomcat_units = {pkg: unit for pkg, unit, *_ in TOMCAT_LAYOUTS}
         steps = [InstallPackages(h.name, "missing for its role", facts[h.name].package_manager, installs[h.name],
-                                 manifest_for(deploy_id, mode.name, time, (), installs[h.name], before[h.name]))
+                                 manifest_for(deploy_id, mode.name, time, (), installs[h.name], before[h.name]),
+                                 stop=tuple(tomcat_units[p] for p in installs[h.name] if p in tomcat_units))
                  for h in inv.hosts if installs[h.name]]
         return Plan(f"deploy {mode.name}", (*steps, Replan("all", "files come from the packages")))
     # Every host planned before any step: a refusal on one host changes nothing on any.

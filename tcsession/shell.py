@@ -229,9 +229,10 @@ def history_script() -> str:
 APT_LOCK_WAIT = 120  # seconds apt-get waits for another apt/dpkg run to finish
 
 
-def install_script(package_manager: str, packages: Sequence[str]) -> str:
+def install_script(package_manager: str, packages: Sequence[str], stop: Sequence[str] = ()) -> str:
     """Install packages; the lists are refreshed only when the install cannot be done from what
-    is there. The log goes to a root-only temporary file in the state directory, shown on failure."""
+    is there. The log goes to a root-only temporary file in the state directory, shown on failure.
+    `stop`: units stopped once installed (a package that started its service)."""
     pkgs = " ".join(q(p) for p in packages)
     setup = (f"mkdir -p {state.STATE_DIR} && chmod 700 {state.STATE_DIR} && "
              f"log=$(mktemp {state.STATE_DIR}/install-log.XXXXXX) || exit 1\n")
@@ -246,7 +247,9 @@ def install_script(package_manager: str, packages: Sequence[str]) -> str:
         body = f"{package_manager} install -y -q {pkgs} >\"$log\" 2>&1"
     else:
         raise ValueError(f"no supported package manager: {package_manager!r}")
-    return setup + f"if {body}; then rm -f \"$log\"; else tail -n 5 \"$log\" >&2; rm -f \"$log\"; exit 1; fi\n"
+    stops = "".join(f"systemctl stop {q(u)} 2>/dev/null || true\n" for u in stop)
+    return (setup + f"if {body}; then rm -f \"$log\"; else tail -n 5 \"$log\" >&2; rm -f \"$log\"; exit 1; fi\n"
+            + stops)
 
 
 def record_script(deploy_id: str, manifest_json: str) -> str:

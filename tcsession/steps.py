@@ -126,14 +126,18 @@ class InstallPackages(Step):
     package_manager: str = ""
     packages: tuple[str, ...] = ()
     record: state.Manifest | None = None  # written first: the deploy's record of this install
+    # the units of the Tomcat packages it installs: stopped once installed (Debian starts them with the
+    # package's server.xml; a JVM still starting when the deploy writes its own could read that one
+    # without a restart and answer the first node's state request with no clustered context)
+    stop: tuple[str, ...] = ()
     parallel: ClassVar[bool] = True
 
     def describe(self) -> str:
-        return f"install {' '.join(self.packages)}"
+        return f"install {' '.join(self.packages)}" + (f" (then stop {', '.join(self.stop)})" if self.stop else "")
 
     def script(self) -> str:
         pre = shell.record_script(self.record.id, self.record.to_json()) if self.record else ""
-        return pre + shell.install_script(self.package_manager, self.packages)
+        return pre + shell.install_script(self.package_manager, self.packages, self.stop)
 
     def done(self, output: str) -> str:
         return f"installed {' '.join(self.packages)}"
