@@ -423,7 +423,8 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
     previous version) rather than serving the broken one."""
     ok = '[ "$c" != 000 ]' if any_status else '[ "$c" = 200 ]'
     url = q(f"http://{address}:{int(port)}{path}")
-    tries = int(timeout / 0.25)
+    poll = 0.1  # seconds between the checks (a start ends between two of them: on average poll/2 waited)
+    tries = int(timeout / poll)
     u = q(unit)
     lines = []
     if writes:
@@ -440,7 +441,7 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
         f"{log_tail(unit)}; exit 1; }}; "
         f"c=$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' {url} || true); {ok} && break; "
         f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"{path} answered ${{c:-nothing}} after {timeout:g} s\"; "
-        f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done",
+        f"{log_tail(unit)}; exit 1; }}; sleep {poll:g}; done",
     ]
     if members:
         lines.append(
@@ -448,7 +449,7 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
             "| grep -o 'member added.*tcp://{[-0-9, ]*}:[0-9]*' | grep -o 'tcp://{[-0-9, ]*}:[0-9]*' | sort -u | wc -l); "
             f"[ \"$m\" -ge {int(members)} ] && break; "
             f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"sees $m of {int(members)} cluster members after {timeout:g} s (a peer down or unreachable, or on another membership?)\"; "
-            f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done; echo \"members: $m\"")
+            f"{log_tail(unit)}; exit 1; }}; sleep {poll:g}; done; echo \"members: $m\"")
     for ctx in app_contexts:
         app_url = q(f"http://{address}:{int(port)}{ctx}/")
         lines.append(f"c=$(curl -s -o /dev/null -m 20 -w '%{{http_code}}' {app_url} || true); case \"$c\" in "
