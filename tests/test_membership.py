@@ -68,3 +68,24 @@ def test_a_switch_of_kind_on_a_running_cluster_is_said_and_keeping_it_is_not():
     assert said.startswith("switching membership multicast -> static on a running cluster (tomcat1, tomcat2)")
     assert membership_switch(resolve_membership(shipped(), facts)[0], facts) is None  # kept: nothing to say
     assert membership_switch(static, fresh()) is None  # nothing runs yet
+
+
+def test_a_half_done_switch_is_named_whatever_the_key_says():
+    """tomcat1 already on static, tomcat2 still on multicast (a switch stopped half way): not set
+    resolves to multicast (the kind every earlier tcsession wrote), and that is still a switch for
+    tomcat1; set to static, it is one for tomcat2."""
+    from tcsession.rollout import membership_switch
+
+    facts = captured("deployed")
+    static = shipped('[delta]\nmembership = "static"\n')
+    p = planning.plan(static, facts, "delta")
+    after = next(c.after for s in p.steps for c in getattr(s, "changes", ())
+                 if s.host == "tomcat1" and c.path.endswith("server.xml"))
+    f1 = facts["tomcat1"]
+    half = {**facts, "tomcat1": dataclasses.replace(f1, files={**f1.files, f1.tomcat.server_xml: dataclasses.replace(
+        f1.files[f1.tomcat.server_xml], content=after)})}
+    inv, note = resolve_membership(shipped(), half)
+    assert inv.delta.membership == "multicast" and note
+    assert membership_switch(inv, half).startswith("switching membership static -> multicast on a running cluster "
+                                                   "(tomcat1)")
+    assert "(tomcat2)" in membership_switch(resolve_membership(static, half)[0], half)
