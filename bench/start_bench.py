@@ -5,8 +5,8 @@ nothing (issue 24).
     .venv/bin/python bench/start_bench.py [--runs 5] [--name tcsstart] [--subnet 10.153.22.0/24]
 
 Its own lab (2 Tomcats, delta), deployed once per setting: multicast membership (frequency 500),
-static membership (the default of a new cluster), static with `[app] tld_scan = "listed"` (no
-tag-library scanning). For each, tomcat1 restarted by hand `--runs` times (`systemctl restart`,
+static membership (the default of a new cluster), static with `[app] jar_scan = "listed"` and no
+jar listed (no jar scanned for tag libraries, web fragments or initializers). For each, tomcat1 restarted by hand `--runs` times (`systemctl restart`,
 then until /test.jsp answers 200: the JSP compiled, the session state received from tomcat2),
 median and every run (after one warm-up restart, not counted).
 """
@@ -31,7 +31,7 @@ from tcsession.remote import Remote  # noqa: E402
 SETTINGS = {
     "multicast membership (frequency 500)": '[delta]\nmembership = "multicast"\n',
     "static membership (a new cluster's default)": '[delta]\nmembership = "static"\n',
-    'static, [app] tld_scan = "listed" (no TLD scan)': '[delta]\nmembership = "static"\n',
+    'static, [app] jar_scan = "listed", no jar listed': '[delta]\nmembership = "static"\n',
 }
 
 
@@ -64,8 +64,8 @@ def main() -> None:
     paths = {}
     for i, (label, extra) in enumerate(SETTINGS.items()):
         text = base + "\n" + extra
-        if "tld_scan" in label:
-            text = text.replace("[app]\n", '[app]\ntld_scan = "listed"\n')
+        if "jar_scan" in label:
+            text = text.replace("[app]\n", '[app]\njar_scan = "listed"\n')
         paths[label] = tmp / f"{i}.toml"
         paths[label].write_text(text)
     spec = lab.spec_from_inventory(load_inventory(paths[next(iter(SETTINGS))]))

@@ -158,10 +158,10 @@ class AppSettings:
     # the session cookie's SameSite (tcsession.cookies): "lax" | "strict" | "none" | "unset";
     # "": conf/context.xml's CookieProcessor is not tcsession's to manage
     same_site: str = ""
-    # tag libraries scanned at start (tcsession.jarscan): "all" (Tomcat's own scanning) | "listed"
-    # (only the jars of tld_jars, file-name patterns)
-    tld_scan: str = "all"
-    tld_jars: tuple[str, ...] = ()
+    # the jars scanned at start (tcsession.jarscan): "all" (Tomcat's own scanning) | "listed"
+    # (only the jars of jars_to_scan, file-name patterns)
+    jar_scan: str = "all"
+    jars_to_scan: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -597,8 +597,8 @@ APP_SETTINGS: dict[str, _Key] = {
     "same_site": _Key("str", "", lambda v: None if v in ("", "lax", "strict", "none", "unset") else
                       'is not "lax", "strict", "none" or "unset"; "lax" suits most sites (the cookie is not '
                       'sent with cross-site POSTs), "" leaves Tomcat\'s default'),
-    "tld_scan": _Key("str", "all", _one_of("all", "listed")),
-    "tld_jars": _Key("list", [], lambda v: next((f"has {json.dumps(x)}, not a jar file name pattern; write names "
+    "jar_scan": _Key("str", "all", _one_of("all", "listed")),
+    "jars_to_scan": _Key("list", [], lambda v: next((f"has {json.dumps(x)}, not a jar file name pattern; write names "
                                                  'such as "taglibs-standard-impl-*.jar" (no commas or spaces)'
                                                  for x in v if not re.fullmatch(r"[\w.*?+-]+", x)), None),
                      '["taglibs-standard-impl-*.jar"]'),
@@ -886,10 +886,10 @@ class _Parser:
                 if app is not None:
                     apps.append(app)
         values = self.with_defaults("[app]", settings, APP_SETTINGS)
-        values["tld_jars"] = tuple(values["tld_jars"])
-        if values["tld_jars"] and values["tld_scan"] != "listed":
-            self.error("[app]", 'tld_jars is read only with tld_scan = "listed" (Tomcat scans every jar by default); '
-                                'add tld_scan = "listed" or remove tld_jars')
+        values["jars_to_scan"] = tuple(values["jars_to_scan"])
+        if values["jars_to_scan"] and values["jar_scan"] != "listed":
+            self.error("[app]", 'jars_to_scan is read only with jar_scan = "listed" (Tomcat scans every jar by default); '
+                                'add jar_scan = "listed" or remove jars_to_scan')
         return tuple(apps), AppSettings(**values)
 
     def app(self, name: str, raw: dict, apps: list[App]) -> App:

@@ -126,13 +126,13 @@ def _plan_contexts(inv: Inventory, host: Host, layout: Layout, files: dict, mode
     elif same_site is not None:
         raise TcsessionError(f"{host.name}:{layout.context_xml}: missing, so [app] same_site has nowhere to go; "
                              f"reinstall {layout.package} or restore the file (tcsession changed nothing)")
-    # the tag libraries scanned at start ([app] tld_scan = "listed"): a JarScanner in conf/context.xml
-    tld_jars = inv.app.tld_jars if inv.app.tld_scan == "listed" else None
+    # the jars scanned at start ([app] jar_scan = "listed"): a JarScanner in conf/context.xml
+    jars_to_scan = inv.app.jars_to_scan if inv.app.jar_scan == "listed" else None
     context = out.get(layout.context_xml, _file(files, layout.context_xml).content)
     if context is not None:
-        out[layout.context_xml] = jarscan.patch_context_jar_scan(context, tld_jars, f"{host.name}:{layout.context_xml}")
-    elif tld_jars is not None:
-        raise TcsessionError(f"{host.name}:{layout.context_xml}: missing, so [app] tld_scan has nowhere to go; "
+        out[layout.context_xml] = jarscan.patch_context_jar_scan(context, jars_to_scan, f"{host.name}:{layout.context_xml}")
+    elif jars_to_scan is not None:
+        raise TcsessionError(f"{host.name}:{layout.context_xml}: missing, so [app] jar_scan has nowhere to go; "
                              f"reinstall {layout.package} or restore the file (tcsession changed nothing)")
     return out
 
@@ -377,7 +377,7 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
         if mode.memcached:  # (memcached on no Tomcat, say)
             msm.manager_spec(0, inv.tomcats, inv.msm, str(inv.path))
         check_same_site(inv, facts, installs)
-        check_tld_scan(inv, facts, installs)
+        check_jar_scan(inv, facts, installs)
         check_sessions(inv, facts, wars or {})
         tomcat_units = {pkg: unit for pkg, unit, *_ in TOMCAT_LAYOUTS}
         steps = [InstallPackages(h.name, "missing for its role", facts[h.name].package_manager, installs[h.name],
@@ -393,7 +393,7 @@ def plan(inv: Inventory, facts: dict[str, HostFacts], mode: Mode | str, jars: di
     if mode.cluster:
         check_encryption_switch(inv, facts, key if inv.delta.encrypt else None)
     check_same_site(inv, facts)
-    check_tld_scan(inv, facts)
+    check_jar_scan(inv, facts)
     retiring = retire(inv, facts, mode)
     hosts = {inv.nginx.name: nginx_changes(inv, inv.nginx, facts[inv.nginx.name], mode, tls_files)}
     for t in inv.tomcats:
@@ -593,16 +593,16 @@ def check_same_site(inv: Inventory, facts: dict[str, HostFacts], installs: dict 
                              "which cannot set SameSite (8.5.42, 9.0.21 or newer can); upgrade it or remove same_site")
 
 
-def check_tld_scan(inv: Inventory, facts: dict[str, HostFacts], installs: dict | None = None) -> None:
-    """[app] tld_scan = "listed" needs StandardJarScanFilter's defaultTldScan (Tomcat 8 and later)."""
-    if inv.app.tld_scan != "listed":
+def check_jar_scan(inv: Inventory, facts: dict[str, HostFacts], installs: dict | None = None) -> None:
+    """[app] jar_scan = "listed" needs StandardJarScanFilter's default scans switchable (Tomcat 8 and later)."""
+    if inv.app.jar_scan != "listed":
         return
     for t in inv.tomcats:
         v = tomcat_version(facts[t.name], (installs or {}).get(t.name, ()))
         if v is not None and v[0] < jarscan.SINCE_MAJOR:
-            raise TcsessionError(f'{inv.path}: [app] tld_scan = "listed": {t.name} runs Tomcat '
+            raise TcsessionError(f'{inv.path}: [app] jar_scan = "listed": {t.name} runs Tomcat '
                                  f"{'.'.join(map(str, v))}, whose jar scanner has no tldScan list (Tomcat 8 and "
-                                 'later); upgrade it or remove tld_scan')
+                                 'later); upgrade it or remove jar_scan')
 
 
 def check_encryptable(inv: Inventory, facts: dict[str, HostFacts], installs: dict | None = None) -> None:

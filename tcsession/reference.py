@@ -148,12 +148,12 @@ TABLES: tuple[Table, ...] = (
                             '(passes when every answer is below 400); "": skipped',
               "same_site": 'the session cookie\'s SameSite (a managed CookieProcessor in conf/context.xml, Tomcat '
                            '8.5.42/9.0.21 or newer; "none" needs [tls]); "": Tomcat\'s default, the file untouched',
-              "tld_scan": '"all": Tomcat scans every jar for tag libraries at each start (its default); "listed": '
-                          "only the jars of tld_jars (a managed JarScanner in conf/context.xml, Tomcat 8 or newer): "
-                          "about 0.4 s off each restart; JSPs using a tag library from an unlisted jar then fail "
-                          "(docs/operations.md)",
-              "tld_jars": 'with tld_scan = "listed": the jar file names (patterns, * and ?) that carry tag libraries '
-                          "your JSPs use",
+              "jar_scan": '"all": Tomcat scans every jar at each start for tag libraries, web fragments, '
+                          'initializers and annotations (its default); "listed": only the jars of jars_to_scan (a '
+                          "managed JarScanner in conf/context.xml, Tomcat 8 or newer): 0.4 s off a restart in the "
+                          "lab; what an unlisted jar carries (a tag library, a web fragment, an initializer such as "
+                          "Spring's, annotated servlets) is then not found (docs/operations.md)",
+              "jars_to_scan": 'with jar_scan = "listed": the jar file names (patterns, * and ?) to scan',
           }),
     Table("app.NAME", I.APP_KEYS, "One of your applications: a WAR rolled out to every Tomcat, node by node "
           "(docs/operations.md).", {

@@ -120,6 +120,20 @@ def test_static_membership(cluster):
     assert deploy(cluster.inv, "delta", quiet=True, switch_membership=True).changed  # back to multicast (the shared cluster's)
 
 
+def test_listed_jar_scanning_starts_and_serves_and_goes_back(cluster):
+    """[app] jar_scan = "listed" with no jar listed (issue 24): the managed JarScanner in conf/context.xml,
+    both Tomcats restarted with it, the test page's JSP still compiles, a session survives a node;
+    then back (the file as the package left it, byte for byte)."""
+    before = cluster.check("tomcat1", "sha256sum /etc/tomcat10/context.xml").split()[0]
+    inv = variant_inventory(cluster, "jarscan.toml", '[app]\njar_scan = "listed"\n')
+    assert deploy(inv, "delta", quiet=True).changed
+    assert 'defaultPluggabilityScan="false"' in cluster.check("tomcat2", "cat /etc/tomcat10/context.xml")
+    session_survives_a_node(cluster, inv)
+    assert not deploy(inv, "delta", quiet=True).changed
+    assert deploy(cluster.inv, "delta", quiet=True).changed
+    assert cluster.check("tomcat1", "sha256sum /etc/tomcat10/context.xml").split()[0] == before
+
+
 def test_backup_manager(cluster):
     inv = with_delta(cluster, "backup.toml", manager="backup")
     assert deploy(inv, "delta", quiet=True).changed
