@@ -49,6 +49,17 @@ DEPLOY_PACKAGES = {
     "bookworm": ("tomcat10", "nginx", "memcached", "tomcat-jakartaee-migration", "nftables"),
     "bullseye": ("tomcat9", "nginx", "memcached", "nftables"),
 }
+# Also in the root's apt cache: the older versions still in the release (apt-get download NAME=VERSION),
+# so that hosts can start from them offline and `upgrade` (and its rollback) be proven to the
+# security archive's newer ones; and the distribution's automatic upgraders, which preflight and
+# status detect ([packages] automatic).
+OLDER_PACKAGES = {
+    "bookworm": ("tomcat10=10.1.55-1~deb12u1", "tomcat10-common=10.1.55-1~deb12u1",
+                 "libtomcat10-java=10.1.55-1~deb12u1", "openjdk-17-jre-headless=17.0.19+10-1~deb12u2",
+                 "nginx=1.22.1-9+deb12u9", "nginx-common=1.22.1-9+deb12u9", "memcached=1.6.18-1"),
+    "bullseye": (),
+}
+AUTOMATIC_UPGRADERS = {"bookworm": ("unattended-upgrades", "needrestart"), "bullseye": ()}
 ROOTFS_VERSION = "1"  # bump when the build recipe changes: a new cache key, a fresh build
 
 REQUIRED_PROGRAMS = {
@@ -192,7 +203,8 @@ def debian_mirrors(paths: tuple[Path, ...] = (Path("/etc/apt/sources.list"),
 
 def rootfs_path(release: str) -> Path:
     key = hashlib.sha256(
-        json.dumps([ROOTFS_VERSION, BASE_PACKAGES, DEPLOY_PACKAGES[release]]).encode()
+        json.dumps([ROOTFS_VERSION, BASE_PACKAGES, DEPLOY_PACKAGES[release], OLDER_PACKAGES[release],
+                    AUTOMATIC_UPGRADERS[release]]).encode()
     ).hexdigest()[:12]
     return ROOTFS_CACHE / f"{release}-{key}"
 
@@ -220,10 +232,12 @@ def _build_rootfs(release: str, target: Path, log) -> Path:
         shutil.rmtree(tmp)
     sources = [f"deb {main} {release} main", f"deb {main} {release}-updates main",
                f"deb {security} {release}-security main"]
-    download = " ".join(DEPLOY_PACKAGES[release])
+    download = " ".join(DEPLOY_PACKAGES[release] + AUTOMATIC_UPGRADERS[release])
     hooks = [
         # The .deb files deploy will install, kept in the root's apt cache with the lists.
         f'chroot "$1" apt-get install -y --download-only {download}',
+        *([f'chroot "$1" sh -c "cd /var/cache/apt/archives && apt-get download -q {" ".join(OLDER_PACKAGES[release])}"']
+          if OLDER_PACKAGES[release] else []),
         *shell.lab_build_hooks(),
     ]
     cmd = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(BASE_PACKAGES),
