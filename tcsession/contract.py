@@ -135,6 +135,13 @@ def rollback_json(ids: list[str], plans: list, dry_run: bool) -> dict:
             "steps": _steps(steps)}
 
 
+def upgrade_json(run_id: str | None, plans: list, dry_run: bool) -> dict:
+    """`upgrade --json`: its id (None: nothing to do, or a dry run), and each step (the plan's)."""
+    steps = [s for plan in plans for s in plan.steps]
+    return {"schema": schema("upgrade"), "ok": True, "exit": OK, "dry_run": dry_run, "upgrade_id": run_id,
+            "changed": run_id is not None, "steps": _steps(steps)}
+
+
 def failure_json(command: str, error: BaseException) -> dict:
     """What a command that stopped says on stdout with --json: its exit code and message."""
     if isinstance(error, KeyboardInterrupt):

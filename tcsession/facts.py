@@ -13,6 +13,8 @@ import dataclasses
 import re
 
 from tcsession import firewall, msm, nginx, shell, state
+from tcsession.packages import PATTERN as PACKAGE_PATTERN
+from tcsession.packages import HostPackages, parse_packages
 from tcsession.errors import TcsessionError, UnreachableError
 from tcsession.msmjars import MANAGED_JAR_GLOBS
 from tcsession.probes import Listener, parse_memcached_probe, parse_os_release, parse_ss
@@ -85,7 +87,9 @@ def status_script(memcached_nodes=(), apps=(), address: str = "", port: int = 80
             # only a Tomcat whose context names memcached nodes (MSM) asks them: not in delta mode
             + (f"if grep -qs memcachedNodes {' '.join(shell.q(p) for p in contexts)}; then\n{probe}fi\n"
                if probe else "")
-            + (shell.app_http_script(address, port, [a.context for a in apps]) if address else ""))
+            + (shell.app_http_script(address, port, [a.context for a in apps]) if address else "")
+            # the cluster's packages: versions, pending updates, restarts owed (tcsession.packages)
+            + shell.packages_script(PACKAGE_PATTERN, (*shell.TOMCAT_UNITS, "nginx", "memcached")))
 
 
 def gather(remote, hosts, apps=()) -> dict[str, "HostFacts"]:
@@ -159,6 +163,7 @@ class HostFacts:
     memcached: dict = dataclasses.field(default_factory=dict)  # "addr:port" -> stats seen from here (status)
     app_http: dict = dataclasses.field(default_factory=dict)  # context -> HTTP status on this node (status)
     preflight: dict = dataclasses.field(default_factory=dict)  # section (without "pf-") -> lines (preflight)
+    upgrades: HostPackages | None = None  # the cluster's packages and restarts owed (status)
 
     @property
     def tomcat(self) -> Layout | None:
@@ -282,6 +287,7 @@ def _parse_facts(text: str) -> HostFacts:
         files=parse_files(s),
         cluster_log="\n".join(s.get("cluster-log", [])),
         memcached=parse_memcached_probe(text),
+        upgrades=parse_packages(s) if "pkg-installed" in s else None,
         app_http={h[len("app-http "):]: (b[0].strip() if b else "000") for h, b in s.items()
                   if h.startswith("app-http ")},
         preflight=preflight_sections(s),

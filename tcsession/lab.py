@@ -59,6 +59,16 @@ OLDER_PACKAGES = {
                  "nginx=1.22.1-9+deb12u9", "nginx-common=1.22.1-9+deb12u9", "memcached=1.6.18-1"),
     "bullseye": (),
 }
+def older_install_script(release: str, role: str) -> str:
+    """Install the release's older versions (OLDER_PACKAGES) that a host of `role` runs, from the
+    root's apt cache (offline): a lab that starts from them, for `upgrade` to be proven."""
+    mine = [p for p in OLDER_PACKAGES.get(release, ()) if p.startswith("nginx") == (role == "nginx")]
+    if not mine:
+        raise TcsessionError(f"lab: no older packages kept for {release}")
+    return ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+            + " ".join(shell.q(p) for p in mine) + (" curl" if role == "tomcat" else "") + " >/dev/null")
+
+
 AUTOMATIC_UPGRADERS = {"bookworm": ("unattended-upgrades", "needrestart"), "bullseye": ()}
 ROOTFS_VERSION = "1"  # bump when the build recipe changes: a new cache key, a fresh build
 

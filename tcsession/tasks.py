@@ -270,6 +270,29 @@ def deploy(c, mode=None, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False
         _print_json(contract.deploy_json(report))
 
 
+@task(help={"inventory": INVENTORY_HELP,
+            "dry_run": "list, per host, each package from -> to and the restarts; change nothing",
+            "only": "the groups to upgrade, comma-separated: tomcat, java, memcached, nginx (default: all)",
+            "security": "every pending security update of the hosts too (installed inside each host's drained restart)",
+            "to": "exact versions instead of the newest, comma-separated NAME=VERSION (a Tomcat major change is refused)",
+            "quiet": "print nothing but errors",
+            "json": "print JSON on stdout (the upgrade id, the steps; failures too); progress goes to stderr"})
+@_fail_cleanly
+def upgrade(c, inventory=DEFAULT_INVENTORY, dry_run=False, only=None, security=False, to=None, quiet=False,
+            json=False):
+    """Upgrade the cluster's packages host by host: drained waves, the deploy's gates, nginx last."""
+    from tcsession import contract
+    from tcsession import upgrade as up
+    from tcsession.ui import Progress
+
+    plans: list = []
+    with _json_failures("upgrade", json):
+        run_id = up.upgrade(_inventory(inventory), dry_run=dry_run, only=only, security=security, to=to, quiet=quiet,
+                            ui=Progress(quiet, stderr=json), plans=plans)
+    if json:
+        _print_json(contract.upgrade_json(run_id, plans, dry_run))
+
+
 @task(help={"inventory": INVENTORY_HELP, "json": "print JSON"})
 @_fail_cleanly
 def history(c, inventory=DEFAULT_INVENTORY, json=False):
@@ -372,6 +395,7 @@ ns.add_task(preflight)
 ns.add_task(deploy)
 ns.add_task(history)
 ns.add_task(rollback)
+ns.add_task(upgrade)
 ns.add_task(check)
 ns.add_task(init)
 

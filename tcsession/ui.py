@@ -162,6 +162,9 @@ class Progress:
         """The end of a run: one line per host (tcsession.view.recap)."""
         self._out(view.recap_lines(rows, self.width))
 
+    def upgrade_table(self, changes: dict, pkgs: dict) -> None:
+        self._out(view.upgrade_lines(changes, pkgs, self.width))
+
     def dry_run(self, steps) -> None:
         self._out(view.dry_run_line(steps, self.width))
 
@@ -248,6 +251,8 @@ def render_status(report, width: int = 100) -> list[tuple[str, str]]:
             quiet = detail in ("active", "listening", "present")
             text = ("  ok   " if ok else "  FAIL ") + what + ("" if ok and quiet else f": {detail}")
             out += [(line, "green" if ok else "red") for line in _wrap(printable(text), width, 7)]
+        for what, detail in getattr(h, "notes", ()):
+            out += [(line, "yellow") for line in _wrap(printable(f"  warn {what}: {detail}"), width, 7)]
         if h.members:
             out += [(line, "dim") for line in _wrap(f"       members: {', '.join(h.members)}", width, 7)]
     s = report.session
