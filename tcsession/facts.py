@@ -12,7 +12,7 @@ import base64
 import dataclasses
 import re
 
-from tcsession import firewall, msm, nginx, shell, state
+from tcsession import firewall, msm, nginx, shell, state, unattended
 from tcsession.errors import TcsessionError, UnreachableError
 from tcsession.msmjars import MANAGED_JAR_GLOBS
 from tcsession.probes import Listener, parse_memcached_probe, parse_os_release, parse_ss
@@ -33,6 +33,7 @@ def files_to_read() -> list[str]:
     paths += [state.applied_path(lay.unit) for lay in all_layouts()]
     paths += [*msm.MEMCACHED_CONF.values(), state.applied_path("memcached"), state.JARS_LIST]
     paths += [firewall.RULES, firewall.UNIT_FILE]
+    paths += [unattended.APT_HOLD, unattended.NEEDRESTART_CONF]
     return sorted(set(paths), key=paths.index)
 
 
@@ -159,6 +160,8 @@ class HostFacts:
     memcached: dict = dataclasses.field(default_factory=dict)  # "addr:port" -> stats seen from here (status)
     app_http: dict = dataclasses.field(default_factory=dict)  # context -> HTTP status on this node (status)
     preflight: dict = dataclasses.field(default_factory=dict)  # section (without "pf-") -> lines (preflight)
+    # the distribution's automatic upgraders (unattended-upgrades, needrestart, dnf-automatic ...)
+    automatic: unattended.Upgraders = dataclasses.field(default_factory=unattended.Upgraders)
 
     @property
     def tomcat(self) -> Layout | None:
@@ -285,6 +288,7 @@ def _parse_facts(text: str) -> HostFacts:
         app_http={h[len("app-http "):]: (b[0].strip() if b else "000") for h, b in s.items()
                   if h.startswith("app-http ")},
         preflight=preflight_sections(s),
+        automatic=unattended.parse_upgraders(s.get("automatic")),
     )
 
 
