@@ -253,3 +253,17 @@ def test_the_facts_answer_of_a_held_host_and_the_check_id(deployed):
     assert lines[-1] == "preflight passed"
     # a capture older than the section: no check at all
     assert unattended.check(inv.host("tomcat1"), deployed["tomcat1"]) is None
+
+
+def test_status_shows_one_line_per_host_warn_or_ok(deployed):
+    from tcsession import status
+
+    inv = inventory()
+    hosts = (status.judge_nginx(inv, inv.nginx, with_upgraders(deployed["nginx"], "fresh"), "delta"),
+             status.judge_tomcat(inv, inv.host("tomcat1"), with_upgraders(deployed["tomcat1"], "exposed"), "delta"))
+    report = status.Report(hosts, "delta")
+    lines = [t for t, _ in ui.render_status(report, width=10**6)]
+    assert [l for l in lines if "automatic upgrades" in l] == [
+        "  ok   automatic upgrades: no automatic upgrader enabled",
+        "  warn automatic upgrades: " + hosts[1].checks[-1][2][len("warning: "):]]
+    assert not [p for h in hosts for p in h.problems if "automatic" in p]  # never a problem
