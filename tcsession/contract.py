@@ -38,6 +38,8 @@ FIXED_IDS = {
     "host name": "host.name", "clock": "clock", "multicast": "multicast", "ports": "ports.free",
     "java": "java", "jvm_route": "jvm_route", "disk": "disk", "firewall": "firewall",
     "nginx": "nginx.version", "selinux": "selinux", "certificate and key": "tls.pair",
+    # both
+    "automatic upgrades": "packages.automatic",
 }
 _PORT = re.compile(r"(tcp|udp) (\S+):(\d+)( \(https\))?")
 
@@ -71,7 +73,10 @@ def check_id(what: str, role: str, inv: Inventory) -> str:
 
 
 def _with_ids(checks: list[dict], role: str, inv: Inventory) -> list[dict]:
-    return [{"id": check_id(c["check"], role, inv), **c} for c in checks]
+    """Each check with its id, and `"warning": true` on one that passes with a warning (its detail
+    starts "warning: ", e.g. packages.automatic): scripts can tell it from a plain pass."""
+    return [{"id": check_id(c["check"], role, inv), **c,
+             **({"warning": True} if c["ok"] and c["detail"].startswith("warning: ") else {})} for c in checks]
 
 
 # --------------------------------------------------------------------------- the commands' JSON

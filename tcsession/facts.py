@@ -12,7 +12,7 @@ import base64
 import dataclasses
 import re
 
-from tcsession import firewall, msm, nginx, shell, state
+from tcsession import firewall, msm, nginx, shell, state, unattended
 from tcsession.packages import PATTERN as PACKAGE_PATTERN
 from tcsession.packages import HostPackages, parse_packages
 from tcsession.errors import TcsessionError, UnreachableError
@@ -35,6 +35,7 @@ def files_to_read() -> list[str]:
     paths += [state.applied_path(lay.unit) for lay in all_layouts()]
     paths += [*msm.MEMCACHED_CONF.values(), state.applied_path("memcached"), state.JARS_LIST]
     paths += [firewall.RULES, firewall.UNIT_FILE]
+    paths += [unattended.APT_HOLD, unattended.NEEDRESTART_CONF]
     return sorted(set(paths), key=paths.index)
 
 
@@ -164,6 +165,8 @@ class HostFacts:
     app_http: dict = dataclasses.field(default_factory=dict)  # context -> HTTP status on this node (status)
     preflight: dict = dataclasses.field(default_factory=dict)  # section (without "pf-") -> lines (preflight)
     upgrades: HostPackages | None = None  # the cluster's packages and restarts owed (status)
+    # the distribution's automatic upgraders (unattended-upgrades, needrestart, dnf-automatic ...)
+    automatic: unattended.Upgraders = dataclasses.field(default_factory=unattended.Upgraders)
 
     @property
     def tomcat(self) -> Layout | None:
@@ -291,6 +294,7 @@ def _parse_facts(text: str) -> HostFacts:
         app_http={h[len("app-http "):]: (b[0].strip() if b else "000") for h, b in s.items()
                   if h.startswith("app-http ")},
         preflight=preflight_sections(s),
+        automatic=unattended.parse_upgraders(s.get("automatic")),
     )
 
 

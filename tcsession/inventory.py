@@ -192,6 +192,9 @@ class Inventory:
     removed: tuple[Host, ...] = ()
     tls: Tls | None = None  # [tls]: HTTPS at nginx (None: plain HTTP)
     mode: str | None = None  # [cluster] mode: "delta" | "msm" (None: not set; deploy then needs --mode)
+    # [packages] automatic: "warn" (preflight and status say which automatic upgrader can restart
+    # the cluster's services) | "hold" (tcsession's files keep the cluster's packages out of them)
+    automatic: str = "warn"
 
     @property
     def nginx(self) -> Host:
@@ -534,6 +537,10 @@ CLUSTER_KEYS: dict[str, _Key] = {
 FIREWALL_KEYS: dict[str, _Key] = {
     "backend": _Key("str", "none", _one_of("nftables", "none")),
 }
+#: [packages]: the distribution's automatic upgraders against the cluster's packages (tcsession.unattended)
+PACKAGES_KEYS: dict[str, _Key] = {
+    "automatic": _Key("str", "warn", _one_of("warn", "hold")),
+}
 ROLLING_KEYS: dict[str, _Key] = {
     "max_unavailable": _Key("int|str", "50%", _max_unavailable, '"25%"'),
     "drain_timeout": _Key("int", 10, lambda v: None if 1 <= v <= 3600 else
@@ -592,7 +599,8 @@ APP_SETTINGS: dict[str, _Key] = {
                       'is not "lax", "strict", "none" or "unset"; "lax" suits most sites (the cookie is not '
                       'sent with cross-site POSTs), "" leaves Tomcat\'s default'),
 }
-TOP_TABLES = ("lab", "ssh", "cluster", "nginx", "tomcat", "delta", "msm", "rolling", "app", "firewall", "tls")
+TOP_TABLES = ("lab", "ssh", "cluster", "nginx", "tomcat", "delta", "msm", "rolling", "app", "firewall", "tls",
+              "packages")
 ROLE_KEYS = {"nginx": NGINX_KEYS, "tomcat": TOMCAT_KEYS}
 SECRET_KEYS = ("password", "sudo_password", "passphrase")
 LAB_PROVIDED = ("key", "agent", "known_hosts")
@@ -806,6 +814,8 @@ class _Parser:
         firewall = self.attempt(
             lambda: self.with_defaults("[firewall]", doc.get("firewall", {}), FIREWALL_KEYS)["backend"])
         tls = self.attempt(lambda: self.tls(doc["tls"], hosts)) if "tls" in doc else None
+        automatic = self.attempt(
+            lambda: self.with_defaults("[packages]", doc.get("packages", {}), PACKAGES_KEYS)["automatic"])
         if apps_settings is not None and apps_settings[1].same_site == "none" and "tls" not in doc:
             self.error("[app]", 'same_site = "none" needs [tls]: browsers drop a SameSite=None cookie that is not '
                                 'Secure; add [tls], or use "lax"')
@@ -814,7 +824,7 @@ class _Parser:
         apps, settings = apps_settings
         return Inventory(self.path, tuple(h for h in hosts if not h.remove), self.lab, delta, msm, rolling,
                          max_parallel, apps, settings, firewall, tuple(h for h in hosts if h.remove), tls,
-                         cluster["mode"])
+                         cluster["mode"], automatic)
 
     def delta(self, doc: dict) -> Delta:
         delta = self.with_defaults("[delta]", doc.get("delta", {}), DELTA_KEYS)

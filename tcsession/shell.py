@@ -63,6 +63,52 @@ fi;;
 esac
 echo @@ss-tcp; ss -Hntl 2>/dev/null
 echo @@ss-udp; ss -Hnul 2>/dev/null
+""" + automatic_script()
+
+
+# needrestart's own configuration evaluated as needrestart does (its defaults, then
+# needrestart.conf, which reads conf.d/*.conf), and for each unit whether override_rc lets it
+# restart it (needrestart's loop: the first matching key decides).
+_NEEDRESTART_PL = r"""
+our %nrconf = (restart => "i", override_rc => {}, verbosity => 1); our $LOGPREF = "";
+do "/etc/needrestart/needrestart.conf";
+if ($@) { (my $e = $@) =~ s/\s+/ /g; print "error $e\n"; }
+print "restart $nrconf{restart}\n";
+for my $u (@ARGV) {
+  my $r = 1;
+  for my $re (keys %{$nrconf{override_rc}}) { if ($u =~ /$re/) { $r = $nrconf{override_rc}{$re}; last; } }
+  print "unit $u ", ($r ? 1 : 0), "\n";
+}
+"""
+
+
+def automatic_script() -> str:
+    """The distribution's automatic upgraders (tcsession.unattended.parse_upgraders): Debian's
+    unattended-upgrades (installed, apt-config's APT::Periodic and Package-Blacklist, its timer)
+    and needrestart (its effective restart mode and override_rc per cluster unit), the RHEL
+    family's dnf-automatic / dnf5-automatic / yum-cron (timers, apply_updates), and the cluster's
+    packages installed. Cheap: perl runs only where needrestart is installed."""
+    from tcsession import unattended as u
+
+    globs = " ".join(q(g) for g in u.PACKAGE_GLOBS)
+    units = " ".join(q(f"{x}.service") for x in u.UNITS)
+    timers = " ".join(q(t) for t in u.RPM_TIMERS)
+    confs = " ".join(q(c) for c in u.RPM_CONFS)
+    return f"""echo @@automatic
+if command -v dpkg-query >/dev/null 2>&1; then
+  dpkg-query -W -f='pkg ${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' unattended-upgrades needrestart 2>/dev/null
+  dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {globs} 2>/dev/null | awk '$2 ~ /^ii/ {{print "cluster", $1}}'
+  echo "timer {u.APT_TIMER} $(systemctl is-enabled {u.APT_TIMER} 2>/dev/null)"
+  apt-config dump 2>/dev/null | grep -E '^(APT::Periodic::(Enable|Unattended-Upgrade) |Unattended-Upgrade::Package-Blacklist:: )' | sed 's/^/apt /'
+  if [ -r /etc/needrestart/needrestart.conf ] && command -v perl >/dev/null 2>&1; then
+    perl -e {q(_NEEDRESTART_PL)} {units} 2>/dev/null | sed 's/^/nr /'
+  fi
+elif command -v rpm >/dev/null 2>&1; then
+  rpm -q --qf 'pkg %{{NAME}} %{{VERSION}}-%{{RELEASE}} ii\\n' {" ".join(u.RPM_PACKAGES)} 2>/dev/null | grep '^pkg '
+  rpm -qa --qf '%{{NAME}}\\n' {globs} 2>/dev/null | sed 's/^/cluster /'
+  for t in {timers}; do echo "timer $t $(systemctl is-enabled $t 2>/dev/null)"; done
+  for f in {confs}; do [ -r "$f" ] && grep -E '^[[:space:]]*apply_updates[[:space:]]*=' "$f" | tail -n 1 | sed "s|^|conf $f |"; done
+fi
 """
 
 

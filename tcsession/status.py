@@ -13,7 +13,7 @@ import json as jsonlib
 import re
 
 from tcsession import apps as applications
-from tcsession import msm, msmjars, nginx, serverxml, shell, tls
+from tcsession import msm, msmjars, nginx, serverxml, shell, tls, unattended
 from tcsession.client import SessionRun, check_path, check_session, parse_session_id, tls_context
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, complete, end_marked, incomplete, parse_facts, parse_members, status_script
@@ -242,6 +242,8 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | No
         checks.append((f"app {a.context}", ok, (f"{a.base_name}.war sha256 {sha[:12]}" if sha else
                                                 f"no {a.base_name}.war; run {command(inv.path, 'deploy')}") + f", HTTP {code}"
                        + ("" if ok or sha is None else " (the context is not running)")))
+    if (automatic := unattended.check(host, f, inv.automatic)) is not None:  # a warning at most
+        checks.append(automatic)
     return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks),
                       members=members, memcached_nodes=nodes, failover_nodes=failover, notes=judge_packages(inv, host, f))
 
@@ -394,6 +396,8 @@ def judge_nginx(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | Non
             ok = reachable_on(f.listeners, host.address, inv.tls.https_port)
             checks.append((f"tcp {host.address}:{inv.tls.https_port} (https)", ok, "listening" if ok else "not listening"))
             checks.append(judge_certificate(f.content(nginx.TLS_CERT), deploy=command(inv.path, "deploy")))
+    if (automatic := unattended.check(host, f, inv.automatic)) is not None:  # a warning at most
+        checks.append(automatic)
     return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks),
                       notes=judge_packages(inv, host, f))
 
