@@ -65,8 +65,21 @@ def older_install_script(release: str, role: str) -> str:
     mine = [p for p in OLDER_PACKAGES.get(release, ()) if p.startswith("nginx") == (role == "nginx")]
     if not mine:
         raise TcsessionError(f"lab: no older packages kept for {release}")
-    return ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+    return ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --allow-downgrades "
             + " ".join(shell.q(p) for p in mine) + (" curl" if role == "tomcat" else "") + " >/dev/null")
+
+
+def install_older(inv: Inventory, log=print) -> None:
+    """`lab.up --older`: every host on the release's older packages (older_install_script)."""
+    from tcsession.facts import require_ok
+    from tcsession.remote import Remote
+
+    release = inv.lab.release if inv.lab else "bookworm"
+    scripts = {h.name: older_install_script(release, h.role) for h in inv.hosts}
+    with Remote(inv) as remote:
+        require_ok(remote.run_all(list(inv.hosts), lambda h: scripts[h.name]), "installing the older packages")
+    log(f"lab {inv.lab.name if inv.lab else ''}: the older packages installed: "
+        + ", ".join(p for p in OLDER_PACKAGES[release]))
 
 
 AUTOMATIC_UPGRADERS = {"bookworm": ("unattended-upgrades", "needrestart"), "bullseye": ()}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from tcsession.errors import TcsessionError
+from tcsession.errors import TcsessionError, UsageError
 
 GROUPS = {
     "tomcat": r"tomcat[0-9]*|tomcat[0-9]+-common|libtomcat[0-9]+-java",
@@ -185,7 +185,7 @@ def parse_pins(text: str) -> dict[str, str]:
     for item in filter(None, (x.strip() for x in (text or "").split(","))):
         name, eq, version = item.partition("=")
         if not eq or not name or not version:
-            raise TcsessionError(f"--to {item!r}: expected NAME=VERSION (e.g. tomcat10=10.1.60-1~deb12u1)")
+            raise UsageError(f"--to {item!r}: expected NAME=VERSION (e.g. tomcat10=10.1.60-1~deb12u1)")
         out[name] = version
     return out
 

@@ -557,13 +557,13 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
     lines = []
     if writes or install or also:
         lines.append(f"systemctl stop {u} " + _or_fail(f"{unit} did not stop", unit))
-    for i, (other, _) in enumerate(also):
-        lines.append(f"p{i}=$({main_pid(other)})")
         for p, data, owner, mode in writes:
             parent = q(p.rsplit("/", 1)[0] or "/")
             lines.append(f"rm -f {q(p)}" if data is None else f"mkdir -p {parent} && " + put_file(p, data, owner, mode))
         for d in clear:
             lines.append(f"rm -rf {q(d)}")
+    for i, (other, _) in enumerate(also):
+        lines.append(f"p{i}=$({main_pid(other)})")
     lines.append("since=$(date +%s); echo \"since: $since\"")
     if install:
         lines.append(install.rstrip("\n"))

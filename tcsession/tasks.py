@@ -141,7 +141,8 @@ def _lab_spec(inventory: str, tomcats: int | None, release: str | None):
     from tcsession.inventory import lab_state_dir, parse_inventory
 
     if tomcats is None and release is None:
-        return lab.spec_from_inventory(_inventory(inventory))
+        inv = _inventory(inventory)
+        return lab.spec_from_inventory(inv), inv
     base = _inventory(inventory)
     name = base.lab.name if base.lab else "tcsession"
     text = lab.render_inventory(name=name, release=release or (base.lab.release if base.lab else "bookworm"),
@@ -150,19 +151,25 @@ def _lab_spec(inventory: str, tomcats: int | None, release: str | None):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"lab: inventory for this lab written to {path} (use -i {path})")
-    return lab.spec_from_inventory(parse_inventory(text, Path(path)))
+    inv = parse_inventory(text, Path(path))
+    return lab.spec_from_inventory(inv), inv
 
 
 @task(help={"inventory": INVENTORY_HELP,
             "tomcats": "number of Tomcat hosts (default: as in the inventory; writes a lab inventory)",
-            "release": "bookworm (Tomcat 10.1, default) or bullseye (Tomcat 9)"})
+            "release": "bookworm (Tomcat 10.1, default) or bullseye (Tomcat 9)",
+            "older": "install the release's older Tomcat, JRE, memcached and nginx (bookworm), for `upgrade` to have "
+                     "something to do"})
 @_fail_cleanly
-def lab_up(c, inventory=DEFAULT_INVENTORY, tomcats=None, release=None):
+def lab_up(c, inventory=DEFAULT_INVENTORY, tomcats=None, release=None, older=False):
     """Bring up the built-in lab: real hosts (systemd containers) on a bridge, SSH-ready."""
     from tcsession import lab
 
     count = _int_option("tomcats", tomcats, 3, 2, 100) if tomcats is not None else None
-    lab.up(_lab_spec(inventory, count, _choice_option("release", release, ("bookworm", "bullseye"))))
+    spec, inv = _lab_spec(inventory, count, _choice_option("release", release, ("bookworm", "bullseye")))
+    lab.up(spec)
+    if older:
+        lab.install_older(inv)
 
 
 @task(help={"inventory": INVENTORY_HELP})

@@ -16,7 +16,7 @@ from tcsession import packages as P
 from tcsession import plan as planning
 from tcsession import rollout, shell
 from tcsession.apply import Interpreter
-from tcsession.errors import TcsessionError
+from tcsession.errors import TcsessionError, UsageError
 from tcsession.facts import HostFacts, gather, require_ok, split_sections
 from tcsession.inventory import Inventory
 from tcsession.modes import Mode
@@ -49,7 +49,7 @@ def parse_only(text: str | None) -> frozenset[str]:
     groups = frozenset(x.strip() for x in text.split(",") if x.strip())
     bad = sorted(groups - ALL_GROUPS)
     if bad:
-        raise TcsessionError(f"--only {','.join(bad)}: not a group of the cluster's packages; use a comma-separated "
+        raise UsageError(f"--only {','.join(bad)}: not a group of the cluster's packages; use a comma-separated "
                              f"list of {', '.join(sorted(ALL_GROUPS))}")
     return groups
 
@@ -134,6 +134,7 @@ def check_apt(inv: Inventory, facts: dict[str, HostFacts], changes: dict[str, P.
 
 def upgrade(inv: Inventory, dry_run: bool = False, only: str | None = None, security: bool = False,
             to: str | None = None, quiet: bool = False, ui=None, plans: list | None = None):
+    parse_only(only), P.parse_pins(to or "")  # a usage mistake stops here, before any connection
     with open_session(inv, quiet, ui) as session:
         return run_upgrade(session, dry_run, only, security, to, plans)
 
@@ -150,7 +151,7 @@ def run_upgrade(session: Session, dry_run: bool = False, only: str | None = None
     progress.line("all", f"facts and packages from {len(inv.hosts)} hosts", session.clock() - started)
     unknown = P.unknown_pins(pins, pkgs)
     if unknown:
-        raise TcsessionError(f"--to {', '.join(unknown)}: not one of the cluster's packages on any host (they are: "
+        raise UsageError(f"--to {', '.join(unknown)}: not one of the cluster's packages on any host (they are: "
                              f"{', '.join(sorted({n for hp in pkgs.values() for n in hp.packages}))}); nothing was changed")
     changes = {}
     for h in inv.hosts:

@@ -222,3 +222,14 @@ def test_status_notes_the_updates_and_the_restarts_owed(inv, deployed, tomcat_pk
     assert "5 security update(s)" in notes["updates"] and "upgrade" in notes["updates"]
     assert notes["restart owed"].startswith("tomcat10 runs older code than is installed: openjdk-17-jre-headless")
     assert status.judge_packages(inv, inv.host("tomcat1"), dataclasses.replace(f, upgrades=None)) == ()
+
+
+def test_the_json_of_upgrade_names_its_id_and_every_step(inv, deployed, tomcat_pkgs, nginx_pkgs):
+    from tcsession import contract
+
+    p = plan_upgrade(inv, DELTA, deployed, upgrade_changes(inv, tomcat_pkgs, nginx_pkgs), "20261206T000000Z-abcdef", "t")
+    d = contract.upgrade_json("20261206T000000Z-abcdef", [p], False)
+    assert (d["schema"], d["ok"], d["exit"], d["changed"]) == ("tcsession.upgrade/1", True, 0, True)
+    assert len(d["steps"]) == len(p.steps) and d["steps"][3]["host"] == "tomcat1"
+    dry = contract.upgrade_json(None, [p], True)
+    assert dry["dry_run"] and dry["upgrade_id"] is None and not dry["changed"]
