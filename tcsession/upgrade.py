@@ -14,7 +14,7 @@ import dataclasses
 from tcsession import nginx as nginx_site
 from tcsession import packages as P
 from tcsession import plan as planning
-from tcsession import rollout, shell
+from tcsession import preflight, rollout, shell
 from tcsession.apply import Interpreter
 from tcsession.errors import TcsessionError, UsageError
 from tcsession.facts import HostFacts, gather, require_ok, split_sections
@@ -165,6 +165,13 @@ def run_upgrade(session: Session, dry_run: bool = False, only: str | None = None
     run_id, stamp = session.new_id(), session.stamp()
     the_plan = plan_upgrade(inv, mode, facts, changes, run_id, stamp)
     progress.upgrade_table(changes, pkgs)
+    if not the_plan.empty:  # preflight: clocks (the log gate reads peers' logs by time), disk, ports ...
+        t = session.clock()
+        with progress.waiting("preflight"):
+            checked = preflight.run_checks(remote, inv, mode, facts, {}, trust_running=True)
+        if not checked.ok:
+            raise TcsessionError(preflight.refusal(checked, command(inv.path, f"preflight --mode={mode.name}")))
+        progress.line("all", f"preflight: {sum(len(h.checks) for h in checked.hosts)} checks passed", session.clock() - t)
     if plans is not None:
         plans.append(the_plan)
     if dry_run:

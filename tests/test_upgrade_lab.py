@@ -13,7 +13,7 @@ newer ones: tcsession.lab.OLDER_PACKAGES), under a bounded client load through n
 - a restart owed (the JRE updated under a running Tomcat by hand) shown by status and done by
   upgrade, drained.
 
-One lab for the module (2 Tomcats); 8 Tomcats in waves behind `-m measure`."""
+One lab for the module (2 Tomcats); 8 Tomcats in waves behind `-m measure` (its own lab)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.lab
 OLD, NEW = "10.1.55-1~deb12u1", "10.1.60-1~deb12u1"
 JRE_OLD, JRE_NEW = "17.0.19+10-1~deb12u2", "17.0.21.1+2-1~deb12u1"
 MC_OLD, MC_NEW = "1.6.18-1", "1.6.18-1+deb12u1"
-SIZES = {2: ("tcsupg", "10.153.80.0/24"), 8: ("tcsupg8", "10.153.81.0/24")}
+SIZES = {2: ("tcsupg", "10.153.80.0/24"), 8: ("tcsupg8", "10.153.81.0/24")}  # (lab, subnet) per size
 
 
 def older_packages(handle) -> None:
@@ -41,16 +41,25 @@ def older_packages(handle) -> None:
         handle.check(h.name, lab.older_install_script("bookworm", h.role))
 
 
-@pytest.fixture(scope="module", params=[2, pytest.param(8, marks=pytest.mark.measure)])
-def old_lab(request, tmp_path_factory):
-    name, subnet = SIZES[request.param]
-    gen = new_lab(tmp_path_factory, name, subnet, tomcats=request.param, deploy_mode="delta", prepare=older_packages)
+def lab_of(tmp_path_factory, size: int):
+    name, subnet = SIZES[size]
+    gen = new_lab(tmp_path_factory, name, subnet, tomcats=size, deploy_mode="delta", prepare=older_packages)
     handle = next(gen)
     handle.tomcats = [t.name for t in handle.inv.tomcats]
     try:
         yield handle
     finally:
         gen.close()
+
+
+@pytest.fixture(scope="module")
+def old_lab(tmp_path_factory):
+    yield from lab_of(tmp_path_factory, 2)
+
+
+@pytest.fixture(scope="module")
+def old_lab8(tmp_path_factory):
+    yield from lab_of(tmp_path_factory, 8)
 
 
 def versions(handle, name: str) -> dict[str, str]:
@@ -81,6 +90,21 @@ def healthy(inv, mode: str):
 
 
 def test_delta_tomcat_patch_rolls_through_under_load_and_back(old_lab):
+    tomcat_patch_under_load_and_back(old_lab)
+
+
+@pytest.mark.measure  # 8 Tomcats: the upgrade in waves (two of four) and its rollback, under load
+def test_delta_tomcat_patch_at_8_in_waves_under_load_and_back(old_lab8):
+    import time
+
+    started = time.monotonic()
+    plans = tomcat_patch_under_load_and_back(old_lab8)
+    waves = [s.wave for s in plans[0].steps if isinstance(s, RestartTomcat)]
+    print(f"\n8 Tomcats: upgrade and rollback under load in {time.monotonic() - started:.1f} s; waves {waves}")
+    assert waves == [1] * 4 + [2] * 4  # a running cluster: two halves
+
+
+def tomcat_patch_under_load_and_back(old_lab) -> list:
     inv = old_lab.inv
     assert all(versions(old_lab, t)["tomcat10"] == OLD for t in old_lab.tomcats)
     before = pids(old_lab)
@@ -107,6 +131,7 @@ def test_delta_tomcat_patch_rolls_through_under_load_and_back(old_lab):
     assert all(after[k] != before[k] for k in before), (before, after)
     assert all(versions(old_lab, t)["tomcat10"] == OLD for t in old_lab.tomcats)
     healthy(inv, "delta")
+    return plans
 
 
 def test_a_tomcat_major_change_is_refused_before_any_change(old_lab):
