@@ -233,3 +233,25 @@ def test_the_json_of_upgrade_names_its_id_and_every_step(inv, deployed, tomcat_p
     assert len(d["steps"]) == len(p.steps) and d["steps"][3]["host"] == "tomcat1"
     dry = contract.upgrade_json(None, [p], True)
     assert dry["dry_run"] and dry["upgrade_id"] is None and not dry["changed"]
+
+
+def test_security_adds_the_hosts_other_pending_security_updates_to_its_main_service(tomcat_pkgs):
+    more = dataclasses.replace(tomcat_pkgs, pending=tomcat_pkgs.pending + (
+        ("libssl3", "3.0.17-1~deb12u2", "3.0.18-1~deb12u1", True), ("tzdata", "2025a-0+deb12u1", "2025b-0+deb12u1", False)))
+    plain = P.host_upgrade("tomcat1", "tomcat", more, ALL, {}, "tomcat10", True)
+    assert "libssl3" not in [n for n, _, _ in plain.changes]
+    hu = P.host_upgrade("tomcat1", "tomcat", more, ALL, {}, "tomcat10", True, security=True)
+    assert ("libssl3", "3.0.17-1~deb12u2", "3.0.18-1~deb12u1") in hu.by_unit["tomcat"]  # inside the drained restart
+    assert "tzdata" not in [n for n, _, _ in hu.changes]  # not a security update
+    assert [n for n, _, _ in hu.changes].count("tomcat10") == 1  # a cluster package once
+
+
+def test_a_host_without_apt_get_is_refused_before_any_change(inv, deployed, tomcat_pkgs):
+    from tcsession.upgrade import check_apt
+
+    rhel = {**deployed, "tomcat2": dataclasses.replace(deployed["tomcat2"], package_manager="dnf")}
+    changes = {"tomcat1": P.HostUpgrade("tomcat1", {}, {}),
+               "tomcat2": P.host_upgrade("tomcat2", "tomcat", tomcat_pkgs, ALL, {}, "tomcat10", True)}
+    with pytest.raises(TcsessionError, match=r"upgrade: rolls apt-get hosts .*not yet tomcat2 \(dnf\).*nothing was changed"):
+        check_apt(inv, rhel, changes)
+    check_apt(inv, rhel, {**changes, "tomcat2": P.HostUpgrade("tomcat2", {}, {})})  # nothing to do there: fine
