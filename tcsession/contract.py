@@ -38,6 +38,8 @@ FIXED_IDS = {
     "host name": "host.name", "clock": "clock", "multicast": "multicast", "ports": "ports.free",
     "java": "java", "jvm_route": "jvm_route", "disk": "disk", "firewall": "firewall",
     "nginx": "nginx.version", "selinux": "selinux", "certificate and key": "tls.pair",
+    # both
+    "automatic upgrades": "packages.automatic",
 }
 _PORT = re.compile(r"(tcp|udp) (\S+):(\d+)( \(https\))?")
 
@@ -71,7 +73,10 @@ def check_id(what: str, role: str, inv: Inventory) -> str:
 
 
 def _with_ids(checks: list[dict], role: str, inv: Inventory) -> list[dict]:
-    return [{"id": check_id(c["check"], role, inv), **c} for c in checks]
+    """Each check with its id, and `"warning": true` on one that passes with a warning (its detail
+    starts "warning: ", e.g. packages.automatic): scripts can tell it from a plain pass."""
+    return [{"id": check_id(c["check"], role, inv), **c,
+             **({"warning": True} if c["ok"] and c["detail"].startswith("warning: ") else {})} for c in checks]
 
 
 # --------------------------------------------------------------------------- the commands' JSON
@@ -133,6 +138,13 @@ def rollback_json(ids: list[str], plans: list, dry_run: bool) -> dict:
     steps = [s for plan, executed in plans for s in (plan.steps if dry_run else executed)]
     return {"schema": schema("rollback"), "ok": True, "exit": OK, "dry_run": dry_run, "rolled_back": list(ids),
             "steps": _steps(steps)}
+
+
+def upgrade_json(run_id: str | None, plans: list, dry_run: bool) -> dict:
+    """`upgrade --json`: its id (None: nothing to do, or a dry run), and each step (the plan's)."""
+    steps = [s for plan in plans for s in plan.steps]
+    return {"schema": schema("upgrade"), "ok": True, "exit": OK, "dry_run": dry_run, "upgrade_id": run_id,
+            "changed": run_id is not None, "steps": _steps(steps)}
 
 
 def failure_json(command: str, error: BaseException) -> dict:

@@ -12,7 +12,9 @@ import base64
 import dataclasses
 import re
 
-from tcsession import firewall, msm, nginx, shell, state
+from tcsession import firewall, msm, nginx, shell, state, unattended
+from tcsession.packages import PATTERN as PACKAGE_PATTERN
+from tcsession.packages import HostPackages, parse_packages
 from tcsession.errors import TcsessionError, UnreachableError
 from tcsession.msmjars import MANAGED_JAR_GLOBS
 from tcsession.probes import Listener, parse_memcached_probe, parse_os_release, parse_ss
@@ -33,6 +35,7 @@ def files_to_read() -> list[str]:
     paths += [state.applied_path(lay.unit) for lay in all_layouts()]
     paths += [*msm.MEMCACHED_CONF.values(), state.applied_path("memcached"), state.JARS_LIST]
     paths += [firewall.RULES, firewall.UNIT_FILE]
+    paths += [unattended.APT_HOLD, unattended.NEEDRESTART_CONF]
     return sorted(set(paths), key=paths.index)
 
 
@@ -85,7 +88,9 @@ def status_script(memcached_nodes=(), apps=(), address: str = "", port: int = 80
             # only a Tomcat whose context names memcached nodes (MSM) asks them: not in delta mode
             + (f"if grep -qs memcachedNodes {' '.join(shell.q(p) for p in contexts)}; then\n{probe}fi\n"
                if probe else "")
-            + (shell.app_http_script(address, port, [a.context for a in apps]) if address else ""))
+            + (shell.app_http_script(address, port, [a.context for a in apps]) if address else "")
+            # the cluster's packages: versions, pending updates, restarts owed (tcsession.packages)
+            + shell.packages_script(PACKAGE_PATTERN, (*shell.TOMCAT_UNITS, "nginx", "memcached")))
 
 
 def gather(remote, hosts, apps=()) -> dict[str, "HostFacts"]:
@@ -159,6 +164,9 @@ class HostFacts:
     memcached: dict = dataclasses.field(default_factory=dict)  # "addr:port" -> stats seen from here (status)
     app_http: dict = dataclasses.field(default_factory=dict)  # context -> HTTP status on this node (status)
     preflight: dict = dataclasses.field(default_factory=dict)  # section (without "pf-") -> lines (preflight)
+    upgrades: HostPackages | None = None  # the cluster's packages and restarts owed (status)
+    # the distribution's automatic upgraders (unattended-upgrades, needrestart, dnf-automatic ...)
+    automatic: unattended.Upgraders = dataclasses.field(default_factory=unattended.Upgraders)
 
     @property
     def tomcat(self) -> Layout | None:
@@ -282,9 +290,11 @@ def _parse_facts(text: str) -> HostFacts:
         files=parse_files(s),
         cluster_log="\n".join(s.get("cluster-log", [])),
         memcached=parse_memcached_probe(text),
+        upgrades=parse_packages(s) if "pkg-installed" in s else None,
         app_http={h[len("app-http "):]: (b[0].strip() if b else "000") for h, b in s.items()
                   if h.startswith("app-http ")},
         preflight=preflight_sections(s),
+        automatic=unattended.parse_upgraders(s.get("automatic")),
     )
 
 

@@ -198,6 +198,9 @@ class Inventory:
     removed: tuple[Host, ...] = ()
     tls: Tls | None = None  # [tls]: HTTPS at nginx (None: plain HTTP)
     mode: str | None = None  # [cluster] mode: "delta" | "msm" (None: not set; deploy then needs --mode)
+    # [packages] automatic: "warn" (preflight and status say which automatic upgrader can restart
+    # the cluster's services) | "hold" (tcsession's files keep the cluster's packages out of them)
+    automatic: str = "warn"
 
     @property
     def nginx(self) -> Host:
@@ -540,6 +543,10 @@ CLUSTER_KEYS: dict[str, _Key] = {
 FIREWALL_KEYS: dict[str, _Key] = {
     "backend": _Key("str", "none", _one_of("nftables", "none")),
 }
+#: [packages]: the distribution's automatic upgraders against the cluster's packages (tcsession.unattended)
+PACKAGES_KEYS: dict[str, _Key] = {
+    "automatic": _Key("str", "warn", _one_of("warn", "hold")),
+}
 ROLLING_KEYS: dict[str, _Key] = {
     "max_unavailable": _Key("int|str", "50%", _max_unavailable, '"25%"'),
     "drain_timeout": _Key("int", 10, lambda v: None if 1 <= v <= 3600 else
@@ -603,7 +610,8 @@ APP_SETTINGS: dict[str, _Key] = {
                                                  for x in v if not re.fullmatch(r"[\w.*?+-]+", x)), None),
                      '["taglibs-standard-impl-*.jar"]'),
 }
-TOP_TABLES = ("lab", "ssh", "cluster", "nginx", "tomcat", "delta", "msm", "rolling", "app", "firewall", "tls")
+TOP_TABLES = ("lab", "ssh", "cluster", "nginx", "tomcat", "delta", "msm", "rolling", "app", "firewall", "tls",
+              "packages")
 ROLE_KEYS = {"nginx": NGINX_KEYS, "tomcat": TOMCAT_KEYS}
 SECRET_KEYS = ("password", "sudo_password", "passphrase")
 LAB_PROVIDED = ("key", "agent", "known_hosts")
@@ -708,33 +716,32 @@ class _Parser:
 
     def key(self, where: str, key: str, value: Any, known: dict[str, _Key]) -> None:
         """Check one key of a table (fail on its first problem)."""
-        if True:
-            if key in SECRET_KEYS:
-                fix = ("load the key into ssh-agent and set agent = true" if key == "passphrase" else
-                       "set TCSESSION_SUDO_PASSWORD in the environment or let tcsession prompt")
-                self.fail(where, f"{key}: no secrets in {self.path.name}; {fix}")
-            if key not in known:
-                names = list(known)
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f'did you mean "{close[0]}"?' if close else "remove it"
-                self.fail(where, f'unknown key "{key}"; {hint} (known: {", ".join(names)})')
-            k = known[key]
-            accepts, desc = _KINDS[k.kind]
-            if not accepts(value):
-                example = k.example or _show(k.default)
-                self.fail(where, f"{key} = {_show(value)} is {_kind_of(value)}, expected {desc}; "
-                                 f"write e.g. {key} = {example}")
-            if isinstance(value, str):
-                if len(value) > k.max_len:
-                    self.fail(where, f"{key} is {len(value)} characters long, more than {k.max_len} make sense; "
-                                     f"write a shorter {key} (a paste gone wrong?)")
-                control = next((c for c in value if _CONTROL.match(c)), None)
-                if control is not None:
-                    self.fail(where, f"{key} = {json.dumps(value)[:80]} contains the control character "
-                                     f"U+{ord(control):04X}; remove it")
-            problem = k.check(value) if k.check else None
-            if problem:
-                self.fail(where, f"{key} = {_short(value)} {problem}")
+        if key in SECRET_KEYS:
+            fix = ("load the key into ssh-agent and set agent = true" if key == "passphrase" else
+                   "set TCSESSION_SUDO_PASSWORD in the environment or let tcsession prompt")
+            self.fail(where, f"{key}: no secrets in {self.path.name}; {fix}")
+        if key not in known:
+            names = list(known)
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f'did you mean "{close[0]}"?' if close else "remove it"
+            self.fail(where, f'unknown key "{key}"; {hint} (known: {", ".join(names)})')
+        k = known[key]
+        accepts, desc = _KINDS[k.kind]
+        if not accepts(value):
+            example = k.example or _show(k.default)
+            self.fail(where, f"{key} = {_show(value)} is {_kind_of(value)}, expected {desc}; "
+                             f"write e.g. {key} = {example}")
+        if isinstance(value, str):
+            if len(value) > k.max_len:
+                self.fail(where, f"{key} is {len(value)} characters long, more than {k.max_len} make sense; "
+                                 f"write a shorter {key} (a paste gone wrong?)")
+            control = next((c for c in value if _CONTROL.match(c)), None)
+            if control is not None:
+                self.fail(where, f"{key} = {json.dumps(value)[:80]} contains the control character "
+                                 f"U+{ord(control):04X}; remove it")
+        problem = k.check(value) if k.check else None
+        if problem:
+            self.fail(where, f"{key} = {_short(value)} {problem}")
 
     def with_defaults(self, where: str, raw: Any, spec: dict[str, _Key]) -> dict[str, Any]:
         return {k: s.default for k, s in spec.items()} | self.table(where, raw, spec)
@@ -817,6 +824,8 @@ class _Parser:
         firewall = self.attempt(
             lambda: self.with_defaults("[firewall]", doc.get("firewall", {}), FIREWALL_KEYS)["backend"])
         tls = self.attempt(lambda: self.tls(doc["tls"], hosts)) if "tls" in doc else None
+        automatic = self.attempt(
+            lambda: self.with_defaults("[packages]", doc.get("packages", {}), PACKAGES_KEYS)["automatic"])
         if apps_settings is not None and apps_settings[1].same_site == "none" and "tls" not in doc:
             self.error("[app]", 'same_site = "none" needs [tls]: browsers drop a SameSite=None cookie that is not '
                                 'Secure; add [tls], or use "lax"')
@@ -825,7 +834,7 @@ class _Parser:
         apps, settings = apps_settings
         return Inventory(self.path, tuple(h for h in hosts if not h.remove), self.lab, delta, msm, rolling,
                          max_parallel, apps, settings, firewall, tuple(h for h in hosts if h.remove), tls,
-                         cluster["mode"])
+                         cluster["mode"], automatic)
 
     def delta(self, doc: dict) -> Delta:
         delta = self.with_defaults("[delta]", doc.get("delta", {}), DELTA_KEYS)
@@ -893,29 +902,28 @@ class _Parser:
         return tuple(apps), AppSettings(**values)
 
     def app(self, name: str, raw: dict, apps: list[App]) -> App:
-        if True:
-            where = f"[app.{name}]"
-            if name in APP_SETTINGS:
-                self.fail(where, f'"{name}" is a setting of [app], not an application name; '
-                                 "give the application another name")
-            if not re.fullmatch(_SEGMENT, name):
-                self.fail(where, f'invalid application name "{name}"; use letters, digits, ".", "_" or "-"')
-            values = self.with_defaults(where, raw, APP_KEYS)
-            context = values["context"] or f"/{name}"
-            problem = _context(context)
-            if problem:
-                self.fail(where, f"context {_show(context)} (from the table name; set context = ...) {problem}")
-            war = self.resolve(where, "war", values["war"])
-            if not war.is_file():
-                what = "is a directory, not a WAR file" if war.is_dir() else "no such file"
-                self.fail(where, f"war = {_show(values['war'])}: {what} {war}; build the application "
-                                 "(e.g. mvn package) or fix the path (relative to the inventory file)")
-            app = App(name, war, context, values["jakarta"], values["sessions"])
-            for other in apps:
-                if other.base_name.lower() == app.base_name.lower():
-                    self.fail(where, f"context {_show(context)} is already used by [app.{other.name}] "
-                                     f"({_show(other.context)}); give each application its own context path")
-            return app
+        where = f"[app.{name}]"
+        if name in APP_SETTINGS:
+            self.fail(where, f'"{name}" is a setting of [app], not an application name; '
+                             "give the application another name")
+        if not re.fullmatch(_SEGMENT, name):
+            self.fail(where, f'invalid application name "{name}"; use letters, digits, ".", "_" or "-"')
+        values = self.with_defaults(where, raw, APP_KEYS)
+        context = values["context"] or f"/{name}"
+        problem = _context(context)
+        if problem:
+            self.fail(where, f"context {_show(context)} (from the table name; set context = ...) {problem}")
+        war = self.resolve(where, "war", values["war"])
+        if not war.is_file():
+            what = "is a directory, not a WAR file" if war.is_dir() else "no such file"
+            self.fail(where, f"war = {_show(values['war'])}: {what} {war}; build the application "
+                             "(e.g. mvn package) or fix the path (relative to the inventory file)")
+        app = App(name, war, context, values["jakarta"], values["sessions"])
+        for other in apps:
+            if other.base_name.lower() == app.base_name.lower():
+                self.fail(where, f"context {_show(context)} is already used by [app.{other.name}] "
+                                 f"({_show(other.context)}); give each application its own context path")
+        return app
 
     def hosts(self, role: str, doc: dict, ssh_set: dict) -> list[Host]:
         section = doc.get(role, {})
@@ -931,28 +939,27 @@ class _Parser:
         return hosts
 
     def host(self, role: str, name: str, raw: Any, ssh_set: dict) -> Host:
-        if True:
-            where = f"[{role}.{name}]"
-            if not isinstance(raw, dict):
-                self.fail(f"[{role}]", f"{name} = {_show(raw)} is not a host table; put each host in its own "
-                                       f"[{role}.NAME] table, e.g. [{role}.{role}1] with address = ... under it")
-            if not _HOST_NAME.fullmatch(name):
-                self.fail(where, f'invalid host name "{name}"; use a lowercase letter then up to 30 lowercase '
-                                 f"letters, digits or - (it becomes a host name)")
-            spec = ROLE_KEYS[role]
-            values = self.table(where, raw, spec, SSH_KEYS)
-            host_ssh = {k: v for k, v in values.items() if k in SSH_KEYS}
-            self.no_lab_provided(where, host_ssh)
-            own = {k: s.default for k, s in spec.items()} | {k: v for k, v in values.items() if k in spec}
-            tomcat = role == "tomcat"
-            return Host(
-                name=name, role=role, address=own["address"],
-                ssh=self.ssh(where, ssh_set, host_ssh, own["address"], own["ssh_host"]),
-                http_port=own["http_port"],
-                jvm_route=(own["jvm_route"] or name) if tomcat else None,
-                memcached=own["memcached"] if tomcat else False,
-                remove=own.get("remove", False) if tomcat else False,
-            )
+        where = f"[{role}.{name}]"
+        if not isinstance(raw, dict):
+            self.fail(f"[{role}]", f"{name} = {_show(raw)} is not a host table; put each host in its own "
+                                   f"[{role}.NAME] table, e.g. [{role}.{role}1] with address = ... under it")
+        if not _HOST_NAME.fullmatch(name):
+            self.fail(where, f'invalid host name "{name}"; use a lowercase letter then up to 30 lowercase '
+                             f"letters, digits or - (it becomes a host name)")
+        spec = ROLE_KEYS[role]
+        values = self.table(where, raw, spec, SSH_KEYS)
+        host_ssh = {k: v for k, v in values.items() if k in SSH_KEYS}
+        self.no_lab_provided(where, host_ssh)
+        own = {k: s.default for k, s in spec.items()} | {k: v for k, v in values.items() if k in spec}
+        tomcat = role == "tomcat"
+        return Host(
+            name=name, role=role, address=own["address"],
+            ssh=self.ssh(where, ssh_set, host_ssh, own["address"], own["ssh_host"]),
+            http_port=own["http_port"],
+            jvm_route=(own["jvm_route"] or name) if tomcat else None,
+            memcached=own["memcached"] if tomcat else False,
+            remove=own.get("remove", False) if tomcat else False,
+        )
 
     def load_ssh_config(self, value: str | None) -> SshConfig | None:
         """[ssh] config: the OpenSSH client config, read once. Unset: TCSESSION_SSH_CONFIG, else

@@ -49,6 +49,40 @@ DEPLOY_PACKAGES = {
     "bookworm": ("tomcat10", "nginx", "memcached", "tomcat-jakartaee-migration", "nftables"),
     "bullseye": ("tomcat9", "nginx", "memcached", "nftables"),
 }
+# Also in the root's apt cache: the older versions still in the release (apt-get download NAME=VERSION),
+# so that hosts can start from them offline and `upgrade` (and its rollback) be proven to the
+# security archive's newer ones; and the distribution's automatic upgraders, which preflight and
+# status detect ([packages] automatic).
+OLDER_PACKAGES = {
+    "bookworm": ("tomcat10=10.1.55-1~deb12u1", "tomcat10-common=10.1.55-1~deb12u1",
+                 "libtomcat10-java=10.1.55-1~deb12u1", "openjdk-17-jre-headless=17.0.19+10-1~deb12u2",
+                 "nginx=1.22.1-9+deb12u9", "nginx-common=1.22.1-9+deb12u9", "memcached=1.6.18-1"),
+    "bullseye": (),
+}
+def older_install_script(release: str, role: str) -> str:
+    """Install the release's older versions (OLDER_PACKAGES) that a host of `role` runs, from the
+    root's apt cache (offline): a lab that starts from them, for `upgrade` to be proven."""
+    mine = [p for p in OLDER_PACKAGES.get(release, ()) if p.startswith("nginx") == (role == "nginx")]
+    if not mine:
+        raise TcsessionError(f"lab: no older packages kept for {release}")
+    return ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --allow-downgrades "
+            + " ".join(shell.q(p) for p in mine) + (" curl" if role == "tomcat" else "") + " >/dev/null")
+
+
+def install_older(inv: Inventory, log=print) -> None:
+    """`lab.up --older`: every host on the release's older packages (older_install_script)."""
+    from tcsession.facts import require_ok
+    from tcsession.remote import Remote
+
+    release = inv.lab.release if inv.lab else "bookworm"
+    scripts = {h.name: older_install_script(release, h.role) for h in inv.hosts}
+    with Remote(inv) as remote:
+        require_ok(remote.run_all(list(inv.hosts), lambda h: scripts[h.name]), "installing the older packages")
+    log(f"lab {inv.lab.name if inv.lab else ''}: the older packages installed: "
+        + ", ".join(p for p in OLDER_PACKAGES[release]))
+
+
+AUTOMATIC_UPGRADERS = {"bookworm": ("unattended-upgrades", "needrestart"), "bullseye": ()}
 ROOTFS_VERSION = "1"  # bump when the build recipe changes: a new cache key, a fresh build
 
 REQUIRED_PROGRAMS = {
@@ -192,7 +226,8 @@ def debian_mirrors(paths: tuple[Path, ...] = (Path("/etc/apt/sources.list"),
 
 def rootfs_path(release: str) -> Path:
     key = hashlib.sha256(
-        json.dumps([ROOTFS_VERSION, BASE_PACKAGES, DEPLOY_PACKAGES[release]]).encode()
+        json.dumps([ROOTFS_VERSION, BASE_PACKAGES, DEPLOY_PACKAGES[release], OLDER_PACKAGES[release],
+                    AUTOMATIC_UPGRADERS[release]]).encode()
     ).hexdigest()[:12]
     return ROOTFS_CACHE / f"{release}-{key}"
 
@@ -220,10 +255,12 @@ def _build_rootfs(release: str, target: Path, log) -> Path:
         shutil.rmtree(tmp)
     sources = [f"deb {main} {release} main", f"deb {main} {release}-updates main",
                f"deb {security} {release}-security main"]
-    download = " ".join(DEPLOY_PACKAGES[release])
+    download = " ".join(DEPLOY_PACKAGES[release] + AUTOMATIC_UPGRADERS[release])
     hooks = [
         # The .deb files deploy will install, kept in the root's apt cache with the lists.
         f'chroot "$1" apt-get install -y --download-only {download}',
+        *([f'chroot "$1" sh -c "cd /var/cache/apt/archives && apt-get download -q {" ".join(OLDER_PACKAGES[release])}"']
+          if OLDER_PACKAGES[release] else []),
         *shell.lab_build_hooks(),
     ]
     cmd = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(BASE_PACKAGES),

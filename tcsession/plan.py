@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from tcsession import apps as applications
 from tcsession import firewall as firewall_rules
-from tcsession import cookies, jarscan, msm, nginx, rollout, serialcompat, serverxml, state, webapp
+from tcsession import cookies, jarscan, msm, nginx, rollout, serialcompat, serverxml, state, unattended, webapp
 from tcsession.errors import TcsessionError
 from tcsession.facts import FileFact, HostFacts
 from tcsession.inventory import App, Host, Inventory
@@ -273,6 +273,7 @@ def tomcat_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, jar
             for c in deferred}))
     fw_changes, fw_reason, fw_remove = plan_firewall(inv, host, facts, mode)
     changes += fw_changes
+    changes += plan_hold(inv, host, facts, mode)
     return HostChanges(host, tuple(c for c in changes if c is not None), layout.unit, digest, reason,
                        memcached_reason, memcached_digest, layout, deferred, tuple(w.app.context for w in wars),
                        fw_reason, fw_remove)
@@ -293,6 +294,22 @@ def plan_firewall(inv: Inventory, host: Host, facts: HostFacts, mode: Mode) -> t
         reason = "its rules change" if changed else "" if active else f"{firewall_rules.UNIT} is not running"
         return changes, reason, False
     return changes, ("[firewall] backend is none: tcsession's rules removed" if changed or active else ""), True
+
+
+def plan_hold(inv: Inventory, host: Host, facts: HostFacts, mode: Mode) -> list[FileChange | None]:
+    """`[packages] automatic = "hold"` on a Debian-family host: tcsession's files that keep the
+    host's cluster packages out of unattended-upgrades and its cluster units out of needrestart's
+    restarts (tcsession.unattended; the needrestart file only where needrestart is installed).
+    With "warn", or on another family, tcsession's files from an earlier deploy are removed (their
+    bytes saved: rollback puts them back). Neither restarts anything."""
+    hold = inv.automatic == "hold" and facts.package_manager == "apt-get"
+    memcached = host.role == "tomcat" and (bool(mode.memcached and host.memcached) or "memcached" in facts.packages)
+    apt = unattended.render_apt_hold(unattended.patterns(host.role, memcached)) if hold else None
+    units = unattended.units_for(host.role, facts.tomcat.unit if host.role == "tomcat" and facts.tomcat else None,
+                                 memcached)
+    restart = (unattended.render_needrestart(units) if hold and facts.automatic.needrestart and units else None)
+    return [_change(_file(facts.files, unattended.APT_HOLD), apt, "644", "root:root"),
+            _change(_file(facts.files, unattended.NEEDRESTART_CONF), restart, "644", "root:root")]
 
 
 def nginx_config(package_manager: str | None) -> tuple[str, ...]:
@@ -322,7 +339,10 @@ def nginx_changes(inv: Inventory, host: Host, facts: HostFacts, mode: Mode,
                _change(_file(files, nginx.TLS_KEY), key, "600", "root:root"))
     changes = tuple(c for c in changes if c is not None)
     digest = config_digest({nginx.SITE: site, nginx.TLS_CERT: cert, nginx.TLS_KEY: key, main_path: main})
-    return HostChanges(host, changes, "nginx", digest, _restart_reason(bool(changes), facts, "nginx", digest))
+    reason = _restart_reason(bool(changes), facts, "nginx", digest)
+    # the hold files restart nothing: added after nginx's reason
+    changes += tuple(c for c in plan_hold(inv, host, facts, mode) if c is not None)
+    return HostChanges(host, changes, "nginx", digest, reason)
 
 
 def packages_to_install(host: Host, facts: HostFacts, mode: Mode | str = "delta",

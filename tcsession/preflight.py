@@ -19,6 +19,9 @@ nothing changed. What each catches:
 - `java`: the Java version against the Tomcat major (7: 6+, 8.5: 7+, 9: 8+, 10.1: 11+, 11: 17+).
 - `jvm_route`: characters MSM and nginx accept (MSM splits its session ids at '-' and '.').
 - `disk`: free space for the packages to install (and for the deploy's saved files).
+- `automatic upgrades` (a warning, never a failure): unattended-upgrades, needrestart in automatic
+  mode, dnf-automatic or yum-cron that can upgrade or restart this host's cluster services
+  undrained (tcsession.unattended), and the fix: `[packages] automatic = "hold"`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import ipaddress
 import re
 import time
 
-from tcsession import shell
+from tcsession import shell, unattended
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, gather, preflight_sections, require_ok, split_sections
 from tcsession.inventory import Host, Inventory
@@ -319,6 +322,8 @@ def judge_host(inv: Inventory, host: Host, facts: HostFacts, mode: Mode, install
         if inv.tls:
             checks.append(judge_tls(inv))
     checks.append(judge_disk(pf.get("disk"), installing))
+    if (automatic := unattended.check(host, facts, inv.automatic)) is not None:  # a warning at most
+        checks.append(automatic)
     return HostPreflight(host.name, host.role, host.address, tuple(checks))
 
 

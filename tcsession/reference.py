@@ -168,6 +168,13 @@ TABLES: tuple[Table, ...] = (
         "backend": '"nftables": a table of tcsession\'s own on each Tomcat host; "none": the hosts\' firewalls '
                    "are left alone",
     }),
+    Table("packages", I.PACKAGES_KEYS, "The distribution's automatic upgrades (unattended-upgrades, needrestart, "
+          "dnf-automatic) against the cluster's packages (docs/operations.md).", {
+        "automatic": '"warn": preflight and status say which automatic upgrader can upgrade or restart the '
+                     'cluster\'s services undrained; "hold": files of tcsession\'s own keep the cluster\'s packages '
+                     "out of unattended-upgrades and its services out of needrestart's restarts (Debian/Ubuntu; "
+                     "the RHEL family is only warned about)",
+    }),
     Table("tls", I.TLS_KEYS, "HTTPS at nginx (docs/security.md). Paths are relative to the inventory file; the "
           "key goes to the nginx host only, root-only, and is never shown.", {
               "certificate": "the server's certificate, then its intermediates (PEM)",
@@ -336,6 +343,7 @@ def effective(inv: I.Inventory) -> dict[str, dict[str, Any]]:
     for a in inv.apps:
         out[f"app.{a.name}"] = {"war": a.war, "context": a.context, "jakarta": a.jakarta, "sessions": a.sessions}
     out["firewall"] = {"backend": inv.firewall}
+    out["packages"] = {"automatic": inv.automatic}
     if inv.tls:
         out["tls"] = {k: v for k, v in dataclasses.asdict(inv.tls).items()}
     return {name: {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items() if v is not None}

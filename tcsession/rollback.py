@@ -244,9 +244,16 @@ def run_rollback(session: Session, to: str | None = None, force: bool = False, d
                          f"{', '.join(sorted(records))}; {files} recorded file(s))", "yellow")
             done.append(deploy_id)
             continue
-        current = _read_current(remote, inv, records)
-        facts = gather(remote, list(inv.hosts))
-        the_plan = plan_rollback(inv, records, current, facts, force)
+        if any(r.manifest.kind == "upgrade" for r in records.values()):  # packages back to their recorded versions
+            from tcsession import upgrade
+
+            facts = gather(remote, list(inv.hosts), inv.apps)
+            the_plan = upgrade.plan_rollback(inv, facts, upgrade.read_packages(remote, inv, facts), records,
+                                             session.new_id(), session.stamp())
+        else:
+            current = _read_current(remote, inv, records)
+            facts = gather(remote, list(inv.hosts))
+            the_plan = plan_rollback(inv, records, current, facts, force)
         if dry_run:
             progress.say(f"dry run: the steps undoing {deploy_id} would take, with their diffs; nothing is changed",
                          "bold")

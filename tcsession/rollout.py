@@ -24,7 +24,7 @@ from tcsession.facts import HostFacts
 from tcsession.inventory import Inventory
 from tcsession.modes import Mode
 from tcsession.steps import (CheckMemcached, CheckPorts, Drain, Plan, RestartMemcached, RestartTomcat, Step,
-                             StopService)
+                             StopService, UpgradeService)
 
 if TYPE_CHECKING:
     from tcsession.plan import HostChanges
@@ -40,10 +40,15 @@ class Order:
     # host's own steps (memcached before its Tomcat, the firewall, a stop) just before its wave;
     # those of the hosts that do not restart before the first wave.
     services_before_nginx: bool
+    # True (upgrade, and its rollback): the Tomcats' waves first, then each Tomcat host's own
+    # steps one host at a time (memcached: a restart empties it, while every Tomcat holds its own
+    # sessions and re-stores them), then nginx last (its package restarts it).
+    tomcats_first: bool = False
 
 
 DEPLOY = Order(services_before_nginx=True)
 ROLLBACK = Order(services_before_nginx=False)
+UPGRADE = Order(services_before_nginx=False, tomcats_first=True)
 
 
 def rollout(inv: Inventory, mode: Mode, kind: str, facts: dict[str, HostFacts], files: list[Step],
@@ -55,19 +60,21 @@ def rollout(inv: Inventory, mode: Mode, kind: str, facts: dict[str, HostFacts], 
     it); retire: the removed Tomcats' stops; restart: the Tomcats that restart and why; site:
     nginx's site as it will be; joining: Tomcats new to that site while others serve (marked down
     until their own start, and no wave leans on them)."""
+    inv = resolve_membership(inv, facts)[0]  # [delta] membership not set: the running kind (or static)
     running = {t.name for t in inv.tomcats if facts[t.name].tomcat
                and facts[t.name].active.get(facts[t.name].tomcat.unit) == "active"} - set(joining)
     steps: list[Step] = list(files)
     if order.services_before_nginx:
         for t in inv.tomcats:
             steps += services.get(t.name, [])
-    steps += nginx_steps
+    if not order.tomcats_first:
+        steps += nginx_steps
     steps += retire
     units = {t.name: facts[t.name].tomcat.unit for t in inv.tomcats if facts[t.name].tomcat}
     restarts = tomcat_restarts(inv, mode, restart, running, site, test_page,
                                members_now=cluster_members_now(inv, facts, running) if mode.cluster else set(),
                                joining=set(joining), units=units) if restart else []
-    if not order.services_before_nginx:
+    if not order.services_before_nginx and not order.tomcats_first:
         restarting = {s.host for s in restarts}
         for t in inv.tomcats:
             if t.name not in restarting:
@@ -75,10 +82,14 @@ def rollout(inv: Inventory, mode: Mode, kind: str, facts: dict[str, HostFacts], 
     for i, s in enumerate(restarts):
         if i == 0 or restarts[i - 1].wave != s.wave:
             wave = [r for r in restarts[i:] if r.wave == s.wave]
-            if not order.services_before_nginx:
+            if not order.services_before_nginx and not order.tomcats_first:
                 for r in wave:
                     steps += services.get(r.host, [])
             steps += wave
+    if order.tomcats_first:
+        for t in inv.tomcats:
+            steps += services.get(t.name, [])
+        steps += nginx_steps
     if steps:
         steps += checks(inv, mode, facts, running_after(inv, facts, running, steps))
     return Plan(kind, tuple(steps))
@@ -88,7 +99,9 @@ def running_after(inv: Inventory, facts: dict[str, HostFacts], running: set[str]
     """Host -> the services ("nginx", "tomcat", "memcached") that run once `steps` ran: started or
     restarted by them, or running now and not stopped by them."""
     stops = {(s.host, s.unit) for s in steps if isinstance(s, StopService)}
-    started = {(s.host, type(s).__name__) for s in steps}
+    started = {(s.host, type(s).__name__) for s in steps} | {
+        (s.host, {"nginx": "ApplyNginx", "memcached": "RestartMemcached"}.get(s.unit, "")) for s in steps
+        if isinstance(s, UpgradeService)}
     out: dict[str, set[str]] = {}
     n = inv.nginx.name
     nginx_now = facts[n].active.get("nginx") == "active" if n in facts else False

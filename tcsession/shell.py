@@ -9,6 +9,7 @@ Output that code parses is framed by `@@<section>` header lines (see facts.split
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 from collections.abc import Iterable, Sequence
 
@@ -62,6 +63,52 @@ fi;;
 esac
 echo @@ss-tcp; ss -Hntl 2>/dev/null
 echo @@ss-udp; ss -Hnul 2>/dev/null
+""" + automatic_script()
+
+
+# needrestart's own configuration evaluated as needrestart does (its defaults, then
+# needrestart.conf, which reads conf.d/*.conf), and for each unit whether override_rc lets it
+# restart it (needrestart's loop: the first matching key decides).
+_NEEDRESTART_PL = r"""
+our %nrconf = (restart => "i", override_rc => {}, verbosity => 1); our $LOGPREF = "";
+do "/etc/needrestart/needrestart.conf";
+if ($@) { (my $e = $@) =~ s/\s+/ /g; print "error $e\n"; }
+print "restart $nrconf{restart}\n";
+for my $u (@ARGV) {
+  my $r = 1;
+  for my $re (keys %{$nrconf{override_rc}}) { if ($u =~ /$re/) { $r = $nrconf{override_rc}{$re}; last; } }
+  print "unit $u ", ($r ? 1 : 0), "\n";
+}
+"""
+
+
+def automatic_script() -> str:
+    """The distribution's automatic upgraders (tcsession.unattended.parse_upgraders): Debian's
+    unattended-upgrades (installed, apt-config's APT::Periodic and Package-Blacklist, its timer)
+    and needrestart (its effective restart mode and override_rc per cluster unit), the RHEL
+    family's dnf-automatic / dnf5-automatic / yum-cron (timers, apply_updates), and the cluster's
+    packages installed. Cheap: perl runs only where needrestart is installed."""
+    from tcsession import unattended as u
+
+    globs = " ".join(q(g) for g in u.PACKAGE_GLOBS)
+    units = " ".join(q(f"{x}.service") for x in u.UNITS)
+    timers = " ".join(q(t) for t in u.RPM_TIMERS)
+    confs = " ".join(q(c) for c in u.RPM_CONFS)
+    return f"""echo @@automatic
+if command -v dpkg-query >/dev/null 2>&1; then
+  dpkg-query -W -f='pkg ${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' unattended-upgrades needrestart 2>/dev/null
+  dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {globs} 2>/dev/null | awk '$2 ~ /^ii/ {{print "cluster", $1}}'
+  echo "timer {u.APT_TIMER} $(systemctl is-enabled {u.APT_TIMER} 2>/dev/null)"
+  apt-config dump 2>/dev/null | grep -E '^(APT::Periodic::(Enable|Unattended-Upgrade) |Unattended-Upgrade::Package-Blacklist:: )' | sed 's/^/apt /'
+  if [ -r /etc/needrestart/needrestart.conf ] && command -v perl >/dev/null 2>&1; then
+    perl -e {q(_NEEDRESTART_PL)} {units} 2>/dev/null | sed 's/^/nr /'
+  fi
+elif command -v rpm >/dev/null 2>&1; then
+  rpm -q --qf 'pkg %{{NAME}} %{{VERSION}}-%{{RELEASE}} ii\\n' {" ".join(u.RPM_PACKAGES)} 2>/dev/null | grep '^pkg '
+  rpm -qa --qf '%{{NAME}}\\n' {globs} 2>/dev/null | sed 's/^/cluster /'
+  for t in {timers}; do echo "timer $t $(systemctl is-enabled $t 2>/dev/null)"; done
+  for f in {confs}; do [ -r "$f" ] && grep -E '^[[:space:]]*apply_updates[[:space:]]*=' "$f" | tail -n 1 | sed "s|^|conf $f |"; done
+fi
 """
 
 
@@ -252,6 +299,84 @@ def install_script(package_manager: str, packages: Sequence[str], stop: Sequence
             + stops)
 
 
+def packages_script(pattern: str, units: Sequence[str], pending: bool = False) -> str:
+    """The cluster's packages on a host (`pattern`: an awk ERE on package names) for `upgrade` and
+    `status`: each installed one with its version and install time, what the sources offer for it
+    (apt-cache policy: the candidate and every version with its origin), and for each of `units`
+    that runs its main PID, the seconds it has run and the deleted files it still maps or holds
+    open (code replaced under it: a restart owed). `pending`: every pending upgrade of the host too
+    (`apt-get -s upgrade`, nothing changed). apt hosts; on others the sections stay empty."""
+    units_q = " ".join(q(u) for u in units)
+    listing = ("apt-get -s -o Debug::NoLocking=1 upgrade 2>/dev/null | grep '^Inst ' || true"
+               if pending else "true")
+    return rf"""export LC_ALL=C
+echo @@pkg-installed
+if command -v dpkg-query >/dev/null 2>&1; then
+  names=$(dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\n' 2>/dev/null | awk -v re={q(pattern)} '$3 ~ /^ii/ && $1 ~ re {{print $1 " " $2}}')
+  echo "$names" | while read -r p v; do [ -n "$p" ] || continue
+    t=$(stat -c %Y /var/lib/dpkg/info/"$p".list /var/lib/dpkg/info/"$p":*.list 2>/dev/null | head -n 1)
+    echo "$p $v ${{t:-0}}"; done
+  echo @@pkg-policy
+  [ -z "$names" ] || apt-cache policy $(echo "$names" | cut -d' ' -f1) 2>/dev/null
+  echo @@pkg-pending
+  {listing}
+fi
+echo @@svc-runs
+now=$(date +%s)
+for u in {units_q}; do
+  pid=$(systemctl show -p MainPID "$u" 2>/dev/null | cut -d= -f2)
+  case "$pid" in ''|0) continue;; esac
+  age=$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')
+  echo "$u $pid ${{age:-0}} $now"
+  {{ awk '$NF == "(deleted)" {{print $(NF-1)}}' /proc/"$pid"/maps 2>/dev/null
+     ls -l /proc/"$pid"/fd 2>/dev/null | awk '$NF == "(deleted)" {{print $(NF-1)}}'; }} \
+    | grep -E '\.(so(\.[0-9]+)*|jar)$' | grep -v -e '^/tmp/' -e '^/dev/shm/' | sort -u | head -n 5 | sed 's/^/  /'
+done
+"""
+
+
+def upgrade_packages(package_manager: str, targets: Sequence[tuple[str, str]]) -> str:
+    """Install exactly these versions ((name, version): an upgrade or a downgrade), keeping every
+    configuration file as it is (tcsession's edits of server.xml and the operator's: dpkg's and
+    ucf's questions answered "keep yours"). The package's own scripts may restart its service."""
+    if package_manager != "apt-get":
+        raise ValueError(f"upgrade supports apt-get hosts, not {package_manager!r}")
+    pkgs = " ".join(q(f"{n}={v}") for n, v in targets)
+    return (f"mkdir -p {state.STATE_DIR} && chmod 700 {state.STATE_DIR} && "
+            f"log=$(mktemp {state.STATE_DIR}/install-log.XXXXXX) || exit 1\n"
+            f"if DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1 apt-get install -o DPkg::Lock::Timeout={APT_LOCK_WAIT} "
+            "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -y -q --no-install-recommends "
+            f"--allow-downgrades {pkgs} >\"$log\" 2>&1; then rm -f \"$log\"; "
+            "else tail -n 5 \"$log\"; rm -f \"$log\"; exit 1; fi\n")
+
+
+def main_pid(unit: str) -> str:
+    return f"systemctl show -p MainPID {q(unit)} 2>/dev/null | cut -d= -f2"
+
+
+def upgrade_service(unit: str, package_manager: str, targets: Sequence[tuple[str, str]], port: tuple[str, int] | None,
+                    timeout: float = 60.0) -> str:
+    """Upgrade (or downgrade) a service's packages and make sure it then runs the new code: the
+    package's scripts restart it on Debian; if its main PID did not change, it is restarted here.
+    Then wait until it is active (and, with `port`, listening on it)."""
+    u = q(unit)
+    lines = [f"pid0=$({main_pid(unit)})"]
+    if targets:
+        lines.append(upgrade_packages(package_manager, targets).rstrip("\n"))
+    lines.append(f"pid1=$({main_pid(unit)}); if [ \"$pid0\" = \"$pid1\" ] || [ \"$pid1\" = 0 ]; then "
+                 f"systemctl restart {u} " + _or_fail(f"{unit} did not restart", unit) + "; fi")
+    tries = int(timeout / 0.25)
+    wait = f"systemctl is-active -q {u}"
+    if port:
+        addr, p = port
+        want = f"[.:]{int(p)}" if addr == "*" else re.escape(f"{addr}:{int(p)}")
+        wait += f" && ss -Hntl 2>/dev/null | awk '{{print $4}}' | grep -Eq {q(f'{want}$')}"
+    lines.append(f"i=0; until {wait}; do i=$((i+1)); [ $i -lt {tries} ] || {{ echo {q(f'{unit} not serving after {timeout:g} s')}; "
+                 f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done")
+    lines.append(f"echo \"pid: $pid0 -> $({main_pid(unit)})\"")
+    return "\n".join(lines) + "\n"
+
+
 def record_script(deploy_id: str, manifest_json: str) -> str:
     """The deploy's directory (root-only) and its manifest, written atomically."""
     ddir = state.deploy_dir(deploy_id)
@@ -407,7 +532,8 @@ def nginx_site(path: str, site: bytes, drain_timeout: int = 10) -> str:
 
 def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bool, timeout: float,
                    digest: str, state_lines: bool, writes: Sequence[tuple[str, bytes | None, str, str]] = (),
-                   clear: Sequence[str] = (), app_contexts: Sequence[str] = (), members: int = 0) -> str:
+                   clear: Sequence[str] = (), app_contexts: Sequence[str] = (), members: int = 0,
+                   install: str = "", also: Sequence[tuple[str, tuple[str, int] | None]] = ()) -> str:
     """Restart, wait until `path` answers 200 (or any HTTP status), at most `timeout` s (giving up
     at once if the unit stops: a failed start), stamp the configuration it runs with; with
     `state_lines`, print `state: ...` lines about the session state transfer it logged; with
@@ -420,23 +546,43 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
     redeploys them on a running node; `app_contexts`: each must answer on the node (not 404, not
     5xx) once it serves, printed `app: <context> HTTP <code>`; one that does not is a failed step,
     and the node is stopped (nginx then sends its sessions to the other nodes, which still run the
-    previous version) rather than serving the broken one."""
+    previous version) rather than serving the broken one.
+
+    `install`: a package upgrade's script (`upgrade_packages`), run while the unit is stopped; the
+    package's own scripts may start it again, so it is then started only if it is not running.
+    `also` (unit, port or None): services of this host restarted while it is stopped (memcached, in
+    msm: the Tomcat then starts with connections to the new one), by their package's scripts or,
+    if their PID did not change, here; each then active (and listening on its port)."""
     ok = '[ "$c" != 000 ]' if any_status else '[ "$c" = 200 ]'
     url = q(f"http://{address}:{int(port)}{path}")
     poll = 0.1  # seconds between the checks (a start ends between two of them: on average poll/2 waited)
     tries = int(timeout / poll)
     u = q(unit)
     lines = []
-    if writes:
+    if writes or install or also:
         lines.append(f"systemctl stop {u} " + _or_fail(f"{unit} did not stop", unit))
         for p, data, owner, mode in writes:
             parent = q(p.rsplit("/", 1)[0] or "/")
             lines.append(f"rm -f {q(p)}" if data is None else f"mkdir -p {parent} && " + put_file(p, data, owner, mode))
         for d in clear:
             lines.append(f"rm -rf {q(d)}")
+    for i, (other, _) in enumerate(also):
+        lines.append(f"p{i}=$({main_pid(other)})")
+    lines.append("since=$(date +%s); echo \"since: $since\"")
+    if install:
+        lines.append(install.rstrip("\n"))
+    for i, (other, port) in enumerate(also):
+        o = q(other)
+        lines.append(f"[ \"$p{i}\" != \"$({main_pid(other)})\" ] && [ \"$p{i}\" != 0 ] || systemctl restart {o} "
+                     + _or_fail(f"{other} did not restart", other))
+        ready = f"systemctl is-active -q {o}" + (f" && ss -Hntl 2>/dev/null | awk '{{print $4}}' | grep -Eq "
+                                                f"{q(re.escape(port[0] + ':' + str(port[1])) + '$')}" if port else "")
+        lines.append(f"i=0; until {ready}; do i=$((i+1)); [ $i -lt 240 ] || {{ echo {q(f'{other} not serving after 60 s')}; "
+                     f"{log_tail(other)}; exit 1; }}; sleep 0.25; done; echo \"also: {other} $p{i} -> $({main_pid(other)})\"")
+    start = (f"{{ systemctl is-active -q {u} || systemctl start {u}; }}" if install or also
+             else f"systemctl restart {u}")
     lines += [
-        "since=$(date +%s); echo \"since: $since\"",
-        f"systemctl enable -q {u} && systemctl restart {u} " + _or_fail(f"{unit} did not restart", unit),
+        f"systemctl enable -q {u} && {start} " + _or_fail(f"{unit} did not restart", unit),
         f"i=0; while :; do systemctl is-active -q {u} || {{ echo {q(f'{unit} stopped while starting')}; "
         f"{log_tail(unit)}; exit 1; }}; "
         f"c=$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' {url} || true); {ok} && break; "

@@ -70,6 +70,9 @@ class Manifest:
     packages_installed: tuple[str, ...] = ()
     services_before: tuple[tuple[str, str], ...] = ()  # (unit, ActiveState) before the deploy
     files: tuple[FileRecord, ...] = ()
+    kind: str = "deploy"  # "deploy" | "upgrade" (tcsession upgrade: packages, no files)
+    # an upgrade's packages: (name, version before, version after)
+    packages_changed: tuple[tuple[str, str, str], ...] = ()
 
     def was_active(self, unit: str) -> bool:
         return dict(self.services_before).get(unit) == "active"
@@ -103,7 +106,8 @@ class Manifest:
         return cls(id=d["id"], mode=str(d.get("mode", "?")), time=str(d.get("time", "?")),
                    packages_installed=tuple(str(p) for p in d.get("packages_installed") or ()),
                    services_before=tuple(sorted((str(k), str(v)) for k, v in services.items())),
-                   files=tuple(files))
+                   files=tuple(files), kind=str(d.get("kind") or "deploy"),
+                   packages_changed=tuple((str(a), str(b), str(c)) for a, b, c in d.get("packages_changed") or ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +134,8 @@ class Record:
     def to_dict(self) -> dict:
         return {"id": self.id, "host": self.host, "mode": self.mode, "time": self.manifest.time,
                 "packages_installed": list(self.manifest.packages_installed),
+                "kind": self.manifest.kind,
+                "packages_changed": [list(p) for p in self.manifest.packages_changed],
                 "services_before": dict(self.manifest.services_before),
                 "files": [dataclasses.asdict(f) for f in self.files],
                 "created_dirs": list(self.created_dirs), "rolled_back": self.rolled_back}

@@ -13,7 +13,7 @@ import json as jsonlib
 import re
 
 from tcsession import apps as applications
-from tcsession import msm, msmjars, nginx, serverxml, shell, tls
+from tcsession import msm, msmjars, nginx, serverxml, shell, tls, unattended
 from tcsession.client import SessionRun, check_path, check_session, parse_session_id, tls_context
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, complete, end_marked, incomplete, parse_facts, parse_members, status_script
@@ -42,6 +42,7 @@ class HostStatus:
     # and the ids of its failover nodes (used only when the others are down)
     memcached_nodes: tuple[tuple[str, str], ...] = ()
     failover_nodes: tuple[str, ...] = ()
+    notes: tuple[tuple[str, str], ...] = ()  # (what, detail): worth acting on, not a failure (updates, restarts owed)
 
     @property
     def problems(self) -> list[str]:
@@ -66,6 +67,10 @@ class HostStatus:
                      checks=[{"check": w, "ok": ok, "detail": det} for w, ok, det in self.checks])
             if self.role == "tomcat":
                 d["cluster_members"] = list(self.members)
+            if f.upgrades is not None:
+                d["updates"] = [{"package": p.name, "installed": p.installed, "candidate": p.candidate,
+                                 "security": p.security} for p in f.upgrades.packages.values() if p.pending]
+            d["notes"] = [{"note": w, "detail": det} for w, det in self.notes]
         return d
 
 
@@ -164,6 +169,30 @@ def _loopback(member: str) -> bool:
         return False
 
 
+def judge_packages(inv: Inventory, host: Host, f: HostFacts) -> tuple[tuple[str, str], ...]:
+    """The cluster's packages that have updates (security ones marked) and the services that run
+    older code than is installed (a restart owed): `upgrade` does both, drained."""
+    hp = f.upgrades
+    if hp is None:
+        return ()
+    out = []
+    pending = [p for p in sorted(hp.packages.values(), key=lambda p: p.name) if p.pending]
+    if pending:
+        security = sum(p.security for p in pending)
+        out.append(("updates", ", ".join(f"{p.name} {p.installed} -> {p.candidate}" + (" (security)" if p.security else "")
+                                         for p in pending)
+                    + (f"; {security} security update(s)" if security else "") + f"; {command(inv.path, 'upgrade')}"
+                    + " rolls them through the cluster"))
+    units = {"nginx": "nginx"} if host.role == "nginx" else {
+        **({"tomcat": f.tomcat.unit} if f.tomcat else {}), "memcached": "memcached"}
+    for key, unit in units.items():
+        why = hp.restart_owed(unit, key)
+        if why:
+            out.append(("restart owed", f"{unit} runs older code than is installed: {why}; "
+                                        f"{command(inv.path, 'upgrade')} restarts it drained"))
+    return tuple(out)
+
+
 def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | None) -> HostStatus:
     mode = _mode(mode)
     checks = []
@@ -213,8 +242,10 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | No
         checks.append((f"app {a.context}", ok, (f"{a.base_name}.war sha256 {sha[:12]}" if sha else
                                                 f"no {a.base_name}.war; run {command(inv.path, 'deploy')}") + f", HTTP {code}"
                        + ("" if ok or sha is None else " (the context is not running)")))
+    if (automatic := unattended.check(host, f, inv.automatic)) is not None:  # a warning at most
+        checks.append(automatic)
     return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks),
-                      members=members, memcached_nodes=nodes, failover_nodes=failover)
+                      members=members, memcached_nodes=nodes, failover_nodes=failover, notes=judge_packages(inv, host, f))
 
 
 def manager_nodes(inv: Inventory, f: HostFacts, layout: Layout) -> tuple[tuple, tuple]:
@@ -365,7 +396,10 @@ def judge_nginx(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | Non
             ok = reachable_on(f.listeners, host.address, inv.tls.https_port)
             checks.append((f"tcp {host.address}:{inv.tls.https_port} (https)", ok, "listening" if ok else "not listening"))
             checks.append(judge_certificate(f.content(nginx.TLS_CERT), deploy=command(inv.path, "deploy")))
-    return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks))
+    if (automatic := unattended.check(host, f, inv.automatic)) is not None:  # a warning at most
+        checks.append(automatic)
+    return HostStatus(host.name, host.role, host.address, True, facts=f, checks=tuple(checks),
+                      notes=judge_packages(inv, host, f))
 
 
 def judge_certificate(pem: bytes | None, now=None, deploy: str = "tcsession deploy") -> tuple[str, bool, str]:

@@ -143,6 +143,52 @@ class InstallPackages(Step):
         return f"installed {' '.join(self.packages)}"
 
 
+def _versions(upgrades: tuple[tuple[str, str, str], ...]) -> str:
+    return ", ".join(f"{n} {a} -> {b}" for n, a, b in upgrades)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordUpgrade(Step):
+    """An upgrade's record on this host (its manifest: the versions before and after), written
+    before any package changes, so that a stop leaves a record `rollback` reads."""
+
+    record: state.Manifest | None = None
+    parallel: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return f"record {self.record.id}: {_versions(self.record.packages_changed) or 'restarts owed'}"
+
+    def script(self) -> str:
+        return shell.record_script(self.record.id, self.record.to_json())
+
+    def done(self, output: str) -> str:
+        return f"recorded {self.record.id}"
+
+
+@dataclasses.dataclass(frozen=True)
+class UpgradeService(Step):
+    """A service's packages upgraded (or downgraded) and the service running the new code: the
+    package's scripts restart it, or it is restarted here; then active (and listening on `port`).
+    memcached's, one host at a time after the Tomcats; nginx's last."""
+
+    unit: str = ""
+    package_manager: str = ""
+    upgrades: tuple[tuple[str, str, str], ...] = ()  # (name, from, to)
+    port: tuple[str, int] | None = None  # ("*", port): any address
+    verb: str = "upgrade"  # "downgrade": an upgrade's rollback
+
+    def describe(self) -> str:
+        what = f"{self.verb} {_versions(self.upgrades)}, then" if self.upgrades else "restart owed:"
+        return f"{what} {self.unit} running the new code ({self.why})"
+
+    def script(self) -> str:
+        return shell.upgrade_service(self.unit, self.package_manager, [(n, b) for n, _, b in self.upgrades], self.port)
+
+    def done(self, output: str) -> str:
+        pid = next((l[5:] for l in output.splitlines() if l.startswith("pid: ")), "")
+        return (f"{self.verb}d {_versions(self.upgrades)}; " if self.upgrades else "") + f"{self.unit} running (PID {pid})"
+
+
 @dataclasses.dataclass(frozen=True)
 class Replan(Step):
     """Not a command: the files are planned from what the packages just installed put there, so
@@ -230,6 +276,8 @@ class RestoreFiles(Step):
         return shell.restore_files_script(self.deploy_id, items, self.created_dirs, self.marks, self.first_index)
 
     def done(self, output: str) -> str:
+        if not self.changes and self.marks:
+            return f"marked {self.deploy_id} rolled back"
         return f"restored {len(self.changes)} file(s) of {self.deploy_id}"
 
 
@@ -343,6 +391,12 @@ class RestartTomcat(Step):
     # the gate reads too (an old-version peer that cannot read what the new version sends)
     peers: tuple[tuple[str, str], ...] = ()
     dropped: tuple[str, ...] = ()  # classes of a sessions = "drop" rollout: their deserialization errors expected
+    # an upgrade's packages (name, from, to), installed while the node is stopped; package_manager's
+    upgrades: tuple[tuple[str, str, str], ...] = ()
+    package_manager: str = ""
+    verb: str = "upgrade"  # "downgrade": an upgrade's rollback
+    # other services of the host restarted while it is stopped (unit, (address, port) or None): msm's memcached
+    also: tuple[tuple[str, tuple[str, int] | None], ...] = ()
 
     def describe(self) -> str:
         if self.wave and len(self.wave_hosts) > 1:
@@ -360,6 +414,11 @@ class RestartTomcat(Step):
         if self.peers:
             how.append("and the logs of " + ", ".join(h for h, _ in self.peers))
         what = f"restart {self.unit}"
+        if self.upgrades:
+            what += f" (stopped: {self.verb} {_versions(self.upgrades)}"
+            what += (f"; {', '.join(u for u, _ in self.also)} restarted meanwhile)" if self.also else ")")
+        elif self.also:
+            what += f" (stopped: {', '.join(u for u, _ in self.also)} restarted meanwhile)"
         if self.files:
             what += " (stopped: " + ", ".join(_file_line(c) for c in self.files) + ")"
         return f"{what} ({', '.join(how)})"
@@ -369,7 +428,9 @@ class RestartTomcat(Step):
         writes = [(c.path, c.after, c.owner, c.mode) for c in self.files]
         return shell.restart_tomcat(self.unit, self.address, self.port, path, any_status, self.timeout,
                                     self.digest, self.waits_for_state, writes, self.clear, self.app_contexts,
-                                    self.members)
+                                    self.members,
+                                    shell.upgrade_packages(self.package_manager, [(n, b) for n, _, b in self.upgrades])
+                                    if self.upgrades else "", self.also)
 
     def drain_script(self) -> str:
         return shell.nginx_site(nginx.SITE, self.drain.drained, self.drain.drain_timeout)
@@ -410,6 +471,12 @@ class RestartTomcat(Step):
 
     def done(self, output: str) -> str:
         what = f"restarted {self.unit}, serving"
+        if self.upgrades:
+            what = f"{self.verb}d {_versions(self.upgrades)}; {what}"
+        for line in output.splitlines():
+            if line.startswith("also: "):
+                unit, _, pids = line[6:].partition(" ")
+                what += f", {unit} restarted (PID {pids})"
         if self.files:
             what = f"{', '.join(_file_line(c, done=True) for c in self.files)}; {what}"
         apps = [l[len("app: "):] for l in output.splitlines() if l.startswith("app: ")]

@@ -141,7 +141,8 @@ def _lab_spec(inventory: str, tomcats: int | None, release: str | None):
     from tcsession.inventory import lab_state_dir, parse_inventory
 
     if tomcats is None and release is None:
-        return lab.spec_from_inventory(_inventory(inventory))
+        inv = _inventory(inventory)
+        return lab.spec_from_inventory(inv), inv
     base = _inventory(inventory)
     name = base.lab.name if base.lab else "tcsession"
     text = lab.render_inventory(name=name, release=release or (base.lab.release if base.lab else "bookworm"),
@@ -150,19 +151,25 @@ def _lab_spec(inventory: str, tomcats: int | None, release: str | None):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"lab: inventory for this lab written to {path} (use -i {path})")
-    return lab.spec_from_inventory(parse_inventory(text, Path(path)))
+    inv = parse_inventory(text, Path(path))
+    return lab.spec_from_inventory(inv), inv
 
 
 @task(help={"inventory": INVENTORY_HELP,
             "tomcats": "number of Tomcat hosts (default: as in the inventory; writes a lab inventory)",
-            "release": "bookworm (Tomcat 10.1, default) or bullseye (Tomcat 9)"})
+            "release": "bookworm (Tomcat 10.1, default) or bullseye (Tomcat 9)",
+            "older": "install the release's older Tomcat, JRE, memcached and nginx (bookworm), for `upgrade` to have "
+                     "something to do"})
 @_fail_cleanly
-def lab_up(c, inventory=DEFAULT_INVENTORY, tomcats=None, release=None):
+def lab_up(c, inventory=DEFAULT_INVENTORY, tomcats=None, release=None, older=False):
     """Bring up the built-in lab: real hosts (systemd containers) on a bridge, SSH-ready."""
     from tcsession import lab
 
     count = _int_option("tomcats", tomcats, 3, 2, 100) if tomcats is not None else None
-    lab.up(_lab_spec(inventory, count, _choice_option("release", release, ("bookworm", "bullseye"))))
+    spec, inv = _lab_spec(inventory, count, _choice_option("release", release, ("bookworm", "bullseye")))
+    lab.up(spec)
+    if older:
+        lab.install_older(inv)
 
 
 @task(help={"inventory": INVENTORY_HELP})
@@ -273,6 +280,29 @@ def deploy(c, mode=None, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False
         _print_json(contract.deploy_json(report))
 
 
+@task(help={"inventory": INVENTORY_HELP,
+            "dry_run": "list, per host, each package from -> to and the restarts; change nothing",
+            "only": "the groups to upgrade, comma-separated: tomcat, java, memcached, nginx (default: all)",
+            "security": "every pending security update of the hosts too (installed inside each host's drained restart)",
+            "to": "exact versions instead of the newest, comma-separated NAME=VERSION (a Tomcat major change is refused)",
+            "quiet": "print nothing but errors",
+            "json": "print JSON on stdout (the upgrade id, the steps; failures too); progress goes to stderr"})
+@_fail_cleanly
+def upgrade(c, inventory=DEFAULT_INVENTORY, dry_run=False, only=None, security=False, to=None, quiet=False,
+            json=False):
+    """Upgrade the cluster's packages host by host: drained waves, the deploy's gates, nginx last."""
+    from tcsession import contract
+    from tcsession import upgrade as up
+    from tcsession.ui import Progress
+
+    plans: list = []
+    with _json_failures("upgrade", json):
+        run_id = up.upgrade(_inventory(inventory), dry_run=dry_run, only=only, security=security, to=to, quiet=quiet,
+                            ui=Progress(quiet, stderr=json), plans=plans)
+    if json:
+        _print_json(contract.upgrade_json(run_id, plans, dry_run))
+
+
 @task(help={"inventory": INVENTORY_HELP, "json": "print JSON"})
 @_fail_cleanly
 def history(c, inventory=DEFAULT_INVENTORY, json=False):
@@ -375,6 +405,7 @@ ns.add_task(preflight)
 ns.add_task(deploy)
 ns.add_task(history)
 ns.add_task(rollback)
+ns.add_task(upgrade)
 ns.add_task(check)
 ns.add_task(init)
 

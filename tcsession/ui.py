@@ -24,6 +24,7 @@ def _console(stderr: bool = False):
 
 
 UNBOUNDED = 10**6  # a pipe with no width said: one printed line per line (for grep)
+WARNING = "warning: "  # a check that passes with a warning (its detail starts with it): shown "warn", yellow
 
 
 def fit_width(console, width: int | None = None) -> int:
@@ -162,6 +163,9 @@ class Progress:
         """The end of a run: one line per host (tcsession.view.recap)."""
         self._out(view.recap_lines(rows, self.width))
 
+    def upgrade_table(self, changes: dict, pkgs: dict) -> None:
+        self._out(view.upgrade_lines(changes, pkgs, self.width))
+
     def dry_run(self, steps) -> None:
         self._out(view.dry_run_line(steps, self.width))
 
@@ -246,8 +250,13 @@ def render_status(report, width: int = 100) -> list[tuple[str, str]]:
             out += [(line, "yellow") for line in _wrap(f"  warn systemd {f.system_state} ({failed})", width, 7)]
         for what, ok, detail in h.checks:
             quiet = detail in ("active", "listening", "present")
+            if ok and detail.startswith(WARNING):  # passes, and says what to do (e.g. automatic upgrades)
+                out += [(line, "yellow") for line in _wrap(printable(f"  warn {what}: {detail[len(WARNING):]}"), width, 7)]
+                continue
             text = ("  ok   " if ok else "  FAIL ") + what + ("" if ok and quiet else f": {detail}")
             out += [(line, "green" if ok else "red") for line in _wrap(printable(text), width, 7)]
+        for what, detail in getattr(h, "notes", ()):
+            out += [(line, "yellow") for line in _wrap(printable(f"  warn {what}: {detail}"), width, 7)]
         if h.members:
             out += [(line, "dim") for line in _wrap(f"       members: {', '.join(h.members)}", width, 7)]
     s = report.session
@@ -321,6 +330,9 @@ def render_preflight(report, width: int = 100) -> list[tuple[str, str]]:
     for h in report.hosts:
         out.append((f"{h.name} ({h.role}, {h.address})", "bold" if not h.problems else "bold red"))
         for what, ok, detail in h.checks:
+            if ok and detail.startswith(WARNING):
+                out += [(line, "yellow") for line in _wrap(printable(f"  warn {what}: {detail[len(WARNING):]}"), width, 7)]
+                continue
             text = ("  ok   " if ok else "  FAIL ") + what + f": {detail}"
             out += [(line, "green" if ok else "red") for line in _wrap(printable(text), width, 7)]
     out.append(("preflight passed" if report.ok else "PREFLIGHT FAILED", "bold green" if report.ok else "bold red"))

@@ -158,9 +158,26 @@ def history_lines(hist: dict, notes, width: int, war_versions=None) -> list[Line
         detail = (f"mode {printable(recs[0].mode)}, {printable(recs[0].manifest.time)}, hosts "
                   f"{', '.join(r.host for r in recs)}, {sum(len(r.files) for r in recs)} files")
         out += [(line, "") for line in wrap(detail, width, 4, "  ")]
+        if any(r.manifest.kind == "upgrade" for r in recs):
+            pkgs = "; ".join(f"{r.host}: " + ", ".join(f"{n} {a} -> {b}" for n, a, b in r.manifest.packages_changed)
+                             for r in recs if r.manifest.packages_changed)
+            out += [(line, "") for line in wrap(f"upgrade: {printable(pkgs or 'restarts owed only')}", width, 4, "  ")]
         apps = war_versions(recs) if war_versions else "-"
         if apps != "-":
             out += [(line, "") for line in wrap(f"applications: {printable(apps)}", width, 4, "  ")]
     for n in notes:
         out += said_lines(n, width, "yellow")
     return out
+
+
+def upgrade_lines(changes: dict, pkgs: dict, width: int) -> list[Line]:
+    """`upgrade`: per host, each package from -> to (security ones marked) and the restarts owed."""
+    out: list[Line] = []
+    for host, hu in changes.items():
+        security = {n for n, p in pkgs[host].packages.items() if p.security} if host in pkgs else set()
+        for n, a, b in hu.changes:
+            out += [(l, "") for l in wrap(f"{host}: {n} {a} -> {b}" + (" (security)" if n in security else ""),
+                                          width, 4, "")]
+        for unit, why in hu.owed.items():
+            out += [(l, "yellow") for l in wrap(f"{host}: {unit} restart owed: {why}", width, 4, "")]
+    return [(printable(t), st) for t, st in out]

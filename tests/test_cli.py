@@ -26,7 +26,7 @@ def test_version_and_help_show_only_what_tcsession_accepts():
     for pretend in ("--dry", "--echo", "--pty", "--warn-only", "--prompt-for-sudo-password", "--command-timeout",
                     "--collection", "--search-root"):
         assert pretend not in h.stdout
-    for command in ("deploy", "rollback", "status", "preflight", "history", "lab.up"):
+    for command in ("deploy", "rollback", "status", "preflight", "history", "upgrade", "lab.up"):
         assert command in h.stdout
 
 
@@ -39,9 +39,12 @@ def test_version_and_help_show_only_what_tcsession_accepts():
     (("status", "-d"), "tcsession: unknown option -d/--debug"),
     (("--nope",), "tcsession: unknown option --nope; tcsession's own options are -h/--help"),
     (("nosuch",), "tcsession: unknown command 'nosuch'; the commands: check, deploy, history, init, lab.down, "
-                  "lab.status, lab.up, preflight, rollback, status"),
+                  "lab.status, lab.up, preflight, rollback, status, upgrade"),
     (("deploy", "--mode=msm", "--bogus"), "tcsession: unknown option --bogus for deploy; `tcsession deploy --help` "
                                           "lists its options"),
+    (("upgrade", "--only=tomcat,jdk"), "tcsession: --only jdk: not a group of the cluster's packages; use a "
+                                       "comma-separated list of java, memcached, nginx, tomcat"),
+    (("upgrade", "--to=tomcat10"), "tcsession: --to 'tomcat10': expected NAME=VERSION"),
     (("deploy",), 'tcsession: deploy needs a mode: set [cluster] mode = "delta" (or "msm") in hosts.toml, or give '
                   "--mode=delta or --mode=msm"),
 ])

@@ -127,3 +127,25 @@ def test_failures_carry_their_exit_code():
                                                                   "interrupted during: restart tomcat10")
     d = contract.failure_json("status", UnreachableError("not reached", {"web": "web (x): refused"}))
     assert d["exit"] == 3 and d["unreachable"] == {"web": "web (x): refused"}
+
+
+def test_the_automatic_upgrades_check_has_its_id_in_status_and_preflight():
+    """On facts captured from a bookworm host with unattended-upgrades, needrestart and tcsession's
+    hold files (tests/data/automatic): `packages.automatic`, passing; with the upgraders' state of
+    a host without the hold, passing with `"warning": true`."""
+    import dataclasses
+
+    from tcsession import unattended
+    from tcsession.preflight import PreflightReport
+
+    inv = load_inventory(ROOT / "hosts.toml")
+    held = parse_facts((DATA.parent / "automatic" / "bookworm-held-facts.txt").read_text())
+    lines = (DATA.parent / "automatic" / "bookworm-exposed.txt").read_text().splitlines()[1:]
+    exposed = dataclasses.replace(held, automatic=unattended.parse_upgraders(lines))
+    t = inv.host("tomcat1")
+    for f, warned in ((held, False), (exposed, True)):
+        st = contract.status_json(status.Report((status.judge_tomcat(inv, t, f, "delta"),), "delta"), inv)
+        pf = contract.preflight_json(PreflightReport("delta", (judge_host(inv, t, f, DELTA, False),)), inv)
+        for d in (st, pf):
+            c = next(c for c in d["hosts"][0]["checks"] if c["id"] == "packages.automatic")
+            assert c["check"] == "automatic upgrades" and c["ok"] and c.get("warning", False) is warned, c

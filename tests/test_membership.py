@@ -89,3 +89,16 @@ def test_a_half_done_switch_is_named_whatever_the_key_says():
     assert membership_switch(inv, half).startswith("switching membership static -> multicast on a running cluster "
                                                    "(tomcat1)")
     assert "(tomcat2)" in membership_switch(resolve_membership(static, half)[0], half)
+
+
+def test_every_plan_through_the_rollout_sees_the_running_kind():
+    """The rollout resolves it too (an upgrade or a rollback plans through it without plan()): with
+    the key not set on a running multicast cluster, each restarted node waits for its running peer
+    as a member (the members it counts are those on the inventory's kind)."""
+    from tcsession import rollout
+
+    facts = captured("deployed")
+    inv = shipped()
+    assert inv.delta.membership is None
+    assert rollout.cluster_members_now(resolve_membership(inv, facts)[0], facts, {"tomcat1", "tomcat2"}) == {
+        "tomcat1", "tomcat2"}

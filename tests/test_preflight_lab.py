@@ -18,14 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, LabHandle, add_settings, shared_cluster_for_module
+from conftest import ROOT, LabHandle, add_settings, host_state, shared_cluster_for_module, variant_inventory
 from tcsession import facts as factsmod
 from tcsession import preflight as pf
-from tcsession import shell
+from tcsession import shell, status, unattended
 from tcsession.deploy import deploy
 from tcsession.errors import TcsessionError
 from tcsession.inventory import load_inventory
 from tcsession.remote import Remote
+from tcsession.rollback import rollback
+from tcsession.steps import RestartTomcat
 
 pytestmark = pytest.mark.lab
 
@@ -134,3 +136,85 @@ def test_multicast_blocked_on_one_host_fails_and_says_static(lab):
         subprocess.run(["bridge", "link", "set", "dev", port, "mcast_flood", "on"], check=True)
         subprocess.run(["ip", "link", "set", "dev", br, "type", "bridge", "mcast_snooping", snooping], check=True)
     assert pf.preflight(lab.inv, "delta").ok
+
+
+# The distribution's automatic upgraders (#22): the lab root's apt cache carries unattended-upgrades
+# and needrestart (tcsession.lab.AUTOMATIC_UPGRADERS) and the older openjdk-17 (OLDER_PACKAGES).
+UPGRADERS = "unattended-upgrades needrestart"
+APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -q --no-download --no-install-recommends"
+LIST = "dpkg-query -W -f='${Package}\\n' | sort"
+OLD_JRE, NEW_JRE = "17.0.19+10-1~deb12u2", "17.0.21.1+2-1~deb12u1"
+# (no units: rollback restarts each Tomcat of the deploy it undoes, drained, whatever the files)
+WATCHED = dict(files=("/etc/tomcat10/server.xml", "/etc/default/tomcat10"), dirs=(),
+               globs=("/etc/apt/apt.conf.d/*", "/etc/needrestart/conf.d/*"))
+
+
+def main_pids(lab) -> dict[str, str]:
+    return {h: lab.check(h, "systemctl show -p MainPID --value tomcat10").strip() for h in ("tomcat1", "tomcat2")}
+
+
+def test_automatic_upgrades_are_warned_about_then_held_by_a_deploy_and_rolled_back(lab):
+    """unattended-upgrades (enabled by Debian's debconf default) and needrestart in automatic mode
+    on tomcat1: preflight and status warn (never fail); a deploy with [packages] automatic = "hold"
+    writes tcsession's two files (no restart), which apt-config, unattended-upgrade --dry-run and
+    needrestart itself honour (a JRE downgrade and upgrade restart no Tomcat); rollback removes
+    them (every other byte as before; it restarts the Tomcats drained, as every rollback does); the
+    packages are purged again (the host's files and package list as found)."""
+    found = host_state(lab, "tomcat1", **WATCHED)
+    try:
+        lab.check("tomcat1", f"{LIST} > /tmp/tcsg-packages-before && {APT} install {UPGRADERS} >/dev/null && "
+                             "echo \"\\$nrconf{restart} = 'a';\" > /etc/needrestart/conf.d/operator.conf")
+        report = pf.preflight(lab.inv, "delta")
+        assert report.ok, report.problems
+        ok, detail = checks(report, "tomcat1")["automatic upgrades"]
+        # memcached too where an earlier test on the shared cluster (an msm switch) left it installed
+        mc = lab.check("tomcat1", "dpkg-query -W -f='${db:Status-Abbrev}' memcached 2>/dev/null || true").startswith("ii")
+        assert ok and detail.startswith("warning: unattended-upgrades (apt-daily-upgrade.timer) upgrades "
+                                        "default-jre-headless, libtomcat10-java, " + ("memcached, " if mc else "")
+                                        + "openjdk-17-jre-headless, tomcat10, tomcat10-common, whose package scripts "
+                                        "restart tomcat10" + (", memcached;" if mc else ";")), detail
+        assert (f"needrestart ($nrconf{{restart}} = 'a') restarts tomcat10{', memcached' if mc else ''} " in detail
+                and detail.endswith(unattended.FIX)), detail
+        assert checks(report, "tomcat2")["automatic upgrades"] == (True, "no automatic upgrader enabled")
+        st = status.cluster_report(lab.inv, session_requests=3)
+        assert st.healthy, [(h.name, h.problems) for h in st.hosts]  # a warning, not a problem
+        line = next(c for c in next(h for h in st.hosts if h.name == "tomcat1").checks if c[0] == "automatic upgrades")
+        assert line == ("automatic upgrades", True, detail)
+        with Remote(lab.inv) as rem:
+            capture("automatic-exposed-tomcat1.txt", rem.run(lab.inv.host("tomcat1"), shell.automatic_script()).stdout)
+
+        hold = variant_inventory(lab, "hold.toml", '[packages]\nautomatic = "hold"\n')
+        before = {h: host_state(lab, h, **WATCHED) for h in ("tomcat1", "tomcat2")}
+        pids = main_pids(lab)
+        done = deploy(hold, "delta", quiet=True)
+        assert done.changed and not [s for s in done.executed if isinstance(s, RestartTomcat)]
+        assert {s.host for s in done.executed if not s.check_only} == {"nginx", "tomcat1", "tomcat2"}
+        assert not deploy(hold, "delta", quiet=True).changed
+        dump = lab.check("tomcat1", "apt-config dump | grep '^Unattended-Upgrade::Package-Blacklist:: '")
+        held = unattended.patterns("tomcat", memcached=mc)
+        assert [l.split(" ", 1)[1] for l in dump.splitlines()] == [f'"{rx}";' for rx in held]
+        dry = lab.check("tomcat1", "timeout 120 unattended-upgrade --dry-run -d 2>&1 | grep 'Initial blacklist'")
+        assert dry.strip().endswith("Initial blacklist: " + " ".join(held)), dry
+        mc2 = lab.check("tomcat2", "dpkg-query -W -f='${db:Status-Abbrev}' memcached 2>/dev/null || true").startswith("ii")
+        assert lab.check("tomcat2", f"cat {unattended.APT_HOLD}").encode() == unattended.render_apt_hold(
+            unattended.patterns("tomcat", memcached=mc2))
+        assert lab.run("tomcat2", f"test -e {unattended.NEEDRESTART_CONF}").exit == 1  # no needrestart there
+        ok, detail = checks(pf.preflight(hold, "delta"), "tomcat1")["automatic upgrades"]
+        assert (ok, detail) == (True, "unattended-upgrades on, the cluster's packages held; needrestart "
+                                      f"($nrconf{{restart}} = 'a') leaves tomcat10{', memcached' if mc else ''} alone"), detail
+        # needrestart itself: a JRE replaced under the running Tomcat, down and up again, restarts nothing
+        out = lab.check("tomcat1", f"{APT} --allow-downgrades install openjdk-17-jre-headless={OLD_JRE} 2>&1 && "
+                                   f"{APT} install openjdk-17-jre-headless={NEW_JRE} 2>&1")
+        assert out.count("Service restarts being deferred:\n systemctl restart tomcat10.service") == 2, out
+        assert main_pids(lab) == pids  # neither the deploy nor the JRE restarted a Tomcat
+
+        rollback(hold, quiet=True)
+        for h in ("tomcat1", "tomcat2"):
+            assert host_state(lab, h, **WATCHED) == before[h]
+        assert lab.run("nginx", f"test -e {unattended.APT_HOLD}").exit == 1
+    finally:
+        # every package the install brought (purge --autoremove keeps those another package suggests)
+        lab.check("tomcat1", f"rm -f /etc/needrestart/conf.d/operator.conf && {LIST} > /tmp/tcsg-packages-after && "
+                             f"{APT} purge $(comm -13 /tmp/tcsg-packages-before /tmp/tcsg-packages-after) >/dev/null && "
+                             "rm -rf /var/log/unattended-upgrades /tmp/tcsg-packages-*")
+    assert host_state(lab, "tomcat1", **WATCHED) == found
