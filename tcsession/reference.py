@@ -100,8 +100,8 @@ TABLES: tuple[Table, ...] = (
                    "copy per session (rolling restarts one node at a time)",
         "membership": '"multicast": McastService; "static": every peer listed on each node (no multicast '
                       "needed, and no membership sleep at start: a restart about 1.9 s faster). Not set: a cluster "
-                      "tcsession already runs keeps its kind, a new one gets static; setting the other kind on a "
-                      "running cluster switches it (docs/operations.md)",
+                      "tcsession already runs keeps its kind, a new one gets static; the other kind on a running "
+                      "cluster is a switch, refused without --switch-membership (docs/operations.md)",
         "multicast_address": "the membership's multicast group (multicast membership)",
         "multicast_port": "the membership's UDP port (multicast membership)",
         "receiver_port": "the cluster receiver's TCP port, bound to each Tomcat's address",
