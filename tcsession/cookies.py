@@ -15,11 +15,8 @@ deploy is refused before any change, naming the file.
 
 from __future__ import annotations
 
-from lxml import etree
-
 from tcsession.errors import TcsessionError
-from tcsession.xmlpatch import (XmlDocument, append_child, element_children, insert_after, insert_before, is_marker,
-                                remove_node)
+from tcsession.xmlpatch import XmlDocument, managed_child, patch_managed_context_child
 
 #: Tomcat's own values for sameSiteCookies.
 SAME_SITE = ("unset", "none", "lax", "strict")
@@ -43,45 +40,18 @@ def patch_context_cookies(data: bytes, same_site: str | None, source: str) -> by
     if same_site is not None and same_site not in SAME_SITE:
         raise TcsessionError(f"{source}: same_site {same_site!r} is not one of {', '.join(SAME_SITE)}; "
                              "fix [app] same_site")
-    doc = XmlDocument(data, source)
-    root = doc.root
-    if root.tag != "Context":
-        raise TcsessionError(f"{source}: the root element is <{root.tag}>, expected <Context>; is this a Tomcat "
-                             "context.xml? (tcsession changed nothing)")
-    markers = [n for n in root if is_marker(n, MARKER_HEAD)]
-    ours = [m.getnext() for m in markers if m.getnext() is not None and m.getnext().tag == "CookieProcessor"]
-    theirs = [p for p in element_children(root, "CookieProcessor") if not any(p is o for o in ours)]
-    if same_site is None:
-        if not markers:
-            return data
-        for node in ours + markers:
-            remove_node(node)
-        return doc.to_bytes()
-    if theirs:
-        raise TcsessionError(f'{source}: has a <CookieProcessor> of your own; set sameSiteCookies="{same_site}" '
-                             "on it yourself, or remove it so that [app] same_site manages one "
-                             "(tcsession changed nothing)")
-    if (len(ours) == 1 and len(markers) == 1 and ours[0].get("sameSiteCookies") == same_site
-            and ours[0].get("className") == PROCESSOR_CLASS):
-        return data  # already so
-    for node in ours + markers:
-        remove_node(node)
-    children = list(root)
-    processor = doc.fragment(f'<CookieProcessor className="{PROCESSOR_CLASS}" sameSiteCookies="{same_site}" />')
-    if children:
-        insert_after(children[-1], processor)
-    else:
-        append_child(root, processor)
-    insert_before(processor, etree.Comment(f" {MARKER} "))
-    return doc.to_bytes()
+    element = (f'<CookieProcessor className="{PROCESSOR_CLASS}" sameSiteCookies="{same_site}" />'
+               if same_site is not None else None)
+    return patch_managed_context_child(
+        data, source, "CookieProcessor", MARKER_HEAD, MARKER, element,
+        lambda el: el.get("sameSiteCookies") == same_site and el.get("className") == PROCESSOR_CLASS,
+        f'has a <CookieProcessor> of your own; set sameSiteCookies="{same_site}" on it yourself, or remove it so '
+        "that [app] same_site manages one (tcsession changed nothing)")
 
 
 def read_same_site(data: bytes | None, source: str) -> str | None:
     """The managed CookieProcessor's sameSiteCookies in a context.xml (None: no managed one)."""
     if data is None:
         return None
-    root = XmlDocument(data, source).root
-    for m in root:
-        if is_marker(m, MARKER_HEAD) and m.getnext() is not None and m.getnext().tag == "CookieProcessor":
-            return m.getnext().get("sameSiteCookies")
-    return None
+    el = managed_child(XmlDocument(data, source).root, "CookieProcessor", MARKER_HEAD)
+    return el.get("sameSiteCookies") if el is not None else None

@@ -21,11 +21,7 @@ refused before any change, naming the file.
 
 from __future__ import annotations
 
-from lxml import etree
-
-from tcsession.errors import TcsessionError
-from tcsession.xmlpatch import (XmlDocument, append_child, element_children, insert_after, insert_before, is_marker,
-                                remove_node)
+from tcsession.xmlpatch import XmlDocument, managed_child, patch_managed_context_child
 
 MARKER_HEAD = "Managed by tcsession: the jars scanned at start"
 MARKER = f"{MARKER_HEAD} ([app] jar_scan, jars_to_scan); changes here are replaced on the next deploy"
@@ -41,48 +37,29 @@ def patch_context_jar_scan(data: bytes, jars_to_scan: tuple[str, ...] | None, so
     without it, Tomcat's own scanning). Idempotent; stock -> list -> None gives the stock file back
     byte for byte. Malformed XML, a root other than <Context>, or an operator's own JarScanner
     while a list is given raise TcsessionError naming `source`, and nothing changes."""
-    doc = XmlDocument(data, source)
-    root = doc.root
-    if root.tag != "Context":
-        raise TcsessionError(f"{source}: the root element is <{root.tag}>, expected <Context>; is this a Tomcat "
-                             "context.xml? (tcsession changed nothing)")
-    markers = [n for n in root if is_marker(n, MARKER_HEAD)]
-    ours = [m.getnext() for m in markers if m.getnext() is not None and m.getnext().tag == "JarScanner"]
-    theirs = [p for p in element_children(root, "JarScanner") if not any(p is o for o in ours)]
-    if jars_to_scan is None:
-        if not markers:
-            return data
-        for node in ours + markers:
-            remove_node(node)
-        return doc.to_bytes()
-    if theirs:
-        raise TcsessionError(f"{source}: has a <JarScanner> of your own; set its JarScanFilter yourself, or remove "
-                             'it so that [app] jar_scan = "listed" manages one (tcsession changed nothing)')
-    scan = ",".join(jars_to_scan)
-    if len(ours) == 1 and len(markers) == 1 and read_scanned_jars(data, source) == tuple(jars_to_scan):
-        return data  # already so
-    for node in ours + markers:
-        remove_node(node)
-    children = list(root)
-    scanner = doc.fragment(f'<JarScanner><JarScanFilter defaultTldScan="false" tldScan="{_quote(scan)}" '
-                           f'defaultPluggabilityScan="false" pluggabilityScan="{_quote(scan)}" /></JarScanner>')
-    if children:
-        insert_after(children[-1], scanner)
-    else:
-        append_child(root, scanner)
-    insert_before(scanner, etree.Comment(f" {MARKER} "))
-    return doc.to_bytes()
+    element = None
+    if jars_to_scan is not None:
+        scan = _quote(",".join(jars_to_scan))
+        element = (f'<JarScanner><JarScanFilter defaultTldScan="false" tldScan="{scan}" '
+                   f'defaultPluggabilityScan="false" pluggabilityScan="{scan}" /></JarScanner>')
+    return patch_managed_context_child(
+        data, source, "JarScanner", MARKER_HEAD, MARKER, element,
+        lambda el: _scanned(el) == tuple(jars_to_scan),
+        'has a <JarScanner> of your own; set its JarScanFilter yourself, or remove it so that [app] jar_scan = '
+        '"listed" manages one (tcsession changed nothing)')
+
+
+def _scanned(scanner) -> tuple[str, ...] | None:
+    """A managed JarScanner's tldScan list (None: its filter is not one tcsession writes)."""
+    f = scanner.find("JarScanFilter")
+    if f is None or f.get("defaultTldScan") != "false" or f.get("defaultPluggabilityScan") != "false":
+        return None
+    return tuple(x for x in (f.get("tldScan") or "").split(",") if x)
 
 
 def read_scanned_jars(data: bytes | None, source: str) -> tuple[str, ...] | None:
     """The managed JarScanner's tldScan list in a context.xml (None: no managed one)."""
     if data is None:
         return None
-    root = XmlDocument(data, source).root
-    for m in root:
-        if is_marker(m, MARKER_HEAD) and m.getnext() is not None and m.getnext().tag == "JarScanner":
-            f = m.getnext().find("JarScanFilter")
-            if f is None or f.get("defaultTldScan") != "false" or f.get("defaultPluggabilityScan") != "false":
-                return None
-            return tuple(x for x in (f.get("tldScan") or "").split(",") if x)
-    return None
+    el = managed_child(XmlDocument(data, source).root, "JarScanner", MARKER_HEAD)
+    return _scanned(el) if el is not None else None

@@ -749,3 +749,49 @@ def marker_before(node, head: str):
     if prev is not None and is_marker(prev, head) and not (prev.tail or "").strip():
         return prev
     return None
+
+
+def managed_child(root, tag: str, marker_head: str):
+    """The `tag` child of `root` that tcsession manages (its marker comment right before it), or None."""
+    for m in root:
+        if is_marker(m, marker_head) and m.getnext() is not None and m.getnext().tag == tag:
+            return m.getnext()
+    return None
+
+
+def patch_managed_context_child(data: bytes, source: str, tag: str, marker_head: str, marker: str,
+                                element: str | None, current, theirs: str) -> bytes:
+    """A context.xml with one `tag` element tcsession manages, `marker` in a comment right before
+    it, last among <Context>'s children: `element` (its XML), or none (None). Idempotent; stock ->
+    element -> None gives the stock file back byte for byte. `current(el)`: whether the managed
+    element already is what `element` would be (the bytes are then returned as they are). Malformed
+    XML, a root other than <Context>, or a `tag` of the operator's (no marker) while `element` is
+    given (the refusal: "<source>: <theirs>") raise TcsessionError, and nothing changes."""
+    doc = XmlDocument(data, source)
+    root = doc.root
+    if root.tag != "Context":
+        raise TcsessionError(f"{source}: the root element is <{root.tag}>, expected <Context>; is this a Tomcat "
+                             "context.xml? (tcsession changed nothing)")
+    markers = [n for n in root if is_marker(n, marker_head)]
+    ours = [m.getnext() for m in markers if m.getnext() is not None and m.getnext().tag == tag]
+    others = [p for p in element_children(root, tag) if not any(p is o for o in ours)]
+    if element is None:
+        if not markers:
+            return data
+        for node in ours + markers:
+            remove_node(node)
+        return doc.to_bytes()
+    if others:
+        raise TcsessionError(f"{source}: {theirs}")
+    if len(ours) == 1 and len(markers) == 1 and current(ours[0]):
+        return data  # already so
+    for node in ours + markers:
+        remove_node(node)
+    children = list(root)
+    new = doc.fragment(element)
+    if children:
+        insert_after(children[-1], new)
+    else:
+        append_child(root, new)
+    insert_before(new, etree.Comment(f" {marker} "))
+    return doc.to_bytes()
