@@ -359,22 +359,31 @@ def upgrade_service(unit: str, package_manager: str, targets: Sequence[tuple[str
     """Upgrade (or downgrade) a service's packages and make sure it then runs the new code: the
     package's scripts restart it on Debian; if its main PID did not change, it is restarted here.
     Then wait until it is active (and, with `port`, listening on it)."""
-    u = q(unit)
     lines = [f"pid0=$({main_pid(unit)})"]
     if targets:
         lines.append(upgrade_packages(package_manager, targets).rstrip("\n"))
-    lines.append(f"pid1=$({main_pid(unit)}); if [ \"$pid0\" = \"$pid1\" ] || [ \"$pid1\" = 0 ]; then "
-                 f"systemctl restart {u} " + _or_fail(f"{unit} did not restart", unit) + "; fi")
+    lines.append(running_new_code(unit, "pid0", port, "pid:", timeout))
+    return "\n".join(lines) + "\n"
+
+
+def running_new_code(unit: str, pid_var: str, port: tuple[str, int] | None, label: str, timeout: float = 60.0) -> str:
+    """After a package install: `unit` restarted unless its package's scripts did (its main PID,
+    saved in $`pid_var` before the install, changed and it runs), then waited for until active
+    (and, with `port` (address or "*", port), listening), at most `timeout` s; prints
+    `<label> <pid before> -> <pid now>`."""
+    u = q(unit)
     tries = int(timeout / 0.25)
     wait = f"systemctl is-active -q {u}"
     if port:
         addr, p = port
         want = f"[.:]{int(p)}" if addr == "*" else re.escape(f"{addr}:{int(p)}")
         wait += f" && ss -Hntl 2>/dev/null | awk '{{print $4}}' | grep -Eq {q(f'{want}$')}"
-    lines.append(f"i=0; until {wait}; do i=$((i+1)); [ $i -lt {tries} ] || {{ echo {q(f'{unit} not serving after {timeout:g} s')}; "
-                 f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done")
-    lines.append(f"echo \"pid: $pid0 -> $({main_pid(unit)})\"")
-    return "\n".join(lines) + "\n"
+    return "\n".join([
+        f"now=$({main_pid(unit)}); if [ \"${pid_var}\" = \"$now\" ] || [ \"$now\" = 0 ]; then "
+        f"systemctl restart {u} " + _or_fail(f"{unit} did not restart", unit) + "; fi",
+        f"i=0; until {wait}; do i=$((i+1)); [ $i -lt {tries} ] || {{ echo {q(f'{unit} not serving after {timeout:g} s')}; "
+        f"{log_tail(unit)}; exit 1; }}; sleep 0.25; done",
+        f"echo \"{label} ${pid_var} -> $({main_pid(unit)})\""])
 
 
 def record_script(deploy_id: str, manifest_json: str) -> str:
@@ -572,13 +581,7 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
     if install:
         lines.append(install.rstrip("\n"))
     for i, (other, port) in enumerate(also):
-        o = q(other)
-        lines.append(f"[ \"$p{i}\" != \"$({main_pid(other)})\" ] && [ \"$p{i}\" != 0 ] || systemctl restart {o} "
-                     + _or_fail(f"{other} did not restart", other))
-        ready = f"systemctl is-active -q {o}" + (f" && ss -Hntl 2>/dev/null | awk '{{print $4}}' | grep -Eq "
-                                                f"{q(re.escape(port[0] + ':' + str(port[1])) + '$')}" if port else "")
-        lines.append(f"i=0; until {ready}; do i=$((i+1)); [ $i -lt 240 ] || {{ echo {q(f'{other} not serving after 60 s')}; "
-                     f"{log_tail(other)}; exit 1; }}; sleep 0.25; done; echo \"also: {other} $p{i} -> $({main_pid(other)})\"")
+        lines.append(running_new_code(other, f"p{i}", port, f"also: {other}"))
     start = (f"{{ systemctl is-active -q {u} || systemctl start {u}; }}" if install or also
              else f"systemctl restart {u}")
     lines += [

@@ -160,7 +160,7 @@ def test_the_restart_installs_while_stopped_and_starts_only_what_the_package_did
     p = plan_upgrade(inv, DELTA, deployed, upgrade_changes(inv, tomcat_pkgs, nginx_pkgs), "20261206T000000Z-abcdef", "t")
     script = p.steps[3].script()
     at = [script.index(s) for s in ("systemctl stop tomcat10", "p0=$(systemctl show -p MainPID memcached",
-                                    "since=$(date +%s)", "apt-get install", "|| systemctl restart memcached",
+                                    "since=$(date +%s)", "apt-get install", "then systemctl restart memcached",
                                     "{ systemctl is-active -q tomcat10 || systemctl start tomcat10; }")]
     assert at == sorted(at), script
     assert "tomcat10=10.1.60-1~deb12u1" in script and "memcached=1.6.18-1+deb12u1" in script
