@@ -63,6 +63,8 @@ def old_lab8(tmp_path_factory):
 
 
 def versions(handle, name: str) -> dict[str, str]:
+    """Package -> installed version (dpkg-query exits 1 for the names a host lacks, hence `|| true`:
+    every caller asserts the versions it relies on)."""
     out = handle.check(name, "dpkg-query -W -f='${Package} ${Version}\\n' tomcat10 tomcat10-common libtomcat10-java "
                              "openjdk-17-jre-headless memcached nginx nginx-common 2>/dev/null || true")
     return dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
@@ -136,6 +138,7 @@ def tomcat_patch_under_load_and_back(old_lab) -> list:
 
 def test_a_tomcat_major_change_is_refused_before_any_change(old_lab):
     before = {t: versions(old_lab, t) for t in old_lab.tomcats}, pids(old_lab)
+    assert all(v["tomcat10"] == OLD and v["openjdk-17-jre-headless"] == JRE_OLD for v in before[0].values()), before
     with pytest.raises(TcsessionError, match="not a patch but a change of Tomcat line.*10.1 -> 11.0"):
         upgrade(old_lab.inv, to="tomcat10=11.0.15-1", quiet=True)
     assert ({t: versions(old_lab, t) for t in old_lab.tomcats}, pids(old_lab)) == before
