@@ -26,6 +26,7 @@ the same sizes of work for tcsession, not memcached-session-manager) and convert
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import resource
 import statistics
@@ -307,6 +308,9 @@ def main() -> None:
     ap.add_argument("--peer-subnet", default="10.153.21.0/24", help="the peer's lab's /24")
     ap.add_argument("--only-peer", action="store_true", help="only the comparison with the peer")
     args = ap.parse_args()
+    # tcsession byte-compiled, as `pip install` leaves it for an operator (and as the peer's pyinfra
+    # is): an editable checkout under PYTHONDONTWRITEBYTECODE would compile it in every process
+    compileall.compile_dir(str(ROOT / "tcsession"), quiet=1)
     args.peer_name = args.peer_name or f"{args.name[:15]}p"
     counts = [] if args.only_peer else [int(x) for x in args.tomcats.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="tcsbench-"))

@@ -288,6 +288,7 @@ class Remote:
         self._gateways: dict[tuple, object] = {}  # jump host connections, shared by the hosts behind them
         self._gateway_locks: dict[tuple, threading.Lock] = {}
         self._chains: dict[str, list] = {}  # host name -> its jump host connections, first hop first
+        self._warming: dict[str, Any] = {}  # host name -> the future of a connection being opened (connect_all)
         self._sudo_password: str | None = None
         self._keys: dict[Path, Any] = {}
         self._known: dict[Path, list[KnownHost]] = {}
@@ -394,6 +395,8 @@ class Remote:
 
         where = endpoint.label
         try:
+            if not conn.gateway:  # a hop's channel rides on its first hop's socket, made here too
+                conn.connect_kwargs["sock"] = nodelay_socket(endpoint.address, endpoint.port, host.ssh.connect_timeout)
             conn.open()
             return None
         except _UnknownHostKey as e:
@@ -432,7 +435,24 @@ class Remote:
             pass
         return msg
 
+    def connect_all(self) -> None:
+        """Start opening every host's connection now, in the background: the caller goes on (its
+        imports, its planning) while the hosts' sshd do their part of the handshake; the first
+        command on a host waits for its connection, and a connection that failed fails that command
+        with its one line, as if it had been opened then."""
+        with self._lock:
+            for h in self.inv.hosts:
+                if h.name not in self._warming and h.name not in self._conns:
+                    self._warming[h.name] = self._pool.submit(self._open_now, h)
+
     def _open(self, host: Host):
+        with self._lock:
+            warming = self._warming.pop(host.name, None)
+        if warming is not None:
+            return warming.result()  # its connection, or the TcsessionError that opening it raised
+        return self._open_now(host)
+
+    def _open_now(self, host: Host):
         conn = self._connection(host)
         if conn.is_connected:
             return conn
@@ -454,6 +474,10 @@ class Remote:
         raise TcsessionError(msg)
 
     def close(self) -> None:
+        for warming in self._warming.values():  # never used: closed once open (if it ever opens)
+            if not warming.cancel():
+                warming.add_done_callback(lambda f: f.exception() is None and f.result().close())
+        self._warming.clear()
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
@@ -567,6 +591,16 @@ class Remote:
         """Call fn(host) for every host in parallel (fn uses this Remote); results by host name."""
         futures = {h.name: self._pool.submit(fn, h) for h in hosts}
         return {name: f.result() for name, f in futures.items()}
+
+
+def nodelay_socket(address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to an SSH server with Nagle's algorithm off, as OpenSSH's client does.
+    Paramiko leaves it on, and an SSH command is a few small writes each way (channel open, exec,
+    EOF, exit status): with Nagle on, each command on an open connection waited for the peer's
+    delayed ACK, about 40 ms on Linux (`true` took 45 ms; 5 ms with TCP_NODELAY, measured on the lab)."""
+    sock = socket.create_connection((address, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 class _UnknownHostKey(Exception):

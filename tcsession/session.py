@@ -38,12 +38,16 @@ class Session:
 
 
 @contextlib.contextmanager
-def open_session(inv: Inventory, quiet: bool = False, ui: Any = None) -> Iterator[Session]:
-    """The real world: the lab checked, the connections opened on first use and closed at the end."""
+def open_session(inv: Inventory, quiet: bool = False, ui: Any = None, stderr: bool = False) -> Iterator[Session]:
+    """The real world: the lab checked, every host's connection started (tcsession.remote.Remote.
+    connect_all) and closed at the end. `ui`, else a tcsession.ui.Progress(quiet, stderr), made
+    while the connections open."""
     from tcsession import lab
     from tcsession.remote import Remote
-    from tcsession.ui import Progress
 
     lab.check_up(inv)
     with Remote(inv) as remote:
-        yield Session(inv, remote, ui if ui is not None else Progress(quiet))
+        remote.connect_all()  # every command here reads every host first
+        from tcsession.ui import Progress
+
+        yield Session(inv, remote, ui if ui is not None else Progress(quiet, stderr=stderr))

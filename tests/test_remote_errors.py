@@ -268,3 +268,40 @@ def test_encrypted_key_at_connect_time_points_to_the_agent(tmp_path, keys):
         Remote(local_inventory(tmp_path, 22, kh, enc))
     msg = one_line(str(info.value))
     assert f"ssh-add {enc}" in msg and "agent = true" in msg
+
+
+def test_connections_have_nagle_off_and_connect_all_opens_them_before_the_first_command(tmp_path, keys):
+    """Nagle's algorithm off on every connection (each command had waited ~40 ms for a delayed ACK);
+    connect_all opens every host's connection in the background, and the first command uses it."""
+    import socket
+
+    host_key, client_path, client_key = keys
+    with ssh_server(host_key, client_key) as srv:
+        kh = tmp_path / "known_hosts"
+        kh.write_text(known_line(srv.port, host_key))
+        inv = local_inventory(tmp_path, srv.port, kh, client_path)
+        with Remote(inv) as r:
+            r.connect_all()
+            opened = {name: f.result(timeout=10) for name, f in list(r._warming.items())}
+            assert set(opened) == {h.name for h in inv.hosts} and r.commands == 0
+            assert all(c.is_connected for c in opened.values())
+            results = r.run_all(inv.hosts, "echo hi")
+            assert all(res.ok and res.stdout == "ran: echo hi\n" for res in results.values()), results
+            for h in inv.hosts:  # the very connections connect_all opened, not new ones
+                assert r._conns[h.name] is opened[h.name]
+                sock = opened[h.name].client.get_transport().sock
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_a_connection_connect_all_could_not_open_fails_its_first_command_with_one_line(tmp_path, keys):
+    _, client_path, _ = keys
+    with silent_port() as port:
+        closed = port.port
+    kh = tmp_path / "known_hosts"
+    kh.write_text("")
+    inv = local_inventory(tmp_path, closed, kh, client_path)
+    with Remote(inv) as r:
+        r.connect_all()
+        results = r.run_all(inv.hosts, "true")
+    for h in inv.hosts:
+        assert one_line(results[h.name].error) == f"{h.name} (127.0.0.1:{closed}): cannot connect: Connection refused"
