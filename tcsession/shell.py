@@ -473,8 +473,14 @@ def _or_fail(what: str, unit: str) -> str:
     return f"|| {{ echo {q(what)}; {log_tail(unit)}; exit 1; }}"
 
 
+def enabled(unit: str) -> str:
+    """Enable a unit unless it is: `systemctl enable` of an enabled unit still takes about 80 ms
+    (measured on the lab), `is-enabled` 5 ms; it is in every Tomcat restart."""
+    return f"{{ systemctl is-enabled -q {unit} || systemctl enable -q {unit}; }}"
+
+
 def restart_service(unit: str, digest: str, enable: bool) -> str:
-    return ((f"systemctl enable -q {q(unit)} && " if enable else "") + f"systemctl restart {q(unit)} "
+    return ((f"{enabled(q(unit))} && " if enable else "") + f"systemctl restart {q(unit)} "
             + _or_fail(f"{unit} did not restart", unit) + "\n" + stamp(unit, digest) + "\n")
 
 
@@ -513,13 +519,13 @@ def nginx_reload_settled(drain_timeout: int = 10) -> tuple[str, str]:
     every old worker has exited, so that what follows (a node restarted) meets only the new
     configuration. nginx ends them `drain_timeout` s after the reload (its worker_shutdown_timeout,
     tcsession.nginx.render_main); the wait gives up 2 s later with a note."""
-    tries = (int(drain_timeout) + 2) * 10
+    tries = (int(drain_timeout) + 2) * 50  # every 0.02 s: the old workers of an idle nginx are gone in ms
     before = "old=$(pgrep -f '^nginx: worker process' | tr '\\n' ' ')"
     after = ("i=0; while :; do alive=''; for p in $old; do kill -0 $p 2>/dev/null && alive=\"$alive $p\"; done; "
              "old=$alive; [ -z \"$old\" ] && break; i=$((i+1)); "
              f"[ $i -lt {tries} ] || {{ echo \"note: nginx workers $old still finishing old requests after "
-             f"{tries // 10} s\"; break; }}; "
-             "sleep 0.1; done")
+             f"{tries // 50} s\"; break; }}; "
+             "sleep 0.02; done")
     return before, after
 
 
@@ -585,7 +591,7 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
     start = (f"{{ systemctl is-active -q {u} || systemctl start {u}; }}" if install or also
              else f"systemctl restart {u}")
     lines += [
-        f"systemctl enable -q {u} && {start} " + _or_fail(f"{unit} did not restart", unit),
+        f"{enabled(u)} && {start} " + _or_fail(f"{unit} did not restart", unit),
         f"i=0; while :; do systemctl is-active -q {u} || {{ echo {q(f'{unit} stopped while starting')}; "
         f"{log_tail(unit)}; exit 1; }}; "
         f"c=$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' {url} || true); {ok} && break; "
