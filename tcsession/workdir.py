@@ -12,7 +12,6 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from tcsession import maven, reference
 from tcsession.errors import InventoryError, UsageError
 from tcsession.inventory import Inventory, load_inventory
 
@@ -55,6 +54,8 @@ def command(inventory, words: str, environ=os.environ, cwd: Path | None = None) 
 
 def files_beside(inv: Inventory) -> dict[str, str]:
     """What tcsession keeps beside this inventory, and the state of each, for `check`."""
+    from tcsession import maven  # noqa: PLC0415 (urllib and msm: 13 ms of every command's start otherwise)
+
     read_from, note = maven.lock_to_read(inv.path)
     lock = maven.lock_path_for(inv.path)
     out = {"msm lock": (f"{lock}: " + ("present" if lock.exists() else
@@ -91,6 +92,8 @@ class CheckReport:
 
 def check(path: str) -> CheckReport:
     """The inventory read as every command reads it, connecting nowhere."""
+    from tcsession import reference  # noqa: PLC0415
+
     try:
         inv = load_inventory(path)
     except InventoryError as e:
