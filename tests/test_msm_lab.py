@@ -48,6 +48,11 @@ def inventory_text(handle_path, repo: str, **msm_settings) -> str:
     return handle_path.read_text() + "\n[msm]\n" + body
 
 
+def addr(lab, name: str) -> str:
+    """A Tomcat's address in this lab (its own subnet: TCSESSION_TEST_SUBNETS may move it)."""
+    return next(t.address for t in lab.inv.tomcats if t.name == name)
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("msm")
@@ -123,21 +128,21 @@ def test_tomcat_started_the_manager_and_reaches_every_memcached(lab):
         # Converted jar linked on Tomcat 10.1; its Manager got tcsession's attributes; this JVM
         # talked to both memcached nodes, its own and the peer's.
         assert "Apache Tomcat/10.1" in line and "sticky=true" in line and f"failoverNodes=[{own}]" in line
-        assert re.search(r"n1@10\.153\.12\.112:11211=VERSION_1\.", line), line
-        assert re.search(r"n2@10\.153\.12\.113:11211=VERSION_1\.", line), line
+        for node, name in (("n1", "tomcat1"), ("n2", "tomcat2")):
+            assert re.search(rf"{node}@{re.escape(addr(lab, name))}:11211=VERSION_1\.", line), line
         assert "SEVERE" not in log
         ctx = lab.check(host, f"cat {APP_CONTEXT}")
         assert 'className="de.javakaffee.web.msm.MemcachedBackupSessionManager"' in ctx
-        assert 'memcachedNodes="n1:10.153.12.112:11211,n2:10.153.12.113:11211"' in ctx
+        assert f'memcachedNodes="n1:{addr(lab, "tomcat1")}:11211,n2:{addr(lab, "tomcat2")}:11211"' in ctx
         server = lab.check(host, "cat /etc/tomcat10/server.xml")
         assert f'jvmRoute="{host}"' in server and "tcsession: managed jvmRoute" in server
         assert "tcsession: managed cluster" not in server
 
 
 def test_memcached_listens_only_on_its_own_address(lab):
-    for host, addr in (("tomcat1", "10.153.12.112"), ("tomcat2", "10.153.12.113")):
+    for host in ("tomcat1", "tomcat2"):
         out = lab.check(host, "ss -Hntl 'sport = :11211'")
-        assert [l.split()[3] for l in out.splitlines()] == [f"{addr}:11211"], out
+        assert [l.split()[3] for l in out.splitlines()] == [f"{addr(lab, host)}:11211"], out
 
 
 def test_msm_binds_every_port_to_the_node(lab):
@@ -162,8 +167,7 @@ def test_status_checks_memcached_manager_and_jars(lab):
     for h in report.hosts:
         checks = {what: ok for what, ok, _ in h.checks}
         if h.role == "tomcat":
-            for what in ("memcached active", "msm Manager", "msm jars", "memcached reachable", "tcp 10.153.12.112:11211"
-                         if h.name == "tomcat1" else "tcp 10.153.12.113:11211"):
+            for what in ("memcached active", "msm Manager", "msm jars", "memcached reachable", f"tcp {addr(lab, h.name)}:11211"):
                 assert checks[what], h.checks
             # The one thing a stand-in cannot show: memcached-session-manager's own start line.
             assert h.problems == ["msm initialized: no MSM initialization line (\"starts initialization... "
@@ -188,7 +192,7 @@ def test_status_sees_a_memcached_that_is_down(lab):
         report = status.cluster_report(lab.inv, session_requests=0)
         t1 = next(h for h in report.hosts if h.name == "tomcat1")
         reach = next(d for w, ok, d in t1.checks if w == "memcached reachable")
-        assert "unreachable: 10.153.12.113:11211" in reach
+        assert f"unreachable: {addr(lab, 'tomcat2')}:11211" in reach
     finally:
         assert lab.run("tomcat2", "systemctl start memcached").ok
 
