@@ -130,7 +130,7 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     if switching_membership and not switch_membership:
         if membership_note is None:
             raise UsageError(f'{inv.path}: [delta] membership = "{inv.delta.membership}": {switching_membership}; '
-                             "to switch anyway, give --switch-membership; to keep the running kind, remove the key "
+                             "to switch, give --switch-membership; to keep the running kind, remove the key "
                              "(nothing was changed)")
         raise UsageError(f"{inv.path}: [delta] membership not set, and the running Tomcats use both kinds (a switch "
                          f"left half done): {switching_membership}; set the key to the kind you want and give "

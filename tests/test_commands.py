@@ -364,9 +364,10 @@ def test_a_switch_of_membership_kind_on_a_running_cluster_needs_its_flag(tmp_pat
     with pytest.raises(UsageError) as e:
         run_deploy(session(fake, inv), "delta")
     assert str(e.value).startswith(f'{inv.path}: [delta] membership = "static": switching membership multicast -> '
-                                   "static on a running cluster (tomcat1, tomcat2): the first node restarted has no "
-                                   "peer on static membership, so it gets no session state")
-    assert str(e.value).endswith("to switch anyway, give --switch-membership; to keep the running kind, remove the "
+                                   "static on a running cluster (tomcat1, tomcat2): 3 rolling pass(es), each through "
+                                   "the drained restarts, so that every restarted node sees its running peers: pass "
+                                   "1/3 bridge-multicast: ")
+    assert str(e.value).endswith("to switch, give --switch-membership; to keep the running kind, remove the "
                                  "key (nothing was changed)")
     assert "\n" not in str(e.value)
     fake.assert_done()
