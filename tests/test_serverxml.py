@@ -466,6 +466,7 @@ def test_a_bridge_keeps_its_service_and_lists_every_peer_in_the_interceptor(vers
     root = etree.fromstring(out)
     channel = root.find("Service/Engine/Cluster/Channel")
     assert root.find("Service/Engine/Cluster").get("channelStartOptions") is None
+    assert channel.get("heartbeatSleeptime") == "500"  # a peer on the other bridge re-adds a restarted node soon
     service = channel.find("Membership")
     assert service.get("className").endswith(".McastService" if membership == "multicast" else ".StaticMembershipService")
     assert [i.get("className").rsplit(".", 1)[1] for i in channel.findall("Interceptor")] == [
