@@ -333,10 +333,25 @@ def compatible(a: str, b: str, kinds: tuple[str, ...] = CHAIN) -> bool:
 
 
 def running_flavours(inv: Inventory, facts: dict[str, HostFacts]) -> dict[str, str]:
+    """Running Tomcat -> the kind of membership of its server.xml (serverxml.read_cluster)."""
     running = {t.name for t in inv.tomcats if facts.get(t.name) and facts[t.name].tomcat
                and facts[t.name].active.get(facts[t.name].tomcat.unit) == "active"}
     return {n: flavour(c) for n, c in running_clusters(inv, facts, running).items()
             if c["membership"] in ("multicast", "static")}
+
+
+def started_on_older(inv: Inventory, facts: dict[str, HostFacts], names: Iterable[str]) -> set[str]:
+    """Of `names`, the Tomcats that last started with another configuration than their files now
+    hold (its stamp differs: a deploy wrote the files and stopped before restarting it)."""
+    from tcsession.plan import config_digest, tomcat_config_paths  # (tcsession.plan imports this module)
+
+    out = set()
+    for n in names:
+        f = facts[n]
+        applied = f.applied(f.tomcat.unit)
+        if applied and applied != config_digest({p: f.content(p) for p in tomcat_config_paths(f.tomcat)}):
+            out.add(n)
+    return out
 
 
 def membership_passes(inv: Inventory, facts: dict[str, HostFacts]) -> list[str]:
@@ -345,11 +360,20 @@ def membership_passes(inv: Inventory, facts: dict[str, HostFacts]) -> list[str]:
     the nodes it changes); [the inventory's kind] when no running node is on another."""
     target = inv.delta.membership
     kinds = chain(inv, facts)
-    now = [k for k in running_flavours(inv, facts).values() if k != target]
-    if not now or target not in kinds or any(k not in kinds for k in now):
+    flavours = running_flavours(inv, facts)
+    if target not in kinds or any(k not in kinds for k in flavours.values()):
         return [target]
     t = kinds.index(target)
-    farthest = max((kinds.index(k) for k in now), key=lambda i: abs(i - t))
+    at = {n: kinds.index(k) for n, k in flavours.items()}
+    # a pass writes every node's file first: a node whose file has a bridge but that was not
+    # restarted since still runs the kind one step farther from the target (a node at the target
+    # that was not restarted runs its neighbour: the plain restart the deploy owes it is that step)
+    for n in started_on_older(inv, facts, [n for n, i in at.items() if 0 < i < len(kinds) - 1]):
+        at[n] += -1 if t > at[n] else 1
+    now = [i for i in at.values() if i != t]
+    if not now:
+        return [target]
+    farthest = max(now, key=lambda i: abs(i - t))
     step = 1 if t > farthest else -1
     return [kinds[i] for i in range(farthest + step, t + step, step)]
 

@@ -116,10 +116,27 @@ def _written(p) -> dict[str, bytes]:
     return out
 
 
-def _after(facts: dict, written: dict[str, bytes]) -> dict:
-    """The facts once `written` is each host's server.xml (its Tomcat restarted on it)."""
-    return {n: dataclasses.replace(f, files={**f.files, f.tomcat.server_xml: dataclasses.replace(
-        f.files[f.tomcat.server_xml], content=written[n])}) if n in written else f for n, f in facts.items()}
+def _after(facts: dict, written: dict[str, bytes], restarted=None) -> dict:
+    """The facts once `written` is each host's server.xml, and the Tomcats `restarted` (default:
+    those hosts) stamped as started on it."""
+    from tcsession import state
+    from tcsession.facts import FileFact
+
+    restarted = set(written) if restarted is None else set(restarted)
+    out = {}
+    for n, f in facts.items():
+        if n in written:
+            files = {**f.files, f.tomcat.server_xml: dataclasses.replace(f.files[f.tomcat.server_xml],
+                                                                          content=written[n])}
+            f = dataclasses.replace(f, files=files)
+        if n in restarted:
+            stamp = state.applied_path(f.tomcat.unit)
+            digest = planning.config_digest({p: f.content(p) for p in planning.tomcat_config_paths(f.tomcat)})
+            old = f.files.get(stamp)
+            fact = dataclasses.replace(old, content=digest.encode()) if old else FileFact(stamp, digest.encode())
+            f = dataclasses.replace(f, files={**f.files, stamp: fact})
+        out[n] = f
+    return out
 
 
 def _switch(inv, facts) -> tuple[list[str], dict]:
@@ -179,6 +196,12 @@ def test_a_switch_left_half_done_continues_from_where_it_stopped():
     facts = captured("deployed")
     static = shipped('[delta]\nmembership = "static"\n')
     step = dataclasses.replace(static, delta=dataclasses.replace(static.delta, membership="bridge-multicast"))
-    half = _after(facts, {"tomcat1": _written(planning.plan(step, facts, "delta"))["tomcat1"]})
+    written = _written(planning.plan(step, facts, "delta"))
+    # every file written (a pass's first step), tomcat1 restarted on it, tomcat2 not (still multicast)
+    half = _after(facts, written, restarted={"tomcat1"})
     assert membership_passes(static, half) == ["bridge-multicast", "bridge-static", "static"]
+    p = planning.plan(step, half, "delta")  # the first of them restarts tomcat2 alone
+    assert [s.host for s in p.steps if type(s).__name__ == "RestartTomcat"] == ["tomcat2"]
     assert membership_switch(shipped(), half) is not None  # not set: resolved to multicast, tomcat1 differs
+    # that pass done: the next two
+    assert membership_passes(static, _after(facts, written)) == ["bridge-static", "static"]
