@@ -396,7 +396,8 @@ def membership_switch(inv: Inventory, facts: dict[str, HostFacts]) -> str | None
 
 def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> set[str]:
     """The running Tomcats that are members of the cluster a restarted node joins: their server.xml
-    now carries tcsession's Cluster with the inventory's kind of membership (a Tomcat still on its
+    now carries tcsession's Cluster with the inventory's kind of membership, or a kind that sees it
+    (a neighbour in a switch's chain: `compatible`) (a Tomcat still on its
     package's server.xml, or in msm mode, is no member, so a node restarted before it cannot wait
     to see it). A changed multicast address or port is not compared: document, do not guess."""
     kinds = chain(inv, facts)
