@@ -300,7 +300,8 @@ def resolve_membership(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[Inv
 #: through multicast and by interceptor-listed nodes through the interceptor; StaticMembershipService +
 #: that interceptor ("bridge-static") answers StaticMembershipService's own pings (its provider adds
 #: only peers that answer them) and is listed by the interceptor too. Tomcat 7 and 8.5: static
-#: membership is that interceptor already, one bridge.
+#: membership is that interceptor already, one bridge (not measured: no lab; static -> multicast
+#: there relies on the static node's 5 s heartbeat to re-add a node on the bridge, a race).
 CHAIN = ("multicast", "bridge-multicast", "bridge-static", "static")
 LEGACY_CHAIN = ("multicast", "bridge-multicast", "static")
 
