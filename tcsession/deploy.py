@@ -121,7 +121,7 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
             raise TcsessionError(f"{h.name}: no apt-get, dnf or yum found; tcsession supports "
                                  "Debian/Ubuntu (apt) and the RHEL family (yum/dnf)")
     from tcsession.modes import check_running
-    from tcsession.rollout import membership_switch, resolve_membership
+    from tcsession.rollout import PASS_WRITES, membership_passes, membership_switch, resolve_membership
     from tcsession.status import detect_mode
 
     switching = check_running(inv, mode, detect_mode(inv, facts), switch)
@@ -130,11 +130,17 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     if switching_membership and not switch_membership:
         if membership_note is None:
             raise UsageError(f'{inv.path}: [delta] membership = "{inv.delta.membership}": {switching_membership}; '
-                             "to switch anyway, give --switch-membership; to keep the running kind, remove the key "
+                             "to switch, give --switch-membership; to keep the running kind, remove the key "
                              "(nothing was changed)")
         raise UsageError(f"{inv.path}: [delta] membership not set, and the running Tomcats use both kinds (a switch "
                          f"left half done): {switching_membership}; set the key to the kind you want and give "
                          "--switch-membership (nothing was changed)")
+    # a switch of membership kind: one rolling pass per step of the chain (rollout.membership_passes),
+    # the first planned here with everything else the inventory changes, the others once it is done
+    passes = membership_passes(inv, facts) if switching_membership else [inv.delta.membership]
+    target = inv
+    if len(passes) > 1:
+        inv = _with_membership(target, passes[0])
     report_switch = switching
     if switching:
         progress.say(switching, "bold yellow")
@@ -166,7 +172,8 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     if dry_run or not the_plan.empty:
         t = session.clock()
         with progress.waiting("preflight: names, clocks, multicast, ports, Java"):
-            checked = preflight.run_checks(remote, inv, mode, facts, installs, trust_running=True)
+            # (a switch's: the target's checks; its multicast probe when it ends on multicast)
+            checked = preflight.run_checks(remote, target, mode, facts, installs, trust_running=True)
         if not checked.ok:
             raise TcsessionError(preflight.refusal(checked, command(inv.path, f'preflight --mode={mode.name}')))
         progress.line("all", f"preflight: {sum(len(h.checks) for h in checked.hosts)} checks passed",
@@ -185,6 +192,11 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
         progress.plan(the_plan, diffs=True, hosts=[h.name for h in inv.hosts])
         if the_plan.empty:
             progress.say("no changes", "green")
+        if len(passes) > 1:
+            progress.say(f"the steps above are membership pass 1/{len(passes)} ({passes[0]}); then "
+                         + "; ".join(f"pass {i}/{len(passes)} ({k}) writes each Tomcat's Cluster with "
+                                     f"{PASS_WRITES.get(k, k)} and restarts it again, drained and state-gated"
+                                     for i, k in enumerate(passes[1:], 2)), "bold")
         progress.dry_run(list(the_plan.steps))
         report.seconds, report.commands = session.clock() - started, remote.commands
         return report
@@ -202,6 +214,8 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
 
     interp = Interpreter(remote, {h.name: h for h in inv.hosts + inv.removed}, on, session.clock)
     names = [h.name for h in inv.hosts + inv.removed if h.name in facts]
+    if len(passes) > 1:
+        progress.say(f"membership pass 1/{len(passes)}: {passes[0]}: {PASS_WRITES.get(passes[0], passes[0])}", "bold")
     outcome = interp.apply(the_plan, names)
     seconds = dict(outcome.seconds)
     report.executed += outcome.done
@@ -235,11 +249,40 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
                                  f"(`{command(inv.path, 'rollback')}` undoes what was done)")
     progress.recap(recap(names, report.previewed, report.executed, outcome.hosts, seconds))
     if not outcome.ok:
-        raise stopped("deploy", outcome, deploy_id, report.executed, _advice(inv, outcome, report.executed, mode.name),
+        raise stopped("deploy", outcome, deploy_id, report.executed, _advice(target, outcome, report.executed, mode.name),
                       progress)
+    for number, kind in enumerate(passes[1:], 2):
+        # the next pass: the hosts read again, planned on the next kind (the target's last), applied
+        # as a deploy of its own (its own id: `rollback` undoes the last pass, one step back the chain)
+        inv = target if number == len(passes) else _with_membership(target, kind)
+        progress.say(f"membership pass {number}/{len(passes)}: {kind}: {PASS_WRITES.get(kind, kind)}", "bold")
+        facts = gather(remote, list(inv.hosts), inv.apps)
+        if inv.removed:
+            facts.update(gather_reachable(remote, list(inv.removed), inv.apps)[0])
+        deploy_id = session.new_id()
+        before = {h.name: dict(facts[h.name].active) for h in inv.hosts + inv.removed if h.name in facts}
+        pass_plan = planning.plan(inv, facts, mode, jars, deploy_id, session.stamp(), before, wars=wars, key=key,
+                                  tls_files=tls_files)
+        report.deploy_id, report.plan = deploy_id, pass_plan
+        report.previewed += pass_plan.steps
+        names = [h.name for h in inv.hosts + inv.removed if h.name in facts]
+        outcome = interp.apply(pass_plan, names)
+        report.executed += outcome.done
+        seconds = dict(outcome.seconds)
+        progress.recap(recap(names, list(pass_plan.steps), outcome.done, outcome.hosts, seconds))
+        if not outcome.ok:
+            raise stopped("deploy", outcome, deploy_id, outcome.done,
+                          _advice(target, outcome, outcome.done, mode.name)
+                          + f" (membership pass {number}/{len(passes)}: the Tomcats run {kind} or the pass before; "
+                          "both see each other, and the deploy again continues the switch)", progress)
     report.seconds, report.commands = session.clock() - started, remote.commands
     progress.say(f"deployed {mode.name} ({deploy_id}) in {report.seconds:.1f} s", "green")
     return report
+
+
+def _with_membership(inv: Inventory, kind: str) -> Inventory:
+    """The inventory as one pass of a membership switch writes it (rollout.membership_passes)."""
+    return dataclasses.replace(inv, delta=dataclasses.replace(inv.delta, membership=kind))
 
 
 def _advice(inv: Inventory, outcome: Outcome, executed: list, mode: str = "") -> str:

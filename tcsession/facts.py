@@ -299,7 +299,7 @@ def _parse_facts(text: str) -> HostFacts:
 
 
 _MEMBER_RE = re.compile(
-    r"(?P<what>member added|[Mm]ember disappeared)\S*:\[.*?tcp://\{(?P<ip>[-\d, ]+)\}:(?P<port>\d+)")
+    r"(?P<what>member added|[Mm]ember disappeared)\S*:\[.*?tcp://(?:\{(?P<ip>[-\d, ]+)\}|(?P<dotted>[\d.]+)):(?P<port>\d+)")
 
 
 def parse_members(log: str) -> tuple[str, ...]:
@@ -307,7 +307,8 @@ def parse_members(log: str) -> tuple[str, ...]:
     `Replication member added` adds, `member disappeared` removes."""
     members: dict[str, None] = {}
     for m in _MEMBER_RE.finditer(log):
-        octets = [int(x) & 0xFF for x in m.group("ip").split(",")]
+        octets = ([int(x) & 0xFF for x in m.group("ip").split(",")] if m.group("ip")
+                  else [int(x) for x in m.group("dotted").split(".")])  # a StaticMember's
         key = ".".join(str(o) for o in octets) + ":" + m.group("port")
         if "added" in m.group("what"):
             members[key] = None

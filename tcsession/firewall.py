@@ -17,7 +17,7 @@ every table's input chain), so preflight refuses "nftables" there until firewall
 
 from __future__ import annotations
 
-from tcsession.inventory import Host, Inventory
+from tcsession.inventory import Host, Inventory, uses_multicast
 from tcsession.modes import Mode
 
 TABLE = "inet tcsession"
@@ -37,7 +37,7 @@ def rules(inv: Inventory, host: Host, mode: Mode) -> list[tuple[str, str, int, t
     out = [("HTTP", "tcp", host.http_port, (inv.nginx.address,))]
     if mode.cluster:
         out.append(("cluster receiver", "tcp", inv.delta.receiver_port, peers))
-        if inv.delta.membership == "multicast":
+        if uses_multicast(inv.delta.membership):
             out.append(("multicast membership", "udp", inv.delta.multicast_port, peers))
     if mode.memcached and host.memcached:
         out.append(("memcached", "tcp", inv.msm.memcached_port, tuple(t.address for t in inv.tomcats)))

@@ -104,6 +104,8 @@ class Delta:
     manager: str  # "delta" | "backup"
     # "multicast" | "static"; None (not set): the kind the cluster runs, or "static" for a new one
     # (tcsession.rollout.resolve_membership, once the hosts' facts are read)
+    # (a switch's intermediate pass sets "bridge-multicast" or "bridge-static", never the file:
+    # tcsession.rollout.membership_passes)
     membership: str | None
     multicast_address: str
     multicast_port: int
@@ -112,6 +114,11 @@ class Delta:
     state_transfer_timeout: int
     encrypt: bool = False  # EncryptInterceptor with the key in key_file
     key_file: str = ""  # absolute; default: <inventory>.cluster-key beside the inventory (root only)
+
+
+def uses_multicast(membership: str | None) -> bool:
+    """The kind (or a switch's bridge) runs McastService: multicast between the Tomcats."""
+    return membership in ("multicast", "bridge-multicast")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from tcsession.errors import TcsessionError
-from tcsession.inventory import Host, Inventory
+from tcsession.inventory import Host, Inventory, uses_multicast
 from tcsession.probes import reachable_on
 
 
@@ -77,7 +77,7 @@ class Mode:
                 out.append(ExpectedPort(t.name, "tcp", t.address, inv.msm.memcached_port, "memcached"))
             if self.cluster:
                 out.append(ExpectedPort(t.name, "tcp", t.address, inv.delta.receiver_port, "tomcat"))
-                if inv.delta.membership == "multicast":
+                if uses_multicast(inv.delta.membership):
                     out.append(ExpectedPort(t.name, "udp", inv.delta.multicast_address,
                                             inv.delta.multicast_port, "tomcat"))
         return out

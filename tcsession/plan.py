@@ -21,7 +21,7 @@ from tcsession import firewall as firewall_rules
 from tcsession import cookies, jarscan, msm, nginx, rollout, serialcompat, serverxml, state, unattended, webapp
 from tcsession.errors import TcsessionError
 from tcsession.facts import FileFact, HostFacts
-from tcsession.inventory import App, Host, Inventory
+from tcsession.inventory import App, Host, Inventory, uses_multicast
 from tcsession.modes import Mode, mode_named
 from tcsession.msmjars import MANAGED_JAR
 from tcsession.steps import (ApplyFirewall, ApplyNginx, CountSessions, FileChange, InstallPackages, Plan, Replan,
@@ -82,8 +82,8 @@ def cluster_spec(inv: Inventory, host: Host, layout: Layout, key: str = "") -> s
     peers = tuple((t.address, t.jvm_route) for t in inv.tomcats if t.name != host.name)
     return serverxml.ClusterSpec(
         tomcat_major=layout.major, address=host.address, jvm_route=host.jvm_route,
-        manager=d.manager, membership=d.membership,
-        peers=peers if d.membership == "static" else (),
+        manager=d.manager, membership="multicast" if uses_multicast(d.membership) else "static",
+        peers=peers if d.membership != "multicast" else (), bridge=d.membership.startswith("bridge-"),
         multicast_address=d.multicast_address, multicast_port=d.multicast_port,
         receiver_port=d.receiver_port, channel_send_options=d.channel_send_options,
         state_transfer_timeout=d.state_transfer_timeout, encrypt_key=key if d.encrypt else "")

@@ -34,7 +34,7 @@ import time
 from tcsession import shell, unattended
 from tcsession.errors import TcsessionError
 from tcsession.facts import HostFacts, gather, preflight_sections, require_ok, split_sections
-from tcsession.inventory import Host, Inventory
+from tcsession.inventory import Host, Inventory, uses_multicast
 from tcsession.modes import Mode, mode_named
 from tcsession.probes import parse_ss
 
@@ -167,7 +167,7 @@ def needed_ports(inv: Inventory, host: Host, mode: Mode) -> list[tuple[str, int,
     out = [("tcp", host.http_port, ("java",), "Tomcat HTTP")]
     if mode.cluster:
         out.append(("tcp", inv.delta.receiver_port, ("java",), "cluster receiver"))
-        if inv.delta.membership == "multicast":
+        if uses_multicast(inv.delta.membership):
             out.append(("udp", inv.delta.multicast_port, ("java", "python3"), "multicast membership"))
     if mode.memcached and host.memcached:
         out.append(("tcp", inv.msm.memcached_port, ("memcached",), "memcached"))
@@ -424,7 +424,7 @@ def run_checks(remote, inv: Inventory, mode: Mode, facts: dict[str, HostFacts],
     facts = with_preflight_facts(remote, inv, facts)
     clocks = judge_clocks(measure_clocks(remote, inv.hosts))
     mcast: dict[str, Check] = {}
-    if mode.cluster and inv.delta.membership == "multicast":
+    if mode.cluster and uses_multicast(inv.delta.membership):
         # a running cluster whose members see each other has proven multicast: no probe again
         mcast = (trust_running and multicast_proven(remote, inv, facts)) or judge_multicast(
             probe_multicast(remote, inv, facts), [t.name for t in inv.tomcats],

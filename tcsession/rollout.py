@@ -293,26 +293,114 @@ def resolve_membership(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[Inv
     return dataclasses.replace(inv, delta=dataclasses.replace(inv.delta, membership=kind)), note
 
 
-def membership_switch(inv: Inventory, facts: dict[str, HostFacts]) -> str | None:
-    """A warning when this deploy switches running Tomcats to the other kind of membership, or
-    None. (Each restarted node then sees only the peers already on its kind: the first one gets no
-    session state, and what its peers hold is not replicated to it until they switch too.)"""
+#: A switch of membership kind goes through bridges, one rolling pass each, so that every node
+#: restarted sees every running peer as a member (and they see it): a node on a kind sees only the
+#: nodes on the same kind or a neighbouring one in this chain. McastService + a
+#: StaticMembershipInterceptor listing every node ("bridge-multicast") is seen by multicast nodes
+#: through multicast and by interceptor-listed nodes through the interceptor; StaticMembershipService +
+#: that interceptor ("bridge-static") answers StaticMembershipService's own pings (its provider adds
+#: only peers that answer them) and is listed by the interceptor too. Tomcat 7 and 8.5: static
+#: membership is that interceptor already, one bridge (not measured: no lab; static -> multicast
+#: there relies on the static node's 5 s heartbeat to re-add a node on the bridge, a race).
+CHAIN = ("multicast", "bridge-multicast", "bridge-static", "static")
+LEGACY_CHAIN = ("multicast", "bridge-multicast", "static")
+
+#: What a pass on each kind writes into the Cluster, for the dry run and the progress.
+PASS_WRITES = {
+    "multicast": "McastService alone (the multicast kind)",
+    "bridge-multicast": "McastService kept, and a StaticMembershipInterceptor (with TcpPingInterceptor) listing "
+                        "every node: seen by multicast and by listing nodes",
+    "bridge-static": "StaticMembershipService, and a StaticMembershipInterceptor (with TcpPingInterceptor) listing "
+                     "every node: seen by StaticMembershipService and by listing nodes",
+    "static": "StaticMembershipService alone (the static kind)",
+}
+
+
+def flavour(cluster: dict) -> str:
+    """A Cluster's kind of membership as the switch's chain names it (serverxml.read_cluster's summary)."""
+    return f"bridge-{cluster['membership']}" if cluster.get("bridge") else cluster["membership"]
+
+
+def chain(inv: Inventory, facts: dict[str, HostFacts]) -> tuple[str, ...]:
+    majors = {facts[t.name].tomcat.major for t in inv.tomcats if facts.get(t.name) and facts[t.name].tomcat}
+    return LEGACY_CHAIN if majors and min(majors) < 9 else CHAIN
+
+
+def compatible(a: str, b: str, kinds: tuple[str, ...] = CHAIN) -> bool:
+    """Nodes on kinds a and b see each other as members (equal, or neighbours in the chain)."""
+    if a == b:
+        return True
+    return a in kinds and b in kinds and abs(kinds.index(a) - kinds.index(b)) == 1
+
+
+def running_flavours(inv: Inventory, facts: dict[str, HostFacts]) -> dict[str, str]:
+    """Running Tomcat -> the kind of membership of its server.xml (serverxml.read_cluster)."""
     running = {t.name for t in inv.tomcats if facts.get(t.name) and facts[t.name].tomcat
                and facts[t.name].active.get(facts[t.name].tomcat.unit) == "active"}
-    other = sorted(n for n, c in running_clusters(inv, facts, running).items()
-                   if c["membership"] in ("multicast", "static") and c["membership"] != inv.delta.membership)
+    return {n: flavour(c) for n, c in running_clusters(inv, facts, running).items()
+            if c["membership"] in ("multicast", "static")}
+
+
+def started_on_older(inv: Inventory, facts: dict[str, HostFacts], names: Iterable[str]) -> set[str]:
+    """Of `names`, the Tomcats that last started with another configuration than their files now
+    hold (its stamp differs: a deploy wrote the files and stopped before restarting it)."""
+    from tcsession.plan import config_digest, tomcat_config_paths  # (tcsession.plan imports this module)
+
+    out = set()
+    for n in names:
+        f = facts[n]
+        applied = f.applied(f.tomcat.unit)
+        if applied and applied != config_digest({p: f.content(p) for p in tomcat_config_paths(f.tomcat)}):
+            out.add(n)
+    return out
+
+
+def membership_passes(inv: Inventory, facts: dict[str, HostFacts]) -> list[str]:
+    """The kinds of the rolling passes that take the running Tomcats to the inventory's membership:
+    one step along the chain each, from the running node farthest from it (a pass only restarts
+    the nodes it changes); [the inventory's kind] when no running node is on another."""
+    target = inv.delta.membership
+    kinds = chain(inv, facts)
+    flavours = running_flavours(inv, facts)
+    if target not in kinds or any(k not in kinds for k in flavours.values()):
+        return [target]
+    t = kinds.index(target)
+    at = {n: kinds.index(k) for n, k in flavours.items()}
+    # a pass writes every node's file first: a node whose file has a bridge but that was not
+    # restarted since still runs the kind one step farther from the target (a node at the target
+    # that was not restarted runs its neighbour: the plain restart the deploy owes it is that step)
+    for n in started_on_older(inv, facts, [n for n, i in at.items() if 0 < i < len(kinds) - 1]):
+        at[n] += -1 if t > at[n] else 1
+    now = [i for i in at.values() if i != t]
+    if not now:
+        return [target]
+    farthest = max(now, key=lambda i: abs(i - t))
+    step = 1 if t > farthest else -1
+    return [kinds[i] for i in range(farthest + step, t + step, step)]
+
+
+def membership_switch(inv: Inventory, facts: dict[str, HostFacts]) -> str | None:
+    """A note when this deploy switches running Tomcats to the other kind of membership (or from a
+    switch's bridge), saying its passes, or None."""
+    flavours = running_flavours(inv, facts)
+    other = sorted(n for n, k in flavours.items() if k != inv.delta.membership)
     if not other:
         return None
-    was = running_clusters(inv, facts, running)[other[0]]["membership"]
-    return (f"switching membership {was} -> {inv.delta.membership} on a running cluster ({', '.join(other)}): "
-            f"the first node restarted has no peer on {inv.delta.membership} membership, so it gets no session "
-            "state and its peers' updates reach it only once they switch too (sessions are lost under load; "
-            "docs/operations.md)")
+    was = sorted({flavours[n] for n in other})
+    passes = membership_passes(inv, facts)
+    return (f"switching membership {'/'.join(was)} -> {inv.delta.membership} on a running cluster "
+            f"({', '.join(other)}): {len(passes)} rolling pass(es), each through the drained restarts, "
+            f"so that every restarted node sees its running peers: "
+            + "; ".join(f"pass {i}/{len(passes)} {k}: {PASS_WRITES.get(k, k)}" for i, k in enumerate(passes, 1))
+            + " (docs/operations.md)")
 
 
 def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> set[str]:
     """The running Tomcats that are members of the cluster a restarted node joins: their server.xml
-    now carries tcsession's Cluster with the inventory's kind of membership (a Tomcat still on its
+    now carries tcsession's Cluster with the inventory's kind of membership, or a kind that sees it
+    (a neighbour in a switch's chain: `compatible`) (a Tomcat still on its
     package's server.xml, or in msm mode, is no member, so a node restarted before it cannot wait
     to see it). A changed multicast address or port is not compared: document, do not guess."""
-    return {n for n, c in running_clusters(inv, facts, running).items() if c["membership"] == inv.delta.membership}
+    kinds = chain(inv, facts)
+    return {n for n, c in running_clusters(inv, facts, running).items()
+            if compatible(flavour(c), inv.delta.membership, kinds)}

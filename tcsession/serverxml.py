@@ -152,6 +152,26 @@ class ClusterSpec:
     channel_send_options: int = 6
     state_transfer_timeout: int = 60
     encrypt_key: str = ""  # hex (64 characters: AES-256): an EncryptInterceptor upstream of TcpFailureDetector
+    # a switch's bridge (tcsession.rollout.membership_passes): the membership service of `membership`
+    # kept, and every node also listed by a StaticMembershipInterceptor (BRIDGE_FLAGS), so that a node
+    # on either neighbouring kind sees it as a member; needs `peers`
+    bridge: bool = False
+
+
+#: The bridge's TcpPingInterceptor and StaticMembershipInterceptor send their own messages (pings,
+#: "member started/stopped") with these option flags: 0x0001 (Channel.SEND_OPTIONS_BYTE_MESSAGE) so
+#: that a node without those interceptors (plain multicast or StaticMembershipService) takes them as
+#: raw bytes no listener accepts, instead of failing to deserialize them and logging an ERROR for each;
+#: 0x1000 and 0x2000, bits no Tomcat option uses, so that GroupChannel's option-flag check sees no
+#: conflict between the two (nor with MessageDispatchInterceptor's 8).
+BRIDGE_FLAGS = {"ping": "4097", "static": "8193"}
+#: A bridge's channel heartbeat (ms; Tomcat's default 5000). A node that restarts on the multicast
+#: bridge announces itself with McastService's member (a random uniqueId), which a peer on the static
+#: bridge does not find in its list: that peer adds it back only when its TcpFailureDetector's
+#: heartbeat finds the listed address alive again. Every 0.5 s, that is before the restarted node
+#: asks for the session state (McastService sleeps 2 s first), so that no update the peer takes
+#: meanwhile misses it. Measured in the lab: 2.5 s after the stop with the default (a race).
+BRIDGE_HEARTBEAT = "500"
 
 
 # --------------------------------------------------------------------------- validation
@@ -251,7 +271,12 @@ def _validate(spec: ClusterSpec, source: str) -> None:
                 f"this is Tomcat {spec.tomcat_major}: upgrade it or set encrypt = false in [delta]")
         if not re.fullmatch(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{48}|[0-9a-fA-F]{64}", spec.encrypt_key):
             raise TcsessionError(f"{source}: the cluster key is not 32, 48 or 64 hex characters")
-    if spec.membership == "static":
+    if spec.bridge and not spec.peers:
+        raise TcsessionError(f"{source}: a membership bridge needs the other nodes (peers)")
+    if spec.bridge and spec.membership == "static" and spec.tomcat_major < 9:
+        raise TcsessionError(f"{source}: Tomcat {spec.tomcat_major}'s static membership is interceptors already: "
+                             "no static bridge")
+    if spec.membership == "static" or spec.bridge:
         if not spec.peers:
             raise TcsessionError(
                 f"{source}: static membership needs the other nodes (peers); add them or use multicast"
@@ -281,6 +306,8 @@ def _cluster_tree(spec: ClusterSpec):
     """The Cluster as nested ``(tag, [(attr, value), ...], [children])`` tuples."""
     legacy = spec.tomcat_major < 9  # 7 and 8.5: static membership by interceptors
     static = spec.membership == "static"
+    bridge = spec.bridge
+    interceptors = (static and legacy) or bridge  # TcpPingInterceptor and StaticMembershipInterceptor
     send = str(spec.channel_send_options)
 
     def el(tag, attrs=(), children=()):
@@ -294,7 +321,7 @@ def _cluster_tree(spec: ClusterSpec):
         return el(tag, attrs)
 
     static_members = []
-    if static:
+    if static or bridge:
         static_members.append(member("LocalMember", spec.address, spec.jvm_route, own=True))
         static_members += [member("Member", a, r) for a, r in spec.peers]
 
@@ -328,27 +355,34 @@ def _cluster_tree(spec: ClusterSpec):
         ("className", NIO_RECEIVER),
         ("address", spec.address),
         ("port", str(spec.receiver_port)),
-        ("autoBind", "0" if static else "100"),
+        ("autoBind", "0" if static or bridge else "100"),
         ("selectorTimeout", "5000"),
         ("maxThreads", "6"),
     ]))
     channel.append(el("Sender", [("className", REPLICATION_TRANSMITTER)],
                       [el("Transport", [("className", POOLED_PARALLEL_SENDER)])]))
-    if static and legacy:
-        channel.append(el("Interceptor", [("className", TCP_PING_INTERCEPTOR), ("staticOnly", "true")]))
+    if interceptors:
+        channel.append(el("Interceptor", [("className", TCP_PING_INTERCEPTOR), ("staticOnly", "true")]
+                          + ([("optionFlag", BRIDGE_FLAGS["ping"])] if bridge else [])))
     if spec.encrypt_key:  # before TcpFailureDetector, which writes straight to the members
         channel.append(el("Interceptor", [("className", ENCRYPT_INTERCEPTOR),
                                           ("encryptionAlgorithm", ENCRYPT_ALGORITHM),
                                           ("encryptionKey", spec.encrypt_key)]))
     channel.append(el("Interceptor", [("className", TCP_FAILURE_DETECTOR)]))
-    if static and legacy:
-        channel.append(el("Interceptor", [("className", STATIC_MEMBERSHIP_INTERCEPTOR)], static_members))
+    if interceptors:
+        # a bridge's interceptor names no LocalMember: the channel's local member stays its membership
+        # service's (McastService gets its host and port only when the local member is not a StaticMember;
+        # StaticMembershipService's pings carry its own LocalMember)
+        channel.append(el("Interceptor", [("className", STATIC_MEMBERSHIP_INTERCEPTOR)]
+                          + ([("optionFlag", BRIDGE_FLAGS["static"])] if bridge else []),
+                          static_members[1:] if bridge else static_members))
     dispatch = MESSAGE_DISPATCH15_INTERCEPTOR if spec.tomcat_major == 7 else MESSAGE_DISPATCH_INTERCEPTOR
     channel.append(el("Interceptor", [("className", dispatch)]))
 
     children = [
         manager,
-        el("Channel", [("className", GROUP_CHANNEL)], channel),
+        el("Channel", [("className", GROUP_CHANNEL)] + ([("heartbeatSleeptime", BRIDGE_HEARTBEAT)] if bridge else []),
+           channel),
         el("Valve", [("className", REPLICATION_VALVE), ("filter", "")]),
         el("Valve", [("className", JVM_ROUTE_BINDER_VALVE)]),
     ]
@@ -581,7 +615,8 @@ def read_cluster(data: bytes, source: str) -> dict | None:
     """Summary of the Engine's Cluster for a status view, or None when there is none.
 
     Keys: ``managed`` (our marker is there), ``jvm_route``, ``manager`` (class name),
-    ``membership`` ("multicast", "static", "cloud" or the class name), ``members`` (static:
+    ``membership`` ("multicast", "static", "cloud" or the class name; a bridge: its service's kind),
+    ``bridge`` (a switch's bridge: that service and a StaticMembershipInterceptor), ``members`` (static:
     ``host:port`` of the listed members), ``multicast`` ("address:port"), ``receiver_address``,
     ``receiver_port``, ``channel_send_options`` (attribute values as written, or None),
     ``encryption_key`` (the EncryptInterceptor's key, or None without one).
@@ -603,7 +638,13 @@ def read_cluster(data: bytes, source: str) -> dict | None:
                 static_interceptor = interceptor
     membership_class = membership_el.get("className") if membership_el is not None else None
     members_from = None
-    if static_interceptor is not None:
+    # a switch's bridge: a membership service started beside a StaticMembershipInterceptor
+    bridge = static_interceptor is not None and cluster.get("channelStartOptions") != "3" and bool(
+        membership_class and membership_class.endswith((".McastService", ".StaticMembershipService")))
+    if bridge:
+        membership = "multicast" if membership_class.endswith(".McastService") else "static"
+        members_from = static_interceptor
+    elif static_interceptor is not None:
         membership, members_from = "static", static_interceptor
     elif membership_class is None or membership_class.endswith(".McastService"):
         membership = "multicast"
@@ -629,6 +670,7 @@ def read_cluster(data: bytes, source: str) -> dict | None:
         "jvm_route": engine.get("jvmRoute"),
         "manager": manager.get("className") if manager is not None else None,
         "membership": membership,
+        "bridge": bridge,  # True: a switch's bridge (tcsession.rollout.flavour)
         "members": members,
         "multicast": multicast,
         "receiver_address": receiver.get("address") if receiver is not None else None,

@@ -198,6 +198,12 @@ def files_script(paths: Iterable[str], jar_libs: Iterable[str] = (), jar_globs: 
     return "\n".join(line for line in out if line) + "\n"
 
 
+# A member's "tcp://{10, 153, -53, 113}:4000" (MemberImpl: signed bytes) or "tcp://10.153.203.113:4000"
+# (StaticMember, a StaticMembershipInterceptor's) as "10.153.203.113:4000": one peer counted once.
+_MEMBER_AWK = (r'{ s = substr($0, 7); if (s ~ /^[{]/) { p = s; sub(/.*:/, "", p); h = s; sub(/[}]:.*/, "", h); '
+               r'sub(/^[{]/, "", h); n = split(h, a, /, */); o = ""; '
+               r'for (i = 1; i <= n; i++) o = o (i > 1 ? "." : "") ((a[i] + 256) % 256); s = o ":" p }; print s }')
+
 # Lines of a running Tomcat's log that status reads: membership, state transfer, MSM's start
 # (the real tc7-tc9 managers log " starts initialization..." with no class name before it).
 LOG_PATTERNS = ("member added", "[Mm]ember disappeared", "[Mm]ember added", "session state",
@@ -601,7 +607,8 @@ def restart_tomcat(unit: str, address: str, port: int, path: str, any_status: bo
     if members:
         lines.append(
             f"while :; do m=$(journalctl -u {u} --since @$((since-1)) --no-pager -o cat 2>/dev/null "
-            "| grep -o 'member added.*tcp://{[-0-9, ]*}:[0-9]*' | grep -o 'tcp://{[-0-9, ]*}:[0-9]*' | sort -u | wc -l); "
+            "| grep -oE 'member added.*tcp://(\\{[-0-9, ]*\\}|[0-9.]+):[0-9]+' | grep -oE 'tcp://(\\{[-0-9, ]*\\}|[0-9.]+):[0-9]+' "
+            f"| awk {q(_MEMBER_AWK)} | sort -u | wc -l); "
             f"[ \"$m\" -ge {int(members)} ] && break; "
             f"i=$((i+1)); [ $i -lt {tries} ] || {{ echo \"sees $m of {int(members)} cluster members after {timeout:g} s (a peer down or unreachable, or on another membership?)\"; "
             f"{log_tail(unit)}; exit 1; }}; sleep {poll:g}; done; echo \"members: $m\"")

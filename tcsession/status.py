@@ -215,7 +215,9 @@ def judge_tomcat(inv: Inventory, host: Host, f: HostFacts, mode: Mode | str | No
         ok = bool(cluster and cluster["managed"] and cluster["jvm_route"] == host.jvm_route
                   and cluster["receiver_address"] == host.address)
         checks.append(("delta cluster in server.xml", ok,
-                       f"{cluster['manager'].rsplit('.', 1)[-1]}, {cluster['membership']}, "
+                       f"{cluster['manager'].rsplit('.', 1)[-1]}, {cluster['membership']}"
+                       + (" bridge (a membership switch not finished: deploy again with --switch-membership)"
+                          if cluster.get("bridge") else "") + ", "
                        f"jvmRoute {cluster['jvm_route']}" if cluster else "no Cluster"))
         decrypt = judge_decrypt(f.cluster_log)
         if decrypt:

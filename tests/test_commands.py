@@ -364,12 +364,40 @@ def test_a_switch_of_membership_kind_on_a_running_cluster_needs_its_flag(tmp_pat
     with pytest.raises(UsageError) as e:
         run_deploy(session(fake, inv), "delta")
     assert str(e.value).startswith(f'{inv.path}: [delta] membership = "static": switching membership multicast -> '
-                                   "static on a running cluster (tomcat1, tomcat2): the first node restarted has no "
-                                   "peer on static membership, so it gets no session state")
-    assert str(e.value).endswith("to switch anyway, give --switch-membership; to keep the running kind, remove the "
+                                   "static on a running cluster (tomcat1, tomcat2): 3 rolling pass(es), each through "
+                                   "the drained restarts, so that every restarted node sees its running peers: pass "
+                                   "1/3 bridge-multicast: ")
+    assert str(e.value).endswith("to switch, give --switch-membership; to keep the running kind, remove the "
                                  "key (nothing was changed)")
     assert "\n" not in str(e.value)
     fake.assert_done()
     fake = FakeRemote(facts_answers("deployed") + [Expect("nginx", "never", "")])
     with pytest.raises(AssertionError, match="unexpected command"):  # preflight's reads: past the refusal
         run_deploy(session(fake, inv), "delta", dry_run=True, switch_membership=True)
+
+
+def test_a_dry_run_of_a_membership_switch_says_its_passes_and_shows_the_first(tmp_path, monkeypatch):
+    """The running multicast cluster (captured facts), the inventory now static, --switch-membership
+    --dry-run: the first pass's steps are shown (each Tomcat's server.xml with the multicast bridge,
+    both restarted), then a line naming the two passes after it and what each writes; nothing but
+    the facts is sent (preflight stands in: its probes are tested on their own)."""
+    from tcsession import preflight
+    from tcsession.steps import RestartTomcat, WriteFiles
+
+    monkeypatch.setattr(preflight, "run_checks", lambda *a, **k: preflight.PreflightReport("delta", ()))
+    path = tmp_path / "hosts.toml"
+    path.write_text((ROOT / "hosts.toml").read_text().replace('membership = "multicast"', 'membership = "static"'))
+    fake = FakeRemote(facts_answers("deployed"))
+    s = session(fake, load_inventory(path))
+    report = run_deploy(s, "delta", dry_run=True, switch_membership=True)
+    fake.assert_done()
+    assert [st.host for st in report.previewed if isinstance(st, RestartTomcat)] == ["tomcat1", "tomcat2"]
+    written = {c.path: c.after for st in report.previewed if isinstance(st, WriteFiles) and st.host == "tomcat1"
+               for c in st.changes}
+    xml = written["/etc/tomcat10/server.xml"]
+    assert b"McastService" in xml and b"StaticMembershipInterceptor" in xml and b"StaticMembershipService" not in xml
+    said = [text for kind, text in s.ui.shown if kind == "say"]
+    assert any(t.startswith("the steps above are membership pass 1/3 (bridge-multicast); then pass 2/3 "
+                            "(bridge-static) writes each Tomcat's Cluster with StaticMembershipService, and a "
+                            "StaticMembershipInterceptor") and "pass 3/3 (static) writes each Tomcat's Cluster with "
+               "StaticMembershipService alone" in t for t in said), said

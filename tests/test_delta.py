@@ -110,7 +110,7 @@ def test_session_survives_the_loss_of_the_node_serving_it(cluster):
 
 def test_static_membership(cluster):
     inv = with_delta(cluster, "static.toml", membership="static")
-    with pytest.raises(UsageError, match="to switch anyway, give --switch-membership"):  # a running multicast cluster
+    with pytest.raises(UsageError, match="to switch, give --switch-membership"):  # a running multicast cluster
         deploy(inv, "delta", quiet=True)
     report = deploy(inv, "delta", quiet=True, switch_membership=True)
     assert report.changed

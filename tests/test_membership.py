@@ -102,3 +102,106 @@ def test_every_plan_through_the_rollout_sees_the_running_kind():
     assert inv.delta.membership is None
     assert rollout.cluster_members_now(resolve_membership(inv, facts)[0], facts, {"tomcat1", "tomcat2"}) == {
         "tomcat1", "tomcat2"}
+
+
+# --------------------------------------------------------------------------- the switch (issue 24)
+
+
+def _written(p) -> dict[str, bytes]:
+    out = {}
+    for s in p.steps:
+        for c in getattr(s, "changes", ()):
+            if c.path.endswith("server.xml"):
+                out[s.host] = c.after
+    return out
+
+
+def _after(facts: dict, written: dict[str, bytes], restarted=None) -> dict:
+    """The facts once `written` is each host's server.xml, and the Tomcats `restarted` (default:
+    those hosts) stamped as started on it."""
+    from tcsession import state
+    from tcsession.facts import FileFact
+
+    restarted = set(written) if restarted is None else set(restarted)
+    out = {}
+    for n, f in facts.items():
+        if n in written:
+            files = {**f.files, f.tomcat.server_xml: dataclasses.replace(f.files[f.tomcat.server_xml],
+                                                                          content=written[n])}
+            f = dataclasses.replace(f, files=files)
+        if n in restarted:
+            stamp = state.applied_path(f.tomcat.unit)
+            digest = planning.config_digest({p: f.content(p) for p in planning.tomcat_config_paths(f.tomcat)})
+            old = f.files.get(stamp)
+            fact = dataclasses.replace(old, content=digest.encode()) if old else FileFact(stamp, digest.encode())
+            f = dataclasses.replace(f, files={**f.files, stamp: fact})
+        out[n] = f
+    return out
+
+
+def _switch(inv, facts) -> tuple[list[str], dict]:
+    """Each pass planned on the facts the previous one left, as the deploy does: the kinds, and the
+    facts at the end. Every pass restarts both Tomcats, each waiting to see its peer (a member
+    now, or restarted before it in the same pass)."""
+    from tcsession.rollout import membership_passes
+    from tcsession.steps import RestartTomcat
+
+    done = []
+    passes = membership_passes(inv, facts)
+    for i, kind in enumerate(passes):
+        assert membership_passes(inv, facts) == passes[i:]  # the deploy again would continue from here
+        step = dataclasses.replace(inv, delta=dataclasses.replace(inv.delta, membership=kind))
+        p = planning.plan(step, facts, "delta")
+        restarts = [s for s in p.steps if isinstance(s, RestartTomcat)]
+        assert [(s.host, s.members, s.waits_for_state) for s in restarts] == [
+            ("tomcat1", 1, True), ("tomcat2", 1, True)], kind
+        written = _written(p)
+        assert set(written) == {"tomcat1", "tomcat2"}
+        summary = serverxml.read_cluster(written["tomcat1"], "x")
+        assert (summary["membership"], summary["bridge"]) == (kind.removeprefix("bridge-"), kind.startswith("bridge-"))
+        facts = _after(facts, written)
+        done.append(kind)
+    return done, facts
+
+
+def test_a_switch_to_static_goes_through_both_bridges_one_pass_each_and_then_asks_nothing():
+    from tcsession.rollout import compatible, membership_passes, membership_switch
+
+    facts = captured("deployed")  # a running multicast cluster
+    static = shipped('[delta]\nmembership = "static"\n')
+    note = membership_switch(static, facts)
+    assert note.startswith("switching membership multicast -> static on a running cluster (tomcat1, tomcat2): "
+                           "3 rolling pass(es)")
+    assert "pass 2/3 bridge-static: StaticMembershipService, and a StaticMembershipInterceptor" in note
+    kinds, facts = _switch(static, facts)
+    assert kinds == ["bridge-multicast", "bridge-static", "static"]
+    assert membership_switch(static, facts) is None and membership_passes(static, facts) == ["static"]
+    # each pass's nodes see those of the one before (and not two steps apart)
+    assert all(compatible(a, b) for a, b in zip(["multicast"] + kinds, kinds))
+    assert not compatible("multicast", "bridge-static") and not compatible("bridge-multicast", "static")
+    # and back: multicast through the same bridges in the other order
+    multicast = shipped('[delta]\nmembership = "multicast"\n')
+    kinds, facts = _switch(multicast, facts)
+    assert kinds == ["bridge-static", "bridge-multicast", "multicast"]
+    assert membership_switch(multicast, facts) is None
+    assert resolve_membership(shipped(), facts)[0].delta.membership == "multicast"
+
+
+def test_a_switch_left_half_done_continues_from_where_it_stopped():
+    """A pass stopped after tomcat1: tomcat1 on the first bridge, tomcat2 still multicast. The
+    switch goes on from the first bridge (tomcat2 is restarted on it, tomcat1 is not); with the key
+    unset the deploy cannot guess the target (both kinds run), and it is refused as before."""
+    from tcsession.rollout import membership_passes, membership_switch
+
+    facts = captured("deployed")
+    static = shipped('[delta]\nmembership = "static"\n')
+    step = dataclasses.replace(static, delta=dataclasses.replace(static.delta, membership="bridge-multicast"))
+    written = _written(planning.plan(step, facts, "delta"))
+    # every file written (a pass's first step), tomcat1 restarted on it, tomcat2 not (still multicast)
+    half = _after(facts, written, restarted={"tomcat1"})
+    assert membership_passes(static, half) == ["bridge-multicast", "bridge-static", "static"]
+    p = planning.plan(step, half, "delta")  # the first of them restarts tomcat2 alone
+    assert [s.host for s in p.steps if type(s).__name__ == "RestartTomcat"] == ["tomcat2"]
+    assert membership_switch(shipped(), half) is not None  # not set: resolved to multicast, tomcat1 differs
+    # that pass done: the next two
+    assert membership_passes(static, _after(facts, written)) == ["bridge-static", "static"]

@@ -440,6 +440,7 @@ def test_read_cluster(manager, membership):
         "jvm_route": NODE_ROUTE,
         "manager": f"org.apache.catalina.ha.session.{'DeltaManager' if manager == 'delta' else 'BackupManager'}",
         "membership": membership,
+        "bridge": False,
         "members": [f"{a}:4000" for a, _ in PEERS] if membership == "static" else [],
         "multicast": "228.0.0.4:45564" if membership == "multicast" else None,
         "receiver_address": NODE_ADDRESS,
@@ -447,6 +448,56 @@ def test_read_cluster(manager, membership):
         "channel_send_options": "6",
         "encryption_key": None,
     }
+
+
+@pytest.mark.parametrize("version", ["9.0.121", "10.1.59", "11.0.25"])
+@pytest.mark.parametrize("membership", ["multicast", "static"])
+def test_a_bridge_keeps_its_service_and_lists_every_peer_in_the_interceptor(version, membership):
+    """A membership switch's bridge (issue 24), on Apache's stock server.xml: the kind's own service
+    (McastService, or StaticMembershipService with its LocalMember), then TcpPingInterceptor,
+    TcpFailureDetector, a StaticMembershipInterceptor listing every peer and no LocalMember (the
+    channel's local member stays the service's: McastService gets no host and port otherwise), each
+    sending with its own option flags (raw bytes to a node without them, no conflict between them),
+    the receiver on its fixed port; read back as a bridge of that kind; patched twice, the same."""
+    major = VERSIONS[version][0]
+    spec = spec_for(major, membership=membership, bridge=True)
+    out = patch_server_xml(stock(version), spec, "src")
+    assert patch_server_xml(out, spec, "src") == out
+    root = etree.fromstring(out)
+    channel = root.find("Service/Engine/Cluster/Channel")
+    assert root.find("Service/Engine/Cluster").get("channelStartOptions") is None
+    assert channel.get("heartbeatSleeptime") == "500"  # a peer on the other bridge re-adds a restarted node soon
+    service = channel.find("Membership")
+    assert service.get("className").endswith(".McastService" if membership == "multicast" else ".StaticMembershipService")
+    assert [i.get("className").rsplit(".", 1)[1] for i in channel.findall("Interceptor")] == [
+        "TcpPingInterceptor", "TcpFailureDetector", "StaticMembershipInterceptor", "MessageDispatchInterceptor"]
+    ping, _, smi, _ = channel.findall("Interceptor")
+    assert (ping.get("staticOnly"), ping.get("optionFlag"), smi.get("optionFlag")) == ("true", "4097", "8193")
+    flags = [int(ping.get("optionFlag")), int(smi.get("optionFlag")), 8]  # MessageDispatchInterceptor's 8
+    assert all(a & 1 for a in flags[:2])  # Channel.SEND_OPTIONS_BYTE_MESSAGE
+    for i, a in enumerate(flags):  # GroupChannel.checkOptionFlags: no flag contains another
+        assert not any((a & b) in (a, b) for b in flags[i + 1:]), (a, flags)
+    assert [c.tag for c in smi] == ["Member", "Member"]
+    assert [(m.get("host"), m.get("port")) for m in smi] == [(a, "4000") for a, _ in PEERS]
+    assert [m.get("uniqueId") for m in smi] == [unique_id(a, r) for a, r in PEERS]
+    if membership == "static":
+        assert [c.tag for c in service] == ["LocalMember", "Member", "Member"]
+    assert channel.find("Receiver").get("autoBind") == "0"
+    summary = read_cluster(out, "src")
+    assert (summary["membership"], summary["bridge"], summary["members"]) == (
+        membership, True, [f"{a}:4000" for a, _ in PEERS])
+    assert summary["multicast"] == ("228.0.0.4:45564" if membership == "multicast" else None)
+
+
+def test_a_bridge_needs_peers_and_tomcat7_has_no_static_one():
+    with pytest.raises(TcsessionError, match="bridge needs the other nodes"):
+        patch_server_xml(stock("10.1.59"), spec_for(10, bridge=True, peers=()), "src")
+    with pytest.raises(TcsessionError, match="no static bridge"):
+        patch_server_xml(stock("8.5.100"), spec_for(8, membership="static", bridge=True), "src")
+    legacy = read_cluster(patch_server_xml(stock("8.5.100"), spec_for(8, bridge=True), "src"), "src")
+    assert (legacy["membership"], legacy["bridge"]) == ("multicast", True)
+    assert read_cluster(patch_server_xml(stock("8.5.100"), spec_for(8, membership="static"), "src"),
+                        "src")["bridge"] is False  # channelStartOptions="3" and the interceptors: static itself
 
 
 def test_read_cluster_legacy_static_and_operator_cluster():
