@@ -260,7 +260,7 @@ def preflight(c, mode=None, inventory=DEFAULT_INVENTORY, json=False):
             "quiet": "print nothing but errors",
             "switch_mode": "allow a deploy that switches the cluster's mode (the other mode's configuration is removed)",
             "switch_membership": "allow a deploy that switches a running cluster's membership kind ([delta] "
-                                 "membership; not lossless: the first node restarted gets no session state)",
+                                 "membership: three rolling passes through two bridges, each node sees its peers throughout)",
             "json": "print JSON on stdout (the deploy id, the steps; failures too); progress goes to stderr"})
 @_fail_cleanly
 def deploy(c, mode=None, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False, switch_mode=False,
