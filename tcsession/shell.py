@@ -87,7 +87,8 @@ def automatic_script() -> str:
     unattended-upgrades (installed, apt-config's APT::Periodic and Package-Blacklist, its timer)
     and needrestart (its effective restart mode and override_rc per cluster unit), the RHEL
     family's dnf-automatic / dnf5-automatic / yum-cron (timers, apply_updates), and the cluster's
-    packages installed. Cheap: perl runs only where needrestart is installed."""
+    packages installed. Cheap: perl runs only where needrestart is installed, apt-config and the
+    timer only where unattended-upgrades is."""
     from tcsession import unattended as u
 
     globs = " ".join(q(g) for g in u.PACKAGE_GLOBS)
@@ -96,10 +97,14 @@ def automatic_script() -> str:
     confs = " ".join(q(c) for c in u.RPM_CONFS)
     return f"""echo @@automatic
 if command -v dpkg-query >/dev/null 2>&1; then
-  dpkg-query -W -f='pkg ${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' unattended-upgrades needrestart 2>/dev/null
+  pk=$(dpkg-query -W -f='pkg ${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' unattended-upgrades needrestart 2>/dev/null)
+  [ -z "$pk" ] || echo "$pk"
   dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {globs} 2>/dev/null | awk '$2 ~ /^ii/ {{print "cluster", $1}}'
+  # its timer and apt's settings matter only where unattended-upgrades is installed (9 ms a host)
+  case "$pk" in *"pkg unattended-upgrades "*" ii"*)
   echo "timer {u.APT_TIMER} $(systemctl is-enabled {u.APT_TIMER} 2>/dev/null)"
-  apt-config dump 2>/dev/null | grep -E '^(APT::Periodic::(Enable|Unattended-Upgrade) |Unattended-Upgrade::Package-Blacklist:: )' | sed 's/^/apt /'
+  apt-config dump 2>/dev/null | grep -E '^(APT::Periodic::(Enable|Unattended-Upgrade) |Unattended-Upgrade::Package-Blacklist:: )' | sed 's/^/apt /';;
+  esac
   if [ -r /etc/needrestart/needrestart.conf ] && command -v perl >/dev/null 2>&1; then
     perl -e {q(_NEEDRESTART_PL)} {units} 2>/dev/null | sed 's/^/nr /'
   fi
