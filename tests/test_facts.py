@@ -122,3 +122,36 @@ def test_a_file_that_changed_between_stat_and_cat_is_an_error_not_wrong_content(
     grown = base64.b64encode(base64.b64decode(blob.strip()) + b"more").decode()
     with pytest.raises(TcsessionError, match="changed while it was read"):
         parse_files(split_sections(head + "@@blob\n" + grown + "\n"))
+
+
+# `systemctl list-units --all --plain --no-legend` as systemd 252 printed it on a lab host (a
+# failed transient unit, a running Tomcat; the units that do not exist are absent), and with the
+# bullet an older systemd may put before a failed unit.
+LIST_UNITS = ("tcsx-fail.service loaded failed failed  /usr/bin/false\n"
+              "tomcat10.service  loaded active running Apache Tomcat 10 Web Application Server\n")
+LIST_UNITS_BULLET = ("\u25cf tcsx-fail.service loaded failed failed  /usr/bin/false\n"
+                     "  tomcat10.service  loaded active running Apache Tomcat 10 Web Application Server\n")
+
+
+def _units_state_with(systemctl_body: str) -> dict:
+    """shell.units_state run by bash with `systemctl` replaced by a shell function (a test double:
+    this machine runs no systemd) printing a captured answer, parsed as the facts parse it."""
+    import subprocess
+
+    from tcsession import shell
+    from tcsession.facts import parse_units
+
+    script = f"systemctl() {{ {systemctl_body}; }}\n" + shell.units_state(("tomcat11", "tomcat10", "tcsx-fail", "memcached"))
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    return parse_units(out)
+
+
+def test_units_state_from_list_units_reads_as_show_did():
+    want = {"tomcat11": "inactive", "tomcat10": "active", "tcsx-fail": "failed", "memcached": "inactive"}
+    for answer in (LIST_UNITS, LIST_UNITS_BULLET):
+        printed = answer.replace("'", "'\\''")
+        assert _units_state_with(f"[ \"$1\" = list-units ] && printf '%s' '{printed}'") == want
+    # list-units refused (an older systemd): `show` answers, as before
+    show = "Id=tomcat10.service\nActiveState=active\n\nId=tomcat11.service\nActiveState=inactive\n"
+    assert _units_state_with(f"[ \"$1\" = list-units ] && return 1; printf '%s' '{show}'") == {
+        "tomcat10": "active", "tomcat11": "inactive"}
