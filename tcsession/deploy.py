@@ -128,13 +128,9 @@ def run_deploy(session: Session, mode: str | Mode, dry_run: bool = False, on_eve
     inv, membership_note = resolve_membership(inv, facts)
     switching_membership = membership_switch(inv, facts) if mode.cluster else None
     if switching_membership and not switch_membership:
-        if membership_note is None:
-            raise UsageError(f'{inv.path}: [delta] membership = "{inv.delta.membership}": {switching_membership}; '
-                             "to switch, give --switch-membership; to keep the running kind, remove the key "
-                             "(nothing was changed)")
-        raise UsageError(f"{inv.path}: [delta] membership not set, and the running Tomcats use both kinds (a switch "
-                         f"left half done): {switching_membership}; set the key to the kind you want and give "
-                         "--switch-membership (nothing was changed)")
+        from tcsession.rollout import switch_refusal
+
+        raise UsageError(switch_refusal(inv, facts, switching_membership, membership_note))
     # a switch of membership kind: one rolling pass per step of the chain (rollout.membership_passes),
     # the first planned here with everything else the inventory changes, the others once it is done
     passes = membership_passes(inv, facts) if switching_membership else [inv.delta.membership]

@@ -395,6 +395,22 @@ def membership_switch(inv: Inventory, facts: dict[str, HostFacts]) -> str | None
             + " (docs/operations.md)")
 
 
+def switch_refusal(inv: Inventory, facts: dict[str, HostFacts], switching: str, note: str | None) -> str:
+    """The one line a deploy that would switch membership kind stops with when --switch-membership
+    was not given (`switching`: membership_switch's note; `note`: resolve_membership's, None when
+    the key is set): what to do depends on whether a switch was left half done (a bridge runs)."""
+    kind = inv.delta.membership
+    if any(k.startswith("bridge-") for k in running_flavours(inv, facts).values()):
+        return (f'{inv.path}: [delta] membership = "{kind}": a switch of membership was left half done (a bridge '
+                f"is running): {switching}; give --switch-membership to finish it, or set the key to the kind it "
+                "came from and give --switch-membership to go back (nothing was changed)")
+    if note is None:
+        return (f'{inv.path}: [delta] membership = "{kind}": {switching}; to switch, give --switch-membership; to '
+                "keep the running kind, remove the key (nothing was changed)")
+    return (f"{inv.path}: [delta] membership not set, and the running Tomcats use both kinds (a switch left half "
+            f"done): {switching}; set the key to the kind you want and give --switch-membership (nothing was changed)")
+
+
 def cluster_members_now(inv: Inventory, facts: dict[str, HostFacts], running: set[str]) -> set[str]:
     """The running Tomcats that are members of the cluster a restarted node joins: their server.xml
     now carries tcsession's Cluster with the inventory's kind of membership, or a kind that sees it

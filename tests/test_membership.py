@@ -205,3 +205,25 @@ def test_a_switch_left_half_done_continues_from_where_it_stopped():
     assert membership_switch(shipped(), half) is not None  # not set: resolved to multicast, tomcat1 differs
     # that pass done: the next two
     assert membership_passes(static, _after(facts, written)) == ["bridge-static", "static"]
+
+
+def test_a_deploy_refused_on_a_switch_left_on_a_bridge_says_finish_it_or_go_back():
+    """A switch to static stopped after its first pass (both Tomcats on the multicast bridge), then
+    a deploy without --switch-membership: "remove the key" would not help (the key unset, the
+    bridge's kind is not a kind to keep); the line says how to finish the switch or go back."""
+    from tcsession.rollout import membership_switch, resolve_membership, switch_refusal
+
+    facts = captured("deployed")
+    static = shipped('[delta]\nmembership = "static"\n')
+    step = dataclasses.replace(static, delta=dataclasses.replace(static.delta, membership="bridge-multicast"))
+    on_bridge = _after(facts, _written(planning.plan(step, facts, "delta")))
+    inv, note = resolve_membership(static, on_bridge)
+    line = switch_refusal(inv, on_bridge, membership_switch(inv, on_bridge), note)
+    assert line.startswith(f'{static.path}: [delta] membership = "static": a switch of membership was left half '
+                           "done (a bridge is running): switching membership bridge-multicast -> static")
+    assert line.endswith("give --switch-membership to finish it, or set the key to the kind it came from and give "
+                         "--switch-membership to go back (nothing was changed)") and "\n" not in line
+    # a cluster on one plain kind: the line as before
+    inv, note = resolve_membership(static, facts)
+    assert switch_refusal(inv, facts, membership_switch(inv, facts), note).endswith(
+        "to switch, give --switch-membership; to keep the running kind, remove the key (nothing was changed)")
