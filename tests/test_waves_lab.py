@@ -188,3 +188,47 @@ def test_switching_membership_kind_under_load_is_measured(two):
         assert "StaticMembershipInterceptor" not in written, written
         every_node_sees_its_peers(inv)
         assert not deploy(inv, "delta", quiet=True).changed  # the switched cluster asks for nothing more
+
+
+def test_static_membership_a_killed_tomcat_rejoins_both_views_and_the_session_survives(two):
+    """The default of a new cluster (static membership) through the loss the drained restarts never
+    cause: a Tomcat killed (SIGKILL: no "member stopped" message to its peer) and started again.
+    Its peer must list it again (status, polled at most 15 s: how long it took is printed), the
+    restarted node must have received the state, and when the other node is then killed the
+    session goes on there with its count."""
+    import time
+
+    from tcsession.client import SessionClient
+
+    inv = load_inventory(two.inv_path)
+    assert "StaticMembershipService" in two.check("tomcat1", "cat /etc/tomcat10/server.xml")
+    client = SessionClient(inv.nginx.address, inv.nginx.http_port)
+    for _ in range(5):
+        client.request()
+    run = client.run
+    assert run.ok and run.last_count == 5, run.to_dict()
+    serving = run.last_node
+    other = next(t.name for t in inv.tomcats if t.name != serving)
+    since = two.check(other, "date +%s").strip()
+    two.check(other, "systemctl kill -s KILL tomcat10")
+    client.request()  # the serving node was never touched
+    two.start_serving(other, "tomcat10")
+    started = time.monotonic()
+    while True:  # the peer's view: its log's member events since it started (status's reading)
+        report = status.cluster_report(inv, session_requests=0)
+        seen = {h.name: set(h.members) for h in report.hosts if h.role == "tomcat"}
+        whole = all({f"{t.address}:{inv.delta.receiver_port}" for t in inv.tomcats if t.name != n} <= seen[n]
+                    for n in seen)
+        if whole or time.monotonic() - started > 15:
+            break
+        time.sleep(0.5)
+    print(f"\nstatic membership: {other} killed and started again; both views whole after "
+          f"{time.monotonic() - started:.1f} s")
+    assert whole and report.healthy, [(h.name, h.problems, h.members) for h in report.hosts]
+    state = two.check(other, f"journalctl -u tomcat10 --since @{since} --no-pager -o cat | "
+                             "grep -i 'session state' || true")
+    assert "received in" in state, state
+    two.check(serving, "systemctl kill -s KILL tomcat10")
+    client.request()
+    assert run.ok and run.last_count == 7 and run.last_node == other, run.to_dict()
+    two.start_serving(serving, "tomcat10")
