@@ -51,7 +51,6 @@ def units_state(units: tuple[str, ...]) -> str:
 
 
 def facts_script() -> str:
-    units = " ".join(TOMCAT_UNITS)
     return rf"""
 export LC_ALL=C
 echo @@os-release; cat /etc/os-release 2>/dev/null
@@ -547,13 +546,14 @@ def nginx_reload_settled(drain_timeout: int = 10) -> tuple[str, str]:
     every old worker has exited, so that what follows (a node restarted) meets only the new
     configuration. nginx ends them `drain_timeout` s after the reload (its worker_shutdown_timeout,
     tcsession.nginx.render_main); the wait gives up 2 s later with a note."""
-    tries = (int(drain_timeout) + 2) * 50  # every 0.02 s: the old workers of an idle nginx are gone in ms
+    per_second = 50  # polls (every 0.02 s): the old workers of an idle nginx are gone in ms
+    tries = (int(drain_timeout) + 2) * per_second
     before = "old=$(pgrep -f '^nginx: worker process' | tr '\\n' ' ')"
     after = ("i=0; while :; do alive=''; for p in $old; do kill -0 $p 2>/dev/null && alive=\"$alive $p\"; done; "
              "old=$alive; [ -z \"$old\" ] && break; i=$((i+1)); "
              f"[ $i -lt {tries} ] || {{ echo \"note: nginx workers $old still finishing old requests after "
-             f"{tries // 50} s\"; break; }}; "
-             "sleep 0.02; done")
+             f"{tries // per_second} s\"; break; }}; "
+             f"sleep {1 / per_second:g}; done")
     return before, after
 
 
