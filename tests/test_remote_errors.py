@@ -111,13 +111,19 @@ def test_known_hosts_directory(tmp_path, keys):
     assert one_line(str(info.value)).startswith(f"{kh}: is a directory; point known_hosts")
 
 
-def test_connection_refused_is_one_line(tmp_path, keys):
-    _, client_path, _ = keys
+def refused_inventory(tmp_path, client_path):
+    """An inventory whose hosts are at a local port nothing listens on (just closed), and that port."""
     with silent_port() as port:
         closed = port.port
     kh = tmp_path / "known_hosts"
     kh.write_text("")
-    r = run_once(local_inventory(tmp_path, closed, kh, client_path))
+    return local_inventory(tmp_path, closed, kh, client_path), closed
+
+
+def test_connection_refused_is_one_line(tmp_path, keys):
+    _, client_path, _ = keys
+    inv, closed = refused_inventory(tmp_path, client_path)
+    r = run_once(inv)
     assert one_line(r.error) == f"web (127.0.0.1:{closed}): cannot connect: Connection refused"
 
 
@@ -295,11 +301,7 @@ def test_connections_have_nagle_off_and_connect_all_opens_them_before_the_first_
 
 def test_a_connection_connect_all_could_not_open_fails_its_first_command_with_one_line(tmp_path, keys):
     _, client_path, _ = keys
-    with silent_port() as port:
-        closed = port.port
-    kh = tmp_path / "known_hosts"
-    kh.write_text("")
-    inv = local_inventory(tmp_path, closed, kh, client_path)
+    inv, closed = refused_inventory(tmp_path, client_path)
     with Remote(inv) as r:
         r.connect_all()
         results = r.run_all(inv.hosts, "true")
