@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import new_lab, real_msm_repo, wait_answered
+from conftest import host_state, new_lab, real_msm_repo, wait_answered
 from tcsession import status
 from tcsession.deploy import deploy
 from tcsession.inventory import load_inventory
@@ -187,7 +187,11 @@ def test_switching_membership_kind_under_load_is_measured(two):
         assert ("McastService" in written) == (kind == "multicast"), written
         assert "StaticMembershipInterceptor" not in written, written
         every_node_sees_its_peers(inv)
+        before = {t: host_state(two, t, files=("/etc/tomcat10/server.xml",), units=("tomcat10",))
+                  for t in ("tomcat1", "tomcat2")}
         assert not deploy(inv, "delta", quiet=True).changed  # the switched cluster asks for nothing more
+        assert {t: host_state(two, t, files=("/etc/tomcat10/server.xml",), units=("tomcat10",))
+                for t in ("tomcat1", "tomcat2")} == before  # same file, same JVMs, same packages
 
 
 def test_static_membership_a_killed_tomcat_rejoins_both_views_and_the_session_survives(two):
