@@ -39,9 +39,10 @@ class Session:
 
 @contextlib.contextmanager
 def open_session(inv: Inventory, quiet: bool = False, ui: Any = None, stderr: bool = False) -> Iterator[Session]:
-    """The real world: the lab checked, every host's connection started (tcsession.remote.Remote.
-    connect_all) and closed at the end. `ui`, else a tcsession.ui.Progress(quiet, stderr), made
-    while the connections open."""
+    """The real world: the lab checked, every host's connection opened in parallel (tcsession.
+    remote.Remote.connect_all: the caller's next work then fills the time each host's sshd takes to
+    set up the login session) and closed at the end. `ui`, else a tcsession.ui.Progress(quiet,
+    stderr)."""
     from tcsession import lab
     from tcsession.remote import Remote
 

@@ -31,9 +31,18 @@ def pkey(path: Path) -> paramiko.PKey:
     return paramiko.PKey.from_path(str(path))
 
 
+def ran_reply(channel, command: bytes) -> None:
+    """The canned reply to an exec request: "ran: COMMAND", exit status 0."""
+    time.sleep(0.05)  # after paramiko has answered the exec request
+    channel.sendall(b"ran: " + command + b"\n")
+    channel.send_exit_status(0)
+    channel.close()
+
+
 class _Server(paramiko.ServerInterface):
-    def __init__(self, client_key: paramiko.PKey | None):
+    def __init__(self, client_key: paramiko.PKey | None, reply=ran_reply):
         self.client_key = client_key
+        self.reply = reply
 
     def get_allowed_auths(self, username):
         return "publickey"
@@ -46,13 +55,7 @@ class _Server(paramiko.ServerInterface):
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel, command):
-        def reply():
-            time.sleep(0.05)  # after paramiko has answered the exec request
-            channel.sendall(b"ran: " + command + b"\n")
-            channel.send_exit_status(0)
-            channel.close()
-
-        threading.Thread(target=reply, daemon=True).start()
+        threading.Thread(target=self.reply, args=(channel, command), daemon=True).start()
         return True
 
 
@@ -101,11 +104,12 @@ class Listener:
         self.sock.close()
 
 
-def ssh_server(host_key: paramiko.PKey, client_key: paramiko.PKey | None) -> Listener:
+def ssh_server(host_key: paramiko.PKey, client_key: paramiko.PKey | None, reply=ran_reply) -> Listener:
+    """`reply(channel, command)`: how each exec request is answered (in a thread of its own)."""
     def serve(conn):
         t = paramiko.Transport(conn)
         t.add_server_key(host_key)
-        t.start_server(server=_Server(client_key))
+        t.start_server(server=_Server(client_key, reply))
         return t
 
     return Listener(serve)

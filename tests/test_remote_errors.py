@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -278,7 +279,7 @@ def test_encrypted_key_at_connect_time_points_to_the_agent(tmp_path, keys):
 
 def test_connections_have_nagle_off_and_connect_all_opens_them_before_the_first_command(tmp_path, keys):
     """Nagle's algorithm off on every connection (each command had waited ~40 ms for a delayed ACK);
-    connect_all opens every host's connection in the background, and the first command uses it."""
+    connect_all returns with every host's connection open, and the first command uses it."""
     import socket
 
     host_key, client_path, client_key = keys
@@ -288,7 +289,7 @@ def test_connections_have_nagle_off_and_connect_all_opens_them_before_the_first_
         inv = local_inventory(tmp_path, srv.port, kh, client_path)
         with Remote(inv) as r:
             r.connect_all()
-            opened = {name: f.result(timeout=10) for name, f in list(r._warming.items())}
+            opened = {name: f.result(timeout=0) for name, f in list(r._warming.items())}  # none still opening
             assert set(opened) == {h.name for h in inv.hosts} and r.commands == 0
             assert all(c.is_connected for c in opened.values())
             results = r.run_all(inv.hosts, "echo hi")
@@ -297,6 +298,29 @@ def test_connections_have_nagle_off_and_connect_all_opens_them_before_the_first_
                 assert r._conns[h.name] is opened[h.name]
                 sock = opened[h.name].client.get_transport().sock
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_a_command_is_read_whole_when_its_exit_status_comes_before_its_output(tmp_path, keys):
+    """The runner returns when the exit status arrives (not at Invoke's next 10 ms look), and still
+    reads stdout and stderr to their end: here the status comes first, then 300 KB on each."""
+    host_key, client_path, client_key = keys
+    out, err = b"o" * 300_000, b"e" * 300_000
+
+    def reply(channel, command):
+        channel.send_exit_status(3)
+        time.sleep(0.1)
+        channel.sendall(out)
+        channel.sendall_stderr(err)
+        channel.close()
+
+    with ssh_server(host_key, client_key, reply) as srv:
+        kh = tmp_path / "known_hosts"
+        kh.write_text(known_line(srv.port, host_key))
+        inv = local_inventory(tmp_path, srv.port, kh, client_path)
+        with Remote(inv) as r:
+            res = r.run(inv.hosts[0], "anything")
+    assert (res.exit, len(res.stdout), len(res.stderr)) == (3, len(out), len(err))
+    assert res.stdout == out.decode() and res.stderr == err.decode()
 
 
 def test_a_connection_connect_all_could_not_open_fails_its_first_command_with_one_line(tmp_path, keys):
