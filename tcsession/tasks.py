@@ -8,8 +8,10 @@ failed, 2 usage or inventory, 3 unreachable, 130 interrupted); with --json, its 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
+import gc
 import sys
 
 from invoke import Collection, Exit, task
@@ -19,6 +21,12 @@ INVENTORY_HELP = "inventory file (default: $TCSESSION_INVENTORY, else hosts.toml
 
 
 DEBUG_ENV = "TCSESSION_DEBUG"  # set to 1 to see the traceback of an unexpected error
+
+# A command's objects are left for the process's end to free: Python's last garbage collections at
+# exit, over every object the command made (about 40,000 after a no-op deploy), took 25 to 30 ms
+# of each command (of a no-op deploy's 0.36 s; measured on the lab). Frozen at exit, they are not
+# looked at; atexit handlers and threads' joins run as before (tcsession closes its files itself).
+atexit.register(gc.freeze)
 
 
 def _fail_cleanly(fn):
@@ -274,7 +282,8 @@ def deploy(c, mode=None, inventory=DEFAULT_INVENTORY, dry_run=False, quiet=False
         inv = _inventory(inventory)
         chosen = choose(inv, mode, switch_mode)
         with open_session(inv, quiet, stderr=json) as session:
-            # imported while the connections open (open_session starts them): 40 ms of every deploy
+            # imported once the connections are open, while each host's sshd sets up the login
+            # session (tcsession.remote.Remote.connect_all): 40 ms of every deploy
             from tcsession.deploy import run_deploy
 
             report = run_deploy(session, chosen, dry_run=dry_run, switch=switch_mode,
