@@ -122,12 +122,21 @@ class Progress:
     one of a fixed width)."""
 
     def __init__(self, quiet: bool = False, stderr: bool = False, console=None, width: int | None = None):
-        self.console = console if console is not None else _console(stderr)
+        self._console = console
+        self._stderr = stderr
         self._width = width
         self.quiet = quiet
         self.started = time.monotonic()
         self._waiting: _Waiting | None = None
         self.showed_failure = False  # a failed step's lines were printed (tcsession.deploy.stopped)
+
+    @property
+    def console(self):
+        """The rich Console, made when first printed to: --quiet never loads rich (25 ms of CPU
+        that the connections opening meanwhile would wait for)."""
+        if self._console is None:
+            self._console = _console(self._stderr)
+        return self._console
 
     @property
     def shows(self) -> bool:
@@ -138,16 +147,17 @@ class Progress:
     def width(self) -> int:
         return fit_width(self.console, self._width)
 
-    def _out(self, lines) -> None:
+    def _out(self, lines_for) -> None:
+        """lines_for(width): the lines fitted to the console's width; not even made when quiet."""
         if not self.quiet:
             self._stop_waiting()
-            _print(self.console, lines)
+            _print(self.console, lines_for(self.width))
 
     def line(self, host: str, what: str, seconds: float | None = None, style: str = "") -> None:
-        self._out(view.step_lines(host, what, seconds, self.width, style))
+        self._out(lambda width: view.step_lines(host, what, seconds, width, style))
 
     def say(self, text: str, style: str = "") -> None:
-        self._out(view.said_lines(text, self.width, style))
+        self._out(lambda width: view.said_lines(text, width, style))
 
     def event(self, e: Event) -> None:
         """The interpreter's callback."""
@@ -156,18 +166,18 @@ class Progress:
         elif e.kind == "done":
             self.line(e.step.host, e.text, e.seconds)
         elif e.kind == "failed":
-            self._out(view.failure_lines(e.step.host, e.text, e.seconds, self.width))
+            self._out(lambda width: view.failure_lines(e.step.host, e.text, e.seconds, width))
             self.showed_failure = not self.quiet
 
     def recap(self, rows) -> None:
         """The end of a run: one line per host (tcsession.view.recap)."""
-        self._out(view.recap_lines(rows, self.width))
+        self._out(lambda width: view.recap_lines(rows, width))
 
     def upgrade_table(self, changes: dict, pkgs: dict) -> None:
-        self._out(view.upgrade_lines(changes, pkgs, self.width))
+        self._out(lambda width: view.upgrade_lines(changes, pkgs, width))
 
     def dry_run(self, steps) -> None:
-        self._out(view.dry_run_line(steps, self.width))
+        self._out(lambda width: view.dry_run_line(steps, width))
 
     @contextlib.contextmanager
     def waiting(self, what: str):

@@ -167,6 +167,20 @@ def test_the_message_of_a_stopped_deploy_still_says_it_all_for_scripts_and_quiet
     assert lines[7].endswith("or `tcsession -i lab.toml rollback` to undo it")
 
 
+def test_a_quiet_run_never_makes_a_console():
+    """--quiet prints nothing: its Progress never makes the rich Console (loading rich is 25 ms of
+    CPU that the connections opening meanwhile waited for); a run that prints makes it once."""
+    from tcsession import ui
+
+    quiet = ui.Progress(quiet=True)
+    outputs.failure(quiet)
+    assert quiet._console is None
+    shown = ui.Progress()
+    assert shown._console is None
+    shown.say("hello")
+    assert shown._console is not None and shown.console is shown._console
+
+
 def test_history_shows_every_deploy_id_whole_at_any_width():
     hist, notes = outputs.history_data()
     ids = {r.id for recs in hist.values() for r in recs}
