@@ -28,15 +28,12 @@ until the operator deletes that entry (when the change is intended).
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import re
 import socket
 import tempfile
 import tomllib
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -226,6 +223,11 @@ class _Repo:
         return data
 
     def _read_url(self, artifact: Artifact, relpath: str, limit: int) -> bytes:
+        # urllib (http.client, ssl, email) loaded only to read a repository: 8 ms of every deploy otherwise
+        import http.client  # noqa: PLC0415
+        import urllib.error  # noqa: PLC0415
+        import urllib.request  # noqa: PLC0415
+
         url = self.url + relpath
         request = urllib.request.Request(url, headers={"User-Agent": "tcsession"})
         try:
