@@ -58,6 +58,8 @@ UNITS = ("tomcat11", "tomcat10", "tomcat9", "tomcat", "nginx", "memcached")
 RPM_TIMERS = ("dnf-automatic.timer", "dnf-automatic-install.timer", "dnf5-automatic.timer", "yum-cron.service")
 RPM_CONFS = ("/etc/dnf/automatic.conf", "/etc/yum/yum-cron.conf")
 RPM_PACKAGES = ("dnf-automatic", "dnf5-plugin-automatic", "yum-cron")
+#: Debian's upgraders (their version and dpkg status: `pkg` lines).
+APT_PACKAGES = ("unattended-upgrades", "needrestart")
 APT_TIMER = "apt-daily-upgrade.timer"
 
 

@@ -155,3 +155,71 @@ def test_units_state_from_list_units_reads_as_show_did():
     show = "Id=tomcat10.service\nActiveState=active\n\nId=tomcat11.service\nActiveState=inactive\n"
     assert _units_state_with(f"[ \"$1\" = list-units ] && return 1; printf '%s' '{show}'") == {
         "tomcat10": "active", "tomcat11": "inactive"}
+
+
+# A lab host's answers (Debian 12) in the forms facts_script asks for them: dpkg-query's one
+# `name|version|status` list (installed, left as config files, known and not installed), and
+# `ss -Hntul` (tcp and udp listeners, the Netid column first).
+DPKG_ANSWER = ("curl|7.88.1-10+deb12u15|ii \n"
+               "libtomcat10-java|10.1.60-1~deb12u1|ii \n"
+               "needrestart|3.6-4+deb12u3|ii \n"
+               "nftables||un \n"
+               "nginx-common|1.22.1-9+deb12u3|rc \n"
+               "openjdk-17-jre-headless|17.0.17+10-1~deb12u1|ii \n"
+               "tomcat10|10.1.60-1~deb12u1|ii \n"
+               "tomcat10-common|10.1.60-1~deb12u1|ii \n"
+               "unattended-upgrades|2.9.1+nmu3|ii \n")
+SS_ANSWER = ("tcp   LISTEN 0      100    10.153.185.112:8080  0.0.0.0:*\n"
+             "tcp   LISTEN 0      128           0.0.0.0:22    0.0.0.0:*\n"
+             "udp   UNCONN 0      0      10.153.185.112:45564 0.0.0.0:*\n")
+
+
+def _facts_with(tmp_path, sh: str, dpkg: str, apt_config: str = "") -> "object":
+    """shell.facts_script run by `sh` (dash, as Debian's sshd runs it) or bash (the RHEL family's
+    sh) with systemctl, dpkg-query, ss and apt-config replaced by scripts first on the PATH (test
+    doubles: this machine runs no systemd and no cluster) printing captured answers; parsed as
+    deploys parse it."""
+    import os
+    import subprocess
+
+    from tcsession import shell
+    from tcsession.facts import parse_facts
+
+    def printing(text: str) -> str:
+        return "printf '%s' '" + text.replace("'", "'\\''") + "'"
+
+    doubles = {
+        "systemctl": ('case "$1" in is-system-running) echo running;; is-enabled) echo enabled;; '
+                      f"list-units) {printing(LIST_UNITS)};; esac"),
+        "dpkg-query": printing(dpkg), "ss": printing(SS_ANSWER), "apt-config": printing(apt_config)}
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in doubles.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = subprocess.run([sh, "-c", shell.facts_script()], capture_output=True, text=True, check=True, env=env).stdout
+    return parse_facts(out, "tomcat1")
+
+
+def test_one_dpkg_query_answers_the_packages_and_the_automatic_upgraders(tmp_path):
+    apt = 'APT::Periodic::Unattended-Upgrade "1";\nUnattended-Upgrade::Package-Blacklist:: "tomcat";\n'
+    for sh in ("sh", "bash"):
+        f = _facts_with(tmp_path, sh, DPKG_ANSWER, apt)
+        # the cluster's named packages, installed only (nftables is known, not installed)
+        assert f.packages == {"curl": "7.88.1-10+deb12u15", "tomcat10": "10.1.60-1~deb12u1"}, sh
+        up = f.automatic
+        assert up.packages == {"needrestart": "3.6-4+deb12u3", "unattended-upgrades": "2.9.1+nmu3"}
+        # the packages of PACKAGE_GLOBS installed: not nginx-common (config files left), not curl
+        assert sorted(up.cluster) == ["libtomcat10-java", "openjdk-17-jre-headless", "tomcat10", "tomcat10-common"]
+        # unattended-upgrades installed: its timer and apt's settings read
+        assert up.timers == {"apt-daily-upgrade.timer": "enabled"}
+        assert up.apt == {"APT::Periodic::Unattended-Upgrade": "1"} and up.blacklist == ("tomcat",)
+        assert sorted((l.proto, l.port) for l in f.listeners) == [("tcp", 22), ("tcp", 8080), ("udp", 45564)]
+        assert f.hostname and f.system_state == "running"
+
+
+def test_without_unattended_upgrades_installed_its_timer_and_apt_are_not_read(tmp_path):
+    left = DPKG_ANSWER.replace("unattended-upgrades|2.9.1+nmu3|ii ", "unattended-upgrades|2.9.1+nmu3|rc ")
+    up = _facts_with(tmp_path, "sh", left, 'APT::Periodic::Unattended-Upgrade "1";\n').automatic
+    assert up.packages == {"needrestart": "3.6-4+deb12u3"} and up.timers == {} and up.apt == {}
