@@ -566,10 +566,15 @@ class Remote:
                           seconds=time.monotonic() - started)
         except Exception as e:  # a dropped connection, a timeout: report, never crash the run
             self._conns.pop(host.name, None)
-            kind = "timed out" if "Timeout" in type(e).__name__ else type(e).__name__
-            return Result(host.name, command, None,
-                          error=f"{host.name} ({host.ssh_address}): {kind}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": "),
-                          seconds=time.monotonic() - started)
+            where = f"{host.name} ({host.ssh_address})"
+            if type(e).__name__ == "CommandTimedOut":  # Invoke's timer closed the channel
+                limit = timeout or host.ssh.command_timeout
+                error = (f"{where}: timed out: the command did not finish within {limit:g} s "
+                         f"([ssh] command_timeout in {self.inv.path})")
+            else:
+                kind = "timed out" if "Timeout" in type(e).__name__ else type(e).__name__
+                error = f"{where}: {kind}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+            return Result(host.name, command, None, error=error, seconds=time.monotonic() - started)
 
     def _sudo_refused(self, host: Host, exited: int, stderr: str) -> str | None:
         """One line when sudo itself refused (not the command): what it said and the fix."""
@@ -610,13 +615,31 @@ def _prompt_runner():
     `input_sleep` (10 ms) and sleeps first: every command took at least 10 ms more than it ran
     (`true` on an open connection 11.2 ms; 2.7 ms so, measured on the lab). This one waits on the
     channel's exit-status event (paramiko sets it when the exit status arrives; `recv_exit_status`
-    waits on it too), still looking at the reader threads every `input_sleep`, as Invoke does."""
+    waits on it too), still looking at the reader threads every `input_sleep`, as Invoke does; and
+    a command stopped at its timeout is always reported so."""
     from fabric.runners import Remote as FabricRemote  # noqa: PLC0415
 
     class PromptRunner(FabricRemote):
         def wait(self) -> None:
             while not (self.process_is_finished or self.has_dead_threads):
                 self.channel.status_event.wait(self.input_sleep)
+
+        killed = False
+
+        def kill(self) -> None:
+            """A command past its timeout: its channel closed (Invoke's timer thread). Marked
+            first: `wait` ends as soon as the channel is closed, and Invoke's `timed_out` (the timer
+            thread no longer alive) could still be false then, the command reported as exit -1.
+            When the connection went down meanwhile, there is nothing to close, and no traceback."""
+            self.killed = True
+            try:
+                super().kill()
+            except (EOFError, OSError):
+                pass
+
+        @property
+        def timed_out(self) -> bool:
+            return self.killed or super().timed_out
 
     return PromptRunner
 

@@ -323,6 +323,27 @@ def test_a_command_is_read_whole_when_its_exit_status_comes_before_its_output(tm
     assert res.stdout == out.decode() and res.stderr == err.decode()
 
 
+def test_a_command_past_its_timeout_is_stopped_with_one_line(tmp_path, keys):
+    """The runner's wait still ends when Invoke's timer closes the channel (no exit status ever
+    comes): the command is reported timed out, not waited for."""
+    host_key, client_path, client_key = keys
+
+    def reply(channel, command):
+        channel.sendall(b"started\n")
+        time.sleep(5)  # no exit status within the timeout
+        channel.close()
+
+    with ssh_server(host_key, client_key, reply) as srv:
+        kh = tmp_path / "known_hosts"
+        kh.write_text(known_line(srv.port, host_key))
+        inv = local_inventory(tmp_path, srv.port, kh, client_path)
+        with Remote(inv) as r:
+            res = r.run(inv.hosts[0], "sleep 600", timeout=0.5)
+    assert res.exit is None and one_line(res.error) == (
+        f"web (127.0.0.1): timed out: the command did not finish within 0.5 s ([ssh] command_timeout in {inv.path})")
+    assert res.seconds < 4, res  # stopped at its timeout, not at the command's end (5 s)
+
+
 def test_a_connection_connect_all_could_not_open_fails_its_first_command_with_one_line(tmp_path, keys):
     _, client_path, _ = keys
     inv, closed = refused_inventory(tmp_path, client_path)
