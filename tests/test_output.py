@@ -167,6 +167,31 @@ def test_the_message_of_a_stopped_deploy_still_says_it_all_for_scripts_and_quiet
     assert lines[7].endswith("or `tcsession -i lab.toml rollback` to undo it")
 
 
+@pytest.mark.parametrize("width", (*WIDTHS, None))
+@pytest.mark.parametrize("kind", ("deploy", "failure"))
+def test_a_progress_into_a_pipe_prints_what_rich_prints_there(kind, width, monkeypatch):
+    """Off a terminal a Progress prints through ui.Pipe, without rich: the same text, line for line,
+    as rich's Console into that pipe (the goldens), at a reader's $COLUMNS and with none set."""
+    from tcsession import ui
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = io.StringIO()
+    outputs.render(kind, ui.Pipe(out), width)
+    assert out.getvalue() == outputs.piped(kind, width)
+    assert out.getvalue().count("\n") > 5
+
+
+def test_a_progress_prints_through_a_pipe_unless_on_a_terminal_or_forced(monkeypatch):
+    from tcsession import ui
+
+    for var in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert isinstance(ui.progress_console(), ui.Pipe)
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich's to honour: colours into the pipe
+    assert not isinstance(ui.progress_console(), ui.Pipe)
+
+
 def test_a_quiet_run_never_makes_a_console():
     """--quiet prints nothing: its Progress never makes the rich Console (loading rich is 25 ms of
     CPU that the connections opening meanwhile waited for); a run that prints makes it once."""
