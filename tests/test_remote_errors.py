@@ -300,10 +300,21 @@ def test_connections_have_nagle_off_and_connect_all_opens_them_before_the_first_
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
+def run_answered_by(reply, tmp_path, keys, command: str, **kw):
+    """`command` run by a Remote on a test SSH server whose exec requests `reply(channel, command)`
+    answers: its Result, and the inventory."""
+    host_key, client_path, client_key = keys
+    with ssh_server(host_key, client_key, reply) as srv:
+        kh = tmp_path / "known_hosts"
+        kh.write_text(known_line(srv.port, host_key))
+        inv = local_inventory(tmp_path, srv.port, kh, client_path)
+        with Remote(inv) as r:
+            return r.run(inv.hosts[0], command, **kw), inv
+
+
 def test_a_command_is_read_whole_when_its_exit_status_comes_before_its_output(tmp_path, keys):
     """The runner returns when the exit status arrives (not at Invoke's next 10 ms look), and still
     reads stdout and stderr to their end: here the status comes first, then 300 KB on each."""
-    host_key, client_path, client_key = keys
     out, err = b"o" * 300_000, b"e" * 300_000
 
     def reply(channel, command):
@@ -313,12 +324,7 @@ def test_a_command_is_read_whole_when_its_exit_status_comes_before_its_output(tm
         channel.sendall_stderr(err)
         channel.close()
 
-    with ssh_server(host_key, client_key, reply) as srv:
-        kh = tmp_path / "known_hosts"
-        kh.write_text(known_line(srv.port, host_key))
-        inv = local_inventory(tmp_path, srv.port, kh, client_path)
-        with Remote(inv) as r:
-            res = r.run(inv.hosts[0], "anything")
+    res, _ = run_answered_by(reply, tmp_path, keys, "anything")
     assert (res.exit, len(res.stdout), len(res.stderr)) == (3, len(out), len(err))
     assert res.stdout == out.decode() and res.stderr == err.decode()
 
@@ -326,19 +332,13 @@ def test_a_command_is_read_whole_when_its_exit_status_comes_before_its_output(tm
 def test_a_command_past_its_timeout_is_stopped_with_one_line(tmp_path, keys):
     """The runner's wait still ends when Invoke's timer closes the channel (no exit status ever
     comes): the command is reported timed out, not waited for."""
-    host_key, client_path, client_key = keys
 
     def reply(channel, command):
         channel.sendall(b"started\n")
         time.sleep(5)  # no exit status within the timeout
         channel.close()
 
-    with ssh_server(host_key, client_key, reply) as srv:
-        kh = tmp_path / "known_hosts"
-        kh.write_text(known_line(srv.port, host_key))
-        inv = local_inventory(tmp_path, srv.port, kh, client_path)
-        with Remote(inv) as r:
-            res = r.run(inv.hosts[0], "sleep 600", timeout=0.5)
+    res, inv = run_answered_by(reply, tmp_path, keys, "sleep 600", timeout=0.5)
     assert res.exit is None and one_line(res.error) == (
         f"web (127.0.0.1): timed out: the command did not finish within 0.5 s ([ssh] command_timeout in {inv.path})")
     assert res.seconds < 4, res  # stopped at its timeout, not at the command's end (5 s)
