@@ -54,7 +54,7 @@ def facts_script() -> str:
     """What every command reads of a host (tcsession.facts.parse_facts). Each program started costs
     the host 1 to 4 ms of CPU (systemctl, ss and dpkg-query 3 to 4 ms, cat or awk 1 ms; three
     hosts share two cores in the lab), so the shell's builtins read what they can, and one
-    dpkg-query answers both the packages and the automatic upgraders' sections: 35 -> 25 ms a host."""
+    dpkg-query answers both the packages and the automatic upgraders' sections: 35 -> 26 ms a host."""
     from tcsession import unattended as u
 
     everything = " ".join(q(p) for p in dict.fromkeys((*PACKAGES, *u.APT_PACKAGES, *u.PACKAGE_GLOBS)))
