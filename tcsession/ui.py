@@ -34,8 +34,22 @@ class Pipe:
         self.file = file
 
     def line(self, text: str) -> None:
-        self.file.write(text + "\n")
-        self.file.flush()
+        try:
+            self.file.write(text + "\n")
+            self.file.flush()
+        except BrokenPipeError:  # the reader left (`| head`): the deploy goes on, unprinted
+            self._gone()
+
+    def _gone(self) -> None:
+        """The stream's descriptor pointed at /dev/null (as rich does), so that nothing written
+        later, nor Python's last flush at exit, raises again. rich then ends the process
+        (SystemExit), which could stop a rolling deploy between two restarts: here the run goes on
+        to its end, and its exit code still says how it went."""
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.file.fileno())
+        os.close(devnull)
 
 
 def progress_console(stderr: bool = False):

@@ -181,6 +181,22 @@ def test_a_progress_into_a_pipe_prints_what_rich_prints_there(kind, width, monke
     assert out.getvalue().count("\n") > 5
 
 
+def test_a_pipe_whose_reader_left_is_written_no_more_and_the_run_goes_on():
+    """`tcsession deploy | head -1`: once the reader is gone, a line raises nothing (a deploy must
+    not stop between two restarts for its output), and later lines go nowhere."""
+    from tcsession import ui
+
+    r, w = os.pipe()
+    os.close(r)
+    out = os.fdopen(w, "w")
+    pipe = ui.Pipe(out)
+    pipe.line("first")  # EPIPE: the reader is gone
+    pipe.line("second")
+    out.flush()  # as Python's last flush at exit: the descriptor is /dev/null now
+    assert os.path.samestat(os.fstat(out.fileno()), os.stat(os.devnull))
+    out.close()
+
+
 def test_a_progress_prints_through_a_pipe_unless_on_a_terminal_or_forced(monkeypatch):
     from tcsession import ui
 
