@@ -183,6 +183,21 @@ PEER = ROOT / "bench" / "peers" / "pyinfra"
 PYINFRA = ROOT / ".cache" / "pyinfra-venv" / "bin" / "pyinfra"
 
 
+def settle(specs, busy: float = 0.1, within: float = 30.0) -> float:
+    """Wait until the labs' hosts rest (together under `busy` CPU seconds per second, over half a
+    second: after a change deploy their just-restarted JVMs compile for a while), at most
+    `within` s; the seconds waited."""
+    started = time.monotonic()
+    last = sum(hosts_cpu(s) for s in specs)
+    while time.monotonic() - started < within:
+        time.sleep(0.5)
+        now = sum(hosts_cpu(s) for s in specs)
+        if (now - last) / 0.5 < busy:
+            break
+        last = now
+    return time.monotonic() - started
+
+
 def pyinfra_ready() -> Path:
     """pyinfra in a virtual environment of its own under .cache (never a tcsession dependency),
     installed from PyPI on first use."""
@@ -247,7 +262,8 @@ def compare_pyinfra(args, tmp: Path) -> dict[str, list[float]]:
     peer_inv = load_inventory(_write(tmp / "cmp" / "peer.toml",
                                      lab.render_inventory(args.peer_name, "bookworm", 2, args.peer_subnet)))
     spec, peer_spec = lab.spec_from_inventory(load_inventory(inv["a"])), lab.spec_from_inventory(peer_inv)
-    rows: dict[str, list[float]] = {k: [] for k in ("t_fresh", "p_fresh", "t_change", "p_change", "t_noop", "p_noop")}
+    rows: dict[str, list[float]] = {k: [] for k in ("t_fresh", "p_fresh", "t_change", "p_change", "t_noop", "p_noop",
+                                                    "settle")}
     try:
         for s in (spec, peer_spec):
             lab.down(s, log=lambda *_: None)
@@ -261,6 +277,8 @@ def compare_pyinfra(args, tmp: Path) -> dict[str, list[float]]:
             for there, send in (("b", 2), ("a", 6)):
                 rows["t_change"].append(inv_cmd("deploy", "--mode=delta", "-q", "-i", str(inv[there])))
                 rows["p_change"].append(pyinfra_deploy(peer, send))
+            # the no-ops on rested labs (the changes' JVMs done compiling), for both tools alike
+            rows["settle"].append(settle((spec, peer_spec)))
             for _ in range(5):  # without -q, as an operator runs it (its lines into the pipe, as pyinfra's)
                 rows["t_noop"].append(inv_cmd("deploy", "--mode=delta", "-i", str(inv["a"])))
                 rows["p_noop"].append(pyinfra_deploy(peer, 6))
@@ -287,7 +305,10 @@ def print_comparison(rows: dict[str, list[float]], runs: int) -> None:
                        ("noop", "deploy, nothing to do")):
         t, p = med[f"t_{key}"], med[f"p_{key}"]
         print(f"{label:<44}{t:>11.2f}{p:>10.2f}{t / p:>8.2f}")
-    print("  all runs: " + "; ".join(f"{k} " + " ".join(f"{x:.2f}" for x in v) for k, v in rows.items()))
+    print("  all runs: " + "; ".join(f"{k} " + " ".join(f"{x:.2f}" for x in v) for k, v in rows.items()
+                                     if k != "settle"))
+    print("  the no-ops ran once both labs rested (hosts under 0.1 CPU s per s), after "
+          + ", ".join(f"{x:.1f}" for x in rows["settle"]) + " s of waiting")
 
 
 def repo_is_standin(args) -> bool:
