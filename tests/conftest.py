@@ -175,18 +175,25 @@ class LabHandle:
         assert r.ok, r.why()
 
 
+def session_of(inv, requests: int, mode: str = "delta"):
+    """A session through the inventory's nginx: `requests` requests, each answered with the count
+    going on (checked). Its client; `client.run.last_node` is the Tomcat serving it."""
+    from tcsession.client import SessionClient
+
+    client = SessionClient(inv.nginx.address, inv.nginx.http_port, mode=mode)
+    for _ in range(requests):
+        client.request()
+    assert client.run.ok and client.run.last_count == requests, client.run.to_dict()
+    return client
+
+
 def assert_fails_over(lab, inv, unit: str = "tomcat10", mode: str = "delta", before: int = 10, after: int = 5) -> None:
     """One session through nginx: `before` requests, then its Tomcat stopped and `after` more,
     answered by another node with the count going on; the Tomcat is started again."""
     import time
 
-    from tcsession.client import SessionClient
-
-    client = SessionClient(inv.nginx.address, inv.nginx.http_port, mode=mode)
-    for _ in range(before):
-        client.request()
+    client = session_of(inv, before, mode)
     run = client.run
-    assert run.ok and run.last_count == before, run.to_dict()
     serving = run.last_node
     if mode == "msm" and getattr(inv.msm, "backup", "sync") == "async":
         # MSM stores the last request's session after the response: wait (at most 5 s) until the
